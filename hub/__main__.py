@@ -1,0 +1,7 @@
+"""`python -m hub` is `qala`."""
+
+import sys
+
+from hub.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The `qala` command line: one entry point, a subcommand per job.
+
+Each subcommand parses and validates its own arguments and returns an exit code; nothing here does I/O at
+import time. Subcommands are added as the features they drive land.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from hub import __version__
+
+log = logging.getLogger(__name__)
+
+DEMO_PENDING = (
+    "qala demo: the demo comes with the simulators (a simulated city: boards, meters, the hub and "
+    "InfluxDB). Until it lands, `scripts/test` shows every part working against real servers."
+)
+
+
+def _cmd_demo(_args: argparse.Namespace) -> int:
+    sys.stdout.write(DEMO_PENDING + "\n")
+    return 0
+
+
+def _cmd_version(_args: argparse.Namespace) -> int:
+    sys.stdout.write(f"qala {__version__}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qala", description="Qala: city sensor networks into InfluxDB.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    demo = sub.add_parser("demo", help="run the simulated city demo")
+    demo.set_defaults(func=_cmd_demo)
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Qala's test suite. A package so that tests._plugins imports by name and test folders never shadow hub/ or protocols/."""

@@ -1,0 +1,8 @@
+"""Registers the suite's pytest plugins; fixtures live in tests/_plugins, not here.
+
+- tests._plugins.services: real mosquitto, influxd and victoria-metrics (simulators/services.py).
+- tests._plugins.micropython: runs dual modules (MICROPYTHON_HEAP = "...") again inside `micropython`.
+- pytester: for testing those plugins.
+"""
+
+pytest_plugins = ["pytester", "tests._plugins.services", "tests._plugins.micropython"]
