@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import catalogue, registers, topics
+from protocols import catalogue, modbus, modbus_framing, registers, topics
 from protocols import payloads as p
 from protocols.errors import ProtocolError
 
@@ -116,3 +116,44 @@ def test_register_bad_input_raises_only_protocol_error(regs: list[object], dtype
         registers.decode(regs, dtype, order)
     except ProtocolError:
         pass
+
+
+@given(st.binary(max_size=300), st.booleans())
+def test_modbus_rtu_framer_and_pdu_decoders_raise_only_protocol_error(data: bytes, requests: bool) -> None:
+    framer = modbus_framing.RtuFramer(requests=requests)
+    framer.feed(data)
+    while (frame := framer.next_frame()) is not None:
+        try:
+            if requests:
+                modbus.decode_request(frame[1])
+            else:
+                modbus.decode_response(frame[1], frame[1][0] & 0x7F, 1)
+        except ProtocolError:
+            pass
+    try:
+        modbus.decode_request(data)
+    except ProtocolError:
+        pass
+
+
+@given(st.binary(max_size=300))
+def test_modbus_tcp_framer_raises_only_protocol_error(data: bytes) -> None:
+    framer = modbus_framing.TcpFramer()
+    framer.feed(data)
+    try:
+        while framer.next_frame() is not None:
+            pass
+    except ProtocolError:
+        pass
+
+
+@given(st.integers(1, 247), st.integers(0, 0xFFFF - 125), st.integers(1, 125), st.binary(max_size=20),
+       st.integers(0, 10))
+def test_modbus_rtu_frame_found_after_mutations(unit: int, address: int, count: int, noise: bytes, cut: int) -> None:
+    frame = modbus_framing.rtu_frame(unit, modbus.read_request(3, address, count))
+    framer = modbus_framing.RtuFramer(requests=True)
+    framer.feed(noise)
+    framer.gap()  # silence before a new request, as on a real bus
+    framer.feed(frame[:cut])
+    framer.feed(frame[cut:])
+    assert framer.next_frame() == (unit, frame[1:-2])
