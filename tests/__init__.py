@@ -1,1 +1,2 @@
-"""Qala's test suite. A package so that tests._plugins imports by name and test folders never shadow hub/ or protocols/."""
+"""Qala's test suite: a package, so that tests._plugins imports by name and test folders never
+shadow the hub or protocols packages."""

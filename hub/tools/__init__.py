@@ -1,0 +1,1 @@
+"""Board tooling that runs on a workstation: building firmware bundles for boards and for tests."""
