@@ -362,3 +362,21 @@ def _parse(run: ModuleRun, output: str) -> None:
         elif event == "done":
             run.summary = record
     run.output_tail = "\n".join(stray[-OUTPUT_TAIL_LINES:])
+
+
+@pytest.fixture(scope="session")
+def micropython_binary() -> str:
+    """The path of the `micropython` unix binary; the test fails (never skips) when it is absent."""
+    found = find_micropython()
+    if found is None:
+        pytest.fail(NOT_FOUND, pytrace=False)
+    return found
+
+
+@pytest.fixture(scope="session")
+def micropython_bundle(request: pytest.FixtureRequest) -> Path:
+    """The session's precompiled protocols/ and firmware/ (see bundle_for): put it first on MICROPYPATH."""
+    built = bundle_for(request.config)
+    if isinstance(built, str):
+        pytest.fail(built, pytrace=False)
+    return built
