@@ -5,9 +5,11 @@ import time. Subcommands are added as the features they drive land.
 """
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hub import __version__
 
@@ -29,6 +31,20 @@ def _cmd_version(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hub_run(args: argparse.Namespace) -> int:
+    # Imported here so that `qala version` and `qala demo` do not load paho, aiohttp and influxdb-client.
+    from hub import config as hub_config  # noqa: PLC0415
+    from hub.service import serve  # noqa: PLC0415
+
+    try:
+        config = hub_config.load(Path(args.config))
+    except hub_config.ConfigError as exc:
+        sys.stderr.write(f"qala hub: configuration error: {exc}\n")
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qala", description="Qala: city sensor networks into InfluxDB.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -37,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
+    hub = sub.add_parser("hub", help="the hub service")
+    hub_sub = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
+    run = hub_sub.add_parser("run", help="ingest the site's MQTT telemetry into InfluxDB (until SIGTERM)")
+    run.add_argument("--config", required=True, metavar="HUB_TOML", help="the hub's TOML configuration")
+    run.set_defaults(func=_cmd_hub_run)
     return parser
 
 

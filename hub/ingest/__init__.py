@@ -1,0 +1,1 @@
+"""MQTT ingest: the paho adapter, per-message processing and sequence tracking."""

@@ -1,0 +1,181 @@
+"""The MQTT adapter: paho-mqtt's network thread with manual acknowledgement, handed into asyncio.
+
+Why paho and not aiomqtt: aiomqtt 2.5.1 acknowledges a QoS 1 message as it arrives and has no manual
+acknowledgement, so a hub killed between the PUBACK and its spool write would lose the message. paho-mqtt
+2.x has `manual_ack=True` and `ack(mid, qos)`: this module acknowledges only what the service has spooled.
+
+- paho runs its own network thread (`loop_start`); `ack` and `disconnect` from the asyncio thread only
+  queue a packet and wake that thread (paho's threaded mode), so the socket has one writer.
+- Persistent session: MQTT 3.1.1, clean session off, a fixed client id, QoS 1 subscriptions renewed on
+  every connect. The broker keeps what the hub has not acknowledged while the hub is down or slow.
+- Incoming messages go into a deque; the event loop is woken with one `call_soon_threadsafe` per burst,
+  not per message. The service drains the deque in batches (`drain`).
+- Reconnect with jittered exponential backoff (hub.backoff) for ever: paho's own fixed doubling is turned
+  off (`reconnect_delay_set(0, 0)`) and the disconnect callbacks sleep our delay in the network thread,
+  interruptibly. A broker restart never stops the hub (telegraf#13031).
+- Every connect starts a new `generation`; acknowledgements for messages of an earlier connection are
+  dropped (the broker redelivers those), so a packet id reused by the broker is never acknowledged early.
+- `close_intake()` stops handing messages over (those arriving later stay unacknowledged, so the broker
+  keeps them for the next session); `stop()` then disconnects after the queued acknowledgements.
+
+Imports paho and hub.backoff/hub.config; knows nothing of payloads, spool or InfluxDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.backoff import Backoff
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from hub.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+
+class Message(NamedTuple):
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class MqttSource:
+    def __init__(
+        self,
+        config: MqttConfig,
+        subscriptions: Iterable[str],
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.subscriptions = [(topic, 1) for topic in subscriptions]
+        self.queue: deque[Message] = deque()
+        self.generation = 0
+        self.connected = False
+        self._on_connect_hook = on_connect
+        self._gen_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._intake = True
+        self._outage_logged = False
+        self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_pending = False
+        self.wakeup = asyncio.Event()
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=False,
+            protocol=paho.MQTTv311,
+            manual_ack=True,
+        )
+        if config.username is not None:
+            client.username_pw_set(config.username, config.password)
+        if config.tls:
+            client.tls_set_context(ssl.create_default_context(cafile=config.ca_file))
+        client.reconnect_delay_set(0, 0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_message = self._on_message
+        self._client = client
+
+    # ------------------------------------------------------------------------------ asyncio side
+
+    def start(self) -> None:
+        """Start connecting in paho's thread; call from the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        log.info("mqtt: connecting host=%s port=%d client_id=%s", self.config.host, self.config.port,
+                 self.config.client_id)
+        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        self._client.loop_start()
+
+    def drain(self, limit: int) -> list[Message]:
+        """Take up to `limit` received messages, oldest first; clears the wake-up flag."""
+        self.wakeup.clear()
+        self._wake_pending = False
+        queue = self.queue
+        n = min(limit, len(queue))
+        return [queue.popleft() for _ in range(n)]
+
+    def ack(self, messages: Iterable[Message]) -> int:
+        """Acknowledge QoS 1 messages of the current connection, in order; returns how many were sent."""
+        sent = 0
+        with self._gen_lock:
+            generation = self.generation
+            for m in messages:
+                if m.qos == 1 and m.generation == generation:
+                    self._client.ack(m.mid, 1)
+                    sent += 1
+        return sent
+
+    def close_intake(self) -> None:
+        """Stop handing over new messages; they stay unacknowledged at the broker."""
+        self._intake = False
+
+    def stop(self) -> None:
+        """Disconnect (queued acknowledgements go out first) and join paho's thread. Blocking, brief."""
+        self._intake = False
+        self._stop.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected = False
+
+    # ---------------------------------------------------------------------------- network thread
+
+    def _wake(self) -> None:
+        self.wakeup.set()
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        if not self._intake:
+            return
+        self.queue.append(Message(self.generation, message.mid, message.qos, message.topic, bytes(message.payload)))
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the hub is exiting
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _on_connect(self, client: paho.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.error("mqtt: connection refused host=%s reason=%s", self.config.host, reason)
+            return
+        with self._gen_lock:
+            self.generation += 1
+        self.connected = True
+        self._backoff.reset()
+        self._outage_logged = False
+        client.subscribe(self.subscriptions)
+        log.info("mqtt: connected host=%s session_present=%s generation=%d", self.config.host,
+                 flags.session_present, self.generation)
+        if self._on_connect_hook is not None:
+            self._on_connect_hook()
+
+    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.connected = False
+        if self._stop.is_set():
+            return
+        self._lost(f"disconnected reason={reason}")
+
+    def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
+        self._lost("connect failed")
+
+    def _lost(self, what: str) -> None:
+        delay = self._backoff.next()
+        if not self._outage_logged:
+            log.warning("mqtt: %s host=%s port=%d, reconnecting with backoff", what, self.config.host,
+                        self.config.port)
+            self._outage_logged = True
+        else:
+            log.debug("mqtt: %s, retry in %.1f s", what, delay)
+        self._stop.wait(delay)

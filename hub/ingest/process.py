@@ -1,0 +1,149 @@
+"""One MQTT message in, Readings out: topic and payload decoding, checks, sequence and registry updates.
+
+Owns the bad-input policy. A message that cannot be stored is counted by reason (hub.metrics.REASONS),
+logged at most once per device (or, for a bad topic, per reason) per minute, and yields no Readings; it
+never raises, so one bad board cannot stop or delay the others. A reading outside the catalogue's
+plausible range is stored with quality `range` and counted as `out_of_range`.
+
+Synchronous and cheap: no I/O except the registry's save on a status change (rare). Imports protocols/,
+hub.model, hub.metrics, hub.registry and hub.ingest.sequence; knows nothing of MQTT clients or InfluxDB.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from hub import metrics as m
+from hub.ingest.sequence import Verdict
+from hub.model import DEVICE_STATUS, STATUS_SENSOR, Reading, telemetry_readings
+from protocols import catalogue, payloads, topics
+from protocols.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hub.ingest.sequence import SequenceTracker
+    from hub.metrics import Metrics
+    from hub.registry import Registry
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 60.0
+"""Seconds between two log lines about the same device (or the same bad-topic reason)."""
+
+
+class RateLimitedLog:
+    """Log a warning for a key at most once per `every` seconds; count what was suppressed."""
+
+    def __init__(self, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self.suppressed = 0
+
+    def warning(self, key: str, msg: str, *args: object) -> bool:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self.suppressed += 1
+            return False
+        self._last[key] = now
+        log.warning(msg, *args)
+        return True
+
+
+class Processor:
+    def __init__(
+        self,
+        site: str,
+        registry: Registry,
+        tracker: SequenceTracker,
+        metrics: Metrics,
+        *,
+        require_birth: bool = True,
+        ratelog: RateLimitedLog | None = None,
+    ) -> None:
+        self.site = site
+        self.registry = registry
+        self.tracker = tracker
+        self.metrics = metrics
+        self.require_birth = require_birth
+        self.ratelog = ratelog or RateLimitedLog()
+
+    def process(self, topic: str, payload: bytes, now_ms: int) -> list[Reading]:
+        """The Readings to store for one message (empty for a status that changed nothing, or a reject)."""
+        metrics = self.metrics
+        metrics.messages_in += 1
+        try:
+            site, device, kind = topics.parse(topic)
+        except ProtocolError as exc:
+            return self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "bad topic: %s", exc)
+        if site != self.site:
+            return self._reject(m.OTHER_SITE, "site:" + site, "message for another site=%s topic=%s", site, topic)
+        if kind == topics.TELEMETRY:
+            return self._telemetry(device, payload, now_ms)
+        if kind == topics.STATUS:
+            return self._status(device, payload, now_ms)
+        return self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "kind not ingested by the hub: topic=%s", topic)
+
+    def _reject(self, reason: str, key: str, msg: str, *args: object) -> list[Reading]:
+        self.metrics.reject(reason)
+        self.ratelog.warning(key, "rejected reason=%s " + msg, reason, *args)
+        return []
+
+    def _telemetry(self, device: str, payload: bytes, now_ms: int) -> list[Reading]:
+        metrics = self.metrics
+        metrics.telemetry_in += 1
+        if self.require_birth and not self.registry.known(device):
+            return self._reject(m.UNKNOWN_DEVICE, device, "device=%s: telemetry before any birth message", device)
+        try:
+            t = payloads.decode_telemetry(payload)
+        except ProtocolError as exc:
+            return self._reject(m.BAD_PAYLOAD, device, "device=%s kind=telemetry error=%s", device, exc)
+        verdict = self.tracker.see(device, t.boot, t.seq)
+        if verdict is Verdict.GAP:
+            self.ratelog.warning("gap:" + device, "sequence gap device=%s boot=%d seq=%d", device, t.boot, t.seq)
+        self.registry.seen(device, now_ms)
+        metrics.readings_in += len(t.readings)
+        for quantity, value, quality in t.readings:
+            if quality == catalogue.RANGE:
+                metrics.reject(m.OUT_OF_RANGE)
+                self.ratelog.warning(
+                    "range:" + device, "reading out of range, stored with quality=range device=%s sensor=%s %s=%r",
+                    device, t.sensor, quantity, value,
+                )
+        return telemetry_readings(self.site, device, t.sensor, t.ts, t.readings)
+
+    def _status(self, device: str, payload: bytes, now_ms: int) -> list[Reading]:
+        self.metrics.status_in += 1
+        try:
+            status = payloads.decode_status(payload)
+        except ProtocolError as exc:
+            return self._reject(m.BAD_PAYLOAD, device, "device=%s kind=status error=%s", device, exc)
+        if not self.registry.update(device, status, now_ms):
+            return []
+        log.info("device status device=%s state=%s fw=%s boot=%s", device, status.state, status.fw, status.boot)
+        return status_readings(self.site, device, status, now_ms)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def status_readings(site: str, device: str, status: payloads.Status, now_ms: int) -> list[Reading]:
+    """`qala_device_status` Readings: at the board's timestamp, or the hub's for a last will (it has none)."""
+    ts = status.ts if status.ts is not None else now_ms
+    fields: list[tuple[str, float | str]] = [
+        ("state", status.state),
+        ("online", 0.0 if status.state == payloads.OFFLINE else 1.0),
+        ("safe", 1.0 if status.state == payloads.SAFE else 0.0),
+    ]
+    if status.boot is not None:
+        fields.append(("boot", float(status.boot)))
+    if status.fw is not None:
+        fields.append(("fw", _one_line(status.fw)))
+    if status.error is not None:
+        fields.append(("error", _one_line(status.error)))
+    return [Reading(DEVICE_STATUS, site, device, STATUS_SENSOR, catalogue.OK, f, v, ts) for f, v in fields]

@@ -1,0 +1,50 @@
+"""The one Reading model: everything the hub stores in InfluxDB is a Reading before it becomes a point.
+
+A Reading is one value of one field at one board timestamp, with the low-cardinality identity that becomes
+InfluxDB tags (site, device, sensor, quality) and the measurement it belongs to. Telemetry, device status
+changes and the hub's own metrics all take this shape, so there is one schema (docs/influxdb.md) and one
+encoder (hub.sinks.lineproto).
+
+Reading is a NamedTuple rather than a frozen dataclass: it is created once per reading on the hot path
+(hundreds of thousands a second at full load), and a tuple costs a fraction of a dataclass to build while
+staying typed and immutable. Imports only protocols.catalogue; no I/O, no asyncio.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from protocols import catalogue
+
+# Measurements besides the catalogue domains (air, energy, water, gas, heat, device, actuator).
+DEVICE_STATUS = "qala_device_status"
+HUB = "qala_hub"
+
+# `sensor` tag values of the hub's own records.
+STATUS_SENSOR = "status"
+HUB_SENSOR = "hub"
+
+
+class Reading(NamedTuple):
+    """One stored value: `measurement,site=,device=,sensor=,quality= field=value ts` (ts in ms, board clock)."""
+
+    measurement: str
+    site: str
+    device: str
+    sensor: str
+    quality: str
+    field: str
+    value: float | str
+    ts: int
+
+
+def telemetry_readings(
+    site: str,
+    device: str,
+    sensor: str,
+    ts: int,
+    values: list[tuple[str, float, str]],
+) -> list[Reading]:
+    """The Readings of one decoded telemetry message: measurement = the quantity's catalogue domain."""
+    quantities = catalogue.QUANTITIES
+    return [Reading(quantities[q][0], site, device, sensor, quality, q, value, ts) for q, value, quality in values]

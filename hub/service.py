@@ -1,0 +1,276 @@
+"""The hub service: MQTT in, spool, InfluxDB out, with self-metrics and a graceful shutdown.
+
+Tasks (one asyncio loop; paho's network thread feeds it):
+- ingest: drains received messages in batches, turns them into Readings (hub.ingest.process), appends
+  their line protocol to the spool with one write+fsync per batch, and only then acknowledges the batch's
+  MQTT messages. Seals the open segment when it holds `batch.size` lines or is `batch.flush_interval` old,
+  and hands it to the writer. While the spool is full it takes nothing: the broker keeps the messages.
+- writer (hub.sinks.writer): sends sealed segments, the backlog of a previous run first.
+- housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
+
+Shutdown (SIGTERM/SIGINT, `request_stop`): stop taking messages, spool and acknowledge what was taken,
+disconnect, seal, keep sending for up to `shutdown_timeout` seconds, save the registry. Whatever was not
+sent stays in the spool for the next start; nothing acknowledged is ever only in memory.
+
+Imports every hub module; the only module that wires them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from hub.ingest.mqtt import MqttSource
+from hub.ingest.process import Processor
+from hub.ingest.sequence import SequenceTracker
+from hub.metrics import Metrics
+from hub.registry import Registry
+from hub.sinks.influx_v1 import InfluxV1Sink
+from hub.sinks.influx_v2 import InfluxV2Sink
+from hub.sinks.lineproto import encode_bytes
+from hub.sinks.writer import Writer
+from hub.spool import Spool
+from protocols import topics
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
+    from hub.model import Reading
+    from hub.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+DRAIN_LIMIT = 5000
+"""Messages taken per ingest round (the broker's in-flight window, 1000 in Qala's config, bounds it too)."""
+
+FILL_WARNINGS = (0.5, 0.8, 0.9)
+
+
+def make_sink(config: HubConfig) -> Sink:
+    if config.influxdb.api == "v1":
+        return InfluxV1Sink(config.influxdb)
+    return InfluxV2Sink(config.influxdb)
+
+
+class Hub:
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        state = config.spool.path
+        state.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics()
+        self.spool = Spool(state / "segments", config.spool.max_bytes)
+        self.registry = Registry(state / "registry.json")
+        self.tracker = SequenceTracker()
+        self.processor = Processor(
+            config.site.id, self.registry, self.tracker, self.metrics, require_birth=config.site.require_birth
+        )
+        self.sink = make_sink(config)
+        self.writer = Writer(
+            self.sink,
+            self.spool,
+            self.metrics,
+            state / "dead-letter.lp",
+            batch_size=config.batch.size,
+            retry_min=config.influxdb.retry_min,
+            retry_max=config.influxdb.retry_max,
+        )
+        site = config.site.id
+        self.mqtt = MqttSource(
+            config.mqtt,
+            [topics.subscription(site, topics.TELEMETRY), topics.subscription(site, topics.STATUS)],
+            on_connect=self._on_mqtt_connect,
+        )
+        self._extra: list[Reading] = []
+        self._stop = asyncio.Event()
+        self._closing = False
+        self._fill_warned = 0.0
+        self._full_logged = False
+        self.ready = asyncio.Event()
+        """Set once the spool backlog is queued and MQTT is connecting."""
+
+    def _on_mqtt_connect(self) -> None:  # paho's thread
+        self.metrics.mqtt_connects += 1
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("hub: stopping")
+        self._stop.set()
+        self.mqtt.wakeup.set()
+
+    # --------------------------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        backlog = self.spool.recover()
+        if backlog:
+            log.info("hub: sending the spooled backlog first segments=%d points=%d bytes=%d",
+                     len(backlog), sum(s.points for s in backlog), self.spool.used_bytes)
+        self.writer.submit(backlog)
+        writer = asyncio.create_task(self.writer.run(), name="qala-hub.writer")
+        ingest = asyncio.create_task(self._ingest(), name="qala-hub.ingest")
+        housekeeping = asyncio.create_task(self._housekeeping(), name="qala-hub.housekeeping")
+        self.mqtt.start()
+        log.info("hub: running site=%s influxdb=%s spool=%s", self.config.site.id, self.sink.description,
+                 self.config.spool.path)
+        self.ready.set()
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({stop, ingest, writer, housekeeping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop}:
+                task.result()  # a crashed task: re-raise after the shutdown below
+                raise RuntimeError(f"{task.get_name()} ended unexpectedly")
+        finally:
+            await self._shutdown(ingest, writer, housekeeping, stop)
+
+    async def _shutdown(
+        self,
+        ingest: asyncio.Task[None],
+        writer: asyncio.Task[None],
+        *others: asyncio.Task[object],
+    ) -> None:
+        self._closing = True
+        self.mqtt.close_intake()
+        self.mqtt.wakeup.set()
+        for task in others:
+            task.cancel()
+        if not ingest.done():
+            await ingest  # spools and acknowledges everything taken so far
+        await asyncio.to_thread(self.mqtt.stop)
+        self._extra.extend(self._snapshot())
+        await self._spool_extra()
+        self.writer.submit(filter(None, [self.spool.close()]))
+        if not writer.done():
+            try:
+                async with asyncio.timeout(self.config.shutdown_timeout):
+                    await self.writer.idle.wait()
+            except TimeoutError:
+                log.warning("hub: stopping with data still spooled (sent at next start) segments=%d bytes=%d",
+                            self.spool.segments, self.spool.used_bytes)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        await self.sink.close()
+        self.registry.save()
+        log.info("hub: stopped spool_segments=%d spool_bytes=%d", self.spool.segments, self.spool.used_bytes)
+
+    # ------------------------------------------------------------------------------------ ingest
+
+    async def _ingest(self) -> None:
+        mqtt = self.mqtt
+        spool = self.spool
+        batch = self.config.batch
+        process = self.processor.process
+        while True:
+            if spool.full:
+                if self._closing:
+                    return  # what is still queued was never acknowledged: the broker keeps it
+                await self._wait_for_space()
+                continue
+            if not mqtt.queue and not self._extra:
+                if self._closing:
+                    return
+                await self._wait_for_input()
+            messages = mqtt.drain(DRAIN_LIMIT)
+            readings, self._extra = self._extra, []
+            now_ms = int(time.time() * 1000)
+            for message in messages:
+                readings += process(message.topic, message.payload, now_ms)
+            if readings:
+                await self._append(readings)
+            if messages:
+                mqtt.ack(messages)
+            if spool.open_points and (
+                spool.open_points >= batch.size or spool.open_age() >= batch.flush_interval or self._closing
+            ):
+                self._seal()
+            self._check_fill()
+
+    async def _wait_for_input(self) -> None:
+        """Until a message arrives, a stop is requested or the open segment is due to be sealed."""
+        timeout = None
+        if self.spool.open_points:
+            timeout = max(0.0, self.config.batch.flush_interval - self.spool.open_age())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.mqtt.wakeup.wait()
+
+    async def _append(self, readings: list[Reading]) -> None:
+        body, points = encode_bytes(readings)
+        if points:
+            await asyncio.to_thread(self.spool.append, body, points)
+            self.metrics.points_spooled += points
+
+    async def _spool_extra(self) -> None:
+        readings, self._extra = self._extra, []
+        if readings:
+            await self._append(readings)
+
+    def _seal(self) -> None:
+        segment = self.spool.seal()
+        if segment is not None:
+            self.writer.submit([segment])
+
+    def _check_fill(self) -> None:
+        fill = self.spool.fill
+        crossed = max((level for level in FILL_WARNINGS if fill >= level), default=0.0)
+        if crossed > self._fill_warned:
+            log.warning("spool filling: InfluxDB is not keeping up or is down fill=%.0f%% bytes=%d max_bytes=%d",
+                        100 * fill, self.spool.used_bytes, self.spool.max_bytes)
+        self._fill_warned = crossed
+
+    async def _wait_for_space(self) -> None:
+        if not self._full_logged:
+            self.metrics.spool_full_events += 1
+            log.error("SPOOL FULL: not taking MQTT messages until InfluxDB accepts the backlog; the broker "
+                      "queues them meanwhile bytes=%d max_bytes=%d", self.spool.used_bytes, self.spool.max_bytes)
+            self._full_logged = True
+        self._seal()
+        self.writer.space.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.batch.flush_interval):
+                await self.writer.space.wait()
+        if not self.spool.full:
+            log.warning("spool has room again, taking messages bytes=%d", self.spool.used_bytes)
+            self._full_logged = False
+
+    # ------------------------------------------------------------------------------ housekeeping
+
+    def _snapshot(self) -> list[Reading]:
+        spool = self.spool
+        gauges = {
+            "spool_bytes": float(spool.used_bytes),
+            "spool_segments": float(spool.segments),
+            "spool_fill": spool.fill,
+            "spool_full": 1.0 if spool.full else 0.0,
+            "writer_pending": float(self.writer.pending),
+            "mqtt_connected": 1.0 if self.mqtt.connected else 0.0,
+            "mqtt_queue": float(len(self.mqtt.queue)),
+            "seq_gaps": float(self.tracker.gaps),
+            "seq_late": float(self.tracker.late),
+            "seq_duplicates": float(self.tracker.duplicates),
+            "seq_reboots": float(self.tracker.reboots),
+            "devices": float(len(self.registry.devices)),
+        }
+        return self.metrics.snapshot(self.config.site.id, self.config.mqtt.client_id, int(time.time() * 1000), gauges)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.metrics.interval)
+            self._extra.extend(self._snapshot())
+            self.mqtt.wakeup.set()
+            self.registry.save()
+
+
+async def serve(config: HubConfig) -> None:
+    """Run a hub until SIGTERM or SIGINT."""
+    hub = Hub(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, hub.request_stop)
+    try:
+        await hub.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
