@@ -1,0 +1,201 @@
+"""The board loop: config -> sensors -> telemetry through the offline buffer -> MQTT; birth, health, safe mode.
+
+`main(config_path)` validates the config, counts the boot, and runs one task per sensor (each on its own
+interval), one sender (the only task that publishes telemetry: buffer head -> QoS 1 -> pop on PUBACK, in
+order, throttled by `buffer.replay_ms` while a backlog drains), a health reporter, the MQTT supervisor, the
+hardware's network keeper and the watchdog feeder. Every task is guarded: an exception is logged with its
+reason and the task starts again; nothing stops the loop.
+
+Readings are stamped with the board clock (Unix ms) and a sequence number that restarts at 0 each boot; the
+boot counter is persisted, so (boot, seq) identifies a message. A board whose clock is not set yet (no NTP
+answer) holds its samples with their ticks and stamps them once the clock is set, never with a 2000-era
+time. A config that is missing, unreadable or invalid puts the board in safe mode: it logs the exact
+problem, publishes it retained on its status topic when it can connect, and drives no actuator.
+"""
+
+import asyncio
+import time
+
+from firmware import VERSION, hw, log
+from firmware.buffer import Buffer
+from firmware.mqtt import MQTTClient
+from protocols import payloads, topics
+from protocols.errors import ProtocolError
+
+HEALTH = "health"
+
+
+def guard(name, make):
+    """Run the coroutine made by make() forever: log and restart it (after 1 s) if it raises."""
+
+    async def guarded():
+        while True:
+            try:
+                await make()
+                return
+            except Exception as exc:
+                log.error("task %s failed: %s; restarting", name, log.why(exc))
+                await asyncio.sleep(1)
+
+    return asyncio.create_task(guarded())
+
+
+def client_for(mqtt, site, device):
+    """The board's MQTT client: persistent session, last will `offline` retained on its status topic."""
+    will = payloads.encode_status(payloads.OFFLINE)
+    c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
+                   mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"])
+    c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
+    return c
+
+
+class Board:
+    def __init__(self, impl, cfg, caps, boot, state):
+        self.hw = impl
+        self.cfg = cfg
+        self.caps = caps
+        self.boot = boot
+        b = cfg["buffer"]
+        self.buf = Buffer(b["ram"], b["file"], state + "/buffer")
+        self.replay_ms = b["replay_ms"]
+        self.seq = 0
+        self.faults = 0
+        self.held = []  # (ticks, sensor, readings) sampled before the clock was set
+        self.held_dropped = 0
+        self.wake = asyncio.Event()
+        self.low = 1 << 30  # lowest free heap after a collection, over the health reports
+        site, device = cfg["site"], cfg["device"]
+        self.t_telemetry = topics.build(site, device, topics.TELEMETRY)
+        self.t_status = topics.build(site, device, topics.STATUS)
+        self.client = client_for(cfg["mqtt"], site, device)
+        self.client.can_connect = impl.link_up
+
+    # ------------------------------------------------------------------------------------ readings
+
+    def emit(self, sensor, readings):
+        """Stamp and encode one sample, then queue it; hold it while the clock is not set."""
+        now = self.hw.now_ms()
+        if now is None:
+            self.held.append((time.ticks_ms(), sensor, readings))
+            if len(self.held) > self.buf.ram_max:
+                self.held.pop(0)
+                self.held_dropped += 1
+            return
+        if self.held:
+            held, self.held = self.held, []
+            t = time.ticks_ms()
+            for ticks, s, r in held:
+                self._queue(now - time.ticks_diff(t, ticks), s, r)
+        self._queue(now, sensor, readings)
+
+    def _queue(self, ts, sensor, readings):
+        try:
+            rec = payloads.encode_telemetry(self.seq, ts, self.boot, sensor, readings)
+        except ProtocolError as exc:
+            self.faults += 1
+            log.error("sensor %s: reading refused by the codec: %s", sensor, exc)
+            return
+        self.seq += 1
+        self.buf.offline = not self.client.isconnected()
+        self.buf.push(rec)
+        self.wake.set()
+
+    async def sampler(self, name, spec):
+        from firmware import sensors
+
+        interval = int(spec["interval"] * 1000)
+        warmup = int(spec["warmup"] * 1000)
+        sensor = None
+        last = None
+        failing = False
+        due = time.ticks_ms()
+        while True:
+            readings = None
+            try:
+                if sensor is None:
+                    sensor = sensors.make(name, spec, self.hw)
+                readings = sensor.read()
+                if self.hw.uptime_ms() < warmup:
+                    readings = [(r[0], r[1], "warmup") for r in readings]
+                last = readings
+                if failing:
+                    log.info("sensor %s: reading again", name)
+                failing = False
+            except Exception as exc:
+                self.faults += 1
+                if not failing:
+                    log.warn("sensor %s: read failed: %s", name, log.why(exc))
+                failing = True
+                if last:
+                    readings = [(r[0], r[1], "fault") for r in last]
+            if readings:
+                self.emit(name, readings)
+            due = time.ticks_add(due, interval)
+            wait = time.ticks_diff(due, time.ticks_ms())
+            if wait < 0:
+                due = time.ticks_ms()
+                wait = 0
+            await asyncio.sleep_ms(wait)
+
+    async def sender(self):
+        while True:
+            rec = self.buf.peek()
+            if rec is None:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            await self.client.publish(self.t_telemetry, rec, False, 1)
+            self.buf.pop(rec)
+            await asyncio.sleep_ms(self.replay_ms if len(self.buf) else 0)
+
+    # -------------------------------------------------------------------------------------- status
+
+    async def health(self):
+        period = int(self.cfg["health_interval"] * 1000)
+        while True:
+            await asyncio.sleep_ms(period)
+            free, block = hw.mem()  # after a collection: what live objects leave free
+            self.low = min(self.low, free)
+            dropped = self.buf.dropped + self.held_dropped
+            readings = [
+                ("uptime", self.hw.uptime_ms() // 1000), ("heap_free", free), ("heap_max_block", block),
+                ("buffered", len(self.buf) + len(self.held)), ("dropped", dropped), ("resets", self.boot),
+                ("reconnects", self.client.reconnects), ("sensor_faults", self.faults),
+            ]
+            rssi = self.hw.rssi()
+            if rssi is not None:
+                readings.append(("rssi", rssi))
+            log.info("health: seq=%d buffered=%d dropped=%d faults=%d reconnects=%d heap_free=%d max_block=%d "
+                     "heap_low=%d", self.seq, len(self.buf), dropped, self.faults, self.client.reconnects, free,
+                     block, self.low)
+            self.emit(HEALTH, readings)
+
+    async def birth(self, client, session):
+        self.buf.offline = False
+        while self.hw.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
+            await asyncio.sleep(1)
+        msg = payloads.encode_status(payloads.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
+        client.publish_nowait(self.t_status, msg, True)
+        self.wake.set()
+
+    async def watchdog(self):
+        self.hw.watchdog(self.cfg["watchdog"])
+        while True:
+            self.hw.feed()
+            await asyncio.sleep(1)
+
+    async def run(self):
+        log.info("board %s/%s boot %d on %s: %d sensors, buffer ram=%d file=%d", self.cfg["site"],
+                 self.cfg["device"], self.boot, self.hw.NAME, len(self.cfg["sensors"]), self.buf.ram_max,
+                 self.buf.file_max)
+        guard("network", lambda: self.hw.network(self.cfg))
+        guard("watchdog", self.watchdog)
+        guard("mqtt", lambda: self.client.run(self.birth))
+        guard("sender", self.sender)
+        guard("health", self.health)
+        for name in self.cfg["sensors"]:
+            spec = self.cfg["sensors"][name]
+            guard("sensor " + name, lambda spec=spec, name=name: self.sampler(name, spec))
+        await asyncio.Event().wait()  # the tasks run forever
+
+

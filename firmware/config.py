@@ -1,0 +1,226 @@
+"""The board config: read the JSON file, validate every key, fill the defaults.
+
+`load(path)` returns a plain dict or raises ConfigError whose message names the key path and the rule
+(`sensors.air1.interval: must be a positive number, got 'fast'`). Unknown keys are errors, so a typo is not
+silently ignored. Actuator limits are checked by protocols.payloads.check_actuator, the same rules the hub
+applies to device profiles. `reach(raw)` pulls out just enough (site, device, mqtt) for a board in safe mode
+to report its error. The app imports this module at start-up and drops it afterwards to free its RAM.
+"""
+
+import json
+
+from protocols import catalogue, topics
+from protocols.errors import ProtocolError
+
+_TOP = (
+    "site", "device", "wifi", "mqtt", "uplink", "sensors", "actuators", "buffer",
+    "health_interval", "failsafe_after", "log", "ntp_host", "watchdog",
+)
+_MQTT = ("host", "port", "user", "password", "tls", "keepalive", "max_packet")
+_SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
+_BUFFER = ("ram", "file", "replay_ms")
+UPLINKS = ("mqtt", "modbus")
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class ConfigError(ValueError):
+    """The config cannot run; the message is `path: problem`."""
+
+
+def _bad(path, problem, value=None, show=True):
+    if show:
+        text = repr(value)
+        problem = "%s, got %s" % (problem, text if len(text) <= 40 else text[:37] + "...")
+    raise ConfigError("%s: %s" % (path, problem))
+
+
+def _obj(path, value, allowed):
+    if not isinstance(value, dict):
+        _bad(path, "must be an object", value)
+    for key in value:
+        if key not in allowed:
+            _bad(path, "unknown key %r" % key, show=False)
+    return value
+
+
+def _num(path, value, lo=None, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # noqa: PLR0124 - NaN test without math
+        _bad(path, "must be a number", value)
+    if positive and value <= 0:
+        _bad(path, "must be a positive number", value)
+    if lo is not None and value < lo:
+        _bad(path, "must be at least %s" % lo, value)
+    return value
+
+
+def _int(path, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        _bad(path, "must be an integer", value)
+    if not lo <= value <= hi:
+        _bad(path, "must be in %d..%d" % (lo, hi), value)
+    return value
+
+
+def _str(path, value, empty=False):
+    if not isinstance(value, str) or (not value and not empty):
+        _bad(path, "must be a non-empty string" if not empty else "must be a string", value)
+    return value
+
+
+def _id(path, value):
+    try:
+        return topics.check_id(path, value)
+    except ProtocolError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _need(obj, key, path):
+    if key not in obj:
+        _bad(path + key, "required key missing", show=False)
+    return obj[key]
+
+
+def _mqtt(raw):
+    m = _obj("mqtt", _need(raw, "mqtt", ""), _MQTT)
+    out = {"host": _str("mqtt.host", _need(m, "host", "mqtt."))}
+    out["tls"] = m.get("tls", False)
+    if not isinstance(out["tls"], bool):
+        _bad("mqtt.tls", "must be true or false", out["tls"])
+    out["port"] = _int("mqtt.port", m.get("port", 8883 if out["tls"] else 1883), 1, 65535)
+    for key in ("user", "password"):
+        value = m.get(key)
+        out[key] = None if value is None else _str("mqtt." + key, value, empty=True)
+    out["keepalive"] = _int("mqtt.keepalive", m.get("keepalive", 60), 5, 3600)
+    out["max_packet"] = _int("mqtt.max_packet", m.get("max_packet", 2048), 256, 65536)
+    return out
+
+
+def reach(raw):
+    """(site, device, mqtt settings) if the config has them right, else None: what safe mode can use."""
+    try:
+        return _id("site", raw["site"]), _id("device", raw["device"]), _mqtt(raw)
+    except (ConfigError, KeyError, TypeError):
+        return None
+
+
+def read(path):
+    """The raw JSON object in the file at path; ConfigError if missing, unreadable or not JSON."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s" % (path, exc)) from None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("%s must hold a JSON object" % path)
+    return raw
+
+
+def validate(raw, need_wifi=False):
+    """The validated config with defaults filled in; ConfigError naming the first bad key."""
+    _obj("config", raw, _TOP)
+    cfg = {"site": _id("site", _need(raw, "site", "")), "device": _id("device", _need(raw, "device", ""))}
+    cfg["uplink"] = raw.get("uplink", "mqtt")
+    if cfg["uplink"] not in UPLINKS:
+        _bad("uplink", "must be one of %s" % "|".join(UPLINKS), cfg["uplink"])
+    wifi = raw.get("wifi")
+    if wifi is not None:
+        _obj("wifi", wifi, ("ssid", "password"))
+        _str("wifi.ssid", _need(wifi, "ssid", "wifi."))
+        _str("wifi.password", wifi.get("password", ""), empty=True)
+    elif need_wifi:
+        _bad("wifi", "required on this board", show=False)
+    cfg["wifi"] = wifi
+    cfg["mqtt"] = _mqtt(raw) if cfg["uplink"] == "mqtt" or "mqtt" in raw else None
+    cfg["sensors"] = _sensors(raw.get("sensors", {}))
+    cfg["actuators"] = _actuators(raw.get("actuators", {}))
+    buf = _obj("buffer", raw.get("buffer", {}), _BUFFER)
+    cfg["buffer"] = {
+        "ram": _int("buffer.ram", buf.get("ram", 16), 1, 1000),
+        "file": _int("buffer.file", buf.get("file", 1000), 0, 1000000),
+        "replay_ms": _int("buffer.replay_ms", buf.get("replay_ms", 20), 0, 60000),
+    }
+    cfg["health_interval"] = _num("health_interval", raw.get("health_interval", 60), positive=True)
+    cfg["failsafe_after"] = _num("failsafe_after", raw.get("failsafe_after", 120), positive=True)
+    cfg["log"] = raw.get("log", "info")
+    if cfg["log"] not in LOG_LEVELS:
+        _bad("log", "must be one of %s" % "|".join(LOG_LEVELS), cfg["log"])
+    cfg["ntp_host"] = _str("ntp_host", raw.get("ntp_host", "pool.ntp.org"))
+    cfg["watchdog"] = _num("watchdog", raw.get("watchdog", 30), lo=5)
+    return cfg
+
+
+def _sensors(value):
+    sensors = _obj_of_ids("sensors", value, 16)
+    for name in sensors:
+        path = "sensors." + name + "."
+        s = _obj(path[:-1], sensors[name], _SENSOR)
+        _id(path + "driver", _need(s, "driver", path))
+        _num(path + "interval", _need(s, "interval", path), positive=True)
+        s["warmup"] = _num(path + "warmup", s.get("warmup", 0), lo=0)
+        q = _need(s, "quantities", path)
+        if not isinstance(q, list) or not q or len(q) > 32:
+            _bad(path + "quantities", "must be a list of 1 to 32 quantities", q)
+        for quantity in q:
+            if quantity not in catalogue.QUANTITIES:
+                _bad(path + "quantities", "unknown quantity %r (not in the catalogue)" % (quantity,), show=False)
+        pins = _obj_any(path + "pins", s.get("pins", {}))
+        for pin in pins:
+            _int(path + "pins." + pin, pins[pin], 0, 255)
+        s["pins"] = pins
+        s["options"] = _obj_any(path + "options", s.get("options", {}))
+    return sensors
+
+
+def _actuators(value):
+    from protocols import payloads
+
+    actuators = _obj_of_ids("actuators", value, 16)
+    for name in actuators:
+        spec = _obj_any("actuators." + name, actuators[name])
+        _int("actuators." + name + ".pin", _need(spec, "pin", "actuators." + name + "."), 0, 255)
+        limits = {}
+        for key in spec:
+            if key != "pin":
+                limits[key] = spec[key]
+        try:
+            payloads.check_actuator(name, limits, "actuators.")
+        except ProtocolError as exc:
+            raise ConfigError(str(exc)) from None
+    return actuators
+
+
+def _obj_any(path, value):
+    if not isinstance(value, dict):
+        _bad(path, "must be an object", value)
+    return value
+
+
+def _obj_of_ids(path, value, limit):
+    _obj_any(path, value)
+    if len(value) > limit:
+        _bad(path, "at most %d entries" % limit, show=False)
+    for key in value:
+        _id(path + "." + key, key)
+    return value
+
+
+def caps(cfg):
+    """The `caps` of the birth message: sensors with their quantities, actuator limits, uplink."""
+    sensors = {}
+    for name in cfg["sensors"]:
+        s = cfg["sensors"][name]
+        sensors[name] = {"driver": s["driver"], "q": s["quantities"]}
+    actuators = {}
+    for name in cfg["actuators"]:
+        spec = cfg["actuators"][name]
+        limits = {}
+        for key in spec:
+            if key != "pin":
+                limits[key] = spec[key]
+        actuators[name] = limits
+    return {"sensors": sensors, "actuators": actuators, "uplink": cfg["uplink"],
+            "failsafe_after": cfg["failsafe_after"]}

@@ -1,0 +1,96 @@
+"""Hardware layer for real boards (ESP32, Pico W, ESP8266): machine, network, ntptime.
+
+Wi-Fi is kept up by `network(cfg)`, which reconnects whenever the station drops and sets the clock by NTP
+once connected (and again every 6 hours). Until the first NTP answer `now_ms()` returns None and the app
+holds its readings (stamped by ticks) instead of sending them with a 2000-era time. The watchdog resets
+the board if the event loop stops feeding it. Not importable on the unix port (no `network` there).
+"""
+
+import asyncio
+import time
+
+import machine
+import network as _network
+
+from firmware import log
+
+NAME = "board"
+NEEDS_WIFI = True
+_T0 = time.ticks_ms()
+# Ports with a 2000 epoch (older releases) count seconds from 2000-01-01.
+_EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
+_wlan = None
+_wdt = None
+_synced = False
+
+
+def uptime_ms():
+    return time.ticks_diff(time.ticks_ms(), _T0)
+
+
+def now_ms():
+    if not _synced:
+        return None
+    return (time.time() + _EPOCH) * 1000 + time.ticks_ms() % 1000
+
+
+def link_up():
+    return _wlan is not None and _wlan.isconnected()
+
+
+def rssi():
+    try:
+        return _wlan.status("rssi") if link_up() else None
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def watchdog(seconds):
+    global _wdt
+    _wdt = machine.WDT(timeout=int(seconds * 1000))
+
+
+def feed():
+    if _wdt is not None:
+        _wdt.feed()
+
+
+def state_dir(config_path, device):
+    cut = config_path.rfind("/")
+    folder = config_path[:cut] if cut > 0 else ""
+    return "%s/%s.state" % (folder, device)
+
+
+async def network(cfg):
+    global _wlan, _synced
+    _wlan = _network.WLAN(_network.STA_IF)
+    _wlan.active(True)
+    wifi = cfg["wifi"]
+    synced_at = None
+    while True:
+        if not _wlan.isconnected():
+            log.info("wifi: connecting to %s", wifi["ssid"])
+            try:
+                _wlan.connect(wifi["ssid"], wifi.get("password", ""))
+            except OSError as exc:
+                log.warn("wifi: %s", log.why(exc))
+            for _ in range(30):
+                if _wlan.isconnected():
+                    break
+                await asyncio.sleep(1)
+            if not _wlan.isconnected():
+                log.warn("wifi: not connected after 30 s, retrying")
+                continue
+            log.info("wifi: up, rssi=%s", rssi())
+        if synced_at is None or time.ticks_diff(time.ticks_ms(), synced_at) > 6 * 3600 * 1000:
+            try:
+                import ntptime
+
+                ntptime.host = cfg["ntp_host"]
+                ntptime.settime()
+                _synced = True
+                synced_at = time.ticks_ms()
+                log.info("clock: set by NTP from %s", cfg["ntp_host"])
+            except (OSError, OverflowError) as exc:
+                log.warn("clock: NTP failed: %s", log.why(exc))
+        await asyncio.sleep(5 if not _synced else 30)

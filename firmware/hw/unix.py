@@ -1,0 +1,45 @@
+"""Hardware layer for the unix port: the host's clock, no Wi-Fi, no watchdog, sensors are simulated.
+
+The host clock is assumed set (NTP is the host's business). The state folder is `<config dir>/<device>.state`
+next to the board config, so a board process that restarts keeps its boot counter and its offline buffer.
+"""
+
+import time
+
+NAME = "unix"
+NEEDS_WIFI = False
+_T0 = time.ticks_ms()
+
+
+def uptime_ms():
+    return time.ticks_diff(time.ticks_ms(), _T0)
+
+
+def now_ms():
+    return time.time_ns() // 1000000
+
+
+async def network(cfg):
+    return
+
+
+def link_up():
+    return True
+
+
+def rssi():
+    return None
+
+
+def watchdog(seconds):
+    return
+
+
+def feed():
+    return
+
+
+def state_dir(config_path, device):
+    cut = config_path.rfind("/")
+    folder = config_path[:cut] if cut > 0 else ("/" if cut == 0 else ".")
+    return "%s/%s.state" % (folder, device)

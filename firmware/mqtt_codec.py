@@ -1,0 +1,140 @@
+"""MQTT 3.1.1 packets as pure functions: bytes out of `encode_*`, tuples out of `parse`.
+
+Sans-I/O: no socket, no asyncio, no clock, so every packet is tested with exact byte vectors under CPython
+and MicroPython alike (tests/firmware/test_mqtt_codec.py). Only what a publishing board needs: CONNECT
+(with will, credentials, clean-session flag), PUBLISH QoS 0/1, PUBACK, SUBSCRIBE, PINGREQ, DISCONNECT out;
+CONNACK, PUBLISH, PUBACK, SUBACK, UNSUBACK, PINGRESP in. Anything else a broker sends, or a packet that
+breaks the rules, raises MQTTProtocolError with the reason. Messages are short on purpose: each distinct
+string costs RAM on a board.
+"""
+
+from protocols._compat import const
+
+CONNECT = const(1)
+CONNACK = const(2)
+PUBLISH = const(3)
+PUBACK = const(4)
+SUBSCRIBE = const(8)
+SUBACK = const(9)
+UNSUBACK = const(11)
+PINGREQ = const(12)
+PINGRESP = const(13)
+DISCONNECT = const(14)
+
+MAX_LENGTH = const(268435455)  # the largest remaining length the 4-byte encoding can carry
+
+# CONNACK return codes 1..5 (MQTT 3.1.1 section 3.2.2.3): bad protocol version, identifier rejected, server
+# unavailable, bad user name or password, not authorised
+
+
+class MQTTProtocolError(ValueError):
+    """The peer broke MQTT 3.1.1 (or asked for what this client does not do): the message says how."""
+
+
+def encode_length(n):
+    """The variable-length "remaining length" field."""
+    if n < 0 or n > MAX_LENGTH:
+        raise MQTTProtocolError("length %d" % n)
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _str(s):
+    if isinstance(s, str):
+        s = s.encode("utf-8")
+    if len(s) > 0xFFFF:
+        raise MQTTProtocolError("string too long")
+    return len(s).to_bytes(2, "big") + s
+
+
+def _packet(first, body):
+    return bytes((first,)) + encode_length(len(body)) + body
+
+
+def encode_connect(client_id, keepalive=60, clean=True, user=None, password=None, will=None):
+    """CONNECT; `will` is None or (topic, message, retain, qos)."""
+    flags = 0x02 if clean else 0
+    payload = _str(client_id)
+    if will is not None:
+        topic, msg, retain, qos = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(msg)
+    if user is not None:
+        flags |= 0x80
+        payload += _str(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _str(password)
+    head = b"\x00\x04MQTT\x04" + bytes((flags,)) + keepalive.to_bytes(2, "big")
+    return _packet(0x10, head + payload)
+
+
+def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0):
+    """PUBLISH at QoS 0 or 1; a QoS 1 packet carries `pid` (1..65535); `dup` marks a retransmission."""
+    first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
+    body = _str(topic)
+    if qos:
+        body += pid.to_bytes(2, "big")
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return _packet(first, body + payload)
+
+
+def encode_puback(pid):
+    return bytes((0x40, 2, pid >> 8, pid & 0xFF))
+
+
+def encode_subscribe(pid, topic, qos=0):
+    return _packet(0x82, pid.to_bytes(2, "big") + _str(topic) + bytes((qos,)))
+
+
+PINGREQ_PACKET = b"\xc0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"
+
+
+def parse(first, body):
+    """Decode one incoming packet from its first byte and its body (the bytes after the length).
+
+    Returns (type, value): CONNACK -> (session_present, return_code); PUBLISH -> (topic, payload, qos, retain,
+    dup, pid); PUBACK, UNSUBACK -> pid; SUBACK -> (pid, granted qos list); PINGRESP -> None.
+    """
+    kind = first >> 4
+    flags = first & 0x0F
+    n = len(body)
+    if kind == PUBLISH:
+        qos = (flags >> 1) & 3
+        end = 2 + ((body[0] << 8) | body[1]) if n > 1 else n + 1
+        pid = 0
+        if qos == 1 and end + 2 <= n:
+            pid = (body[end] << 8) | body[end + 1]
+            end += 2
+        if qos > 1 or end > n or (qos and not pid):
+            raise MQTTProtocolError("malformed PUBLISH")
+        try:
+            topic = bytes(body[2 : end - 2 * qos]).decode("utf-8")
+        except UnicodeError:
+            raise MQTTProtocolError("PUBLISH topic not UTF-8") from None
+        return kind, (topic, bytes(body[end:]), qos, bool(flags & 1), bool(flags & 8), pid)
+    # the fixed-size answers: (type, body length or -1 for "3 or more"); flags must be 0 for all of them
+    size = {CONNACK: 2, PUBACK: 2, UNSUBACK: 2, SUBACK: -1, PINGRESP: 0}.get(kind)
+    if size is None:
+        raise MQTTProtocolError("unexpected packet type %d" % kind)
+    if flags or (n != size if size >= 0 else n < 3):
+        raise MQTTProtocolError("malformed packet type %d" % kind)
+    if kind == CONNACK:
+        if body[0] > 1:
+            raise MQTTProtocolError("malformed packet type 2")
+        return kind, (body[0] == 1, body[1])
+    if kind == PINGRESP:
+        return kind, None
+    pid = (body[0] << 8) | body[1]
+    if kind == SUBACK:
+        return kind, (pid, list(body[2:]))
+    return kind, pid

@@ -1,0 +1,71 @@
+"""Start-up: read and validate the board config, count the boot, then run the board or safe mode.
+
+Runs once; main.py drops it from memory, with firmware.config, before it imports the board's own modules,
+so that validation and the running board never need RAM at the same time.
+"""
+
+import sys
+
+from firmware import hw, log
+
+
+def _count_boot(state):
+    from firmware.buffer import _ensure_dir
+
+    _ensure_dir(state)
+    boot = 0
+    try:
+        with open(state + "/boot") as f:
+            boot = int(f.read()) + 1
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(state + "/boot", "w") as f:
+            f.write("%d" % boot)
+    except OSError as exc:
+        log.error("cannot save the boot counter in %s: %s", state, log.why(exc))
+    return boot
+
+
+def prepare(config_path):
+    """("board", Board args) or ("safe", safe.run args); firmware.main runs them after dropping this module."""
+    impl = hw.load()
+    # The wire codec first, while the heap is empty: its big tables then sit in one block, not in holes.
+    from firmware import config, sensors
+    from protocols import payloads  # noqa: F401 - imported for its place in the heap
+
+    error = None
+    reach = None
+    cfg = None
+    try:
+        raw = config.read(config_path)
+        reach = config.reach(raw)
+        if reach is not None:
+            w = raw.get("wifi")
+            reach = reach + (  # noqa: RUF005 - MicroPython has no *x in tuple displays
+               w if isinstance(w, dict) and isinstance(w.get("ssid"), str) else None,)
+        cfg = config.validate(raw, impl.NEEDS_WIFI)
+        log.level = log.LEVELS[cfg["log"]]
+        if cfg["uplink"] != "mqtt":
+            raise config.ConfigError("uplink: %s is not implemented in this firmware yet" % cfg["uplink"])
+        for name in cfg["sensors"]:
+            driver = cfg["sensors"][name]["driver"]
+            if driver not in sensors.DRIVERS:
+                raise config.ConfigError("sensors.%s.driver: no driver %r in this firmware (have: %s)" % (
+                    name, driver, ", ".join(sorted(sensors.DRIVERS))))
+    except config.ConfigError as exc:
+        error = "config: %s" % exc
+    device = cfg["device"] if cfg else (reach[1] if reach else "board")
+    boot = _count_boot(impl.state_dir(config_path, device))
+    caps = config.caps(cfg) if error is None else None
+    del config, sensors
+    sys.modules.pop("firmware.config", None)  # validation is done: give its RAM back
+    sys.modules.pop("firmware.sensors", None)
+    import firmware
+
+    for name in ("config", "sensors"):
+        if hasattr(firmware, name):
+            delattr(firmware, name)
+    if error is not None:
+        return "safe", (impl, error, reach, boot)
+    return "board", (impl, cfg, caps, boot, impl.state_dir(config_path, device))
