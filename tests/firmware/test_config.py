@@ -1,0 +1,123 @@
+"""Board config validation (firmware/config.py): the examples load, and every error names its key path."""
+
+# ruff: noqa: PTH123
+# (a dual module: MicroPython has no pathlib)
+
+import json
+
+from firmware import config
+
+MICROPYTHON_HEAP = "256k"  # compiled from source here
+
+GOOD = {
+    "site": "lab",
+    "device": "b1",
+    "mqtt": {"host": "127.0.0.1", "port": 1883},
+    "sensors": {"air1": {"driver": "sim", "interval": 0.2, "quantities": ["pm25", "co2"]}},
+    "actuators": {"fan1": {"kind": "pwm", "pin": 4, "min": 0, "max": 100, "failsafe": 20, "unit": "%"}},
+}
+
+
+def _copy():
+    return json.loads(json.dumps(GOOD))
+
+
+def _error(raw, need_wifi=False):
+    try:
+        config.validate(raw, need_wifi)
+    except config.ConfigError as exc:
+        return str(exc)
+    raise AssertionError("config accepted")
+
+
+def test_shipped_examples_are_valid():
+    for path in ("firmware/board.example.json", "firmware/board.unix.json"):
+        cfg = config.validate(config.read(path), path.endswith("example.json"))
+        assert cfg["uplink"] == "mqtt"
+        assert cfg["sensors"]
+
+
+def test_defaults_are_filled_in():
+    cfg = config.validate(_copy())
+    assert cfg["mqtt"]["keepalive"] == 60
+    assert cfg["mqtt"]["tls"] is False
+    assert cfg["buffer"] == {"ram": 16, "file": 1000, "replay_ms": 20}
+    assert cfg["health_interval"] == 60
+    assert cfg["sensors"]["air1"]["warmup"] == 0
+
+
+def test_caps_carry_actuator_limits_without_pins():
+    caps = config.caps(config.validate(_copy()))
+    assert caps["actuators"]["fan1"] == {"kind": "pwm", "min": 0, "max": 100, "failsafe": 20, "unit": "%"}
+    assert caps["sensors"]["air1"] == {"driver": "sim", "q": ["pm25", "co2"]}
+
+
+def test_errors_name_the_key_path():
+    raw = _copy()
+    raw["sensors"]["air1"]["interval"] = "fast"
+    assert _error(raw) == "sensors.air1.interval: must be a number, got 'fast'"
+    raw["sensors"]["air1"]["interval"] = -1
+    assert _error(raw) == "sensors.air1.interval: must be a positive number, got -1"
+    raw = _copy()
+    raw["mqtt"]["port"] = True
+    assert _error(raw) == "mqtt.port: must be an integer, got True"
+    raw = _copy()
+    del raw["mqtt"]["host"]
+    assert _error(raw) == "mqtt.host: required key missing"
+    raw = _copy()
+    raw["sensors"]["air1"]["quantities"] = ["pm25", "smog"]
+    assert _error(raw) == "sensors.air1.quantities: unknown quantity 'smog' (not in the catalogue)"
+    raw = _copy()
+    raw["actuators"]["fan1"]["failsafe"] = 150
+    assert _error(raw).startswith("actuators.fan1.failsafe:")
+    raw = _copy()
+    raw["actuators"]["fan1"]["pin"] = "D4"
+    assert _error(raw) == "actuators.fan1.pin: must be an integer, got 'D4'"
+    raw = _copy()
+    raw["mqtt"]["tsl"] = True
+    assert _error(raw) == "mqtt: unknown key 'tsl'"
+    raw = _copy()
+    raw["device"] = "a/b"
+    assert _error(raw).startswith("device: character '/' not allowed")
+    raw = _copy()
+    raw["uplink"] = "lora"
+    assert _error(raw) == "uplink: must be one of mqtt|modbus, got 'lora'"
+
+
+def test_wifi_required_on_boards_only():
+    assert _error(_copy(), True) == "wifi: required on this board"
+    raw = _copy()
+    raw["wifi"] = {"ssid": 5}
+    assert _error(raw) == "wifi.ssid: must be a non-empty string, got 5"
+
+
+def test_modbus_uplink_validates():
+    raw = _copy()
+    raw["uplink"] = "modbus"
+    assert config.validate(raw)["uplink"] == "modbus"
+
+
+def test_unreadable_and_invalid_files():
+    try:
+        config.read("/nonexistent/board.json")
+    except config.ConfigError as exc:
+        assert str(exc).startswith("cannot read /nonexistent/board.json")
+    else:
+        raise AssertionError("read a missing file")
+    path = "/tmp/qala-bad-config.json"
+    with open(path, "w") as f:
+        f.write("{not json")
+    try:
+        config.read(path)
+    except config.ConfigError as exc:
+        assert str(exc) == path + " is not valid JSON"
+    else:
+        raise AssertionError("read bad JSON")
+
+
+def test_reach_finds_what_safe_mode_needs():
+    raw = _copy()
+    raw["sensors"] = 5
+    site, device, mqtt = config.reach(raw)
+    assert (site, device, mqtt["host"], mqtt["port"]) == ("lab", "b1", "127.0.0.1", 1883)
+    assert config.reach({"site": "lab"}) is None
