@@ -128,7 +128,7 @@ class MQTTClient:
         up = self._up.is_set()
         self._pending[pid] = [self._order, pkt, ev, topic, up]
         if up:
-            asyncio.create_task(self._send(pkt))  # noqa: RUF006 - MicroPython keeps running tasks alive
+            asyncio.create_task(self._send(pkt, self._w))  # noqa: RUF006 - MicroPython keeps running tasks alive
         return pid, ev
 
     async def subscribe(self, topic, qos=0):
@@ -200,10 +200,15 @@ class MQTTClient:
             except Exception as exc:
                 log.debug("mqtt: close: %s", log.why(exc))
 
-    async def _send(self, pkt):
-        """Write one packet; on failure mark the connection dead and return False."""
-        w = self._w
+    async def _send(self, pkt, w=None):
+        """Write one packet; on failure mark the connection dead and return False.
+
+        With `w`, only on that connection: a send queued before a reconnect must not go out on the next one,
+        where _resend already repeats it.
+        """
         if w is None:
+            w = self._w
+        if w is None or w is not self._w:
             return False
         try:
             w.write(pkt)
@@ -236,7 +241,10 @@ class MQTTClient:
             if not b[0] & 0x80:
                 if n > self.max_packet:
                     raise mc.MQTTProtocolError("packet of %d bytes over max_packet" % n)
-                return head[0], (await r.readexactly(n) if n else b"")
+                try:
+                    return head[0], (await r.readexactly(n) if n else b"")
+                except EOFError:
+                    break
             shift += 7
             if shift > 21:
                 raise mc.MQTTProtocolError("length over 4 bytes")
