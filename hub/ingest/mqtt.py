@@ -64,6 +64,8 @@ class MqttSource:
         self.queue: deque[Message] = deque()
         self.generation = 0
         self.connected = False
+        self.subscribed = threading.Event()
+        """Set once the broker acknowledged the subscriptions of the first connection."""
         self._on_connect_hook = on_connect
         self._gen_lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,6 +91,7 @@ class MqttSource:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
 
     # ------------------------------------------------------------------------------ asyncio side
@@ -160,6 +163,14 @@ class MqttSource:
                  flags.session_present, self.generation)
         if self._on_connect_hook is not None:
             self._on_connect_hook()
+
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("mqtt: subscription refused topics=%s reasons=%s", self.subscriptions, failed)
+            return
+        log.info("mqtt: subscribed topics=%s", ",".join(topic for topic, _ in self.subscriptions))
+        self.subscribed.set()
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected = False

@@ -10,6 +10,7 @@ so it checks that the hub wrote each reading once, not only that the database ho
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 DEVICES = 100
 READINGS = 100
+OUTAGE = float(os.environ.get("QALA_TEST_OUTAGE_SECONDS", "30"))
 
 
 def _count_is(influxd: Influxd, database: str, expected: int) -> bool | int:
@@ -191,7 +193,7 @@ def test_hub_killed_with_sigkill_while_readings_flow(
     hub = HubProcess(path)
     hub_processes.append(hub)
     hub.start()
-    wait_until(lambda: "mqtt: connected" in hub.log(), 20, what="the hub to connect")
+    wait_until(lambda: "mqtt: subscribed" in hub.log(), 20, what="the hub to subscribe")
     flow = Background(_stream, publisher, devices, readings, 0.02)
     wait_until(lambda: influx_count(influxd, influxd_database) > 500, 30, what="readings arriving")
     hub.kill()
@@ -215,18 +217,24 @@ async def test_influxdb_down_for_30_seconds_while_readings_flow(
     influxd = influxd_factory()
     database = "outage"
     influxd.create_database(database)
-    devices, readings = 10, 400  # 40 s of readings at 10 messages per 0.1 s
+    devices, readings = 10, 350  # about 38 s of readings, 10 messages every 0.1 s
     path = write_config(tmp_path, mosquitto, v1_table(influxd, database), influxdb={"retry_max": 3.0})
+    for i in range(devices):
+        publisher.birth(device_name(i))
     async with running_hub(path) as hub:
         flow = Background(_stream, publisher, devices, readings, 0.1)
         await async_wait_until(lambda: influx_count(influxd, database) > 100, 20, what="readings arriving")
         await asyncio.to_thread(influxd.stop)
-        await asyncio.sleep(30)
+        await asyncio.sleep(OUTAGE)
         assert hub.spool.used_bytes > 0
         assert hub.metrics.write_retries > 0
         await asyncio.to_thread(influxd.start)
         await asyncio.to_thread(flow.join)
-        await async_wait_until(lambda: _count_is(influxd, database, devices * readings), 60, what="every reading")
+        try:
+            await async_wait_until(lambda: _count_is(influxd, database, devices * readings), 60, what="every reading")
+        finally:
+            missing = sorted(set(expected_pm25(devices, readings)) - set(influx_pm25(influxd, database)))
+            print("missing:", missing[:20], "metrics:", vars(hub.metrics))
         assert hub.metrics.dead_letter_batches == 0
     assert influx_pm25(influxd, database) == expected_pm25(devices, readings)
 
@@ -242,7 +250,7 @@ def test_sigterm_spools_everything_taken_and_the_next_start_sends_it_first(
     hub = HubProcess(closed)
     hub_processes.append(hub)
     hub.start()
-    wait_until(lambda: "mqtt: connected" in hub.log(), 20, what="the hub to connect")
+    wait_until(lambda: "mqtt: subscribed" in hub.log(), 20, what="the hub to subscribe")
     publish_fleet(publisher, devices, readings)
     state = load(closed).spool.path
     spooled = lambda: sum(p.stat().st_size for p in (state / "segments").iterdir())  # noqa: E731
