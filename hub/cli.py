@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hub import __version__
+from hub.modbus import cli as modbus_cli
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = hub_sub.add_parser("run", help="ingest the site's MQTT telemetry into InfluxDB (until SIGTERM)")
     run.add_argument("--config", required=True, metavar="HUB_TOML", help="the hub's TOML configuration")
     run.set_defaults(func=_cmd_hub_run)
+    modbus_cli.add_parser(sub)
     return parser
 
 
