@@ -20,6 +20,11 @@ import time
 from firmware import backoff, log
 from firmware import mqtt_codec as mc
 
+try:  # MicroPython has no builtin TimeoutError, and asyncio.TimeoutError is not reachable from the package
+    from asyncio.core import TimeoutError as _Timeout
+except ImportError:  # CPython
+    _Timeout = TimeoutError
+
 
 class MQTTError(Exception):
     pass
@@ -106,7 +111,7 @@ class MQTTClient:
         while pid in self._pending:
             try:
                 await asyncio.wait_for(ev.wait(), self.timeout)
-            except TimeoutError:
+            except _Timeout:
                 if self._up.is_set():
                     self._kill("no PUBACK for packet %d in %d s" % (pid, self.timeout))
         return True
@@ -137,7 +142,7 @@ class MQTTClient:
         await self._send(mc.encode_subscribe(self._next_pid(), topic, qos))
         try:
             await asyncio.wait_for(ev.wait(), self.timeout)
-        except TimeoutError:
+        except _Timeout:
             self._kill("no SUBACK")
             raise MQTTError("no SUBACK") from None
 
