@@ -19,7 +19,7 @@ import time
 from firmware import VERSION, hw, log
 from firmware.buffer import Buffer
 from firmware.mqtt import MQTTClient
-from protocols import payloads, topics
+from protocols import status, telemetry, topics
 from protocols.errors import ProtocolError
 
 HEALTH = "health"
@@ -42,7 +42,7 @@ def guard(name, make):
 
 def client_for(mqtt, site, device):
     """The board's MQTT client: persistent session, last will `offline` retained on its status topic."""
-    will = payloads.encode_status(payloads.OFFLINE)
+    will = status.encode_status(status.OFFLINE)
     c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
                    mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"])
     c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
@@ -90,7 +90,7 @@ class Board:
 
     def _queue(self, ts, sensor, readings):
         try:
-            rec = payloads.encode_telemetry(self.seq, ts, self.boot, sensor, readings)
+            rec = telemetry.encode_telemetry(self.seq, ts, self.boot, sensor, readings)
         except ProtocolError as exc:
             self.faults += 1
             log.error("sensor %s: reading refused by the codec: %s", sensor, exc)
@@ -174,7 +174,7 @@ class Board:
         self.buf.offline = False
         while self.hw.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
             await asyncio.sleep(1)
-        msg = payloads.encode_status(payloads.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
+        msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()
 

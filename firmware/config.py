@@ -2,7 +2,7 @@
 
 `load(path)` returns a plain dict or raises ConfigError whose message names the key path and the rule
 (`sensors.air1.interval: must be a positive number, got 'fast'`). Unknown keys are errors, so a typo is not
-silently ignored. Actuator limits are checked by protocols.payloads.check_actuator, the same rules the hub
+silently ignored. Actuator limits are checked by protocols.status.check_actuator, the same rules the hub
 applies to device profiles. `reach(raw)` pulls out just enough (site, device, mqtt) for a board in safe mode
 to report its error. The app imports this module at start-up and drops it afterwards to free its RAM.
 """
@@ -176,7 +176,7 @@ def _sensors(value):
 
 
 def _actuators(value):
-    from protocols import payloads
+    from protocols import status
 
     actuators = _obj_of_ids("actuators", value, 16)
     for name in actuators:
@@ -187,7 +187,7 @@ def _actuators(value):
             if key != "pin":
                 limits[key] = spec[key]
         try:
-            payloads.check_actuator(name, limits, "actuators.")
+            status.check_actuator(name, limits, "actuators.")
         except ProtocolError as exc:
             raise ConfigError(str(exc)) from None
     return actuators

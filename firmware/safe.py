@@ -9,7 +9,7 @@ import asyncio
 
 from firmware import VERSION, log
 from firmware.app import client_for, guard
-from protocols import payloads, topics
+from protocols import status, topics
 
 
 async def run(impl, error, reach, boot):
@@ -28,7 +28,7 @@ async def run(impl, error, reach, boot):
     async def report(c, session):
         while impl.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
             await asyncio.sleep(1)
-        c.publish_nowait(topic, payloads.encode_status(payloads.SAFE, impl.now_ms(), boot, VERSION, None, error),
+        c.publish_nowait(topic, status.encode_status(status.SAFE, impl.now_ms(), boot, VERSION, None, error),
                          True)
 
     if wifi is not None:

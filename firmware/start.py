@@ -32,7 +32,7 @@ def prepare(config_path):
     impl = hw.load()
     # The wire codec first, while the heap is empty: its big tables then sit in one block, not in holes.
     from firmware import config, sensors
-    from protocols import payloads  # noqa: F401 - imported for its place in the heap
+    from protocols import status, telemetry  # noqa: F401 - imported for their place in the heap
 
     error = None
     reach = None
@@ -59,13 +59,15 @@ def prepare(config_path):
     boot = _count_boot(impl.state_dir(config_path, device))
     caps = config.caps(cfg) if error is None else None
     del config, sensors
-    sys.modules.pop("firmware.config", None)  # validation is done: give its RAM back
-    sys.modules.pop("firmware.sensors", None)
+    # validation is done: give the RAM of the validator and the catalogue back (the board never needs them again)
+    for name in ("firmware.config", "firmware.sensors", "protocols.catalogue"):
+        sys.modules.pop(name, None)
     import firmware
+    import protocols
 
-    for name in ("config", "sensors"):
-        if hasattr(firmware, name):
-            delattr(firmware, name)
+    for package, name in ((firmware, "config"), (firmware, "sensors"), (protocols, "catalogue")):
+        if hasattr(package, name):
+            delattr(package, name)
     if error is not None:
         return "safe", (impl, error, reach, boot)
     return "board", (impl, cfg, caps, boot, impl.state_dir(config_path, device))

@@ -4,6 +4,8 @@ A quantity key is what travels on the wire (telemetry `r` keys) and becomes the 
 `lo`/`hi` bound what is physically plausible for city deployments, not what is healthy: a value outside is
 kept but flagged `range` (see `check`), never dropped, because a sensor reading 0 ppm CO2 is a fact an
 operator must see. Units are SI or the trade's usual unit, spelled as in the `UNIT` column of the docs.
+What each quantity means is in protocols/catalogue_text.py, which boards never load. COUNTERS are meter
+registers that only grow (dashboards chart their differences).
 """
 
 from protocols.errors import ProtocolError, describe
@@ -18,55 +20,59 @@ DEVICE = "device"
 ACTUATOR = "actuator"
 DOMAINS = (AIR, ENERGY, WATER, GAS, HEAT, DEVICE, ACTUATOR)
 
-# quantity: (domain, unit, lo, hi, description)
+# quantity: (domain, unit, lo, hi); ranges are whole numbers so a board holds no float objects for them
 QUANTITIES = {
     # air quality
-    "pm1": (AIR, "ug/m3", 0.0, 1000.0, "particulate matter <= 1 um"),
-    "pm25": (AIR, "ug/m3", 0.0, 1000.0, "particulate matter <= 2.5 um"),
-    "pm10": (AIR, "ug/m3", 0.0, 1000.0, "particulate matter <= 10 um"),
-    "co2": (AIR, "ppm", 300.0, 10000.0, "carbon dioxide"),
-    "tvoc": (AIR, "ppb", 0.0, 60000.0, "total volatile organic compounds"),
-    "voc_index": (AIR, "index", 0.0, 500.0, "Sensirion VOC index (100 = average)"),
-    "no2": (AIR, "ppb", 0.0, 2000.0, "nitrogen dioxide"),
-    "o3": (AIR, "ppb", 0.0, 1000.0, "ozone"),
-    "temperature": (AIR, "degC", -50.0, 70.0, "air temperature"),
-    "humidity": (AIR, "%RH", 0.0, 100.0, "relative humidity"),
-    "pressure": (AIR, "hPa", 500.0, 1100.0, "barometric pressure"),
-    "aqi": (AIR, "index", 0.0, 500.0, "US EPA air quality index from PM2.5 and PM10"),
+    "pm1": (AIR, "ug/m3", 0, 1000),
+    "pm25": (AIR, "ug/m3", 0, 1000),
+    "pm10": (AIR, "ug/m3", 0, 1000),
+    "co2": (AIR, "ppm", 300, 10000),
+    "tvoc": (AIR, "ppb", 0, 60000),
+    "voc_index": (AIR, "index", 0, 500),
+    "no2": (AIR, "ppb", 0, 2000),
+    "o3": (AIR, "ppb", 0, 1000),
+    "temperature": (AIR, "degC", -50, 70),
+    "humidity": (AIR, "%RH", 0, 100),
+    "pressure": (AIR, "hPa", 500, 1100),
+    "aqi": (AIR, "index", 0, 500),
     # electrical energy
-    "voltage": (ENERGY, "V", 0.0, 500.0, "RMS voltage"),
-    "current": (ENERGY, "A", 0.0, 1000.0, "RMS current"),
-    "power_active": (ENERGY, "W", -1.0e6, 1.0e6, "active power (negative when exporting)"),
-    "power_reactive": (ENERGY, "var", -1.0e6, 1.0e6, "reactive power"),
-    "power_apparent": (ENERGY, "VA", 0.0, 1.0e6, "apparent power"),
-    "power_factor": (ENERGY, "", -1.0, 1.0, "power factor"),
-    "frequency": (ENERGY, "Hz", 45.0, 65.0, "grid frequency"),
-    "energy_import": (ENERGY, "kWh", 0.0, 1.0e9, "imported active energy (meter register)"),
-    "energy_export": (ENERGY, "kWh", 0.0, 1.0e9, "exported active energy (meter register)"),
+    "voltage": (ENERGY, "V", 0, 500),
+    "current": (ENERGY, "A", 0, 1000),
+    "power_active": (ENERGY, "W", -1000000, 1000000),
+    "power_reactive": (ENERGY, "var", -1000000, 1000000),
+    "power_apparent": (ENERGY, "VA", 0, 1000000),
+    "power_factor": (ENERGY, "", -1, 1),
+    "frequency": (ENERGY, "Hz", 45, 65),
+    "energy_import": (ENERGY, "kWh", 0, 1000000000),
+    "energy_export": (ENERGY, "kWh", 0, 1000000000),
     # water
-    "water_flow": (WATER, "m3/h", 0.0, 1000.0, "water flow rate"),
-    "water_volume": (WATER, "m3", 0.0, 1.0e9, "water volume (meter register)"),
+    "water_flow": (WATER, "m3/h", 0, 1000),
+    "water_volume": (WATER, "m3", 0, 1000000000),
     # gas
-    "gas_volume": (GAS, "m3", 0.0, 1.0e9, "gas volume (meter register)"),
+    "gas_volume": (GAS, "m3", 0, 1000000000),
     # district heating
-    "heat_supply_temp": (HEAT, "degC", 0.0, 150.0, "supply (flow) temperature"),
-    "heat_return_temp": (HEAT, "degC", 0.0, 150.0, "return temperature"),
-    "heat_flow": (HEAT, "m3/h", 0.0, 1000.0, "heating water flow rate"),
-    "heat_power": (HEAT, "kW", 0.0, 1.0e5, "thermal power"),
-    "heat_energy": (HEAT, "kWh", 0.0, 1.0e10, "thermal energy (meter register)"),
+    "heat_supply_temp": (HEAT, "degC", 0, 150),
+    "heat_return_temp": (HEAT, "degC", 0, 150),
+    "heat_flow": (HEAT, "m3/h", 0, 1000),
+    "heat_power": (HEAT, "kW", 0, 100000),
+    "heat_energy": (HEAT, "kWh", 0, 1000000000),
     # device health
-    "uptime": (DEVICE, "s", 0.0, 1.0e10, "seconds since boot"),
-    "heap_free": (DEVICE, "B", 0.0, 1.0e9, "free heap"),
-    "heap_max_block": (DEVICE, "B", 0.0, 1.0e9, "largest free heap block"),
-    "rssi": (DEVICE, "dBm", -120.0, 0.0, "Wi-Fi signal strength"),
-    "buffered": (DEVICE, "", 0.0, 1.0e7, "readings waiting in the offline buffer"),
-    "dropped": (DEVICE, "", 0.0, 1.0e12, "readings dropped from a full offline buffer since boot"),
-    "resets": (DEVICE, "", 0.0, 1.0e9, "boots counted by the board"),
-    "reconnects": (DEVICE, "", 0.0, 1.0e9, "uplink reconnects since boot"),
-    "sensor_faults": (DEVICE, "", 0.0, 1.0e12, "sensor read failures since boot"),
+    "uptime": (DEVICE, "s", 0, 1000000000),
+    "heap_free": (DEVICE, "B", 0, 1000000000),
+    "heap_max_block": (DEVICE, "B", 0, 1000000000),
+    "rssi": (DEVICE, "dBm", -120, 0),
+    "buffered": (DEVICE, "", 0, 10000000),
+    "dropped": (DEVICE, "", 0, 1000000000),
+    "resets": (DEVICE, "", 0, 1000000000),
+    "reconnects": (DEVICE, "", 0, 1000000000),
+    "sensor_faults": (DEVICE, "", 0, 1000000000),
     # actuator positions, as reported back by boards and meters
-    "setpoint": (ACTUATOR, "", -1.0e6, 1.0e6, "an actuator's applied setpoint, in the actuator's unit"),
+    "setpoint": (ACTUATOR, "", -1000000, 1000000),
 }
+
+# meter registers: monotonically increasing totals
+COUNTERS = ("energy_import", "energy_export", "water_volume", "gas_volume", "heat_energy", "uptime", "dropped",
+            "resets", "reconnects", "sensor_faults")
 
 # reading quality flags, carried into InfluxDB as the `quality` tag
 OK = "ok"
@@ -78,8 +84,8 @@ LOST = "lost"
 QUALITIES = (OK, WARMUP, RANGE, FAULT, STALE, LOST)
 
 
-def info(quantity: str) -> tuple[str, str, float, float, str]:
-    """(domain, unit, lo, hi, description) of a catalogued quantity; ProtocolError if unknown."""
+def info(quantity: str) -> tuple[str, str, int, int]:
+    """(domain, unit, lo, hi) of a catalogued quantity; ProtocolError if unknown."""
     try:
         return QUANTITIES[quantity]
     except (KeyError, TypeError):

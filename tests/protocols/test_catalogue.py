@@ -2,7 +2,7 @@
 
 from expect import refused
 
-from protocols import catalogue
+from protocols import catalogue, catalogue_text, telemetry
 
 MICROPYTHON_HEAP = "64k"
 
@@ -28,11 +28,24 @@ def test_required_quantities_present_with_unit_and_range():
 
 def test_every_row_well_formed():
     for quantity in catalogue.QUANTITIES:
-        domain, unit, lo, hi, text = catalogue.QUANTITIES[quantity]
+        domain, unit, lo, hi = catalogue.QUANTITIES[quantity]
         assert domain in catalogue.DOMAINS
+        assert isinstance(unit, str)
         assert lo < hi
-        assert text
+        # whole numbers: a board holds no float objects for the ranges
+        assert isinstance(lo, int), quantity
+        assert isinstance(hi, int), quantity
         assert len(quantity) <= 32
+    for quantity in catalogue.COUNTERS:
+        assert quantity in catalogue.QUANTITIES
+
+
+def test_descriptions_and_quality_copies_match():
+    assert sorted(catalogue_text.DESCRIPTIONS) == sorted(catalogue.QUANTITIES)
+    for quantity in catalogue_text.DESCRIPTIONS:
+        assert catalogue_text.DESCRIPTIONS[quantity]
+    assert telemetry.QUALITIES == catalogue.QUALITIES
+    assert telemetry.OK == catalogue.OK
 
 
 def test_out_of_range_is_flagged_not_dropped():

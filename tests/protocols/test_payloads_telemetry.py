@@ -69,7 +69,11 @@ def test_nan_and_infinity_tokens_refused():
 
 def test_encode_refuses_what_decode_would():
     refused(p.encode_telemetry, 1, TS, 0, "env1", [("co2", float("nan"))], field="r.co2")
-    refused(p.encode_telemetry, 1, TS, 0, "env1", [("nope", 1.0)], field="quantity")
+    refused(p.encode_telemetry, 1, TS, 0, "env1", [("no/pe", 1.0)], field="r")
+    # an uncatalogued name passes the board's encoder (the board checked its config against the catalogue)
+    # and is refused by the hub's decoder
+    data = p.encode_telemetry(1, TS, 0, "env1", [("nope", 1.0)])
+    refused(p.decode_telemetry, data, field="r.nope", contains="unknown quantity")
     refused(p.encode_telemetry, 1, 12, 0, "env1", [("co2", 1.0)], field="ts")
     refused(p.encode_telemetry, 1, TS, 0, "env1", [], field="r")
     refused(p.encode_telemetry, 1, TS, 0, "env1", [("co2", 1.0, "bad")], field="q.co2")
