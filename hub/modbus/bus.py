@@ -58,6 +58,18 @@ class DeviceError(BusError):
         super().__init__(f"exception {code:02d} ({EXCEPTION_NAMES.get(code, 'unknown exception')})")
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that asyncio.wait_for swallowed.
+
+    On Python 3.11, wait_for returns the inner result when the inner awaitable finishes in the same loop
+    iteration as the outer task is cancelled (CPython gh-86296), so a loop around it would never stop.
+    The task still counts the request in `cancelling()`; loops call this after each wait_for.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def silent_interval(baudrate: int, bytesize: int = 8, parity: str = "N", stopbits: int = 1) -> float:
     """t3.5 in seconds: 3.5 character times, fixed at 1.75 ms above 19200 baud (spec 2.5.1.1)."""
     if baudrate > 19200:
@@ -215,6 +227,7 @@ class BusArbiter:
                 if job.future.done():  # the waiter gave up before its turn
                     continue
                 await self._execute(job)
+                raise_if_cancelling()
         finally:
             self._running = False
             self.transport.close()

@@ -49,6 +49,7 @@ from hub.modbus.bus import (
     NoResponseError,
     PymodbusTransport,
     Transport,
+    raise_if_cancelling,
     silent_interval,
 )
 from hub.modbus.config import RTU
@@ -129,6 +130,7 @@ class DevicePoller:
                 await asyncio.sleep(delay)
             started = self._monotonic()
             readings = await self.poll_once()
+            raise_if_cancelling()
             if readings:
                 result = emit(readings)
                 if inspect.isawaitable(result):
