@@ -46,6 +46,12 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set(args: argparse.Namespace) -> int:
+    from hub.control import cli as control_cli  # noqa: PLC0415
+
+    return control_cli.run_set(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qala", description="Qala: city sensor networks into InfluxDB.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -60,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, metavar="HUB_TOML", help="the hub's TOML configuration")
     run.set_defaults(func=_cmd_hub_run)
     modbus_cli.add_parser(sub)
+    setpoint = sub.add_parser("set", help="send a setpoint through the running hub and wait for its outcome")
+    setpoint.add_argument("device")
+    setpoint.add_argument("actuator")
+    setpoint.add_argument("value", help="a number, e.g. 80 or 0.5")
+    setpoint.add_argument("--config", metavar="HUB_TOML", help="read the API address and token from the hub's config")
+    setpoint.add_argument("--api", metavar="URL", help="the hub's API, e.g. http://127.0.0.1:8470")
+    setpoint.add_argument("--token", help="the API token (default: $QALA_API_TOKEN)")
+    setpoint.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome")
+    setpoint.add_argument("--ttl", type=float, help="seconds before the command expires (default: control.ttl)")
+    setpoint.set_defaults(func=_cmd_set)
     return parser
 
 

@@ -6,12 +6,14 @@ stops at start-up with a line an operator can act on. Secrets: any string value 
 `${NAME}` and is then read from the environment variable NAME (a missing variable is an error naming the
 key). docs/hub.md documents every key; hub/config.example.toml is a complete example that a test loads.
 
-Imports only the standard library and protocols.topics (for the site-id rule); does no I/O except reading
+Imports only the standard library, protocols (the id rule, the catalogue) and the rule/schedule types of
+hub.control.rules; does no I/O except reading
 the file and the environment.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hub.control.rules import Rule, Schedule
+from protocols import catalogue
 from protocols.errors import ProtocolError
 from protocols.topics import check_id
 
@@ -88,6 +92,25 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The control HTTP API; present only when the config has an [api] section."""
+
+    token: str = field(repr=False)
+    listen: str = "127.0.0.1"
+    port: int = 8470
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    ttl: float = 30.0
+    """Seconds a command stays valid: the board refuses it after that (cmd `exp`)."""
+    retries: int = 2
+    """Resends (same command id) after the first attempt before a command times out."""
+    ack_timeout: float = 5.0
+    """Seconds to wait for an ack before a resend or the time-out."""
+
+
+@dataclass(frozen=True)
 class HubConfig:
     site: SiteConfig
     mqtt: MqttConfig
@@ -97,6 +120,10 @@ class HubConfig:
     metrics: MetricsConfig
     shutdown_timeout: float = 10.0
     """On SIGTERM, how long the hub keeps sending spooled batches before it exits (the rest stays spooled)."""
+    control: ControlConfig = field(default_factory=ControlConfig)
+    api: ApiConfig | None = None
+    rules: tuple[Rule, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -140,6 +167,29 @@ _SPOOL: _Schema = {"path": (str, _REQUIRED), "max_bytes": (int, 1 << 30)}
 _BATCH: _Schema = {"size": (int, 5000), "flush_interval": (float, 1.0)}
 _METRICS: _Schema = {"interval": (float, 10.0)}
 _HUB: _Schema = {"shutdown_timeout": (float, 10.0)}
+_API: _Schema = {"listen": (str, "127.0.0.1"), "port": (int, 8470), "token": (str, _REQUIRED)}
+_CONTROL: _Schema = {"ttl": (float, 30.0), "retries": (int, 2), "ack_timeout": (float, 5.0)}
+_RULE: _Schema = {
+    "name": (str, _REQUIRED),
+    "device": (str, _REQUIRED),
+    "sensor": (str, _REQUIRED),
+    "quantity": (str, _REQUIRED),
+    "above": (float, _REQUIRED),
+    "below": (float, _REQUIRED),
+    "hold_s": (float, 0.0),
+    "target_device": (str, None),
+    "actuator": (str, _REQUIRED),
+    "high": (float, _REQUIRED),
+    "low": (float, _REQUIRED),
+}
+_SCHEDULE: _Schema = {
+    "name": (str, _REQUIRED),
+    "device": (str, _REQUIRED),
+    "actuator": (str, _REQUIRED),
+    "at": (str, _REQUIRED),
+    "value": (float, _REQUIRED),
+}
+_ARRAYS: dict[str, _Schema] = {"rules": _RULE, "schedules": _SCHEDULE}  # [[rules]], [[schedules]]
 _SECTIONS: dict[str, tuple[_Schema, bool]] = {  # name -> (schema, section required)
     "site": (_SITE, True),
     "mqtt": (_MQTT, True),
@@ -148,7 +198,9 @@ _SECTIONS: dict[str, tuple[_Schema, bool]] = {  # name -> (schema, section requi
     "batch": (_BATCH, False),
     "metrics": (_METRICS, False),
     "hub": (_HUB, False),
+    "control": (_CONTROL, False),
 }
+_OPTIONAL = {"api": _API}  # sections that switch a feature on by being present
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -256,8 +308,9 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     """Validate a parsed TOML document; relative spool paths are taken from `base` (the file's folder)."""
     env = os.environ if env is None else env
     for name in document:
-        if name not in _SECTIONS:
-            raise ConfigError(f"{name}: unknown section (known sections: {', '.join(_SECTIONS)})")
+        if name not in _SECTIONS and name not in _OPTIONAL and name not in _ARRAYS:
+            known = ", ".join([*_SECTIONS, *_OPTIONAL, *_ARRAYS])
+            raise ConfigError(f"{name}: unknown section (known sections: {known})")
     values: dict[str, dict[str, Any]] = {}
     for name, (schema, required) in _SECTIONS.items():
         if name not in document and required:
@@ -278,6 +331,14 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     _positive("batch.flush_interval", batch["flush_interval"])
     _positive("metrics.interval", values["metrics"]["interval"])
     _positive("hub.shutdown_timeout", values["hub"]["shutdown_timeout"])
+    control = _control(values["control"])
+    api = _api(document["api"], env) if "api" in document else None
+    rules = tuple(_rule(f"rules[{i}]", t, env) for i, t in enumerate(_array("rules", document.get("rules", []))))
+    schedules = tuple(
+        _schedule(f"schedules[{i}]", t, env) for i, t in enumerate(_array("schedules", document.get("schedules", [])))
+    )
+    _unique("rules", [r.name for r in rules])
+    _unique("schedules", [s.name for s in schedules])
 
     return HubConfig(
         site=SiteConfig(**site),
@@ -287,7 +348,75 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         batch=BatchConfig(**batch),
         metrics=MetricsConfig(**values["metrics"]),
         shutdown_timeout=values["hub"]["shutdown_timeout"],
+        control=control,
+        api=api,
+        rules=rules,
+        schedules=schedules,
     )
+
+
+def _id_value(path: str, value: str) -> str:
+    try:
+        return check_id(path, value)
+    except ProtocolError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _control(values: dict[str, Any]) -> ControlConfig:
+    _positive("control.ttl", values["ttl"])
+    _positive("control.ack_timeout", values["ack_timeout"])
+    if not 0 <= values["retries"] <= 10:
+        raise ConfigError(f"control.retries: must be 0..10, got {values['retries']}")
+    return ControlConfig(**values)
+
+
+def _api(table: Any, env: Mapping[str, str]) -> ApiConfig:
+    values = _section("api", table, _API, env)
+    if not 0 <= values["port"] <= 65535:
+        raise ConfigError(f"api.port: must be 0..65535 (0: any free port), got {values['port']}")
+    if len(values["token"]) < 16:
+        raise ConfigError("api.token: must be at least 16 characters")
+    return ApiConfig(**values)
+
+
+def _array(name: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: must be an array of tables ([[{name}]]), got {type(value).__name__}")
+    return value
+
+
+def _unique(name: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            raise ConfigError(f"{name}[{i}].name: {n!r} is used twice")
+        seen.add(n)
+
+
+def _rule(path: str, table: Any, env: Mapping[str, str]) -> Rule:
+    v = _section(path, table, _RULE, env)
+    for key in ("name", "device", "sensor", "actuator"):
+        _id_value(f"{path}.{key}", v[key])
+    v["target_device"] = _id_value(f"{path}.target_device", v["target_device"] or v["device"])
+    if v["quantity"] not in catalogue.QUANTITIES:
+        raise ConfigError(f"{path}.quantity: unknown quantity {v['quantity']!r} (not in the catalogue)")
+    if v["below"] >= v["above"]:
+        raise ConfigError(f"{path}.below: must be below {path}.above (the hysteresis band)")
+    if v["hold_s"] < 0:
+        raise ConfigError(f"{path}.hold_s: must not be negative")
+    return Rule(v["name"], v["device"], v["sensor"], v["quantity"], v["above"], v["below"], v["hold_s"],
+                v["target_device"], v["actuator"], v["high"], v["low"])
+
+
+def _schedule(path: str, table: Any, env: Mapping[str, str]) -> Schedule:
+    v = _section(path, table, _SCHEDULE, env)
+    for key in ("name", "device", "actuator"):
+        _id_value(f"{path}.{key}", v[key])
+    match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", v["at"])
+    if match is None:
+        raise ConfigError(f"{path}.at: must be a local time HH:MM, got {v['at']!r}")
+    at = dt.time(int(match.group(1)), int(match.group(2)))
+    return Schedule(v["name"], v["device"], v["actuator"], at, v["value"])
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:

@@ -19,6 +19,8 @@ from protocols import catalogue
 # Measurements besides the catalogue domains (air, energy, water, gas, heat, device, actuator).
 DEVICE_STATUS = "qala_device_status"
 HUB = "qala_hub"
+COMMAND = "qala_command"
+"""Control audit: one point per command outcome (hub.control.service.audit); quality tag = outcome."""
 
 # `sensor` tag values of the hub's own records.
 STATUS_SENSOR = "status"

@@ -6,6 +6,9 @@ Tasks (one asyncio loop; paho's network thread feeds it):
   MQTT messages. Seals the open segment when it holds `batch.size` lines or is `batch.flush_interval` old,
   and hands it to the writer. While the spool is full it takes nothing: the broker keeps the messages.
 - writer (hub.sinks.writer): sends sealed segments, the backlog of a previous run first.
+- control (hub.control.service): commands' resends and time-outs, schedules; acks arrive through the ingest
+  (they are acknowledged with their batch but not spooled), readings feed its rules; audit Readings come back
+  through `emit` into the spool. With an [api] section, the HTTP API (hub.control.api) too.
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
 
 Shutdown (SIGTERM/SIGINT, `request_stop`): stop taking messages, spool and acknowledge what was taken,
@@ -24,6 +27,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from hub.control.service import ControlService
 from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
 from hub.ingest.sequence import SequenceTracker
@@ -35,14 +39,17 @@ from hub.sinks.lineproto import encode_bytes
 from hub.sinks.writer import Writer
 from hub.spool import Spool
 from protocols import topics
+from protocols.errors import ProtocolError
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
+    from hub.ingest.mqtt import Message
     from hub.model import Reading
     from hub.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
+ACK_SUFFIX = "/" + topics.ACK
 DRAIN_LIMIT = 5000
 """Messages taken per ingest round (the broker's in-flight window, 1000 in Qala's config, bounds it too)."""
 
@@ -80,9 +87,16 @@ class Hub:
         site = config.site.id
         self.mqtt = MqttSource(
             config.mqtt,
-            [topics.subscription(site, topics.TELEMETRY), topics.subscription(site, topics.STATUS)],
+            [topics.subscription(site, topics.TELEMETRY), topics.subscription(site, topics.STATUS),
+             topics.subscription(site, topics.ACK)],
             on_connect=self._on_mqtt_connect,
         )
+        self.control = ControlService(
+            site, config.control, self.registry, publish=self.mqtt.publish, emit=self.emit,
+            rule_list=config.rules, schedules=config.schedules,
+        )
+        self.api_port: int | None = None
+        """The HTTP API's bound port once it listens (config.api.port, or the one chosen for port 0)."""
         self._extra: list[Reading] = []
         self._stop = asyncio.Event()
         self._closing = False
@@ -93,6 +107,11 @@ class Hub:
 
     def _on_mqtt_connect(self) -> None:  # paho's thread
         self.metrics.mqtt_connects += 1
+
+    def emit(self, readings: list[Reading]) -> None:
+        """Store Readings made outside the ingest (control audit): spooled with the next batch."""
+        self._extra.extend(readings)
+        self.mqtt.wakeup.set()
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -111,18 +130,25 @@ class Hub:
         writer = asyncio.create_task(self.writer.run(), name="qala-hub.writer")
         ingest = asyncio.create_task(self._ingest(), name="qala-hub.ingest")
         housekeeping = asyncio.create_task(self._housekeeping(), name="qala-hub.housekeeping")
+        control = asyncio.create_task(self.control.run(), name="qala-hub.control")
+        others: list[asyncio.Task[None]] = [housekeeping, control]
+        if self.config.api is not None:
+            from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
+
+            self.api_port, api = await serve_api(self.config.api, self.control)
+            others.append(asyncio.create_task(api, name="qala-hub.api"))
         self.mqtt.start()
         log.info("hub: running site=%s influxdb=%s spool=%s", self.config.site.id, self.sink.description,
                  self.config.spool.path)
         self.ready.set()
         stop = asyncio.create_task(self._stop.wait())
         try:
-            done, _ = await asyncio.wait({stop, ingest, writer, housekeeping}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({stop, ingest, writer, *others}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stop}:
                 task.result()  # a crashed task: re-raise after the shutdown below
                 raise RuntimeError(f"{task.get_name()} ended unexpectedly")
         finally:
-            await self._shutdown(ingest, writer, housekeeping, stop)
+            await self._shutdown(ingest, writer, *others, stop)
 
     async def _shutdown(
         self,
@@ -161,7 +187,6 @@ class Hub:
         mqtt = self.mqtt
         spool = self.spool
         batch = self.config.batch
-        process = self.processor.process
         while True:
             if spool.full:
                 if self._closing:
@@ -175,8 +200,7 @@ class Hub:
             messages = mqtt.drain(DRAIN_LIMIT)
             readings, self._extra = self._extra, []
             now_ms = int(time.time() * 1000)
-            for message in messages:
-                readings += process(message.topic, message.payload, now_ms)
+            readings += self._take(messages, now_ms)
             if readings:
                 await self._append(readings)
             if messages:
@@ -186,6 +210,27 @@ class Hub:
             ):
                 self._seal()
             self._check_fill()
+
+    def _take(self, messages: list[Message], now_ms: int) -> list[Reading]:
+        """Readings of a batch of messages; acks go to the control service, readings feed its rules too."""
+        readings: list[Reading] = []
+        process = self.processor.process
+        for message in messages:
+            if message.topic.endswith(ACK_SUFFIX):
+                self._ack(message.topic, message.payload)
+            else:
+                readings += process(message.topic, message.payload, now_ms)
+        self.control.observe(readings)
+        return readings
+
+    def _ack(self, topic: str, payload: bytes) -> None:
+        try:
+            site, device, _ = topics.parse(topic)
+        except ProtocolError:
+            self.metrics.reject("bad_topic")
+            return
+        if site == self.config.site.id:
+            self.control.on_ack(device, payload)
 
     async def _wait_for_input(self) -> None:
         """Until a message arrives, a stop is requested or the open segment is due to be sealed."""

@@ -18,6 +18,8 @@ acknowledgement, so a hub killed between the PUBACK and its spool write would lo
 - `close_intake()` stops handing messages over (those arriving later stay unacknowledged, so the broker
   keeps them for the next session); `stop()` then disconnects after the queued acknowledgements.
 
+`publish` sends the control service's commands (QoS 1, never retained) on the same connection.
+
 Imports paho and hub.backoff/hub.config; knows nothing of payloads, spool or InfluxDB.
 """
 
@@ -122,6 +124,10 @@ class MqttSource:
                     self._client.ack(m.mid, 1)
                     sent += 1
         return sent
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Queue an outgoing message (never retained); paho sends it, and resends QoS 1 after a reconnect."""
+        self._client.publish(topic, payload, qos=qos, retain=False)
 
     def close_intake(self) -> None:
         """Stop handing over new messages; they stay unacknowledged at the broker."""

@@ -1,0 +1,377 @@
+"""The control service: one place where setpoints become commands, whichever transport carries them.
+
+- `submit(device, actuator, value)` validates (unknown device or actuator -> NotFoundError, a value that is
+  not a finite number -> BadValueError), checks the announced limits (hub.control.limits: a refused value
+  becomes a command that is `rejected` at once, audited, never sent) and sends it:
+  * MQTT devices (known from their birth message's caps): `cmd` on `qala/{site}/{device}/cmd`, QoS 1, not
+    retained, with an id and an expiry (`control.ttl`); resent with the same id every `control.ack_timeout`
+    up to `control.retries` times; the board's `ack` ends it; without one it times out after its expiry.
+  * Modbus devices (writable registers of their profile): hub.modbus's write (ahead of polls), read back
+    and compared; an exception response (e.g. 03, illegal data value) is a rejection with that reason, no
+    answer is retried like MQTT, a read-back that differs is a rejection.
+- `on_ack(device, payload)`: the board's answer; an ack for an unknown id, of another device, or for a
+  command that is already final (a board that acks twice) is refused, counted and logged, and changes
+  nothing.
+- `observe(readings)`: setpoint telemetry (quantity `setpoint`, sensor = actuator) keeps the last values;
+  other readings feed the rules. Schedules are checked once a second by `run()`.
+- Every final state becomes `qala_command` Readings (hub.model) through `emit`, so InfluxDB holds each
+  command with its outcome and latency beside the readings.
+
+Imports hub.control's pure modules, hub.model and protocols; the MQTT publish function, the Modbus writer
+and the Reading sink are handed in by hub.service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hub.control import command as lc
+from hub.control import limits, rules
+from hub.model import COMMAND, Reading
+from protocols import payloads, topics
+from protocols.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from hub.config import ControlConfig
+    from hub.registry import Registry
+
+log = logging.getLogger(__name__)
+
+MQTT = "mqtt"
+MODBUS = "modbus"
+KEEP_FINAL = 1000
+"""Final commands kept in memory for `GET /v1/commands/{id}` (oldest dropped first)."""
+
+
+class ControlError(ValueError):
+    """A setpoint request that cannot become a command; `field` names the offending input."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFoundError(ControlError):
+    status = 404
+
+
+class BadValueError(ControlError):
+    status = 422
+
+
+class ModbusWriter(Protocol):
+    """What the control service needs of hub.modbus.poller.ModbusService."""
+
+    pollers: dict[str, Any]
+
+    async def write(self, device: str, register: str, value: float) -> float: ...
+
+
+def modbus_actuators(modbus: ModbusWriter | None) -> dict[str, dict[str, dict[str, object]]]:
+    """device -> register -> limits, for every writable register of every Modbus device's profile."""
+    out: dict[str, dict[str, dict[str, object]]] = {}
+    if modbus is None:
+        return out
+    for name, poller in modbus.pollers.items():
+        regs = {}
+        for reg in poller.device.profile.registers:
+            if reg.writable:
+                spec: dict[str, object] = {"kind": "register"}
+                if reg.minimum is not None:
+                    spec["min"] = reg.minimum
+                if reg.maximum is not None:
+                    spec["max"] = reg.maximum
+                regs[reg.name] = spec
+        if regs:
+            out[name] = regs
+    return out
+
+
+def new_id() -> str:
+    return "c-" + os.urandom(6).hex()
+
+
+class ControlService:
+    def __init__(
+        self,
+        site: str,
+        config: ControlConfig,
+        registry: Registry,
+        *,
+        publish: Callable[[str, bytes], None],
+        emit: Callable[[list[Reading]], None],
+        modbus: ModbusWriter | None = None,
+        rule_list: Iterable[rules.Rule] = (),
+        schedules: Iterable[rules.Schedule] = (),
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.site = site
+        self.config = config
+        self.registry = registry
+        self.publish = publish
+        self.emit = emit
+        self.modbus = modbus
+        self.rules = list(rule_list)
+        self.schedules = list(schedules)
+        self._by_reading: dict[tuple[str, str, str], list[rules.Rule]] = {}
+        for rule in self.rules:
+            self._by_reading.setdefault((rule.device, rule.sensor, rule.quantity), []).append(rule)
+        self.rule_state = {rule.name: rules.RuleState() for rule in self.rules}
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.commands: dict[str, lc.Command] = {}
+        self.last: dict[tuple[str, str], limits.Last] = {}
+        self.counts = {"unknown_ack": 0, "duplicate_ack": 0, "late_ack": 0, "bad_ack": 0}
+        self._done: dict[str, asyncio.Event] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------------------------- devices
+
+    def actuators(self, device: str) -> tuple[str, dict[str, dict[str, object]]] | None:
+        """(transport, actuator -> limits) of a device, or None if the hub knows no actuators for it."""
+        mb = modbus_actuators(self.modbus)
+        if device in mb:
+            return MODBUS, mb[device]
+        info = self.registry.devices.get(device)
+        if info is None:
+            return None
+        acts = info.caps.get("actuators") if isinstance(info.caps, dict) else None
+        return (MQTT, acts) if isinstance(acts, dict) else (MQTT, {})
+
+    def devices(self) -> list[dict[str, object]]:
+        """Every device with actuators: transport, state, and per actuator its limits and last value."""
+        out: list[dict[str, object]] = []
+        names = set(self.registry.devices) | set(modbus_actuators(self.modbus))
+        for name in sorted(names):
+            found = self.actuators(name)
+            if found is None or not found[1]:
+                continue
+            transport, acts = found
+            state = self.registry.devices[name].state if name in self.registry.devices else "modbus"
+            listed = {}
+            for act, spec in sorted(acts.items()):
+                last = self.last.get((name, act))
+                listed[act] = {"limits": spec, "last": None if last is None else last.value}
+            out.append({"device": name, "transport": transport, "state": state, "actuators": listed})
+        return out
+
+    # -------------------------------------------------------------------------------------- submit
+
+    def submit(self, device: object, actuator: object, value: object, *, ttl_s: float | None = None,
+               source: str = "api") -> lc.Command:
+        """A new command (already sent, or rejected by the hub's limit check); ControlError if unusable."""
+        if not isinstance(device, str):
+            raise ControlError("device", "must be a string")
+        if not isinstance(actuator, str):
+            raise ControlError("actuator", "must be a string")
+        found = self.actuators(device)
+        if found is None:
+            raise NotFoundError("device", f"unknown device {device!r}")
+        transport, acts = found
+        if actuator not in acts:
+            known = ", ".join(sorted(acts)) or "none"
+            raise NotFoundError("actuator", f"device {device} has no actuator {actuator!r} (has: {known})")
+        number = limits.number(value)
+        if number is None:
+            raise BadValueError("value", f"must be a finite number, got {value!r}")
+        ttl = self.config.ttl if ttl_s is None else ttl_s
+        if limits.number(ttl) is None or not 0 < ttl <= 3600:
+            raise BadValueError("ttl_s", f"must be a number of seconds in (0, 3600], got {ttl_s!r}")
+        now = self.clock_ms()
+        cmd = lc.Command(
+            id=new_id(), device=device, actuator=actuator, value=number, transport=transport, source=source,
+            created_ms=now, expires_ms=now + int(ttl * 1000), retries=self.config.retries,
+            ack_timeout_ms=int(self.config.ack_timeout * 1000),
+        )
+        self.commands[cmd.id] = cmd
+        self._done[cmd.id] = asyncio.Event()
+        log.info("command created id=%s device=%s actuator=%s value=%g transport=%s source=%s", cmd.id, device,
+                 actuator, number, transport, source)
+        why = limits.check(acts[actuator], number, self.last.get((device, actuator)), now)
+        if why is not None:
+            self._finish(cmd, "reject", now, reason="hub: " + why)
+            return cmd
+        if transport == MQTT:
+            self._send_mqtt(cmd, now)
+        else:
+            lc.step(cmd, "send", now)
+            task = asyncio.get_running_loop().create_task(self._modbus(cmd), name=f"qala-hub.control[{cmd.id}]")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._wake.set()
+        return cmd
+
+    async def wait(self, cmd_id: str, within: float | None = None) -> lc.Command:
+        """The command once final (or as it is after `within` seconds)."""
+        cmd = self.commands[cmd_id]
+        if not cmd.final:
+            event = self._done.get(cmd_id)
+            if event is not None:
+                try:
+                    async with asyncio.timeout(within):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+        return cmd
+
+    def _send_mqtt(self, cmd: lc.Command, now: int) -> None:
+        payload = payloads.encode_cmd(cmd.id, cmd.actuator, cmd.value, cmd.created_ms, cmd.expires_ms)
+        lc.step(cmd, "send", now)
+        self.publish(topics.build(self.site, cmd.device, topics.CMD), payload)
+        log.info("command sent id=%s device=%s attempt=%d", cmd.id, cmd.device, cmd.attempts)
+
+    async def _modbus(self, cmd: lc.Command) -> None:
+        from hub.modbus.bus import DeviceError, NoResponseError  # noqa: PLC0415 - pymodbus only when used
+        from hub.modbus.poller import WriteNotConfirmedError, WriteRefusedError  # noqa: PLC0415
+
+        assert self.modbus is not None
+        while True:
+            try:
+                confirmed = await self.modbus.write(cmd.device, cmd.actuator, cmd.value)
+            except (WriteRefusedError, DeviceError, WriteNotConfirmedError) as exc:
+                self._finish(cmd, "rejected", self.clock_ms(), reason=f"device: {exc}")
+                return
+            except NoResponseError as exc:
+                now = self.clock_ms()
+                if cmd.attempts > cmd.retries or now >= cmd.expires_ms:
+                    self._finish(cmd, "timeout", now, reason=f"no response: {exc}")
+                    return
+                lc.step(cmd, "send", now)
+                continue
+            self._finish(cmd, "applied", self.clock_ms(), value=confirmed)
+            return
+
+    # ----------------------------------------------------------------------------------------- acks
+
+    def on_ack(self, device: str, payload: bytes) -> None:
+        """A message on `qala/{site}/{device}/ack`."""
+        try:
+            ack = payloads.decode_ack(payload)
+        except ProtocolError as exc:
+            self.counts["bad_ack"] += 1
+            log.warning("ack refused: bad payload device=%s error=%s", device, exc)
+            return
+        cmd = self.commands.get(ack.id)
+        if cmd is None or cmd.device != device or cmd.actuator != ack.actuator:
+            self.counts["unknown_ack"] += 1
+            log.warning("ack refused: unknown command id device=%s id=%s actuator=%s", device, ack.id, ack.actuator)
+            return
+        now = self.clock_ms()
+        if cmd.final:
+            if cmd.state == lc.TIMED_OUT:
+                self.counts["late_ack"] += 1
+                log.warning("ack after the time-out id=%s device=%s status=%s", cmd.id, device, ack.status)
+                if ack.status == payloads.APPLIED and ack.value is not None:
+                    self.last[(device, cmd.actuator)] = limits.Last(ack.value, now)
+            else:
+                self.counts["duplicate_ack"] += 1
+                log.warning("ack refused: command already %s id=%s device=%s", cmd.state, cmd.id, device)
+            return
+        if ack.status == payloads.APPLIED:
+            self._finish(cmd, "applied", now, value=ack.value)
+        else:
+            self._finish(cmd, "rejected", now, reason="board: " + (ack.reason or ""))
+
+    def _finish(self, cmd: lc.Command, event: str, now: int, *, value: float | None = None,
+                reason: str | None = None) -> None:
+        lc.step(cmd, event, now, value=value, reason=reason)
+        if cmd.state == lc.APPLIED and value is not None:
+            previous = self.last.get((cmd.device, cmd.actuator))
+            if previous is None or previous.value != value:
+                self.last[(cmd.device, cmd.actuator)] = limits.Last(value, now)
+        log.info("command %s id=%s device=%s actuator=%s value=%g applied=%s latency_ms=%s attempts=%d reason=%s",
+                 cmd.state, cmd.id, cmd.device, cmd.actuator, cmd.value, cmd.applied, cmd.latency_ms, cmd.attempts,
+                 cmd.reason)
+        self.emit(self.audit(cmd))
+        event_done = self._done.pop(cmd.id, None)
+        if event_done is not None:
+            event_done.set()
+        self._trim()
+
+    def audit(self, cmd: lc.Command) -> list[Reading]:
+        """The `qala_command` Readings of a final command (one InfluxDB point)."""
+        ts = cmd.done_ms or cmd.created_ms
+
+        def r(field: str, value: float | str) -> Reading:
+            return Reading(COMMAND, self.site, cmd.device, cmd.actuator, cmd.state, field, value, ts)
+
+        out = [r("value", cmd.value), r("latency_ms", float(cmd.latency_ms or 0)), r("attempts", float(cmd.attempts)),
+               r("id", cmd.id), r("source", cmd.source), r("transport", cmd.transport)]
+        if cmd.applied is not None:
+            out.append(r("applied", cmd.applied))
+        if cmd.reason:
+            out.append(r("reason", cmd.reason))
+        return out
+
+    def _trim(self) -> None:
+        if len(self.commands) <= KEEP_FINAL:
+            return
+        for cmd_id in [c.id for c in self.commands.values() if c.final][: len(self.commands) - KEEP_FINAL]:
+            del self.commands[cmd_id]
+
+    # ------------------------------------------------------------------------------ readings, rules
+
+    def observe(self, readings: Iterable[Reading]) -> None:
+        """Setpoint telemetry updates last values; readings that rules watch drive them."""
+        now_s = time.monotonic()
+        for r in readings:
+            if isinstance(r.value, str):
+                continue
+            if r.field == "setpoint":
+                previous = self.last.get((r.device, r.sensor))
+                if previous is None or previous.value != r.value:
+                    self.last[(r.device, r.sensor)] = limits.Last(r.value, r.ts)
+                continue
+            for rule in self._by_reading.get((r.device, r.sensor, r.field), ()):
+                value = rules.evaluate(rule, self.rule_state[rule.name], r.value, now_s)
+                if value is not None:
+                    log.info("rule %s: %s.%s.%s=%g -> %s.%s=%g", rule.name, r.device, r.sensor, r.field, r.value,
+                             rule.target_device, rule.actuator, value)
+                    self._submit_quietly(rule.target_device, rule.actuator, value, "rule:" + rule.name)
+
+    def _submit_quietly(self, device: str, actuator: str, value: float, source: str) -> None:
+        try:
+            self.submit(device, actuator, value, source=source)
+        except ControlError as exc:
+            log.warning("%s: setpoint not sent: %s", source, exc)
+
+    # ------------------------------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """Resends, time-outs and schedules, until cancelled."""
+        previous = dt.datetime.now()  # noqa: DTZ005 - schedules are in the hub's local time
+        while True:
+            now = self.clock_ms()
+            next_ms = now + 1000
+            for cmd in list(self.commands.values()):
+                if cmd.transport != MQTT:
+                    continue
+                action = lc.due(cmd, now)
+                if action == lc.RESEND:
+                    self._send_mqtt(cmd, now)
+                elif action == lc.TIMEOUT:
+                    self._finish(cmd, "timeout", now, reason=f"no ack after {cmd.attempts} attempts")
+                due_at = lc.next_due_ms(cmd)
+                if due_at is not None:
+                    next_ms = min(next_ms, due_at)
+            wall = dt.datetime.now()  # noqa: DTZ005
+            for s in rules.schedule_due(self.schedules, previous, wall):
+                log.info("schedule %s: %s.%s=%g", s.name, s.device, s.actuator, s.value)
+                self._submit_quietly(s.device, s.actuator, s.value, "schedule:" + s.name)
+            previous = wall
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(max(0.01, (next_ms - self.clock_ms()) / 1000)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
