@@ -18,6 +18,7 @@ from tests.modbus.conftest import FakeTransport, builtin
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 NOW_MS = 1_795_553_687_000
 
@@ -236,3 +237,22 @@ async def test_write_needs_a_running_service() -> None:
     svc = _service({"b1": (1, "qala_board")}, FakeTransport({1: SimulatedDevice(builtin("qala_board"))}))
     with pytest.raises(NoResponseError, match="not running"):
         await svc.write("b1", "actuator1", 1.0)
+
+
+async def test_register_outside_the_device_map_is_refused_but_the_rest_is_read(tmp_path: Path) -> None:
+    (tmp_path / "wrong.toml").write_text(
+        '[profile]\nname = "wrong"\n'
+        '[registers.voltage]\naddress = 0\nquantity = "voltage"\n'
+        '[registers.ghost]\naddress = 0x0200\nquantity = "current"\n')  # the SDM120 has nothing there
+    cfg = config.parse({
+        "buses": {"bus": {"transport": "tcp", "host": "127.0.0.1", "timeout": 0.05}},
+        "devices": {"m1": {"bus": "bus", "unit": 1, "profile": "wrong.toml"}},
+    }, base=tmp_path)
+    transport = FakeTransport({1: SimulatedDevice(builtin("sdm120"))})
+    svc = ModbusService(cfg, "ast-01", transports={"bus": transport}, wall_ms=lambda: NOW_MS)
+    async with _buses(svc):
+        readings = await svc.pollers["m1"].poll_once()
+    values = _fields(readings)
+    assert values[("meter", "voltage")][1] == "ok"
+    assert ("meter", "current") not in values  # never read: nothing made up
+    assert svc.pollers["m1"].online is True
