@@ -2,7 +2,7 @@
 
 `load(path)` returns a plain dict or raises ConfigError whose message names the key path and the rule
 (`sensors.air1.interval: must be a positive number, got 'fast'`). Unknown keys are errors, so a typo is not
-silently ignored. Actuator limits are checked by protocols.status.check_actuator, the same rules the hub
+silently ignored. Actuator limits are checked by protocols.limits.check_actuator, the same rules the hub
 applies to device profiles. `reach(raw)` pulls out just enough (site, device, mqtt) for a board in safe mode
 to report its error. The app imports this module at start-up and drops it afterwards to free its RAM.
 """
@@ -176,18 +176,18 @@ def _sensors(value):
 
 
 def _actuators(value):
-    from protocols import status
+    from protocols import limits
 
     actuators = _obj_of_ids("actuators", value, 16)
     for name in actuators:
         spec = _obj_any("actuators." + name, actuators[name])
         _int("actuators." + name + ".pin", _need(spec, "pin", "actuators." + name + "."), 0, 255)
-        limits = {}
+        rules = {}
         for key in spec:
             if key != "pin":
-                limits[key] = spec[key]
+                rules[key] = spec[key]
         try:
-            status.check_actuator(name, limits, "actuators.")
+            limits.check_actuator(name, rules, "actuators.")
         except ProtocolError as exc:
             raise ConfigError(str(exc)) from None
     return actuators

@@ -10,7 +10,8 @@ The code lives in one module per kind, so that a board loads only what it uses:
 
     protocols/fields.py     field rules shared by all kinds, the JSON envelope, version and time limits
     protocols/telemetry.py  telemetry (a board encodes; the hub decodes against the catalogue)
-    protocols/status.py     birth / last will / safe mode, and the actuator-limit rules
+    protocols/status.py     birth / last will / safe mode
+    protocols/limits.py     the rules for a birth's caps and for actuator limits (boards: at boot only)
     protocols/control.py    cmd and ack
 
 Versioning: the field set of a version is closed, so a misspelt key is an error rather than silently lost.
@@ -34,17 +35,14 @@ from protocols.control import (
 )
 from protocols.errors import ProtocolError, describe
 from protocols.fields import BOOT_MAX, MAX_TEXT, SEQ_MAX, TS_MAX, TS_MIN, VERSION, VERSIONS
+from protocols.limits import ACTUATOR_KINDS, MAX_ACTUATORS, MAX_SENSORS, check_actuator, check_caps
 from protocols.status import (
-    ACTUATOR_KINDS,
-    MAX_ACTUATORS,
-    MAX_SENSORS,
     MAX_STATUS,
     OFFLINE,
     ONLINE,
     SAFE,
     STATES,
     Status,
-    check_actuator,
     decode_status,
     encode_status,
 )
@@ -96,6 +94,7 @@ __all__ = [
     "Status",
     "Telemetry",
     "check_actuator",
+    "check_caps",
     "check_command_id",
     "decode",
     "decode_ack",

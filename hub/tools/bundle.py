@@ -16,6 +16,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocols", "firmware")
 ENTRY_SCRIPTS = frozenset({"boot.py", "main.py"})
+NOT_ON_BOARD = frozenset({"manifest.py"})  # MicroPython build input for frozen images
 SKIP_DIRS = frozenset({"__pycache__"})
 
 
@@ -68,6 +69,8 @@ def build(out: Path, *, root: Path = REPO_ROOT, packages: tuple[str, ...] = PACK
     manifest: dict[str, str] = {}
     for source in _sources(root, packages):
         rel = source.relative_to(root)
+        if source.name in NOT_ON_BOARD:
+            continue
         if source.suffix == ".py" and source.name not in ENTRY_SCRIPTS:
             target = out / rel.with_suffix(".mpy")
             compile_module(source, target)

@@ -1,7 +1,10 @@
 """Status, cmd and ack payloads: encode/decode and bad input. Runs under both interpreters."""
 
+import json
+
 from expect import refused
 
+from protocols import catalogue
 from protocols import payloads as p
 
 MICROPYTHON_HEAP = "64k"
@@ -30,20 +33,34 @@ def test_status_bad_input():
     refused(p.decode_status, b'{"v":1,"state":"sleepy"}', field="state")
     refused(p.decode_status, b'{"v":1,"state":"online"}', field="ts", contains="required")
     refused(p.decode_status, ('{"v":1,"state":"safe","ts":%d,"boot":1,"fw":"x"}' % TS).encode(), field="error")
-    refused(p.encode_status, "online", TS, 3, "0.1", {"sensors": {}, "extra": 1}, field="caps", contains="unknown key")
-    bad = {"actuators": {"v1": {"kind": "valve", "min": 0, "max": 10, "failsafe": 11}}}
-    refused(p.encode_status, "online", TS, 3, "0.1", bad, field="caps.actuators.v1.failsafe", contains="outside")
-    bad = {"actuators": {"v1": {"kind": "valve", "min": 10, "max": 0, "failsafe": 5}}}
-    refused(p.encode_status, "online", TS, 3, "0.1", bad, field="caps.actuators.v1", contains="above max")
-    bad = {"actuators": {"v1": {"kind": "laser", "min": 0, "max": 1, "failsafe": 0}}}
-    refused(p.encode_status, "online", TS, 3, "0.1", bad, field="caps.actuators.v1.kind")
-    bad = {"sensors": {"s1": {"driver": "x", "q": ["co2", "smell"]}}}
-    birth = p.encode_status("online", TS, 3, "0.1", bad)  # the board's encoder checks form, not the catalogue
-    refused(p.decode_status, birth, field="caps.sensors.s1.q", contains="smell")
-    bad = {"sensors": {"s1": {"driver": "x", "q": ["co2", "sm ell"]}}}
-    refused(p.encode_status, "online", TS, 3, "0.1", bad, field="caps.sensors.s1.q")
-    refused(p.encode_status, "online", TS, 3, "0.1", {"uplink": "lora"}, field="caps.uplink")
     refused(p.encode_status, "online", TS, 3, "x" * 201, CAPS, field="fw", contains="longer")
+    refused(p.encode_status, "online", TS, 3, "0.1", None, field="caps", contains="required")
+
+
+def _birth(caps):
+    return ('{"v":1,"state":"online","ts":%d,"boot":3,"fw":"0.1","caps":%s}' % (TS, json.dumps(caps))).encode()
+
+
+def test_caps_rules_at_the_hub_and_in_limits():
+    # a board's encoder takes caps from its validated config; the hub's decoder and limits.check_caps refuse bad ones
+    cases = (
+        ({"sensors": {}, "extra": 1}, "caps", "unknown key"),
+        ({"actuators": {"v1": {"kind": "valve", "min": 0, "max": 10, "failsafe": 11}}}, "caps.actuators.v1.failsafe",
+         "outside"),
+        ({"actuators": {"v1": {"kind": "valve", "min": 10, "max": 0, "failsafe": 5}}}, "caps.actuators.v1",
+         "above max"),
+        ({"actuators": {"v1": {"kind": "laser", "min": 0, "max": 1, "failsafe": 0}}}, "caps.actuators.v1.kind", None),
+        ({"sensors": {"s1": {"driver": "x", "q": ["co2", "smell"]}}}, "caps.sensors.s1.q", "smell"),
+        ({"uplink": "lora"}, "caps.uplink", None),
+        ({"failsafe_after": -1}, "caps.failsafe_after", None),
+        ({"actuators": {"r1": {"kind": "relay", "min": 0, "max": 1, "failsafe": 0, "min_on": -5}}},
+         "caps.actuators.r1.min_on", None),
+    )
+    for caps, field, contains in cases:
+        refused(p.decode_status, _birth(caps), field=field, contains=contains)
+        refused(p.check_caps, caps, catalogue.QUANTITIES, field=field, contains=contains)
+    assert p.check_caps(CAPS, catalogue.QUANTITIES) == CAPS
+    refused(p.check_actuator, "v1", {"kind": "valve", "min": 0, "max": 10}, field="v1.failsafe", contains="required")
 
 
 def test_cmd_round_trip_and_bad_input():
