@@ -69,6 +69,11 @@ class Board:
         self.t_status = topics.build(site, device, topics.STATUS)
         self.client = client_for(cfg["mqtt"], site, device)
         self.client.can_connect = impl.link_up
+        self.acts = None
+        if cfg["actuators"]:
+            from firmware.actuators import Actuators
+
+            self.acts = Actuators(self)
 
     # ------------------------------------------------------------------------------------ readings
 
@@ -177,6 +182,8 @@ class Board:
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()
+        if self.acts is not None:  # after the birth: the hub knows the device before its setpoints
+            await self.acts.subscribe(client)
 
     async def watchdog(self):
         self.hw.watchdog(self.cfg["watchdog"])
@@ -193,6 +200,8 @@ class Board:
         guard("mqtt", lambda: self.client.run(self.birth))
         guard("sender", self.sender)
         guard("health", self.health)
+        if self.acts is not None:
+            guard("failsafe", self.acts.watch)
         for name in self.cfg["sensors"]:
             spec = self.cfg["sensors"][name]
             guard("sensor " + name, lambda spec=spec, name=name: self.sampler(name, spec))

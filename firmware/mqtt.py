@@ -65,7 +65,7 @@ class MQTTClient:
         self.will = (topic, msg, retain, qos)
 
     def set_callback(self, f):
-        """f(topic: str, msg: bytes) for each incoming PUBLISH."""
+        """f(topic: str, msg: bytes, retained: bool) for each incoming PUBLISH."""
         self.cb = f
 
     def isconnected(self):
@@ -271,7 +271,7 @@ class MQTTClient:
                     if value[2]:
                         await self._send(mc.encode_puback(value[5]))
                     if self.cb is not None:
-                        self.cb(value[0], value[1])
+                        self.cb(value[0], value[1], value[3])
                 elif kind == mc.SUBACK:
                     self._suback.set()
                 elif kind == mc.CONNACK:

@@ -94,3 +94,24 @@ async def network(cfg):
             except (OSError, OverflowError) as exc:
                 log.warn("clock: NTP failed: %s", log.why(exc))
         await asyncio.sleep(5 if not _synced else 30)
+
+
+class _Output:
+    """relay: a GPIO pin, on unless the value is min; pwm and valve: PWM duty from min..max (1 kHz)."""
+
+    def __init__(self, spec):
+        pin = machine.Pin(spec["pin"], machine.Pin.OUT)
+        self.relay = spec["kind"] == "relay"
+        self.lo = spec["min"]
+        self.span = (spec["max"] - spec["min"]) or 1
+        self.out = pin if self.relay else machine.PWM(pin, freq=1000)
+
+    def set(self, value):
+        if self.relay:
+            self.out.value(0 if value == self.lo else 1)
+        else:
+            self.out.duty_u16(int((value - self.lo) * 65535 / self.span))
+
+
+def actuator(name, spec):
+    return _Output(spec)

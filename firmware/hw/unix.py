@@ -43,3 +43,22 @@ def state_dir(config_path, device):
     cut = config_path.rfind("/")
     folder = config_path[:cut] if cut > 0 else ("/" if cut == 0 else ".")
     return "%s/%s.state" % (folder, device)
+
+
+class _SimActuator:
+    """An actuator with no hardware: remembers its value and logs each change (tests read the console)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.value = None
+
+    def set(self, value):
+        from firmware import log
+
+        if value != self.value:
+            log.info("actuator %s -> %s", self.name, value)
+        self.value = value
+
+
+def actuator(name, spec):
+    return _SimActuator(name)
