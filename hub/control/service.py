@@ -246,7 +246,10 @@ class ControlService:
                 if cmd.attempts > cmd.retries or now >= cmd.expires_ms:
                     self._finish(cmd, "timeout", now, reason=f"no response: {exc}")
                     return
-                lc.step(cmd, "send", now)
+                log.warning("modbus write got no response, retrying id=%s device=%s error=%s", cmd.id, cmd.device,
+                            exc)
+                await asyncio.sleep(cmd.ack_timeout_ms / 1000)
+                lc.step(cmd, "send", self.clock_ms())
                 continue
             self._finish(cmd, "applied", self.clock_ms(), value=confirmed)
             return
