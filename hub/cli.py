@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # pymodbus logs every timeout at ERROR; hub.modbus logs each outage once (docs/modbus.md).
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     code: int = args.func(args)
     return code
 

@@ -29,6 +29,8 @@ from protocols.topics import check_id
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from hub.modbus.config import ModbusConfig
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key path and the rule."""
@@ -124,6 +126,8 @@ class HubConfig:
     api: ApiConfig | None = None
     rules: tuple[Rule, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    modbus: ModbusConfig | None = None
+    """The [modbus] section (hub.modbus.config): buses and devices the hub polls; None without one."""
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -200,7 +204,7 @@ _SECTIONS: dict[str, tuple[_Schema, bool]] = {  # name -> (schema, section requi
     "hub": (_HUB, False),
     "control": (_CONTROL, False),
 }
-_OPTIONAL = {"api": _API}  # sections that switch a feature on by being present
+_OPTIONAL = {"api": _API, "modbus": {}}  # sections that switch a feature on by being present (modbus: own parser)
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -339,6 +343,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     )
     _unique("rules", [r.name for r in rules])
     _unique("schedules", [s.name for s in schedules])
+    modbus = _modbus(document["modbus"], base) if "modbus" in document else None
 
     return HubConfig(
         site=SiteConfig(**site),
@@ -352,7 +357,15 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         api=api,
         rules=rules,
         schedules=schedules,
+        modbus=modbus,
     )
+
+
+def _modbus(table: Any, base: Path | None) -> ModbusConfig:
+    """[modbus] is validated by hub.modbus.config, which raises ConfigError with the key path."""
+    from hub.modbus import config as modbus_config  # noqa: PLC0415 - it imports this module (ConfigError)
+
+    return modbus_config.parse(table, base=base)
 
 
 def _id_value(path: str, value: str) -> str:

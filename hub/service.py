@@ -9,6 +9,9 @@ Tasks (one asyncio loop; paho's network thread feeds it):
 - control (hub.control.service): commands' resends and time-outs, schedules; acks arrive through the ingest
   (they are acknowledged with their batch but not spooled), readings feed its rules; audit Readings come back
   through `emit` into the spool. With an [api] section, the HTTP API (hub.control.api) too.
+- modbus (hub.modbus.poller, when [modbus] configures devices): polls devices; their Readings take the same
+  path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
+  `Hub.modbus_write` (the control service uses the same ModbusService).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
 
 Shutdown (SIGTERM/SIGINT, `request_stop`): stop taking messages, spool and acknowledge what was taken,
@@ -44,6 +47,7 @@ from protocols.errors import ProtocolError
 if TYPE_CHECKING:
     from hub.config import HubConfig
     from hub.ingest.mqtt import Message
+    from hub.modbus.poller import ModbusService
     from hub.model import Reading
     from hub.sinks.base import Sink
 
@@ -91,9 +95,14 @@ class Hub:
              topics.subscription(site, topics.ACK)],
             on_connect=self._on_mqtt_connect,
         )
+        self.modbus: ModbusService | None = None
+        if config.modbus is not None and config.modbus.devices:
+            from hub.modbus.poller import ModbusService  # noqa: PLC0415 - pymodbus only with Modbus devices
+
+            self.modbus = ModbusService(config.modbus, site)
         self.control = ControlService(
             site, config.control, self.registry, publish=self.mqtt.publish, emit=self.emit,
-            rule_list=config.rules, schedules=config.schedules,
+            modbus=self.modbus, rule_list=config.rules, schedules=config.schedules,
         )
         self.api_port: int | None = None
         """The HTTP API's bound port once it listens (config.api.port, or the one chosen for port 0)."""
@@ -112,6 +121,21 @@ class Hub:
         """Store Readings made outside the ingest (control audit): spooled with the next batch."""
         self._extra.extend(readings)
         self.mqtt.wakeup.set()
+
+    def ingest(self, readings: list[Reading]) -> None:
+        """Readings from a source other than MQTT (the Modbus poller): the control rules see them, as they see
+        MQTT readings, and they are spooled with the next batch."""
+        self.control.observe(readings)
+        self.emit(readings)
+
+    async def modbus_write(self, device: str, register: str, value: float) -> float:
+        """Write a setpoint to a Modbus device (ahead of polls) and return the value read back.
+
+        Raises LookupError without a [modbus] device section, else what ModbusService.write raises.
+        """
+        if self.modbus is None:
+            raise LookupError("no Modbus devices configured")
+        return await self.modbus.write(device, register, value)
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -132,6 +156,8 @@ class Hub:
         housekeeping = asyncio.create_task(self._housekeeping(), name="qala-hub.housekeeping")
         control = asyncio.create_task(self.control.run(), name="qala-hub.control")
         others: list[asyncio.Task[None]] = [housekeeping, control]
+        if self.modbus is not None:
+            others.append(asyncio.create_task(self.modbus.run(self.ingest), name="qala-hub.modbus"))
         if self.config.api is not None:
             from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
 
