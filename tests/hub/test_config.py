@@ -12,7 +12,8 @@ from hub import cli
 from hub.config import ConfigError, load, parse
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {"QALA_MQTT_PASSWORD": "mqtt-secret", "QALA_INFLUX_PASSWORD": "influx-secret"}
+ENV = {"QALA_MQTT_PASSWORD": "mqtt-secret", "QALA_INFLUX_PASSWORD": "influx-secret",
+       "QALA_API_TOKEN": "api-token-0123456789"}
 
 V1: dict[str, Any] = {
     "site": {"id": "ast-01"},
@@ -49,6 +50,10 @@ def test_the_shipped_example_loads() -> None:
     assert config.influxdb.api == "v1"
     assert config.influxdb.password == "influx-secret"
     assert config.spool.path == Path("/var/lib/qala/hub")
+    assert config.api is not None
+    assert config.api.token == "api-token-0123456789"
+    assert [r.name for r in config.rules] == ["co2-fan"]
+    assert [s.name for s in config.schedules] == ["fan-night"]
 
 
 def test_minimal_configs_get_defaults() -> None:
