@@ -18,7 +18,6 @@ import time
 
 from firmware import VERSION, hw, log
 from firmware.buffer import Buffer
-from firmware.mqtt import MQTTClient
 from protocols import status, telemetry, topics
 from protocols.errors import ProtocolError
 
@@ -42,6 +41,8 @@ def guard(name, make):
 
 def client_for(mqtt, site, device):
     """The board's MQTT client: persistent session, last will `offline` retained on its status topic."""
+    from firmware.mqtt import MQTTClient  # here: a board with a Modbus uplink never loads it
+
     will = status.encode_status(status.OFFLINE)
     c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
                    mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"])

@@ -14,8 +14,9 @@ from protocols.errors import ProtocolError
 
 _TOP = (
     "site", "device", "wifi", "mqtt", "uplink", "sensors", "actuators", "buffer",
-    "health_interval", "failsafe_after", "log", "ntp_host", "watchdog",
+    "health_interval", "failsafe_after", "log", "ntp_host", "watchdog", "modbus",
 )
+_MODBUS = ("transport", "unit", "host", "port", "device", "uart", "baudrate", "parity", "stopbits", "pins")
 _MQTT = ("host", "port", "user", "password", "tls", "keepalive", "max_packet")
 _SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
 _BUFFER = ("ram", "file", "replay_ms")
@@ -135,6 +136,7 @@ def validate(raw, need_wifi=False):
         _bad("wifi", "required on this board", show=False)
     cfg["wifi"] = wifi
     cfg["mqtt"] = _mqtt(raw) if cfg["uplink"] == "mqtt" or "mqtt" in raw else None
+    cfg["modbus"] = _modbus(raw, need_wifi) if cfg["uplink"] == "modbus" or "modbus" in raw else None
     cfg["sensors"] = _sensors(raw.get("sensors", {}))
     cfg["actuators"] = _actuators(raw.get("actuators", {}))
     buf = _obj("buffer", raw.get("buffer", {}), _BUFFER)
@@ -151,6 +153,37 @@ def validate(raw, need_wifi=False):
     cfg["ntp_host"] = _str("ntp_host", raw.get("ntp_host", "pool.ntp.org"))
     cfg["watchdog"] = _num("watchdog", raw.get("watchdog", 30), lo=5)
     return cfg
+
+
+def _modbus(raw, board):
+    """modbus: {transport: tcp, host, port} or {transport: rtu, device | uart, baudrate, parity, stopbits, pins}."""
+    m = _obj("modbus", _need(raw, "modbus", ""), _MODBUS)
+    t = _need(m, "transport", "modbus.")
+    if t not in ("tcp", "rtu"):
+        _bad("modbus.transport", "must be tcp|rtu", t)
+    out = {"transport": t, "unit": _int("modbus.unit", m.get("unit", 1), 1, 247)}
+    for key in (("device", "uart", "baudrate", "parity", "stopbits", "pins") if t == "tcp" else ("host", "port")):
+        if key in m:
+            _bad("modbus." + key, "not used with transport %s" % t, show=False)
+    if t == "tcp":
+        # a board serves its LAN; the unix port only its own host
+        out["host"] = _str("modbus.host", m.get("host", "0.0.0.0" if board else "127.0.0.1"))
+        out["port"] = _int("modbus.port", m.get("port", 502), 1, 65535)
+        return out
+    if ("device" in m) == ("uart" in m):
+        _bad("modbus.device", "give exactly one of device (a serial device path) and uart (a UART id)", show=False)
+    out["device"] = _str("modbus.device", m["device"]) if "device" in m else None
+    out["uart"] = _int("modbus.uart", m["uart"], 0, 15) if "uart" in m else None
+    out["baudrate"] = _int("modbus.baudrate", m.get("baudrate", 9600), 300, 1000000)
+    out["parity"] = m.get("parity", "N")
+    if out["parity"] not in ("N", "E", "O"):
+        _bad("modbus.parity", "must be N|E|O", out["parity"])
+    out["stopbits"] = _int("modbus.stopbits", m.get("stopbits", 1), 1, 2)
+    pins = _obj("modbus.pins", m.get("pins", {}), ("tx", "rx", "de"))
+    for pin in pins:
+        _int("modbus.pins." + pin, pins[pin], 0, 255)
+    out["pins"] = pins
+    return out
 
 
 def _sensors(value):

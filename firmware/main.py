@@ -37,6 +37,10 @@ if _job[0] == "safe":
     from firmware import safe
 
     asyncio.run(safe.run(*_job[1]))
+elif _job[1][1]["uplink"] == "modbus":
+    from firmware import mbserve
+
+    asyncio.run(mbserve.ModbusBoard(*_job[1]).run())
 else:
     from firmware import app
 

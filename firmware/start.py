@@ -46,8 +46,6 @@ def prepare(config_path):
                w if isinstance(w, dict) and isinstance(w.get("ssid"), str) else None,)
         cfg = config.validate(raw, impl.NEEDS_WIFI)
         log.level = log.LEVELS[cfg["log"]]
-        if cfg["uplink"] != "mqtt":
-            raise config.ConfigError("uplink: %s is not implemented in this firmware yet" % cfg["uplink"])
         for name in cfg["sensors"]:
             driver = cfg["sensors"][name]["driver"]
             if driver not in sensors.DRIVERS:

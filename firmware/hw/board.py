@@ -115,3 +115,39 @@ class _Output:
 
 def actuator(name, spec):
     return _Output(spec)
+
+
+class _Rs485:
+    """A UART with an RS-485 transceiver: DE/RE high only while sending, released as the last bit leaves."""
+
+    def __init__(self, cfg):
+        pins = cfg["pins"]
+        kw = {"baudrate": cfg["baudrate"], "bits": 8, "parity": {"N": None, "E": 0, "O": 1}[cfg["parity"]],
+              "stop": cfg["stopbits"], "timeout": 0}
+        if "tx" in pins:
+            kw["tx"] = pins["tx"]
+        if "rx" in pins:
+            kw["rx"] = pins["rx"]
+        self.uart = machine.UART(cfg["uart"], **kw)
+        self.de = machine.Pin(pins["de"], machine.Pin.OUT, value=0) if "de" in pins else None
+        self.char_us = (11 if cfg["parity"] != "N" else 10) * 1000000 // cfg["baudrate"]
+
+    def readinto(self, buf):
+        n = self.uart.any()
+        return self.uart.readinto(buf, min(n, len(buf))) or 0 if n else 0
+
+    def write(self, data):
+        if self.de is not None:
+            self.de.value(1)
+        self.uart.write(data)
+        if hasattr(self.uart, "flush"):
+            self.uart.flush()  # returns once the last byte has left the shift register
+        else:
+            time.sleep_us(len(data) * self.char_us)
+        if self.de is not None:
+            self.de.value(0)
+
+
+def serial(cfg):
+    """The Modbus RTU line: machine.UART(cfg["uart"]) with pins tx, rx and the transceiver's de (DE and /RE)."""
+    return _Rs485(cfg)

@@ -62,3 +62,36 @@ class _SimActuator:
 
 def actuator(name, spec):
     return _SimActuator(name)
+
+
+class _Serial:
+    """A serial device (a pty in tests) in raw mode; readinto never blocks (one byte per poll, frames are small)."""
+
+    def __init__(self, path):
+        import select
+        import termios
+
+        self.f = open(path, "r+b")  # noqa: SIM115 - held for the board's life
+        termios.setraw(self.f.fileno())
+        self.p = select.poll()
+        self.p.register(self.f, select.POLLIN)
+        self.one = bytearray(1)
+
+    def readinto(self, buf):
+        n = 0
+        while n < len(buf) and self.p.poll(0):
+            if not self.f.readinto(self.one):
+                break
+            buf[n] = self.one[0]
+            n += 1
+        return n
+
+    def write(self, data):
+        self.f.write(data)
+
+
+def serial(cfg):
+    """The Modbus RTU line: `cfg["device"]` (the unix port has no UART; the baud rate is the device's business)."""
+    if cfg["device"] is None:
+        raise OSError("modbus.uart needs a board; use modbus.device on the unix port")
+    return _Serial(cfg["device"])

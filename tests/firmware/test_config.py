@@ -94,6 +94,7 @@ def test_wifi_required_on_boards_only():
 def test_modbus_uplink_validates():
     raw = _copy()
     raw["uplink"] = "modbus"
+    raw["modbus"] = {"transport": "tcp"}
     assert config.validate(raw)["uplink"] == "modbus"
 
 
