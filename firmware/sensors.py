@@ -9,7 +9,13 @@ SCD4x, BME280, PZEM...) plug in by adding a module under firmware/drivers/ and a
 """
 
 # driver name -> module under firmware.drivers; imported only when a config names it
-DRIVERS = {"sim": "sim"}
+DRIVERS = {
+    "sim": "sim",
+    "pms5003": "pms5003",
+    "scd4x": "scd4x",
+    "bme280": "bme280",
+    "pzem004t": "pzem004t",
+}
 
 
 class UnknownDriverError(ValueError):

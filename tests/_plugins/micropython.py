@@ -121,7 +121,7 @@ def bundle_for(config: pytest.Config) -> Path | str:
 
         folder = Path(tempfile.mkdtemp(prefix="qala-mpy-bundle-"))
         try:
-            bundle.build(folder)
+            bundle.build(folder, packages=bundle.PACKAGES + bundle.TWINS)
             # the runner too: compiling it from source would take heap from the tests
             bundle.compile_module(RUNNER, folder / "mpy_runner.mpy")
         except bundle.BundleError as exc:
