@@ -1,0 +1,184 @@
+"""The hub polls the real firmware (micropython, "uplink": "modbus") through pymodbus over TCP and over RTU on
+a pty pair (socat), and the readings land in a real influxd; the board's server survives bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from hub.modbus.poller import WriteRefusedError
+from protocols import boardmap, modbus
+from protocols import modbus_framing as mf
+from tests.firmware.boards import Board
+from tests.hub.conftest import async_wait_until, running_hub, v1_table, wait_until, write_config
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from simulators.services import Influxd, Mosquitto
+
+pytestmark = [pytest.mark.integration, pytest.mark.micropython]
+
+SENSORS = {"air1": {"driver": "sim", "interval": 0.2, "quantities": ["pm25", "co2"]}}
+ACTS = {"fan1": {"kind": "pwm", "pin": 4, "min": 0, "max": 100, "failsafe": 20}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def board(tmp: Path, modbus_cfg: dict[str, Any]) -> Board:
+    cfg = {"site": "lab", "device": "mb1", "uplink": "modbus", "modbus": modbus_cfg, "sensors": SENSORS,
+           "actuators": ACTS, "health_interval": 0.5}
+    return Board(tmp, cfg).start()
+
+
+@contextlib.contextmanager
+def pty_pair(tmp: Path) -> Iterator[tuple[str, str]]:
+    a, b = tmp / "board-tty", tmp / "hub-tty"
+    proc = subprocess.Popen([shutil.which("socat") or "socat", f"pty,raw,echo=0,link={a}",
+                             f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: a.exists() and b.exists(), 10, 0.05, what="socat's ptys")
+        yield str(a), str(b)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(5)
+
+
+def hub_toml(tmp: Path, mosquitto: Mosquitto, influxd: Influxd, db: str, bus: dict[str, Any]) -> Path:
+    path = write_config(tmp, mosquitto, v1_table(influxd, db))
+    lines = ["[modbus.buses.b]"] + [f"{k} = {json.dumps(v)}" for k, v in bus.items()]
+    lines += ["[modbus.devices.mb1]", 'bus = "b"', "unit = 3", 'profile = "qala_board"', "interval = 0.3"]
+    path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+async def _poll_into_influx(path: Path, influxd: Influxd, db: str, fw: Board) -> None:
+    def stored() -> bool | int:
+        rows = influxd.points(db, "SELECT \"co2\" FROM \"air\" WHERE \"device\" = 'mb1' AND \"quality\" = 'ok'")
+        up = influxd.points(db, "SELECT \"uptime\" FROM /.*/ WHERE \"device\" = 'mb1'")
+        return True if len(rows) >= 3 and up else len(rows)
+
+    async with running_hub(path) as hub:
+        await async_wait_until(stored, 30, what=f"board readings in influxd; board: {fw.output()[-400:]}")
+        assert await hub.modbus_write("mb1", "actuator1", 42.0) == 42.0
+        with pytest.raises(WriteRefusedError):  # the hub's own limit check, before sending
+            await hub.modbus_write("mb1", "actuator1", 150.0)
+    pm1 = influxd.points(db, "SELECT \"pm1\" FROM \"air\" WHERE \"device\" = 'mb1'")
+    assert pm1 == []  # not measured: NaN on the wire, skipped by the hub
+    assert "fan1 = 42.0" in fw.output()
+
+
+async def test_hub_polls_the_firmware_over_tcp_into_influxdb(
+    tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str
+) -> None:
+    port = free_port()
+    fw = board(tmp_path, {"transport": "tcp", "port": port, "unit": 3})
+    try:
+        wait_until(lambda: "TCP server" in fw.output(), 20, 0.1, what="the board's server")
+        path = hub_toml(tmp_path, mosquitto, influxd, influxd_database,
+                        {"transport": "tcp", "host": "127.0.0.1", "port": port})
+        await _poll_into_influx(path, influxd, influxd_database, fw)
+        assert "MQTT" not in fw.output()
+    finally:
+        fw.stop()
+
+
+async def test_hub_polls_the_firmware_over_rtu_into_influxdb(
+    tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str
+) -> None:
+    with pty_pair(tmp_path) as (board_tty, hub_tty):
+        fw = board(tmp_path, {"transport": "rtu", "device": board_tty, "unit": 3, "baudrate": 19200})
+        try:
+            wait_until(lambda: "RTU unit 3" in fw.output(), 20, 0.1, what="the board's RTU server")
+            path = hub_toml(tmp_path, mosquitto, influxd, influxd_database,
+                            {"transport": "rtu", "port": hub_tty, "baudrate": 19200, "timeout": 0.5})
+            await _poll_into_influx(path, influxd, influxd_database, fw)
+        finally:
+            fw.stop()
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def _tcp_ask(port: int, frame: bytes, timeout: float = 2.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(frame)
+        try:
+            return s.recv(300)
+        except TimeoutError:
+            return b""
+
+
+def _ok_read(port: int) -> bool:
+    answer = _tcp_ask(port, mf.tcp_frame(9, 3, modbus.read_request(4, 0, boardmap.INPUT_REGISTERS)))
+    return len(answer) == 7 + 2 + 2 * boardmap.INPUT_REGISTERS
+
+
+def test_tcp_server_survives_bad_input(tmp_path: Path) -> None:
+    port = free_port()
+    fw = board(tmp_path, {"transport": "tcp", "port": port, "unit": 3})
+    try:
+        wait_until(lambda: "TCP server" in fw.output(), 20, 0.1, what="the board's server")
+        assert _tcp_ask(port, mf.tcp_frame(1, 3, bytes((0x2B, 0x0E, 1, 0)))) == mf.tcp_frame(1, 3, bytes((0xAB, 1)))
+        far = modbus.read_request(4, 1000, 10)
+        assert _tcp_ask(port, mf.tcp_frame(2, 3, far)) == mf.tcp_frame(2, 3, bytes((0x84, 2)))
+        over = modbus.write_registers_request(0, [0x4316, 0])  # fan1 = 150 > max 100: exception 03
+        assert _tcp_ask(port, mf.tcp_frame(5, 3, over)) == mf.tcp_frame(5, 3, bytes((0x90, 3)))
+        big = bytes((4, 0, 0, 0x01, 0x00))  # quantity 256
+        assert _tcp_ask(port, mf.tcp_frame(3, 3, big)) == mf.tcp_frame(3, 3, bytes((0x84, 3)))
+        assert _tcp_ask(port, b"\x00\x01\x12\x34\x00\x06\x03\x04\x00\x00\x00\x02") == b""  # not Modbus: closed
+        assert _tcp_ask(port, os.urandom(200)) == b""
+        for _ in range(5):  # peers that vanish mid-frame
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(mf.tcp_frame(4, 3, modbus.read_request(4, 0, 2))[:5])
+        assert _ok_read(port)
+        assert fw.alive
+    finally:
+        fw.stop()
+
+
+def test_rtu_server_survives_bad_input(tmp_path: Path) -> None:
+    import serial  # noqa: PLC0415 - pyserial only here
+
+    with pty_pair(tmp_path) as (board_tty, hub_tty):
+        fw = board(tmp_path, {"transport": "rtu", "device": board_tty, "unit": 3})
+        try:
+            wait_until(lambda: "RTU unit 3" in fw.output(), 20, 0.1, what="the board's RTU server")
+            with serial.Serial(hub_tty, 9600, timeout=0.5) as line:
+                def ask(frame: bytes) -> bytes:
+                    line.reset_input_buffer()
+                    line.write(frame)
+                    time.sleep(0.3)
+                    return bytes(line.read(line.in_waiting or 1))
+
+                good = mf.rtu_frame(3, modbus.read_request(4, boardmap.input_address("uptime"), 2))
+                assert len(ask(good)) == 9
+                bad_crc = good[:-1] + bytes(((good[-1] + 1) & 0xFF,))
+                assert ask(bad_crc) == b""
+                assert ask(good[:5]) == b""  # truncated: the silence drops it
+                assert ask(mf.rtu_frame(4, modbus.read_request(4, 0, 2))) == b""  # another unit's request
+                ask(os.urandom(64))  # garbage may contain anything; only survival counts
+                assert ask(mf.rtu_frame(3, bytes((0x2B, 0x0E, 1, 0)))) == b""  # unknown function: no length, dropped
+                far = mf.rtu_frame(3, modbus.read_request(4, 1000, 10))
+                assert ask(far) == mf.rtu_frame(3, bytes((0x84, 2)))
+                answer = ask(good)
+                assert len(answer) == 9
+                assert struct.unpack(">f", answer[3:7])[0] >= 0  # uptime
+            assert fw.alive
+        finally:
+            fw.stop()
