@@ -42,7 +42,7 @@ def build() -> Path:
     global _build  # noqa: PLW0603 - a per-session cache
     if _build is None:
         _build = Path(tempfile.mkdtemp(prefix="qala-fw-"))
-        bundle.build(_build)
+        bundle.build(_build, packages=bundle.PACKAGES + bundle.TWINS)  # twins: the unix board's sensors
     return _build
 
 
