@@ -20,6 +20,7 @@ _MODBUS = ("transport", "unit", "host", "port", "device", "uart", "baudrate", "p
 _MQTT = ("host", "port", "user", "password", "tls", "keepalive", "max_packet")
 _SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
 _BUFFER = ("ram", "file", "replay_ms")
+_TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up")  # simulators/twins/base.py
 UPLINKS = ("mqtt", "modbus")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -205,6 +206,10 @@ def _sensors(value):
             _int(path + "pins." + pin, pins[pin], 0, 255)
         s["pins"] = pins
         s["options"] = _obj_any(path + "options", s.get("options", {}))
+        twin = _obj(path + "options.twin", s["options"].get("twin", {}), _TWIN_FAULTS)  # unix-port twins
+        for fault in twin:
+            if twin[fault] is not True and twin[fault] is not False:
+                _int(path + "options.twin." + fault, twin[fault], 1, 1000000)
     return sensors
 
 

@@ -74,3 +74,4 @@ def test_exception_reply_is_a_fault():
 def test_stuck_values_repeat():
     d, _ = _rig(stuck=True)
     assert d.read() == d.read()
+
