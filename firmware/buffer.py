@@ -84,9 +84,13 @@ class Buffer:
         """Remove the oldest record (after the broker acknowledged it).
 
         With `record`, only if the head still equals it: while it was in flight the buffer may have
-        dropped it (full) or moved it to flash (offline), and the next record must not be lost instead.
+        dropped it (full), and the next record must not be lost instead. (A record moved to flash while in
+        flight is still the head.) A record that was dropped and then acknowledged was delivered after all:
+        it comes off the `dropped` count, so the count an operator sees is exactly what never left the board.
         """
         if record is not None and self.peek() != record:
+            if self.dropped:
+                self.dropped -= 1
             return
         if self.nfile:
             if self._head is None:
