@@ -134,17 +134,20 @@ class Service:
         binary: str | None = None,
         start_timeout: float = 15.0,
         stop_timeout: float = 30.0,
+        new_session: bool = False,
     ) -> None:
         """Prepare a server in workdir (created if missing) on port (default: a free loopback port).
 
         binary overrides the executable's name or path; start_timeout bounds start(); stop_timeout is how
-        long stop() waits after SIGTERM before it sends SIGKILL.
+        long stop() waits after SIGTERM before it sends SIGKILL; new_session starts the server in a session
+        of its own, so that a Ctrl-C in the terminal reaches only the caller, which stops it in order (demo).
         """
         self.workdir = Path(workdir).absolute()
         self._port = free_port() if port is None else port
         self.binary = binary or self.name
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.new_session = new_session
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -216,6 +219,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.new_session,
             )
         try:
             self._wait_ready()
@@ -329,7 +333,7 @@ class Mosquitto(Service):
     ) -> None:
         """extra_config lines come after the site config: numbers and booleans there override it.
 
-        options: binary, start_timeout, stop_timeout (see Service).
+        options: binary, start_timeout, stop_timeout, new_session (see Service).
         """
         super().__init__(workdir, port, **options)
         self.extra_config = list(extra_config)
@@ -406,7 +410,7 @@ class Influxd(Service):
     ) -> None:
         """settings override or add config keys per section, e.g. {"data": {"wal-fsync-delay": "100ms"}}.
 
-        options: binary, start_timeout, stop_timeout (see Service).
+        options: binary, start_timeout, stop_timeout, new_session (see Service).
         """
         super().__init__(workdir, port, **options)
         self.rpc_port = free_port() if rpc_port is None else rpc_port
@@ -521,7 +525,7 @@ class VictoriaMetrics(Service):
     ) -> None:
         """extra_flags are appended to the command line (a later flag wins).
 
-        options: binary, start_timeout, stop_timeout (see Service).
+        options: binary, start_timeout, stop_timeout, new_session (see Service).
         """
         super().__init__(workdir, port, **options)
         self.extra_flags = list(extra_flags)
