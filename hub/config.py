@@ -39,8 +39,10 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class SiteConfig:
     id: str
-    require_birth: bool = True
-    """Telemetry from a device whose birth message the hub never saw is rejected (`unknown_device`)."""
+    require_birth: bool = False
+    """Reject telemetry of a device whose birth message the hub never saw (`unknown_device`). Off by default:
+    such telemetry is stored and counted, because a hub whose registry was lost can receive a board's queued
+    telemetry before the broker re-sends its retained birth, and a reading must not be lost for that."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ _ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # key -> (python type, default); int keys accept only integers, float keys integers or floats.
 _Schema = dict[str, tuple[type, Any]]
 
-_SITE: _Schema = {"id": (str, _REQUIRED), "require_birth": (bool, True)}
+_SITE: _Schema = {"id": (str, _REQUIRED), "require_birth": (bool, False)}
 _MQTT: _Schema = {
     "host": (str, _REQUIRED),
     "port": (int, 1883),

@@ -62,7 +62,7 @@ class Processor:
         tracker: SequenceTracker,
         metrics: Metrics,
         *,
-        require_birth: bool = True,
+        require_birth: bool = False,
         ratelog: RateLimitedLog | None = None,
     ) -> None:
         self.site = site
@@ -96,8 +96,12 @@ class Processor:
     def _telemetry(self, device: str, payload: bytes, now_ms: int) -> list[Reading]:
         metrics = self.metrics
         metrics.telemetry_in += 1
-        if self.require_birth and not self.registry.known(device):
-            return self._reject(m.UNKNOWN_DEVICE, device, "device=%s: telemetry before any birth message", device)
+        if not self.registry.known(device):
+            if self.require_birth:
+                return self._reject(m.UNKNOWN_DEVICE, device, "device=%s: telemetry before any birth message", device)
+            # stored all the same (site.require_birth = false), but counted and logged so operators see it
+            metrics.reject(m.UNKNOWN_DEVICE)
+            self.ratelog.warning(device, "telemetry before any birth message, stored device=%s", device)
         try:
             t = payloads.decode_telemetry(payload)
         except ProtocolError as exc:

@@ -40,7 +40,7 @@ def device_name(i: int) -> str:
 def write_config(tmp: Path, broker: Mosquitto, influx: dict[str, Any], **sections: dict[str, Any]) -> Path:
     """A hub.toml in tmp for the broker and an [influxdb] table; extra tables/keys override defaults."""
     tables: dict[str, dict[str, Any]] = {
-        "site": {"id": SITE},
+        "site": {"id": SITE, "require_birth": True},
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": f"hub-{tmp.name}"[:60],
                  "reconnect_min": 0.2, "reconnect_max": 2.0},
         "influxdb": {"timeout": 5.0, "retry_min": 0.2, "retry_max": 2.0} | influx,

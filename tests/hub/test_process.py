@@ -35,7 +35,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def proc(tmp_path: Path, clock: Clock) -> Processor:
-    p = Processor("s", Registry(tmp_path / "r.json"), SequenceTracker(), Metrics(), ratelog=RateLimitedLog(60, clock))
+    p = Processor("s", Registry(tmp_path / "r.json"), SequenceTracker(), Metrics(), ratelog=RateLimitedLog(60, clock),
+                  require_birth=True)
     birth = payloads.encode_status("online", ts=TS, boot=1, fw="1", caps=CAPS)
     assert len(p.process("qala/s/d1/status", birth, 0)) == 5  # state, online, safe, boot, fw
     return p
@@ -76,9 +77,10 @@ def test_out_of_range_is_counted_and_kept(proc: Processor) -> None:
     assert proc.metrics.rejects["out_of_range"] == 1
 
 
-def test_unknown_devices_accepted_when_birth_not_required(tmp_path: Path) -> None:
+def test_unknown_devices_stored_and_counted_when_birth_not_required(tmp_path: Path) -> None:
     p = Processor("s", Registry(tmp_path / "r.json"), SequenceTracker(), Metrics(), require_birth=False)
     assert len(p.process("qala/s/ghost/telemetry", tele(0), 0)) == 1
+    assert p.metrics.rejects["unknown_device"] == 1
 
 
 def test_bad_input_logged_once_per_device_per_minute(
