@@ -38,6 +38,8 @@ class Metrics:
         self.dead_letter_points = 0
         self.spool_full_events = 0
         self.mqtt_connects = 0
+        self.unknown_device_stored = 0  # telemetry of devices never seen born, stored (site.require_birth false)
+        self.readings_dropped = 0  # non-MQTT readings (Modbus, audit) dropped while the spool stayed full
         self._latency_sum = 0.0
         self._latency_max = 0.0
         self._latency_n = 0
@@ -72,6 +74,8 @@ class Metrics:
             "dead_letter_points": self.dead_letter_points,
             "spool_full_events": self.spool_full_events,
             "mqtt_connects": self.mqtt_connects,
+            "unknown_device_stored": self.unknown_device_stored,
+            "readings_dropped": self.readings_dropped,
             "rejects": sum(self.rejects.values()) - self.rejects[OUT_OF_RANGE],
         }
         for reason, count in self.rejects.items():

@@ -59,6 +59,11 @@ DRAIN_LIMIT = 5000
 
 FILL_WARNINGS = (0.5, 0.8, 0.9)
 
+MAX_EXTRA = 500_000
+"""Readings from outside MQTT (Modbus polls, control audit) held in RAM while the spool is full. MQTT
+messages simply stay unacknowledged at the broker then; these have no such home, so past this bound (about
+60 MB) the oldest are dropped and counted (`readings_dropped`) rather than the hub growing without limit."""
+
 
 def make_sink(config: HubConfig) -> Sink:
     if config.influxdb.api == "v1":
@@ -119,7 +124,15 @@ class Hub:
 
     def emit(self, readings: list[Reading]) -> None:
         """Store Readings made outside the ingest (control audit): spooled with the next batch."""
-        self._extra.extend(readings)
+        extra = self._extra
+        extra.extend(readings)
+        over = len(extra) - MAX_EXTRA
+        if over > 0:
+            del extra[:over]
+            if not self.metrics.readings_dropped:
+                log.error("spool full for too long: dropping the oldest Modbus and audit readings held in RAM "
+                          "held=%d (counted in qala_hub.readings_dropped)", MAX_EXTRA)
+            self.metrics.readings_dropped += over
         self.mqtt.wakeup.set()
 
     def ingest(self, readings: list[Reading]) -> None:

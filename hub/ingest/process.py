@@ -100,7 +100,7 @@ class Processor:
             if self.require_birth:
                 return self._reject(m.UNKNOWN_DEVICE, device, "device=%s: telemetry before any birth message", device)
             # stored all the same (site.require_birth = false), but counted and logged so operators see it
-            metrics.reject(m.UNKNOWN_DEVICE)
+            metrics.unknown_device_stored += 1
             self.ratelog.warning(device, "telemetry before any birth message, stored device=%s", device)
         try:
             t = payloads.decode_telemetry(payload)

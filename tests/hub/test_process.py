@@ -80,7 +80,8 @@ def test_out_of_range_is_counted_and_kept(proc: Processor) -> None:
 def test_unknown_devices_stored_and_counted_when_birth_not_required(tmp_path: Path) -> None:
     p = Processor("s", Registry(tmp_path / "r.json"), SequenceTracker(), Metrics(), require_birth=False)
     assert len(p.process("qala/s/ghost/telemetry", tele(0), 0)) == 1
-    assert p.metrics.rejects["unknown_device"] == 1
+    assert p.metrics.unknown_device_stored == 1
+    assert p.metrics.rejects["unknown_device"] == 0
 
 
 def test_bad_input_logged_once_per_device_per_minute(
