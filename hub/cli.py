@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hub import __version__
+from hub import __version__, fw_cli
 from hub.modbus import cli as modbus_cli
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, metavar="HUB_TOML", help="the hub's TOML configuration")
     run.set_defaults(func=_cmd_hub_run)
     modbus_cli.add_parser(sub)
+    fw_cli.add_parser(sub)
     setpoint = sub.add_parser("set", help="send a setpoint through the running hub and wait for its outcome")
     setpoint.add_argument("device")
     setpoint.add_argument("actuator")

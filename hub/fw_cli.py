@@ -1,0 +1,147 @@
+"""`qala fw`: board tooling (build, config, deploy, package-json); see docs/hardware-engineers.md.
+
+Parses arguments and prints; the work is in hub.tools.fw. Every failure is one line on stderr naming the
+argument, config key or tool at fault, and exit code 2 (bad input) or 1 (a step failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hub.tools import bundle, fw
+
+EXAMPLE = bundle.REPO_ROOT / "firmware" / "board.example.json"
+
+
+def _err(text: str, code: int = 1) -> int:
+    sys.stderr.write(f"qala fw: {text}\n")
+    return code
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        manifest = fw.build_bundle(out)
+    except fw.FwError as exc:
+        return _err(str(exc))
+    sys.stdout.write(f"built firmware {manifest['firmware']}: {len(manifest['files'])} files in {out}, "
+                     f"hashes in {out / fw.MANIFEST}\n")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    try:
+        base = fw.read_json(Path(args.base), "--from") if args.base else None
+        raw = fw.make_config(
+            args.device, base=base, site=args.site, wifi_ssid=args.wifi_ssid,
+            wifi_password=args.wifi_password or os.environ.get("QALA_WIFI_PASSWORD"),
+            broker=args.broker, mqtt_user=args.mqtt_user,
+            mqtt_password=args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD"),
+            tls=args.tls, sensors=args.sensor, need_wifi=not args.no_wifi,
+        )
+    except fw.FwError as exc:
+        return _err(str(exc), 2)
+    if args.out == "-":
+        sys.stdout.write(json.dumps(raw, indent=2) + "\n")
+    else:
+        fw.write_config(raw, Path(args.out))
+        sys.stderr.write(f"wrote {args.out} for {raw['site']}/{raw['device']} (validated; mode 600)\n")
+    return 0
+
+
+def _deploy(args: argparse.Namespace, folder: Path) -> int:
+    config_path = Path(args.config)
+    raw = fw.read_json(config_path, "--config")
+    fw.validate_config(raw, need_wifi=not args.no_wifi)
+    fw.check_bundle(folder)
+    copy, reset = fw.deploy_commands(args.port, folder, config_path)
+    sys.stderr.write(f"copying {folder} and {config_path} to {args.port} ...\n")
+    fw.run_mpremote(copy, mpremote=args.mpremote)
+    if args.no_wait:
+        fw.run_mpremote(reset, mpremote=args.mpremote)
+        sys.stderr.write("reset; not waiting for the birth message (--no-wait)\n")
+        return 0
+    mqtt: dict[str, Any] = raw.get("mqtt") or {}
+    host, port = fw.parse_broker(args.broker) if args.broker else (mqtt.get("host"), None)
+    if host is None:
+        raise fw.FwError("--broker: the config has no mqtt.host; give --broker HOST:PORT or --no-wait")
+    tls = bool(mqtt.get("tls", False))
+    port = port or int(mqtt.get("port", 8883 if tls else 1883))
+    birth = fw.wait_for_birth(
+        host, port, raw["site"], raw["device"], args.timeout,
+        user=args.mqtt_user, password=args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD"), tls=tls,
+        ready=lambda: fw.run_mpremote(reset, mpremote=args.mpremote),
+    )
+    sys.stdout.write(f"{raw['site']}/{raw['device']} is online: firmware {birth['fw']}, boot {birth['boot']}\n")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    try:
+        if args.bundle:
+            return _deploy(args, Path(args.bundle))
+        with tempfile.TemporaryDirectory(prefix="qala-fw-") as tmp:
+            fw.build_bundle(Path(tmp))
+            return _deploy(args, Path(tmp))
+    except fw.FwError as exc:
+        return _err(str(exc))
+
+
+def _cmd_package_json(args: argparse.Namespace) -> int:
+    text = fw.package_json_text()
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `fw` (build, config, deploy, package-json) to the `qala` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser("fw", help="board firmware: build, config, deploy")
+    sub = parser.add_subparsers(dest="fw_command", metavar="FW_COMMAND", required=True)
+
+    build = sub.add_parser("build", help="compile firmware/ and protocols/ with mpy-cross into a bundle")
+    build.add_argument("--out", default="build/firmware", metavar="DIR", help="the bundle folder")
+    build.set_defaults(func=_cmd_build)
+
+    config = sub.add_parser("config", help="write a board config, validated by the board's own code")
+    config.add_argument("device", help="the board's id (1-32 of A-Z a-z 0-9 _ -)")
+    config.add_argument("--from", dest="base", metavar="FILE",
+                        help=f"start from this config (e.g. {EXAMPLE.relative_to(bundle.REPO_ROOT)})")
+    config.add_argument("--site")
+    config.add_argument("--wifi-ssid")
+    config.add_argument("--wifi-password", help="default: $QALA_WIFI_PASSWORD")
+    config.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker the board reports to")
+    config.add_argument("--mqtt-user")
+    config.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
+    config.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None, help="MQTT over TLS")
+    config.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL",
+                        help="a sensor, e.g. air1:pms5003:pm1,pm25,pm10:10 (repeat; replaces --from's sensors)")
+    config.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
+    config.add_argument("--out", default="board.json", metavar="FILE", help="where to write it ('-': stdout)")
+    config.set_defaults(func=_cmd_config)
+
+    deploy = sub.add_parser("deploy", help="copy a bundle and a config onto a board, reset it, wait for its birth")
+    deploy.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0 (mpremote connect)")
+    deploy.add_argument("--config", default="board.json", metavar="FILE", help="the board config")
+    deploy.add_argument("--bundle", metavar="DIR", help="a `qala fw build` folder (default: build one now)")
+    deploy.add_argument("--broker", metavar="HOST:PORT", help="where to watch for the birth (default: the config's)")
+    deploy.add_argument("--mqtt-user", help="credentials for watching the broker")
+    deploy.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
+    deploy.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the birth message")
+    deploy.add_argument("--no-wait", action="store_true", help="reset and return without watching the broker")
+    deploy.add_argument("--no-wifi", action="store_true", help="the board has no Wi-Fi (config check)")
+    deploy.add_argument("--mpremote", metavar="EXE", help="the mpremote executable (default: the venv's)")
+    deploy.set_defaults(func=_cmd_deploy)
+
+    pkg = sub.add_parser("package-json", help="print mip's package.json for the firmware (checked in at the root)")
+    pkg.add_argument("--out", default="-", metavar="FILE")
+    pkg.set_defaults(func=_cmd_package_json)
+    return parser

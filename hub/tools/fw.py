@@ -1,0 +1,397 @@
+"""Board tooling behind `qala fw`: bundles with a manifest, board configs, deploys with mpremote, mip's package.json.
+
+- `build_bundle(out)`: hub.tools.bundle's .mpy build plus `manifest.json` (firmware version, sha256 per file).
+- `make_config(...)`: a board config from command-line values (or a starting file), validated by
+  firmware/config.py itself, the code the board runs, imported here under CPython.
+- `deploy_commands(...)`, `deploy(...)`: the mpremote command lines that copy a bundle and a config onto a
+  board and reset it, then a wait for the board's birth message on the broker.
+- `package_json()`: mip's package.json for installing the firmware from this repository's sources.
+
+Errors are FwError, whose message names the argument or config key at fault. Imports paho-mqtt only inside
+`wait_for_birth`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hub.tools import bundle
+
+MANIFEST = "manifest.json"
+BOARD_CONFIG = "board.json"
+PACKAGE_JSON = "package.json"
+RUNTIME_PACKAGES = bundle.PACKAGES
+ENTRY_SCRIPTS = ("boot.py", "main.py")
+
+# config key (prefix) -> the `qala fw config` argument that sets it, for error messages
+_ARGUMENT_OF = (
+    ("config: unknown key", "--from FILE"),
+    ("site", "--site"),
+    ("device", "DEVICE"),
+    ("wifi.ssid", "--wifi-ssid"),
+    ("wifi.password", "--wifi-password"),
+    ("wifi", "--wifi-ssid"),
+    ("mqtt.host", "--broker"),
+    ("mqtt.port", "--broker"),
+    ("mqtt.user", "--mqtt-user"),
+    ("mqtt.password", "--mqtt-password"),
+    ("mqtt.tls", "--tls"),
+    ("mqtt", "--broker"),
+    ("sensors", "--sensor"),
+)
+
+
+class FwError(RuntimeError):
+    """A build, config or deploy step failed; the message says which argument, key or tool."""
+
+
+def firmware_version(root: Path = bundle.REPO_ROOT) -> str:
+    """firmware.VERSION, read from the source (an old editable install may see firmware/ as a namespace)."""
+    for node in ast.parse((root / "firmware" / "__init__.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "VERSION" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise FwError("firmware/__init__.py defines no VERSION")
+
+
+def _board_config_module() -> Any:
+    """firmware/config.py, the board's own validator (plain Python: it runs under CPython unchanged)."""
+    return importlib.import_module("firmware.config")
+
+
+def _drivers() -> dict[str, str]:
+    drivers: dict[str, str] = importlib.import_module("firmware.sensors").DRIVERS
+    return drivers
+
+
+# --- build -------------------------------------------------------------------------------------------------
+
+
+def build_bundle(out: Path) -> dict[str, Any]:
+    """Compile firmware/ and protocols/ into `out` and write `out/manifest.json`; returns the manifest."""
+    try:
+        files = bundle.build(out)
+    except bundle.BundleError as exc:
+        raise FwError(str(exc)) from None
+    manifest = {"firmware": firmware_version(), "files": dict(sorted(files.items()))}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def check_bundle(folder: Path) -> dict[str, Any]:
+    """The manifest of a built bundle, every file's hash checked; FwError naming the first mismatch."""
+    try:
+        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise FwError(f"{folder} is not a bundle ({MANIFEST}: {exc}); run `qala fw build --out {folder}`") from None
+    for rel, digest in manifest["files"].items():
+        path = folder / rel
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise FwError(f"bundle {folder}: {rel} is missing or differs from {MANIFEST}; rebuild it")
+    return manifest
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+def parse_broker(text: str) -> tuple[str, int | None]:
+    """`HOST[:PORT]` -> (host, port or None); FwError naming --broker."""
+    host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not host:
+        raise FwError(f"--broker {text!r}: expected HOST:PORT, e.g. 192.168.10.2:1883")
+    if not sep:
+        return host, None
+    if not port.isdigit():
+        raise FwError(f"--broker {text!r}: the port must be a number")
+    return host, int(port)
+
+
+def parse_sensor(text: str) -> tuple[str, dict[str, Any]]:
+    """`NAME:DRIVER:QUANTITIES:INTERVAL` (quantities comma-separated) -> (name, sensor config)."""
+    parts = text.split(":")
+    if len(parts) != 4 or not all(parts):
+        raise FwError(f"--sensor {text!r}: expected NAME:DRIVER:QUANTITIES:INTERVAL, e.g. air1:pms5003:pm25,pm10:10")
+    name, driver, quantities, interval = parts
+    try:
+        seconds = float(interval)
+    except ValueError:
+        raise FwError(f"--sensor {text!r}: INTERVAL must be a number of seconds, got {interval!r}") from None
+    value: float | int = int(seconds) if seconds.is_integer() else seconds
+    return name, {"driver": driver, "interval": value, "quantities": quantities.split(",")}
+
+
+def _argument_for(message: str) -> str:
+    for prefix, argument in _ARGUMENT_OF:
+        if message.startswith(prefix):
+            return f" (set by {argument})"
+    return " (edit it in the --from file)"
+
+
+def _check_drivers(cfg: dict[str, Any]) -> None:
+    drivers = _drivers()
+    for name, sensor in cfg["sensors"].items():
+        if sensor["driver"] not in drivers:
+            raise FwError(f"board config: sensors.{name}.driver: no driver {sensor['driver']!r} in this firmware "
+                          f"(have: {', '.join(sorted(drivers))}) (set by --sensor)")
+
+
+def validate_config(raw: dict[str, Any], *, need_wifi: bool) -> dict[str, Any]:
+    """firmware.config.validate plus the driver check start.py makes; FwError naming the key and argument."""
+    config = _board_config_module()
+    try:
+        cfg: dict[str, Any] = config.validate(json.loads(json.dumps(raw)), need_wifi)
+    except config.ConfigError as exc:
+        raise FwError(f"board config: {exc}{_argument_for(str(exc))}") from None
+    _check_drivers(cfg)
+    return cfg
+
+
+def make_config(
+    device: str,
+    *,
+    base: dict[str, Any] | None = None,
+    site: str | None = None,
+    wifi_ssid: str | None = None,
+    wifi_password: str | None = None,
+    broker: str | None = None,
+    mqtt_user: str | None = None,
+    mqtt_password: str | None = None,
+    tls: bool | None = None,
+    sensors: list[str] | None = None,
+    need_wifi: bool = True,
+) -> dict[str, Any]:
+    """A board config: `base` (e.g. firmware/board.example.json) with these values set, then validated.
+
+    --sensor entries replace the base's sensors (all of them: a board lists what is wired to it).
+    """
+    raw: dict[str, Any] = json.loads(json.dumps(base or {}))
+    raw["device"] = device
+    if site is not None:
+        raw["site"] = site
+    if wifi_ssid is not None or wifi_password is not None:
+        wifi = raw.get("wifi") if isinstance(raw.get("wifi"), dict) else None
+        if wifi is None:
+            wifi = raw["wifi"] = {}
+        if wifi_ssid is not None:
+            wifi["ssid"] = wifi_ssid
+        if wifi_password is not None:
+            wifi["password"] = wifi_password
+    if any(v is not None for v in (broker, mqtt_user, mqtt_password, tls)):
+        _set_mqtt(raw, broker, mqtt_user, mqtt_password, tls)
+    if sensors:
+        raw["sensors"] = dict(parse_sensor(text) for text in sensors)
+    validate_config(raw, need_wifi=need_wifi)
+    return raw
+
+
+def _set_mqtt(raw: dict[str, Any], broker: str | None, user: str | None, password: str | None,
+              tls: bool | None) -> None:
+    mqtt = raw.get("mqtt") if isinstance(raw.get("mqtt"), dict) else None
+    if mqtt is None:
+        mqtt = raw["mqtt"] = {}
+    if broker is not None:
+        host, port = parse_broker(broker)
+        mqtt["host"] = host
+        mqtt.pop("port", None)
+        if port is not None:
+            mqtt["port"] = port
+    for key, value in (("user", user), ("password", password), ("tls", tls)):
+        if value is not None:
+            mqtt[key] = value
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except OSError as exc:
+        raise FwError(f"{what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise FwError(f"{what} {path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise FwError(f"{what} {path}: must hold a JSON object")
+    return value
+
+
+def write_config(raw: dict[str, Any], out: Path) -> None:
+    """Write the config readable by its owner only: it holds Wi-Fi and broker credentials."""
+    text = json.dumps(raw, indent=2) + "\n"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# --- deploy ------------------------------------------------------------------------------------------------
+
+
+def find_mpremote() -> str:
+    beside = Path(sys.executable).with_name("mpremote")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpremote")
+    if found is None:
+        raise FwError("mpremote not found: pip install mpremote (in the dev extra)")
+    return found
+
+
+def board_layout(folder: Path, config: Path) -> list[tuple[Path, str]]:
+    """(local path, path on the board) of everything a deploy copies; folders are copied whole.
+
+    The bundle's firmware/ and protocols/ go to the board's root, its entry scripts to /boot.py and /main.py,
+    the config to /board.json and the manifest to /manifest.json (to check later what a board runs).
+    """
+    plan = [(folder / package, package) for package in RUNTIME_PACKAGES]
+    plan += [(folder / "firmware" / script, script) for script in ENTRY_SCRIPTS]
+    return [*plan, (config, BOARD_CONFIG), (folder / MANIFEST, MANIFEST)]
+
+
+def deploy_commands(port: str, folder: Path, config: Path) -> list[list[str]]:
+    """mpremote argument lists: copy `board_layout` in one session, then reset the board in another."""
+    copy = ["connect", port]
+    for local, remote in board_layout(folder, config):
+        if local.is_dir():
+            copy += ["fs", "cp", "-r", str(local), ":", "+"]
+        else:
+            copy += ["fs", "cp", str(local), ":" + remote, "+"]
+    return [copy[:-1], ["connect", port, "reset"]]
+
+
+def run_mpremote(args: list[str], *, mpremote: str | None = None, timeout: float = 300.0) -> str:
+    """Run one mpremote command; FwError with its own message (e.g. cannot open the port) on failure."""
+    exe = mpremote or find_mpremote()
+    try:
+        done = subprocess.run(  # noqa: S603 - our own argument list
+            [exe, *args], capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FwError(f"mpremote {' '.join(args[:3])}: no answer within {timeout:g} s (is the board "
+                      "running a program that holds the REPL? press reset and try again)") from None
+    except OSError as exc:
+        raise FwError(f"cannot run mpremote ({exe}): {exc}") from None
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        raise FwError(f"mpremote {' '.join(args[:2])} failed (exit {done.returncode}): "
+                      f"{said[-1] if said else 'no output'}")
+    return done.stdout
+
+
+class _StatusWatch:
+    """A paho client subscribed to one status topic, keeping fresh (not retained) payloads."""
+
+    def __init__(self, topic: str, user: str | None, password: str | None, tls: bool) -> None:
+        import paho.mqtt.client as paho  # noqa: PLC0415 - only deploy needs paho
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+        self.topic = topic
+        self.payloads: list[bytes] = []
+        self.subscribed = False
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qala-fw-{os.getpid()}")
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        if tls:
+            self.client.tls_set()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if not rc.is_failure:
+            client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self.subscribed = True
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        if not msg.retain:  # a retained status is the previous run's
+            self.payloads.append(msg.payload)
+
+    def start(self, host: str, port: int, within: float) -> None:
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise FwError(f"cannot reach the broker {host}:{port} (--broker): {exc}") from None
+        self.client.loop_start()
+        deadline = time.monotonic() + within
+        while not self.subscribed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self.subscribed:
+            self.stop()
+            raise FwError(f"the broker {host}:{port} did not accept a subscription to {self.topic} "
+                          "(--mqtt-user/--mqtt-password?)")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_for_birth(
+    host: str, port: int, site: str, device: str, timeout: float, *,
+    user: str | None = None, password: str | None = None, tls: bool = False, ready: Any = None,
+) -> dict[str, Any]:
+    """Wait for a fresh (not retained) status message of the device: its birth, or its safe-mode report.
+
+    `ready()` is called once subscribed (deploy resets the board there, so the birth cannot be missed).
+    Returns the birth's state, fw, boot and caps; FwError on time-out, broker trouble, or safe mode.
+    """
+    from protocols import payloads, topics  # noqa: PLC0415
+
+    watch = _StatusWatch(topics.build(site, device, "status"), user, password, tls)
+    watch.start(host, port, min(timeout, 10.0))
+    try:
+        if ready is not None:
+            ready()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while watch.payloads:
+                status = payloads.decode_status(watch.payloads.pop(0))
+                if status.state == "safe":
+                    raise FwError(f"{device} started in safe mode: {status.error}")
+                if status.state == "online":
+                    return {"state": status.state, "fw": status.fw, "boot": status.boot, "caps": status.caps}
+            time.sleep(0.05)
+    finally:
+        watch.stop()
+    raise FwError(f"no birth message from {device} on {watch.topic} at {host}:{port} within {timeout:g} s: "
+                  "watch the console (mpremote connect PORT repl) for Wi-Fi or broker errors")
+
+
+# --- mip ---------------------------------------------------------------------------------------------------
+
+
+def runtime_files(root: Path = bundle.REPO_ROOT) -> list[str]:
+    """Every .py file a board runs: firmware/ and protocols/ without build-only files, sorted."""
+    files = []
+    for package in RUNTIME_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root)
+            if path.name in bundle.NOT_ON_BOARD or bundle.SKIP_DIRS.intersection(rel.parts):
+                continue
+            files.append(rel.as_posix())
+    return files
+
+
+def package_json(root: Path = bundle.REPO_ROOT) -> dict[str, Any]:
+    """mip's package.json: URLs relative to it, so it works from any fork (github:OWNER/REPO) or a checkout.
+
+    Install with `mpremote mip install --target / github:OWNER/REPO`: the entry scripts land in / and the
+    packages in /firmware and /protocols, as `qala fw deploy` puts them (but as source, compiled on the board).
+    """
+    urls = [[script, "firmware/" + script] for script in ENTRY_SCRIPTS]
+    urls += [[rel, rel] for rel in runtime_files(root)]
+    return {"urls": urls, "deps": [], "version": firmware_version()}
+
+
+def package_json_text(root: Path = bundle.REPO_ROOT) -> str:
+    """package_json as checked in at the repository root: one URL pair a line."""
+    package = package_json(root)
+    urls = ",\n".join("    " + json.dumps(pair) for pair in package["urls"])
+    return f'{{\n  "urls": [\n{urls}\n  ],\n  "deps": [],\n  "version": {json.dumps(package["version"])}\n}}\n'
+

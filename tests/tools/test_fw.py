@@ -1,0 +1,243 @@
+"""`qala fw`: the bundle and its manifest, board configs checked by the board's own validator, the deploy plan
+and its errors, mip's package.json.
+
+The Must-show: a built bundle, laid out as `qala fw deploy` lays it out on a board but in a folder far from the
+repository, runs under the `micropython` unix port (`micropython main.py board.json`, nothing of the repository
+on its path) and sends its birth message to a real mosquitto, where `fw.wait_for_birth` sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hub import cli
+from hub.tools import bundle, fw
+from tests._plugins.micropython import find_micropython
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from simulators.services import Mosquitto
+
+EXAMPLE = bundle.REPO_ROOT / "firmware" / "board.example.json"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundle")
+    fw.build_bundle(out)
+    return out
+
+
+def test_build_writes_a_manifest_of_every_file(built: Path) -> None:
+    manifest = json.loads((built / fw.MANIFEST).read_text())
+    assert manifest["firmware"] == fw.firmware_version()
+    on_disk = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()} - {fw.MANIFEST}
+    assert set(manifest["files"]) == on_disk
+    assert "firmware/app.mpy" in on_disk
+    assert "protocols/telemetry.mpy" in on_disk
+    assert "firmware/main.py" in on_disk
+    assert not any(name.endswith("manifest.py") for name in on_disk)
+    assert fw.check_bundle(built) == manifest
+
+
+def test_check_bundle_names_a_changed_file(built: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(built, copy)
+    (copy / "firmware" / "app.mpy").write_bytes(b"x")
+    with pytest.raises(fw.FwError, match=r"firmware/app\.mpy"):
+        fw.check_bundle(copy)
+    with pytest.raises(fw.FwError, match="not a bundle"):
+        fw.check_bundle(tmp_path)
+
+
+def _install(built: Path, config: Path, board: Path) -> None:
+    """What `qala fw deploy` does with mpremote, done with shutil on a folder standing in for the board."""
+    for local, remote in fw.board_layout(built, config):
+        if local.is_dir():
+            shutil.copytree(local, board / remote)
+        else:
+            shutil.copyfile(local, board / remote)
+
+
+@pytest.mark.integration
+@pytest.mark.micropython
+def test_bundle_runs_from_a_clean_folder_and_is_born(built: Path, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    micropython = find_micropython()
+    assert micropython is not None
+    raw = fw.make_config("fw-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}", need_wifi=False,
+                         sensors=["air1:sim:pm25,pm10:1"])
+    config = tmp_path / "board.json"
+    fw.write_config(raw, config)
+    board = tmp_path / "board"
+    board.mkdir()
+    _install(built, config, board)
+    assert {p.name for p in board.iterdir()} >= {"main.py", "boot.py", "board.json", "firmware", "protocols"}
+    env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"} | {"MICROPYPATH": ".frozen"}
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(
+            [micropython, "-X", "heapsize=128k", "main.py", "board.json"], cwd=board, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ))
+
+    try:
+        birth = fw.wait_for_birth("127.0.0.1", mosquitto.port, "lab", "fw-01", 20, ready=start)
+    finally:
+        for p in procs:
+            p.kill()
+            out = p.communicate()[0].decode(errors="replace")
+    assert birth["state"] == "online", out
+    assert birth["fw"]
+    assert birth["caps"]["sensors"]["air1"]["q"] == ["pm25", "pm10"]
+    assert "Traceback" not in out, out
+
+
+def test_wait_for_birth_times_out_naming_the_device(mosquitto: Mosquitto) -> None:
+    with pytest.raises(fw.FwError, match="no birth message from nobody"):
+        fw.wait_for_birth("127.0.0.1", mosquitto.port, "lab", "nobody", 0.5)
+
+
+def test_wait_for_birth_without_a_broker() -> None:
+    with pytest.raises(fw.FwError, match=r"cannot reach the broker 127\.0\.0\.1:1 "):
+        fw.wait_for_birth("127.0.0.1", 1, "lab", "x", 1)
+
+
+def test_config_from_the_example_with_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QALA_WIFI_PASSWORD", "w-secret")
+    monkeypatch.setenv("QALA_MQTT_PASSWORD", "m-secret")
+    out = tmp_path / "board.json"
+    code = cli.main(["fw", "config", "aq-0042", "--from", str(EXAMPLE), "--site", "ast-02", "--wifi-ssid", "net",
+                     "--broker", "10.1.2.3:8883", "--tls", "--mqtt-user", "aq-0042", "--out", str(out)])
+    assert code == 0
+    raw = json.loads(out.read_text())
+    assert raw["device"] == "aq-0042"
+    assert raw["site"] == "ast-02"
+    assert raw["wifi"] == {"ssid": "net", "password": "w-secret"}
+    assert raw["mqtt"]["host"] == "10.1.2.3"
+    assert raw["mqtt"]["port"] == 8883
+    assert raw["mqtt"]["tls"] is True
+    assert raw["mqtt"]["user"] == "aq-0042"
+    assert raw["mqtt"]["password"] == "m-secret"
+    assert raw["sensors"] == json.loads(EXAMPLE.read_text())["sensors"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    fw.validate_config(raw, need_wifi=True)
+
+
+def test_config_sensors_replace_the_examples() -> None:
+    raw = fw.make_config("aq-1", base=json.loads(EXAMPLE.read_text()),
+                         sensors=["air1:pms5003:pm1,pm25,pm10:10", "co2:scd4x:co2,temperature,humidity:2.5"])
+    assert raw["sensors"] == {
+        "air1": {"driver": "pms5003", "interval": 10, "quantities": ["pm1", "pm25", "pm10"]},
+        "co2": {"driver": "scd4x", "interval": 2.5, "quantities": ["co2", "temperature", "humidity"]},
+    }
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--site", "ast 1"], "site: character ' ' not allowed .* \\(set by --site\\)"),
+    ([], "site: required key missing"),
+    (["--site", "s", "--broker", "h:x"], "--broker 'h:x': the port must be a number"),
+    (["--site", "s", "--no-wifi", "--broker", "h:70000"], "mqtt.port: must be in 1..65535.* \\(set by --broker\\)"),
+    (["--site", "s", "--broker", "h"], "wifi: required on this board \\(set by --wifi-ssid\\)"),
+    (["--site", "s", "--no-wifi"], "mqtt: required key missing \\(set by --broker\\)"),
+    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:sim:pm25"], "--sensor 'a:sim:pm25': expected"),
+    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:sim:pm25:0"],
+     "sensors.a.interval: must be a positive number.* \\(set by --sensor\\)"),
+    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:sim:pm26:1"], "unknown quantity 'pm26'"),
+    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:nope:pm25:1"], "no driver 'nope'.*--sensor"),
+])
+def test_config_errors_name_the_key_and_the_argument(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["fw", "config", "aq-1", "--out", "-", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qala fw: ")
+    assert len(err.splitlines()) == 1
+    assert re.search(message, err), err
+
+
+def test_config_from_a_file_with_a_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = json.loads(EXAMPLE.read_text())
+    base["helth_interval"] = 5
+    (tmp_path / "b.json").write_text(json.dumps(base))
+    assert cli.main(["fw", "config", "aq-1", "--from", str(tmp_path / "b.json"), "--out", "-"]) == 2
+    assert "unknown key 'helth_interval'" in capsys.readouterr().err
+    assert cli.main(["fw", "config", "aq-1", "--from", str(tmp_path / "missing.json"), "--out", "-"]) == 2
+    assert "--from" in capsys.readouterr().err
+
+
+def test_deploy_plan_copies_the_bundle_config_and_entry_points(built: Path, tmp_path: Path) -> None:
+    config = tmp_path / "board.json"
+    copy, reset = fw.deploy_commands("/dev/ttyUSB0", built, config)
+    assert copy[:2] == ["connect", "/dev/ttyUSB0"]
+    assert reset == ["connect", "/dev/ttyUSB0", "reset"]
+    steps = " ".join(copy[2:]).split(" + ")
+    assert steps == [
+        f"fs cp -r {built / 'protocols'} :",
+        f"fs cp -r {built / 'firmware'} :",
+        f"fs cp {built / 'firmware' / 'boot.py'} :boot.py",
+        f"fs cp {built / 'firmware' / 'main.py'} :main.py",
+        f"fs cp {config} :board.json",
+        f"fs cp {built / fw.MANIFEST} :manifest.json",
+    ]
+
+
+def test_deploy_to_a_missing_port_says_what_mpremote_said(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "board.json"
+    fw.write_config(json.loads(EXAMPLE.read_text()), config)
+    code = cli.main(["fw", "deploy", "--port", str(tmp_path / "ttyNONE"), "--config", str(config),
+                     "--bundle", str(built), "--timeout", "1"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "mpremote connect" in err
+    assert f"failed to access {tmp_path / 'ttyNONE'}" in err
+
+
+def test_deploy_refuses_a_bad_config_before_touching_the_board(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "board.json"
+    raw = json.loads(EXAMPLE.read_text())
+    del raw["wifi"]
+    fw.write_config(raw, config)
+    code = cli.main(["fw", "deploy", "--port", "/dev/ttyUSB9", "--config", str(config), "--bundle", str(built),
+                     "--mpremote", str(tmp_path / "no-mpremote")])
+    assert code == 1
+    assert "wifi: required on this board" in capsys.readouterr().err
+
+
+def test_deploy_without_mpremote(built: Path, tmp_path: Path) -> None:
+    with pytest.raises(fw.FwError, match="cannot run mpremote"):
+        fw.run_mpremote(["connect", "x", "reset"], mpremote=str(tmp_path / "no-mpremote"))
+
+
+def test_package_json_is_generated_and_lists_every_runtime_file(built: Path) -> None:
+    committed = (bundle.REPO_ROOT / fw.PACKAGE_JSON).read_text()
+    assert committed == fw.package_json_text(), "regenerate: qala fw package-json --out package.json"
+    package = json.loads(committed)
+    assert package["version"] == fw.firmware_version()
+    assert package["deps"] == []
+    targets = dict(package["urls"])
+    assert targets["main.py"] == "firmware/main.py"
+    assert targets["boot.py"] == "firmware/boot.py"
+    # every module the bundle compiles for a board is there as source, at the same place
+    built_modules = {
+        rel[: -len(".mpy")] + ".py" if rel.endswith(".mpy") else rel
+        for rel in json.loads((built / fw.MANIFEST).read_text())["files"]
+        if not rel.endswith(".json")
+    }
+    assert built_modules == {t for t in targets if "/" in t}
+    for target, url in targets.items():
+        assert (bundle.REPO_ROOT / url).is_file(), url
+        assert target == url or target in fw.ENTRY_SCRIPTS
