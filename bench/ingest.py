@@ -1,0 +1,499 @@
+"""Hub ingest benchmark: real mosquitto and influxd on loopback, 1,000 boards, QoS 1, counted in InfluxDB.
+
+    python bench/ingest.py                      # burst of 200,000 messages + fixed rates 5k, 10k, 20k msg/s
+    python bench/ingest.py --burst 400000 --rates ""  --runs 3
+
+Per run it starts its own mosquitto (simulators/mosquitto-qala.conf: queue limits raised, $SYS every
+second) and influxd 1.6.7 in a temporary folder, then:
+
+1. baseline: `mosquitto_sub -q 1` (a bare C subscriber, output to /dev/null) receives the burst; its rate is
+   what this broker delivers here.
+2. hub burst: `python -m hub hub run` (spool + fsync + ack after spool, as shipped) subscribes, the
+   publisher sends the same burst, and the run ends when InfluxDB holds all N points (a line per message,
+   six fields: six readings). Missing points after the time limit make the run a FAILURE.
+3. hub at fixed rates: the publisher paces messages stamped with the wall clock; a probe thread looks up
+   sampled points in InfluxDB every 20 ms and records board timestamp -> queryable latency.
+
+The publisher is one raw MQTT 3.1.1 socket with pre-encoded PUBLISH packets (QoS 1, a window of unacknowledged
+packets, PUBACKs read by a thread), so it costs little CPU next to the hub. Every process started here is
+stopped by PID (also on Ctrl-C and errors). The broker's `$SYS/broker/publish/messages/dropped` must read 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Self
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from simulators.services import Influxd, Mosquitto  # noqa: E402
+
+SITE = "bench"
+BOARDS = 1000
+DB = "bench"
+QUANTITIES = ("pm1", "pm25", "pm10", "co2", "temperature", "humidity")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ------------------------------------------------------------------------------------------- MQTT bytes
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n % 128
+        n //= 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(s: bytes) -> bytes:
+    return len(s).to_bytes(2, "big") + s
+
+
+def connect_packet(client_id: str) -> bytes:
+    variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + _str(client_id.encode())
+    return b"\x10" + _remaining(len(variable)) + variable
+
+
+def payload(board: int, seq: int, ts: int) -> bytes:
+    k = board
+    return (
+        b'{"v":1,"seq":%d,"ts":%d,"boot":1,"s":"env1","r":{"pm1":%d.%d,"pm25":%d.%d,"pm10":%d.%d,'
+        b'"co2":%d,"temperature":%d.%d,"humidity":%d.%d}}'
+        % (seq, ts, k % 50, seq % 10, k % 70, seq % 7, k % 90, seq % 3, 400 + k % 600, 10 + k % 20, seq % 10,
+           30 + k % 50, seq % 9)
+    )
+
+
+TOPICS = [f"qala/{SITE}/b{k:04d}/telemetry".encode() for k in range(BOARDS)]
+
+
+def publish_packet(board: int, mid: int, body: bytes) -> bytes:
+    variable = _str(TOPICS[board]) + mid.to_bytes(2, "big")
+    return b"\x32" + _remaining(len(variable) + len(body)) + variable + body
+
+
+class Publisher:
+    """One raw MQTT connection; QoS 1 with at most `window` packets unacknowledged."""
+
+    def __init__(self, broker: Mosquitto, client_id: str = "bench-pub", window: int = 20000) -> None:
+        self.sock = socket.create_connection((broker.host, broker.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(connect_packet(client_id))
+        connack = self.sock.recv(4)
+        if connack[:2] != b"\x20\x02" or connack[3:4] != b"\x00":
+            raise RuntimeError(f"publisher refused: {connack!r}")
+        self.window = min(window, 60000)
+        self.sent = 0
+        self.acked = 0
+        self.last_ack = 0.0
+        self._reader = threading.Thread(target=self._read_acks, daemon=True)
+        self._reader.start()
+
+    def _read_acks(self) -> None:
+        pending = b""
+        with contextlib.suppress(OSError):
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                pending += data
+                n = len(pending) // 4  # PUBACK: 0x40 0x02 mid mid, nothing else comes to a publisher
+                self.acked += n
+                self.last_ack = time.monotonic()
+                pending = pending[n * 4 :]
+
+    def mid(self) -> int:
+        return self.sent % 65535 + 1
+
+    def send(self, packets: bytes, count: int) -> None:
+        while self.sent + count - self.acked > self.window:
+            time.sleep(0.0005)
+        self.sock.sendall(packets)
+        self.sent += count
+
+    def wait_acked(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked < self.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"\xe0\x00")
+        self.sock.close()
+
+
+def burst_packets(n: int, ts0: int) -> list[bytes]:
+    """N pre-encoded PUBLISH packets in chunks of 1,000: board k sends message j at ts0 + j seconds."""
+    chunks = []
+    for start in range(0, n, BOARDS):
+        parts = []
+        for i in range(start, min(n, start + BOARDS)):
+            board, j = i % BOARDS, i // BOARDS
+            parts.append(publish_packet(board, i % 65535 + 1, payload(board, j, ts0 + j * 1000)))
+        chunks.append(b"".join(parts))
+    return chunks
+
+
+def send_burst(pub: Publisher, chunks: list[bytes], n: int) -> float:
+    started = time.monotonic()
+    left = n
+    for chunk in chunks:
+        count = min(BOARDS, left)
+        pub.send(chunk, count)
+        left -= count
+    return started
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+class Proc:
+    """CPU seconds and peak RSS of a process from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def influx_count(influxd: Influxd) -> int:
+    answer = influxd.query(DB, "SELECT count(pm25) FROM air")
+    series = answer["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def sys_counters(broker: Mosquitto) -> dict[str, int]:
+    """The broker's $SYS/broker/publish/messages/* counters (retained, refreshed every second here)."""
+    out = subprocess.run(
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-W", "3", "-v",
+         "-t", "$SYS/broker/publish/messages/+"],
+        capture_output=True, text=True, timeout=10, check=False,
+    )
+    counters = {}
+    for line in out.stdout.splitlines():
+        topic, _, value = line.partition(" ")
+        counters[topic.rsplit("/", 1)[1]] = int(value)
+    return counters
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+class Hub:
+    def __init__(self, work: Path, broker: Mosquitto, influxd: Influxd, client_id: str, batch: int,
+                 flush: float, extra_args: list[str]) -> None:
+        self.dir = work / client_id
+        self.dir.mkdir(parents=True)
+        config = self.dir / "hub.toml"
+        config.write_text(
+            f'[site]\nid = "{SITE}"\nrequire_birth = false\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\n'
+            f'[influxdb]\napi = "v1"\nurl = "{influxd.url}"\ndatabase = "{DB}"\n'
+            f'[spool]\npath = "{self.dir / "state"}"\n'
+            f"[batch]\nsize = {batch}\nflush_interval = {flush}\n"
+            "[metrics]\ninterval = 10.0\n"
+        )
+        self.log = self.dir / "hub.log"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, *extra_args, "-m", "hub", "hub", "run", "--config", str(config)],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONPATH": str(REPO)},
+            )
+        self.proc = Proc(self.process.pid)
+        deadline = time.monotonic() + 30
+        while "mqtt: subscribed" not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("hub did not subscribe:\n" + self.log.read_text(errors="replace")[-3000:])
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Stack:
+    """mosquitto + influxd in a temporary folder; everything stopped by PID on exit."""
+
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="qala-bench-"))
+        self.broker = Mosquitto(self.work / "mosquitto", extra_config=["sys_interval 1"])
+        self.influxd = Influxd(self.work / "influxd")
+        self.hubs: list[Hub] = []
+        self.subs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Self:
+        self.broker.start()
+        self.influxd.start()
+        self.influxd.create_database(DB)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hub in self.hubs:
+            hub.stop()
+        for sub in self.subs:
+            if sub.poll() is None:
+                sub.kill()
+                sub.wait()
+        self.influxd.stop()
+        self.broker.stop()
+        if os.environ.get("QALA_BENCH_KEEP") is None:
+            subprocess.run(["rm", "-rf", str(self.work)], check=False)
+        else:
+            print(f"kept {self.work}")
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+def baseline(stack: Stack, n: int) -> float:
+    """mosquitto_sub (QoS 1, persistent session) receiving the burst: messages per second."""
+    broker = stack.broker
+    argv = ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-c", "-i", "bench-c-sub",
+            "-t", f"qala/{SITE}/+/telemetry", "-C", str(n)]
+    # first connect creates the session and subscription (ends after 1 s without messages)
+    subprocess.run([*argv[:-2], "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    chunks = burst_packets(n, int(time.time() * 1000) - n)
+    sub = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    stack.subs.append(sub)
+    time.sleep(0.5)
+    pub = Publisher(broker, "bench-pub-base")
+    started = send_burst(pub, chunks, n)
+    sub.wait(300)
+    elapsed = time.monotonic() - started
+    pub.wait_acked()
+    pub.close()
+    # the session stays subscribed: remove it so later runs are not queued for it
+    subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "bench-c-sub", "-t", "x",
+                    "-C", "1", "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return n / elapsed
+
+
+def hub_burst(stack: Stack, hub: Hub, n: int, limit: float) -> dict[str, float]:
+    chunks = burst_packets(n, int(time.time() * 1000) - 3_600_000 - n)
+    before = influx_count(stack.influxd)
+    pub = Publisher(stack.broker, "bench-pub-burst")
+    cpu0 = hub.proc.cpu()
+    base0, influx0 = Proc(stack.broker.pid or 0).cpu(), Proc(stack.influxd.pid or 0).cpu()
+    started = send_burst(pub, chunks, n)
+    deadline = started + limit
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = influx_count(stack.influxd) - before
+        if stored >= n:
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - started
+    cpu = hub.proc.cpu() - cpu0
+    pub.wait_acked()
+    pub.close()
+    published = pub.last_ack - started
+    return {
+        "n": n, "stored": stored, "seconds": elapsed, "msg_s": n / elapsed, "pub_s": n / published,
+        "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed, "rss_mb": hub.proc.peak_rss_mb(),
+        "broker_cores": (Proc(stack.broker.pid or 0).cpu() - base0) / elapsed,
+        "influx_cores": (Proc(stack.influxd.pid or 0).cpu() - influx0) / elapsed,
+    }
+
+
+def hub_rate(stack: Stack, hub: Hub, rate: int, seconds: float) -> dict[str, float]:
+    """Paced publishing at `rate` msg/s stamped with the wall clock; latency of sampled points."""
+    n = int(rate * seconds)
+    pub = Publisher(stack.broker, f"bench-pub-{rate}")
+    probes: list[tuple[int, int]] = []  # (board, ts)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    done = threading.Event()
+    give_up = threading.Event()
+
+    def probe() -> None:
+        pending: list[tuple[int, int]] = []
+        while not give_up.is_set() and not (done.is_set() and not pending and not probes):
+            with lock:
+                pending += probes
+                probes.clear()
+            if not pending:
+                time.sleep(0.02)
+                continue
+            # InfluxQL has no OR of time conditions: one statement per probe, one request
+            q = ";".join(f"SELECT pm25 FROM air WHERE device='b{b:04d}' AND time={ts}ms" for b, ts in pending[:50])
+            answer = stack.influxd.query(DB, q)
+            now = time.time()
+            found = {pending[r["statement_id"]] for r in answer["results"] if r.get("series")}
+            for item in [p for p in pending if p in found]:
+                latencies.append(now - item[1] / 1000)
+                pending.remove(item)
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    cpu0 = hub.proc.cpu()
+    seqs = [0] * BOARDS
+    tick = 0.01
+    per_tick = rate * tick
+    started = time.monotonic()
+    sent = 0
+    next_probe = started
+    probe_count = 0
+    i = 0
+    while sent < n:
+        due = min(n, int((time.monotonic() - started) * rate) + 1)
+        if due <= sent:
+            time.sleep(tick / 2)
+            continue
+        ts = int(time.time() * 1000)
+        parts = []
+        for _ in range(min(due - sent, int(per_tick * 10) + 1)):
+            board = i % BOARDS
+            seqs[board] += 1
+            parts.append(publish_packet(board, (pub.sent + len(parts)) % 65535 + 1, payload(board, seqs[board], ts)))
+            i += 1
+        if time.monotonic() >= next_probe:
+            with lock:
+                probes.append(((i - 1) % BOARDS, ts))
+                probe_count += 1
+            next_probe += 0.05
+        pub.send(b"".join(parts), len(parts))
+        sent += len(parts)
+    elapsed = time.monotonic() - started
+    done.set()
+    prober.join(30)
+    give_up.set()  # probes still missing after 30 s count as lost below
+    prober.join()
+    cpu = hub.proc.cpu() - cpu0
+    pub.wait_acked()
+    pub.close()
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+    return {"rate": rate, "achieved": sent / elapsed, "samples": len(lat), "probes": probe_count,
+            "p50": pct(0.5), "p99": pct(0.99), "max": lat[-1] if lat else float("nan"),
+            "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed}
+
+
+def one_run(args: argparse.Namespace) -> dict[str, object]:
+    with Stack() as stack:
+        base = baseline(stack, args.burst)
+        extra = ["-X", "importtime"][:0]
+        hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush, extra)
+                for h in range(args.hubs)]
+        stack.hubs += hubs
+        burst = hub_burst(stack, hubs[0], args.burst, args.limit)
+        rates = [hub_rate(stack, hubs[0], rate, args.seconds) for rate in args.rates]
+        time.sleep(2.5)  # $SYS is published every second
+        counters = sys_counters(stack.broker)
+        dropped = counters.get("dropped", -1)
+        total = influx_count(stack.influxd)
+        expected = args.burst + sum(int(r * args.seconds) for r in args.rates)
+    return {"baseline": base, "burst": burst, "rates": rates, "dropped": dropped, "total": total,
+            "expected": expected, "sys": counters}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--burst", type=int, default=200_000, help="messages in the burst (default 200000)")
+    parser.add_argument("--rates", default="5000,10000,20000", help="fixed rates, msg/s ('' for none)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per fixed rate (default 10)")
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole run (default 1)")
+    parser.add_argument("--batch", type=int, default=5000, help="hub batch.size (default 5000)")
+    parser.add_argument("--flush", type=float, default=0.2, help="hub batch.flush_interval (default 0.2)")
+    parser.add_argument("--hubs", type=int, default=1, help="hub processes (only 1 supported for now)")
+    parser.add_argument("--limit", type=float, default=120.0, help="seconds before a burst counts as failed")
+    parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
+    args = parser.parse_args()
+    args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    results = []
+    ok = True
+    for run in range(args.runs):
+        r = one_run(args)
+        results.append(r)
+        b = r["burst"]
+        assert isinstance(b, dict)
+        good = b["stored"] == b["n"] and r["dropped"] == 0 and r["total"] == r["expected"]
+        ok = ok and good
+        print(f"run {run + 1}: {'OK' if good else 'FAILURE'} stored {r['total']}/{r['expected']}, "
+              f"broker dropped {r['dropped']}")
+    print_table(results, args)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0 if ok else 1
+
+
+def _mmm(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    return " / ".join(fmt % v for v in (min(values), statistics.median(values), max(values)))
+
+
+def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> None:
+    bursts = [r["burst"] for r in results]
+    base = [float(r["baseline"]) for r in results]  # type: ignore[arg-type]
+
+    def col(key: str) -> list[float]:
+        return [float(b[key]) for b in bursts]  # type: ignore[index]
+
+    ratio = [b["msg_s"] / r["baseline"] for b, r in zip(bursts, results, strict=True)]  # type: ignore[index,operator]
+    print(f"\nburst of {args.burst:,} QoS 1 messages from {BOARDS} boards, 6 readings each; "
+          f"{len(results)} run(s), min / median / max")
+    rows = [
+        ("mosquitto -> mosquitto_sub, msg/s", _mmm(base, "%.0f")),
+        ("publisher -> broker, msg/s", _mmm(col("pub_s"), "%.0f")),
+        ("hub, msg/s stored (all N in InfluxDB)", _mmm(col("msg_s"), "%.0f")),
+        ("hub, readings/s stored", _mmm([6 * v for v in col("msg_s")], "%.0f")),
+        ("hub / mosquitto_sub", _mmm(ratio, "%.2f")),
+        ("hub CPU per message, us", _mmm(col("cpu_us_msg"), "%.1f")),
+        ("hub cores busy", _mmm(col("hub_cores"), "%.2f")),
+        ("mosquitto cores busy", _mmm(col("broker_cores"), "%.2f")),
+        ("influxd cores busy", _mmm(col("influx_cores"), "%.2f")),
+        ("hub peak RSS, MB", _mmm(col("rss_mb"), "%.0f")),
+        ("broker dropped ($SYS)", _mmm([float(r["dropped"]) for r in results], "%.0f")),  # type: ignore[arg-type]
+    ]
+    for name, value in rows:
+        print(f"  {name:<40} {value}")
+    if args.rates:
+        print(f"\nfixed rates, {args.seconds:g} s each: latency board timestamp -> queryable in InfluxDB, s")
+        print(f"  {'rate':>7} {'achieved':>18} {'p50':>18} {'p99':>18} {'max':>18} {'CPU us/msg':>18} samples")
+        for k, rate in enumerate(args.rates):
+            rs = [r["rates"][k] for r in results]  # type: ignore[index]
+
+            def c(key: str, rs: list[dict[str, float]] = rs) -> list[float]:
+                return [float(x[key]) for x in rs]
+
+            print(f"  {rate:>7} {_mmm(c('achieved'), '%.0f'):>18} {_mmm(c('p50'), '%.3f'):>18} "
+                  f"{_mmm(c('p99'), '%.3f'):>18} {_mmm(c('max'), '%.3f'):>18} {_mmm(c('cpu_us_msg'), '%.1f'):>18} "
+                  f"{int(min(c('samples')))}")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)
