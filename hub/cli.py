@@ -11,21 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hub import __version__, fw_cli
+from hub import __version__, demo_cli, fw_cli
 from hub.modbus import cli as modbus_cli
 
 log = logging.getLogger(__name__)
-
-DEMO_PENDING = (
-    "qala demo: the demo comes with the simulators (a simulated city: boards, meters, the hub and "
-    "InfluxDB). Until it lands, `scripts/test` shows every part working against real servers."
-)
-
-
-def _cmd_demo(_args: argparse.Namespace) -> int:
-    sys.stdout.write(DEMO_PENDING + "\n")
-    return 0
-
 
 def _cmd_version(_args: argparse.Namespace) -> int:
     sys.stdout.write(f"qala {__version__}\n")
@@ -56,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qala", description="Qala: city sensor networks into InfluxDB.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = sub.add_parser("demo", help="run the simulated city demo")
-    demo.set_defaults(func=_cmd_demo)
+    demo_cli.add_parsers(sub)  # demo, sim fleet
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     hub = sub.add_parser("hub", help="the hub service")

