@@ -20,7 +20,7 @@ _MODBUS = ("transport", "unit", "host", "port", "device", "uart", "baudrate", "p
 _MQTT = ("host", "port", "user", "password", "tls", "keepalive", "max_packet")
 _SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
 _BUFFER = ("ram", "file", "replay_ms")
-_TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up")  # simulators/twins/base.py
+_TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up", "bouncing")  # simulators/twins
 UPLINKS = ("mqtt", "modbus")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -210,7 +210,22 @@ def _sensors(value):
         for fault in twin:
             if twin[fault] is not True and twin[fault] is not False:
                 _int(path + "options.twin." + fault, twin[fault], 1, 1000000)
+        if s["driver"] == "pulse":
+            _pulse(path + "options.", s["options"])
     return sensors
+
+
+def _pulse(path, o):
+    """The pulse counter's options (firmware/drivers/pulse.py)."""
+    for key in ("litres_per_pulse", "max_flow", "save_s"):
+        if key in o:
+            _num(path + key, o[key], positive=True)
+    if "offset_m3" in o:
+        _num(path + "offset_m3", o["offset_m3"], lo=0)
+    if "debounce_ms" in o:
+        _int(path + "debounce_ms", o["debounce_ms"], 0, 10000)
+    if "save_every" in o:
+        _int(path + "save_every", o["save_every"], 1, 1000000)
 
 
 def _actuators(value):

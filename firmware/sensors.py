@@ -15,6 +15,7 @@ DRIVERS = {
     "scd4x": "scd4x",
     "bme280": "bme280",
     "pzem004t": "pzem004t",
+    "pulse": "pulse",
 }
 
 

@@ -55,6 +55,7 @@ def prepare(config_path):
         error = "config: %s" % exc
     device = cfg["device"] if cfg else (reach[1] if reach else "board")
     boot = _count_boot(impl.state_dir(config_path, device))
+    impl.state = impl.state_dir(config_path, device)  # for drivers that keep a count across resets (pulse)
     caps = config.caps(cfg) if error is None else None
     del config, sensors
     # validation is done: give the RAM of the validator and the catalogue back (the board never needs them again)

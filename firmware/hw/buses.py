@@ -76,8 +76,12 @@ def onewire(spec, hw):
 
 
 def pulse_pin(spec, hw):
-    if hw.NAME == "unix":
-        return SimPin(twin(spec, hw))
+    if hw.NAME == "unix":  # the twin fires the edges from a task of its own (simulators/twins/pulse.py)
+        import asyncio
+
+        pin = SimPin(twin(spec, hw))
+        pin.task = asyncio.create_task(pin.dev.run())
+        return pin
     from machine import Pin
 
     return Pin(_pin(spec, "pulse"), Pin.IN, Pin.PULL_UP)

@@ -14,13 +14,14 @@ FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up")
 
 class Base:
     cannot = ()  # faults this device has no way to show (no checksum on its bus, no warm-up)
+    extra = ()  # faults of this device only (the pulse meter's `bouncing`)
 
     def __init__(self, faults, clock):
         self.faults = {}
         for key in faults:
-            if key not in FAULTS or key in self.cannot:
+            if key not in FAULTS + self.extra or key in self.cannot:
                 raise ValueError("options.twin.%s: not a fault of this twin (faults: %s; not %s)" % (
-                    key, ", ".join(FAULTS), ", ".join(self.cannot) or "-"))
+                    key, ", ".join(FAULTS + self.extra), ", ".join(self.cannot) or "-"))
             self.faults[key] = faults[key]
         self.clock = clock
         self.n = 0
