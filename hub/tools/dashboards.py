@@ -1,0 +1,355 @@
+"""Operator dashboards: one list of panels, written as a Grafana dashboard (InfluxQL, InfluxDB 1.x) and as an
+InfluxDB 2 dashboard template (Flux). `python -m hub.tools.dashboards` rewrites dashboards/*.json.
+
+Every panel has an InfluxQL query and a Flux query over the schema of docs/influxdb.md. The AQI: the hub
+stores no AQI of its own (boards may report an `aqi` field, which one panel shows). The Flux panel computes
+the EPA AQI from PM2.5 and PM10 means with the breakpoints of protocols/aqi.py (generated from its tables);
+InfluxQL has no conditional expressions, so the Grafana panel shows the mean PM2.5 coloured and named by the
+EPA PM2.5 bands instead (thresholds from the same tables). Pure: builds dicts; only `write()` touches files.
+"""
+
+# Query texts for dashboards, never run with outside input (S608); long queries are split over lines (ISC004).
+# ruff: noqa: S608, ISC004
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols import aqi
+
+OUT = Path(__file__).resolve().parents[2] / "dashboards"
+GRAFANA_FILE = "grafana-influxql.json"
+INFLUX2_FILE = "influxdb2-template.json"
+BUCKET = "qala"
+SITE = '"site" =~ /^$site$/'
+OK = "\"quality\" = 'ok'"
+WINDOW = 'GROUP BY time($__interval), "device" fill(none)'
+RANGE = "range(start: v.timeRangeStart, stop: v.timeRangeStop)"
+
+
+@dataclass(frozen=True)
+class Panel:
+    section: str
+    title: str
+    influxql: tuple[str, ...]
+    flux: str
+    kind: str = "timeseries"  # timeseries | table | stat
+    unit: str = ""
+    description: str = ""
+
+
+def _series(measurement: str, field: str, fn: str = "mean") -> tuple[str, str]:
+    """InfluxQL and Flux for one field per device, good readings only, windowed."""
+    q = f'SELECT {fn}("{field}") FROM "{measurement}" WHERE {SITE} AND {OK} AND $timeFilter {WINDOW}'
+    f = (f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+         f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}" and '
+         f'r.site == v.site and r.quality == "ok")\n'
+         f'  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)\n'
+         f'  |> group(columns: ["device"])')
+    return q, f
+
+
+def _daily(measurement: str, field: str) -> tuple[str, str]:
+    """A meter register's daily increase per device."""
+    q = (f'SELECT non_negative_difference(max("{field}")) FROM "{measurement}" WHERE {SITE} AND {OK} '
+         f'AND $timeFilter GROUP BY time(1d), "device" fill(none)')
+    f = (f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+         f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}" and '
+         f'r.site == v.site and r.quality == "ok")\n'
+         f'  |> group(columns: ["device"])\n'
+         f'  |> aggregateWindow(every: 1d, fn: max, createEmpty: false)\n'
+         f'  |> difference(nonNegative: true)')
+    return q, f
+
+
+def _flux_index(name: str, table: tuple[tuple[float, float, int, int], ...], scale: int) -> str:
+    """A Flux function computing one EPA sub-index as protocols.aqi does: truncate, clamp into a band, interpolate."""
+    bands = [
+        f"if t <= {float(c_hi):.1f} then math.round(x: {float(i_hi - i_lo):.1f} / {float(c_hi - c_lo):.1f} * "
+        f"(math.mMax(x: t, y: {float(c_lo):.1f}) - {float(c_lo):.1f}) + {float(i_lo):.1f})"
+        for c_lo, c_hi, i_lo, i_hi in table
+    ]
+    chain = "\n    else ".join([*bands, f"{float(aqi.AQI_MAX):.1f}"])
+    return (f"{name} = (c) => {{\n  t = math.floor(x: c * {scale:.1f} + 0.000000001) / {scale:.1f}\n"
+            f"  return {chain}\n}}")
+
+
+def _aqi_flux() -> str:
+    return "\n".join([
+        'import "math"',
+        _flux_index("pm25_index", aqi.PM25_BREAKPOINTS, 10),
+        _flux_index("pm10_index", aqi.PM10_BREAKPOINTS, 1),
+        f'from(bucket: "{BUCKET}")',
+        f"  |> {RANGE}",
+        '  |> filter(fn: (r) => r._measurement == "air" and (r._field == "pm25" or r._field == "pm10") and '
+        'r.site == v.site and r.quality == "ok")',
+        "  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)",
+        '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        '  |> map(fn: (r) => ({_time: r._time, device: r.device, _field: "aqi", _value: math.mMax(\n'
+        "      x: if exists r.pm25 then pm25_index(c: r.pm25) else 0.0,\n"
+        "      y: if exists r.pm10 then pm10_index(c: r.pm10) else 0.0)}))",
+        '  |> group(columns: ["device"])',
+    ])
+
+
+def pm25_bands() -> list[tuple[float | None, str, str]]:
+    """(from concentration, colour, EPA category) of the PM2.5 bands: Grafana thresholds and value mappings."""
+    colours = ("green", "yellow", "orange", "red", "purple", "dark-red")
+    bands: list[tuple[float | None, str, str]] = []
+    for (c_lo, _c_hi, _i_lo, i_hi), colour in zip(aqi.PM25_BREAKPOINTS, colours, strict=True):
+        bands.append((None if c_lo == 0 else c_lo, colour, aqi.category(i_hi)))
+    return bands
+
+
+def panels() -> list[Panel]:
+    out: list[Panel] = []
+
+    def add(section: str, title: str, pair: tuple[str, str], unit: str = "", **kw: Any) -> None:
+        out.append(Panel(section, title, (pair[0],), pair[1], unit=unit, **kw))
+
+    air = "Air quality"
+    add(air, "PM2.5 per device", _series("air", "pm25"), "conμgm3")
+    add(air, "PM10 per device", _series("air", "pm10"), "conμgm3")
+    out.append(Panel(
+        air, "PM2.5 band (EPA AQI category)",
+        (f'SELECT mean("pm25") FROM "air" WHERE {SITE} AND {OK} AND $timeFilter GROUP BY "device"',),
+        _aqi_flux(), kind="stat", unit="conμgm3",
+        description="Grafana/InfluxQL: mean PM2.5 over the time range, coloured and named by the EPA PM2.5 bands "
+        "(protocols/aqi.py); InfluxQL cannot compute the piecewise index. The InfluxDB 2 dashboard computes the "
+        "full AQI (max of the PM2.5 and PM10 sub-indices) from window means: NowCast-style, not 24 h averages.",
+    ))
+    add(air, "AQI reported by boards", _series("air", "aqi", "max"),
+        description="Only boards that compute an AQI themselves send the `aqi` field; the hub does not add one.")
+    add(air, "CO2", _series("air", "co2"), "ppm")
+    add(air, "Temperature", _series("air", "temperature"), "celsius")
+    add(air, "Humidity", _series("air", "humidity"), "humidity")
+    add(air, "NO2", _series("air", "no2"), "ppb")
+
+    energy = "Energy"
+    add(energy, "Active power per meter", _series("energy", "power_active"), "watt")
+    add(energy, "Energy imported per day", _daily("energy", "energy_import"), "kwatth")
+    add(energy, "Voltage", _series("energy", "voltage"), "volt")
+    add(energy, "Power factor", _series("energy", "power_factor"))
+
+    water = "Water and heat"
+    add(water, "Water flow", _series("water", "water_flow"), "suffix: m³/h")
+    add(water, "Water used per day", _daily("water", "water_volume"), "suffix: m³")
+    add(water, "Heat: supply and return temperature", (
+        f'SELECT mean("heat_supply_temp") AS "supply", mean("heat_return_temp") AS "return" FROM "heat" '
+        f"WHERE {SITE} AND {OK} AND $timeFilter {WINDOW}",
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "heat" and (r._field == "heat_supply_temp" or '
+        'r._field == "heat_return_temp") and r.site == v.site and r.quality == "ok")\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)\n"
+        '  |> group(columns: ["device", "_field"])'), "celsius")
+    add(water, "Heat power", _series("heat", "heat_power"), "kwatt")
+    add(water, "Heat delivered per day", _daily("heat", "heat_energy"), "kwatth")
+
+    health = "Device health"
+    out.append(Panel(
+        health, "Device status (latest)",
+        ('SELECT last("state") AS "state", last("online") AS "online", last("safe") AS "safe", last("fw") AS "fw", '
+         f'last("boot") AS "boot", last("error") AS "error" FROM "qala_device_status" WHERE {SITE} GROUP BY "device"',),
+        f'from(bucket: "{BUCKET}")\n  |> range(start: -30d)\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_device_status" and r.site == v.site and '
+        '(r._field == "state" or r._field == "fw" or r._field == "boot" or r._field == "error"))\n'
+        '  |> group(columns: ["device", "_field"])\n  |> last()\n'
+        '  |> pivot(rowKey: ["device"], columnKey: ["_field"], valueColumn: "_value")\n'
+        '  |> group()',
+        kind="table",
+        description="state online / offline (last will) / safe (config error; see error). Not online: see "
+        "docs/operators.md.",
+    ))
+    out.append(Panel(
+        health, "Readings not ok, by flag",
+        (f'SELECT count("uptime") FROM "device" WHERE {SITE} AND "quality" != \'ok\' AND $timeFilter '
+         'GROUP BY time($__interval), "quality" fill(none)',
+         f'SELECT count("pm25") FROM "air" WHERE {SITE} AND "quality" != \'ok\' AND $timeFilter '
+         'GROUP BY time($__interval), "quality", "device" fill(none)'),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "air" and r.site == v.site and r.quality != "ok")\n'
+        '  |> group(columns: ["quality", "device"])\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)",
+        description="warmup: sensor warming up; range: outside the plausible range; fault: sensor error; "
+        "stale: an old value repeated; lost: an actuator moved to its fail-safe.",
+    ))
+    add(health, "Free heap", _series("device", "heap_free", "min"), "bytes")
+    add(health, "Wi-Fi signal", _series("device", "rssi"), "dBm")
+    add(health, "Readings buffered on the board", _series("device", "buffered", "max"))
+    add(health, "Readings dropped by the board (per day)", _daily("device", "dropped"))
+    add(health, "Reconnects (per day)", _daily("device", "reconnects"))
+    out.append(Panel(
+        health, "Hub: spool fill and write latency",
+        ('SELECT max("spool_fill") AS "spool_fill", max("write_latency_max_ms") AS "write_latency_max_ms" '
+         f'FROM "qala_hub" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_hub" and r.site == v.site and '
+        '(r._field == "spool_fill" or r._field == "write_latency_max_ms"))\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)",
+    ))
+    out.append(Panel(
+        health, "Hub: messages rejected",
+        ('SELECT non_negative_difference(last("rejects")) AS "rejects", '
+         'non_negative_difference(last("rejects_unknown_device")) AS "unknown_device", '
+         'non_negative_difference(last("seq_gaps")) AS "seq_gaps" '
+         f'FROM "qala_hub" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_hub" and r.site == v.site and '
+        '(r._field == "rejects" or r._field == "rejects_unknown_device" or r._field == "seq_gaps"))\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)\n"
+        "  |> difference(nonNegative: true)",
+    ))
+
+    control = "Control actions"
+    out.append(Panel(
+        control, "Commands (latest first)",
+        ('SELECT "value", "applied", "latency_ms", "attempts", "source", "transport", "reason" FROM "qala_command" '
+         f'WHERE {SITE} AND $timeFilter GROUP BY "device", "sensor", "quality" ORDER BY time DESC LIMIT 200',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_command" and r.site == v.site)\n'
+        '  |> pivot(rowKey: ["_time", "device", "sensor", "quality"], columnKey: ["_field"], valueColumn: "_value")\n'
+        '  |> group()\n  |> sort(columns: ["_time"], desc: true)',
+        kind="table",
+        description="One row per command outcome: quality is applied, rejected or timed_out; sensor is the actuator.",
+    ))
+    out.append(Panel(
+        control, "Commands not applied",
+        (f'SELECT count("value") FROM "qala_command" WHERE {SITE} AND "quality" != \'applied\' AND $timeFilter '
+         'GROUP BY time($__interval), "quality" fill(none)',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_command" and r._field == "value" and r.site == v.site '
+        'and r.quality != "applied")\n'
+        '  |> group(columns: ["quality"])\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: count, createEmpty: false)",
+    ))
+    out.append(Panel(
+        control, "Actuator setpoints (as the boards report them)",
+        (f'SELECT last("setpoint") FROM "actuator" WHERE {SITE} AND $timeFilter '
+         'GROUP BY time($__interval), "device", "sensor", "quality" fill(previous)',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "actuator" and r._field == "setpoint" and r.site == v.site)\n'
+        '  |> group(columns: ["device", "sensor", "quality"])\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)",
+        description="quality=lost marks a fail-safe move after the board lost its uplink.",
+    ))
+    return out
+
+
+SITE_VARIABLE_INFLUXQL = 'SHOW TAG VALUES WITH KEY = "site"'
+SITE_VARIABLE_FLUX = f'import "influxdata/influxdb/schema"\nschema.tagValues(bucket: "{BUCKET}", tag: "site")'
+
+
+def _grafana_panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
+    ds = {"type": "influxdb", "uid": "${DS_INFLUXDB}"}
+    targets = [{"refId": chr(ord("A") + i), "datasource": ds, "query": q, "rawQuery": True,
+                "resultFormat": "table" if panel.kind == "table" else "time_series"}
+               for i, q in enumerate(panel.influxql)]
+    out: dict[str, Any] = {
+        "id": pid, "type": panel.kind, "title": panel.title, "description": panel.description, "datasource": ds,
+        "gridPos": {"h": 8, "w": 24 if panel.kind == "table" else 12, "x": x, "y": y}, "targets": targets,
+        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+    }
+    if panel.kind == "stat":
+        bands = pm25_bands()
+        out["fieldConfig"]["defaults"]["thresholds"] = {
+            "mode": "absolute", "steps": [{"color": colour, "value": lo} for lo, colour, _ in bands]}
+        out["fieldConfig"]["defaults"]["mappings"] = [
+            {"type": "range", "options": {"from": lo or 0, "to": hi, "result": {"text": f"{{}} ({name})"}}}
+            for (lo, _, name), (_, hi, _, _) in zip(bands, aqi.PM25_BREAKPOINTS, strict=True)]
+        out["options"] = {"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}}
+    return out
+
+
+def grafana() -> dict[str, Any]:
+    """The Grafana dashboard (import it; choose an InfluxDB data source with InfluxQL, database qala)."""
+    items: list[dict[str, Any]] = []
+    y = 0
+    pid = 1
+    section = None
+    x = 0
+    for panel in panels():
+        if panel.section != section:
+            section = panel.section
+            y += 8 if x else 0
+            items.append({"id": pid, "type": "row", "title": section, "collapsed": False,
+                          "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+            pid += 1
+            y += 1
+            x = 0
+        width = 24 if panel.kind == "table" else 12
+        if x + width > 24:
+            x = 0
+            y += 8
+        items.append(_grafana_panel(panel, pid, x, y))
+        pid += 1
+        x += width
+        if x >= 24:
+            x = 0
+            y += 8
+    return {
+        "__inputs": [{"name": "DS_INFLUXDB", "label": "InfluxDB (InfluxQL, database qala)", "type": "datasource",
+                      "pluginId": "influxdb", "pluginName": "InfluxDB"}],
+        "title": "Qala: city sensors", "uid": "qala-city", "tags": ["qala"], "schemaVersion": 39, "version": 1,
+        "time": {"from": "now-24h", "to": "now"}, "refresh": "1m", "editable": True,
+        "templating": {"list": [{
+            "name": "site", "label": "site", "type": "query", "datasource": {"type": "influxdb",
+                                                                              "uid": "${DS_INFLUXDB}"},
+            "query": SITE_VARIABLE_INFLUXQL, "refresh": 1, "includeAll": True, "multi": True, "current": {},
+        }]},
+        "panels": items,
+    }
+
+
+def _influx2_chart(panel: Panel, x: int, y: int) -> dict[str, Any]:
+    kind = {"timeseries": "Xy", "table": "Table", "stat": "Single_Stat"}[panel.kind]
+    chart: dict[str, Any] = {"kind": kind, "name": panel.title, "note": panel.description,
+                             "queries": [{"query": panel.flux}], "xPos": x, "yPos": y,
+                             "width": 12 if panel.kind == "table" else 6, "height": 4}
+    if kind == "Xy":
+        chart |= {"geom": "line", "xCol": "_time", "yCol": "_value", "axes": [
+            {"name": "x", "scale": "linear", "base": "10"},
+            {"name": "y", "scale": "linear", "base": "10", "suffix": panel.unit.removeprefix("suffix:").strip()}]}
+    return chart
+
+
+def influx2() -> list[dict[str, Any]]:
+    """The InfluxDB 2 template: `influx apply -f dashboards/influxdb2-template.json` (bucket `qala`)."""
+    charts = []
+    x = y = 0
+    for panel in panels():
+        chart = _influx2_chart(panel, x, y)
+        if x + chart["width"] > 12:
+            x, y = 0, y + 4
+            chart["xPos"], chart["yPos"] = x, y
+        charts.append(chart)
+        x += chart["width"]
+    api = "influxdata.com/v2alpha1"
+    return [
+        {"apiVersion": api, "kind": "Variable", "metadata": {"name": "qala-site"},
+         "spec": {"name": "site", "type": "query", "language": "flux", "query": SITE_VARIABLE_FLUX}},
+        {"apiVersion": api, "kind": "Dashboard", "metadata": {"name": "qala-city"},
+         "spec": {"name": "Qala: city sensors", "description": "Air quality, energy, water and heat, device "
+                  "health, control actions (docs/operators.md)", "charts": charts}},
+    ]
+
+
+def rendered() -> dict[str, str]:
+    """{file name: text} of both dashboards, as checked in under dashboards/."""
+    return {name: json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+            for name, doc in ((GRAFANA_FILE, grafana()), (INFLUX2_FILE, influx2()))}
+
+
+def write(out: Path = OUT) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in rendered().items():
+        (out / name).write_text(text)
+        written.append(out / name)
+    return written
+
+
+if __name__ == "__main__":
+    write()
