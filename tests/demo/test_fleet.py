@@ -1,0 +1,94 @@
+"""`qala sim fleet`: argument errors, and a short light-mode run whose payloads decode with protocols/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from protocols import payloads, topics
+from simulators import fleet
+from tests.firmware.boards import Watcher
+
+if TYPE_CHECKING:
+    from simulators.services import Mosquitto
+
+QALA = [sys.executable, "-m", "hub"]
+
+
+def qala(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*QALA, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1:1883", ("127.0.0.1", 1883)),
+    ("broker.lan:8883", ("broker.lan", 8883)),
+    ("[::1]:1883", ("::1", 1883)),
+])
+def test_parse_broker(text: str, expected: tuple[str, int]) -> None:
+    assert fleet.parse_broker(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("localhost", "expected HOST:PORT"),
+    (":1883", "expected HOST:PORT"),
+    ("host:mqtt", "must be a number"),
+    ("host:0", "must be 1..65535"),
+    ("host:70000", "must be 1..65535"),
+])
+def test_parse_broker_refuses(text: str, message: str) -> None:
+    with pytest.raises(fleet.FleetError, match=message):
+        fleet.parse_broker(text)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--boards", "0", "--rate", "1", "--broker", "127.0.0.1:1883"], "--boards: must be at least 1"),
+    (["--boards", "x", "--rate", "1", "--broker", "127.0.0.1:1883"], "--boards: expected a whole number"),
+    (["--boards", "2", "--rate", "-1", "--broker", "127.0.0.1:1883"], "--rate: must be a positive number"),
+    (["--boards", "2", "--rate", "nan", "--broker", "127.0.0.1:1883"], "--rate: must be a positive number"),
+    (["--boards", "2", "--rate", "1", "--broker", "127.0.0.1:1883", "--duration", "0"],
+     "--duration: must be a positive number"),
+    (["--boards", "2", "--rate", "1"], "the following arguments are required: --broker"),
+    (["--boards", "2", "--rate", "1", "--broker", "nohostport"], "--broker: expected HOST:PORT"),
+    (["--boards", "2", "--rate", "1", "--broker", "h:99999"], "--broker: the port must be 1..65535"),
+    (["--boards", "2", "--rate", "1", "--broker", "h:1883", "--site", "bad site"], "site"),
+    (["--boards", "500", "--rate", "1", "--broker", "h:1883"], "use --light"),
+])
+def test_fleet_argument_errors(args: list[str], message: str) -> None:
+    done = qala("sim", "fleet", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+
+
+@pytest.mark.integration
+def test_light_fleet_publishes_what_the_firmware_publishes(mosquitto: Mosquitto) -> None:
+    watcher = Watcher(mosquitto.port, "fleet-test-watch", clean=True)
+    try:
+        watcher.wait_for(lambda: watcher.client.is_connected(), 10, "the watcher's connection")
+        done = qala("sim", "fleet", "--light", "--boards", "4", "--rate", "5", "--duration", "3",
+                    "--broker", f"127.0.0.1:{mosquitto.port}", "--site", "load-1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "done, sent" in done.stdout
+        watcher.wait_for(lambda: len(watcher.telemetry()) >= 4 * 10, 10, "telemetry from the fleet")
+        messages = watcher.snapshot()
+    finally:
+        watcher.close()
+    devices = {fleet.board_name(i)[0] for i in range(4)}
+    seen: dict[str, list[payloads.Telemetry]] = {}
+    for topic, body, _retain in messages:
+        site, device, kind = topics.parse(topic)
+        assert site == "load-1"
+        assert device in devices
+        if kind == topics.TELEMETRY:
+            seen.setdefault(device, []).append(payloads.decode_telemetry(body))
+    assert set(seen) == devices
+    for device, telemetry in seen.items():
+        assert [m.seq for m in telemetry] == list(range(len(telemetry))), device  # QoS 1, in order, no gaps
+        assert len(telemetry) >= 10
+    births = [payloads.decode_status(b) for t, b, _ in messages if t.endswith("/status") and b]
+    online = [s for s in births if s.state == "online"]
+    assert len(online) == 4
+    assert all(s.caps["sensors"] and s.caps["actuators"] for s in online)
+    assert sum(1 for s in births if s.state == "offline") == 4  # each board says goodbye at the end
