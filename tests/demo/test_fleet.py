@@ -66,7 +66,7 @@ def test_fleet_argument_errors(args: list[str], message: str) -> None:
 def test_light_fleet_publishes_what_the_firmware_publishes(mosquitto: Mosquitto) -> None:
     watcher = Watcher(mosquitto.port, "fleet-test-watch", clean=True)
     try:
-        watcher.wait_for(lambda: watcher.client.is_connected(), 10, "the watcher's connection")
+        watcher.wait_for(watcher.client.is_connected, 10, "the watcher's connection")
         done = qala("sim", "fleet", "--light", "--boards", "4", "--rate", "5", "--duration", "3",
                     "--broker", f"127.0.0.1:{mosquitto.port}", "--site", "load-1")
         assert done.returncode == 0, done.stdout + done.stderr
