@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
 from hub.ingest.process import status_readings
 from hub.metrics import Metrics
 from hub.model import Reading, telemetry_readings
@@ -72,3 +79,63 @@ def test_encode_bytes_terminates_every_line() -> None:
     assert body.endswith(b"\n")
     assert body.count(b"\n") == 2
     assert encode_bytes([]) == (b"", 0)
+
+
+# --------------------------------------------------------------- the hand-written encoder against influxdb-client
+
+HOSTILE = 'a ,=\\"\n\r\tzé#'
+texts = st.text(alphabet=st.sampled_from(HOSTILE), max_size=6) | st.text(max_size=6)
+values = st.floats(allow_nan=True, allow_infinity=True) | st.text(alphabet=st.sampled_from(HOSTILE), max_size=6) | \
+    st.integers(-10**12, 10**12) | st.booleans() | st.sampled_from([1.0, -0.0, 1e16, 1.5e-7, 12.4, 230.0])
+
+
+def _point_lines(readings: list[Reading]) -> list[str]:
+    """influxdb-client's Point, grouped as encode groups (the reference)."""
+    lines: list[str] = []
+    point: Any = None
+    key = None
+    for r in readings:
+        k = (r.measurement, r.site, r.device, r.sensor, r.quality, r.ts)
+        if k != key:
+            if point is not None:
+                lines.append(point.to_line_protocol())
+            key = k
+            point = Point(r.measurement).tag("site", r.site).tag("device", r.device).tag("sensor", r.sensor)
+            point = point.tag("quality", r.quality).time(r.ts, WritePrecision.MS)
+        point.field(r.field, r.value)
+    if point is not None:
+        lines.append(point.to_line_protocol())
+    return [line for line in lines if line]  # Point gives "" when every field was left out; encode skips it
+
+
+readings_st = st.lists(
+    st.builds(
+        Reading,
+        st.sampled_from(["air", "qala_hub"]) | texts.filter(lambda s: s and not s.startswith("#")),
+        st.sampled_from(["ast-01"]) | texts,
+        st.sampled_from(["d1", "d 2"]) | texts,
+        st.sampled_from(["s1"]) | texts,
+        st.sampled_from(["ok", "range"]),
+        st.sampled_from(["pm25", "co2", "fw"]) | texts.filter(bool),
+        values,
+        st.sampled_from([TS, TS + 1]),
+    ),
+    max_size=12,
+)
+
+
+@given(readings_st)
+def test_encode_equals_influxdb_client_point(readings: list[Reading]) -> None:
+    assert encode(readings) == _point_lines(readings)
+
+
+def test_escaping_of_tags_fields_and_strings() -> None:
+    readings = [
+        Reading("my air", "site,1", "dev=2", "s 3\\", "ok", "f=x y", 'say "hi" \\ there', TS),
+        Reading("my air", "site,1", "dev=2", "s 3\\", "ok", "n", 230.0, TS),
+        Reading("my air", "site,1", "dev=2", "s 3\\", "ok", "i", 7, TS),
+    ]
+    (line,) = encode(readings)
+    assert line == _point_lines(readings)[0]
+    assert line == ('my\\ air,device=dev\\=2,quality=ok,sensor=s\\ 3\\ ,site=site\\,1 '
+                    'f\\=x\\ y="say \\"hi\\" \\\\ there",i=7i,n=230 1795553687123')
