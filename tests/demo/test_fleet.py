@@ -92,3 +92,19 @@ def test_light_fleet_publishes_what_the_firmware_publishes(mosquitto: Mosquitto)
     assert len(online) == 4
     assert all(s.caps["sensors"] and s.caps["actuators"] for s in online)
     assert sum(1 for s in births if s.state == "offline") == 4  # each board says goodbye at the end
+
+
+@pytest.mark.integration
+@pytest.mark.micropython
+def test_firmware_fleet_boards_publish(mosquitto: Mosquitto) -> None:
+    watcher = Watcher(mosquitto.port, "fleet-fw-watch", clean=True)
+    try:
+        watcher.wait_for(watcher.client.is_connected, 10, "the watcher's connection")
+        done = qala("sim", "fleet", "--boards", "2", "--rate", "2", "--duration", "8",
+                    "--broker", f"127.0.0.1:{mosquitto.port}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        devices = {t.split("/")[2] for t, _, _ in watcher.snapshot()
+                   if t.endswith("/telemetry")}
+    finally:
+        watcher.close()
+    assert devices == {fleet.board_name(0)[0], fleet.board_name(1)[0]}
