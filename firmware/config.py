@@ -212,6 +212,12 @@ def _sensors(value):
                 _int(path + "options.twin." + fault, twin[fault], 1, 1000000)
         if s["driver"] == "pulse":
             _pulse(path + "options.", s["options"])
+        if s["driver"] == "ds18b20" and "roms" in s["options"]:
+            roms = _obj(path + "options.roms", s["options"]["roms"], q)
+            for key in roms:
+                r = roms[key]
+                if not isinstance(r, str) or len(r) != 16 or r.strip("0123456789abcdefABCDEF"):
+                    _bad(path + "options.roms." + key, "must be a ROM code of 16 hex digits", r)
     return sensors
 
 

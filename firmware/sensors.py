@@ -16,6 +16,7 @@ DRIVERS = {
     "bme280": "bme280",
     "pzem004t": "pzem004t",
     "pulse": "pulse",
+    "ds18b20": "ds18b20",
 }
 
 

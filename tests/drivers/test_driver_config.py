@@ -28,3 +28,11 @@ def test_pulse_options():
     _refused("pulse", ["water_volume"], {"debounce_ms": 50.5}, "debounce_ms: must be an integer")
     _refused("pulse", ["water_volume"], {"save_every": 0}, "save_every: must be in 1..1000000")
     _refused("pulse", ["water_volume"], {"offset_m3": -1}, "offset_m3: must be at least 0")
+
+
+def test_ds18b20_roms():
+    qs = ["heat_supply_temp", "heat_return_temp"]
+    roms = {"heat_supply_temp": "2801000000000000", "heat_return_temp": "28020000000000AB"}
+    assert validate(_cfg("ds18b20", qs, {"roms": roms}))["sensors"]["m"]["options"]["roms"] == roms
+    _refused("ds18b20", qs, {"roms": {"heat_flow": "2801000000000000"}}, "roms: unknown key 'heat_flow'")
+    _refused("ds18b20", qs, {"roms": {"heat_supply_temp": "28-01"}}, "must be a ROM code of 16 hex digits")
