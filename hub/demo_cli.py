@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.run_dir:
         options.root = Path(args.run_dir)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> dict[str, Any] | None:
         demo = city.Demo(options, view.event, view.progress, progress_every=1.0)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,6 +139,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except city.DemoError as exc:
         sys.stderr.write(f"qala demo: {exc}\n")
         return 1
+    if summary is None:
+        out.write("qala demo: stopped while starting; stopped everything it had started\n")
+        return 0
     out.write(_summary_text(summary))
     out.write("qala demo: stopped everything it started\n")
     return 0

@@ -62,6 +62,10 @@ class DemoError(RuntimeError):
     """Something the demo needs is missing or did not start; the message says what to do."""
 
 
+class _Stopped(Exception):  # noqa: N818 - not an error: a stop was requested while starting
+    """A stop request arrived during start-up."""
+
+
 @dataclass
 class Options:
     boards: int = 6
@@ -274,8 +278,15 @@ class Demo:
 
     # --- the run -----------------------------------------------------------------------------------------
 
-    async def run(self) -> dict[str, Any]:
-        """Start the city, watch it, send setpoints, and stop it; returns the summary (also summary.json)."""
+    async def run(self) -> dict[str, Any] | None:
+        """Start the city, watch it, send setpoints, and stop it; returns the summary (also summary.json).
+
+        None when a stop was requested before everything had started. DemoError when something failed;
+        whatever had started is stopped in every case.
+        """
+        from hub.tools.bundle import BundleError  # noqa: PLC0415
+        from simulators.services import ServiceError  # noqa: PLC0415
+
         problems = missing_tools()
         if problems:
             raise DemoError("the demo cannot start:\n  - " + "\n  - ".join(problems))
@@ -284,8 +295,16 @@ class Demo:
             await self._start()
             await self._watch()
             return await self._summarise()
+        except _Stopped:
+            return None
+        except (ServiceError, BundleError, OSError) as exc:
+            raise DemoError(f"{exc}\n(the logs are in {self.folder})") from exc
         finally:
             await self._shutdown()
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
 
     async def _start(self) -> None:
         self.on_event(f"run folder {self.folder}")
@@ -295,12 +314,15 @@ class Demo:
             await asyncio.to_thread(service.start)
             self._pid(service.name, service.pid)
             self.on_event(f"{service.name} on 127.0.0.1:{service.port} (pid {service.pid})")
+            self._check_stop()
         await asyncio.to_thread(self.influxd.create_database, DATABASE)
         await self._start_meters()
+        self._check_stop()
         from hub.tools import bundle  # noqa: PLC0415
 
         build = self.folder / "bundle"
         await asyncio.to_thread(bundle.build, build)
+        self._check_stop()
         hub_toml = self._write_hub_toml()
         with (self.folder / "hub.log").open("ab") as out:
             self.hub = subprocess.Popen(  # noqa: S603, ASYNC220 - our own argv; returns at once
@@ -317,6 +339,7 @@ class Demo:
             self.boards.append(board)
             self.kinds[device] = kind
             self._pid(f"board {device}", board.pid)
+            self._check_stop()
         self.on_event(f"{len(self.boards)} boards under micropython: " + ", ".join(self.kinds))
         self.watcher = await asyncio.to_thread(_Watcher, self.mosquitto.port)
 
