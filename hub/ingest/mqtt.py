@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import struct
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -44,6 +45,68 @@ if TYPE_CHECKING:
     from hub.config import MqttConfig
 
 log = logging.getLogger(__name__)
+
+_PUBACK = struct.Struct(">BBH")
+"""MQTT 3.1.1 PUBACK: type 4 (0x40), remaining length 2, packet id."""
+
+
+class _Client(paho.Client):
+    """paho's client with buffered reads and without the topic matcher on every message.
+
+    paho 2.2 reads a packet with one `recv` for its first byte, one per remaining-length byte and one for the
+    rest, and goes back to `select` after each packet: four or five system calls per message. Here `_sock_recv`
+    serves those reads from one `recv(65536)`, and `loop_read` keeps parsing while buffered bytes remain (a
+    whole packet sitting in the buffer would otherwise wait for the next `select`). The buffer belongs to
+    one socket: after a reconnect, bytes of the old connection are never handed out.
+
+    `_handle_on_message` calls `on_message` directly: the hub registers no per-topic callbacks, and paho's
+    matcher walk cost more than the rest of the hand-over.
+    """
+
+    _BUFSIZE = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: object = None
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf = self._rbuf
+        pos = self._rpos
+        if pos >= len(buf) or self._rsock is not self._sock:
+            buf = super()._sock_recv(self._BUFSIZE)  # raises BlockingIOError when nothing is there
+            if not buf:
+                return buf  # connection closed
+            self._rsock = self._sock
+            pos = 0
+        end = pos + bufsize
+        chunk = buf[pos:end]
+        self._rbuf = buf
+        self._rpos = pos + len(chunk)
+        return chunk
+
+    def loop_read(self, max_packets: int = 1) -> Any:
+        rc = super().loop_read(max_packets)
+        while rc == paho.MQTT_ERR_SUCCESS and self._sock is not None and self._rsock is self._sock \
+                and self._rpos < len(self._rbuf):
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def queue_raw(self, packets: bytes) -> None:
+        """Queue whole control packets (here: a batch of PUBACKs) as one write, as `ack` would one by one.
+
+        `ack(mid, 1)` queues a 4-byte packet, wakes paho's thread through its socket pair and costs one `send`
+        each; a batch's acknowledgements in one buffer cost one of each. paho treats a queued PUBACK as bytes to
+        write and keeps no state for it, so this is exactly the same bytes on the wire, in the same order.
+        """
+        self._packet_queue(paho.PUBACK, packets, 0, 0)
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
 
 
 class Message(NamedTuple):
@@ -77,7 +140,7 @@ class MqttSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_pending = False
         self.wakeup = asyncio.Event()
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             clean_session=False,
@@ -116,14 +179,16 @@ class MqttSource:
 
     def ack(self, messages: Iterable[Message]) -> int:
         """Acknowledge QoS 1 messages of the current connection, in order; returns how many were sent."""
-        sent = 0
+        packet = bytearray()
+        puback = _PUBACK.pack
         with self._gen_lock:
             generation = self.generation
             for m in messages:
                 if m.qos == 1 and m.generation == generation:
-                    self._client.ack(m.mid, 1)
-                    sent += 1
-        return sent
+                    packet += puback(0x40, 2, m.mid)
+            if packet:
+                self._client.queue_raw(bytes(packet))
+        return len(packet) // _PUBACK.size
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Queue an outgoing message (never retained); paho sends it, and resends QoS 1 after a reconnect."""

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TOPIC_CACHE = 100_000
+"""Parsed topics kept (about 3 per device); the cache starts over when it is full."""
+
 LOG_EVERY = 60.0
 """Seconds between two log lines about the same device (or the same bad-topic reason)."""
 
@@ -71,15 +74,23 @@ class Processor:
         self.metrics = metrics
         self.require_birth = require_birth
         self.ratelog = ratelog or RateLimitedLog()
+        self._topics: dict[str, tuple[str, str, str]] = {}
+        """Topics parsed before (only valid ones): a device sends on the same few topics all day."""
 
     def process(self, topic: str, payload: bytes, now_ms: int) -> list[Reading]:
         """The Readings to store for one message (empty for a status that changed nothing, or a reject)."""
         metrics = self.metrics
         metrics.messages_in += 1
-        try:
-            site, device, kind = topics.parse(topic)
-        except ProtocolError as exc:
-            return self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "bad topic: %s", exc)
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            try:
+                parsed = topics.parse(topic)
+            except ProtocolError as exc:
+                return self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "bad topic: %s", exc)
+            if len(self._topics) >= TOPIC_CACHE:
+                self._topics.clear()
+            self._topics[topic] = parsed
+        site, device, kind = parsed
         if site != self.site:
             return self._reject(m.OTHER_SITE, "site:" + site, "message for another site=%s topic=%s", site, topic)
         if kind == topics.TELEMETRY:
