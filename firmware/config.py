@@ -212,6 +212,8 @@ def _sensors(value):
                 _int(path + "options.twin." + fault, twin[fault], 1, 1000000)
         if s["driver"] == "pulse":
             _pulse(path + "options.", s["options"])
+        if s["driver"] == "sgp40":
+            _sgp40(path + "options.", s["options"])
         if s["driver"] == "ds18b20" and "roms" in s["options"]:
             roms = _obj(path + "options.roms", s["options"]["roms"], q)
             for key in roms:
@@ -219,6 +221,16 @@ def _sensors(value):
                 if not isinstance(r, str) or len(r) != 16 or r.strip("0123456789abcdefABCDEF"):
                     _bad(path + "options.roms." + key, "must be a ROM code of 16 hex digits", r)
     return sensors
+
+
+def _sgp40(path, o):
+    """The SGP40's compensation and VOC index options (firmware/drivers/sgp40.py)."""
+    for key, lo, hi in (("humidity", 0, 100), ("temperature", -45, 130)):
+        if key in o and not lo <= _num(path + key, o[key]) <= hi:
+            _bad(path + key, "must be in %d..%d" % (lo, hi), o[key])
+    for key in ("gain", "tau_h"):
+        if key in o:
+            _num(path + key, o[key], positive=True)
 
 
 def _pulse(path, o):

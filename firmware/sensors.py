@@ -17,6 +17,7 @@ DRIVERS = {
     "pzem004t": "pzem004t",
     "pulse": "pulse",
     "ds18b20": "ds18b20",
+    "sgp40": "sgp40",
 }
 
 

@@ -36,3 +36,10 @@ def test_ds18b20_roms():
     assert validate(_cfg("ds18b20", qs, {"roms": roms}))["sensors"]["m"]["options"]["roms"] == roms
     _refused("ds18b20", qs, {"roms": {"heat_flow": "2801000000000000"}}, "roms: unknown key 'heat_flow'")
     _refused("ds18b20", qs, {"roms": {"heat_supply_temp": "28-01"}}, "must be a ROM code of 16 hex digits")
+
+
+def test_sgp40_options():
+    ok = {"humidity": 40, "temperature": 22.5, "gain": 0.2, "tau_h": 6}
+    assert validate(_cfg("sgp40", ["voc_index"], ok))["sensors"]["m"]["options"]["gain"] == 0.2
+    _refused("sgp40", ["voc_index"], {"humidity": 120}, "humidity: must be in 0..100")
+    _refused("sgp40", ["voc_index"], {"tau_h": 0}, "tau_h: must be a positive number")
