@@ -60,7 +60,7 @@ def _deploy(args: argparse.Namespace, folder: Path) -> int:
     raw = fw.read_json(config_path, "--config")
     fw.validate_config(raw, need_wifi=not args.no_wifi)
     fw.check_bundle(folder)
-    copy, reset = fw.deploy_commands(args.port, folder, config_path)
+    copy, reset = fw.deploy_commands(args.port, folder, config_path, resume=args.resume)
     sys.stderr.write(f"copying {folder} and {config_path} to {args.port} ...\n")
     fw.run_mpremote(copy, mpremote=args.mpremote)
     if args.no_wait:
@@ -138,6 +138,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     deploy.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the birth message")
     deploy.add_argument("--no-wait", action="store_true", help="reset and return without watching the broker")
     deploy.add_argument("--no-wifi", action="store_true", help="the board has no Wi-Fi (config check)")
+    deploy.add_argument("--resume", action="store_true",
+                        help="no soft reset before copying (mpremote resume; for the unix port on a pty)")
     deploy.add_argument("--mpremote", metavar="EXE", help="the mpremote executable (default: the venv's)")
     deploy.set_defaults(func=_cmd_deploy)
 

@@ -243,25 +243,39 @@ def find_mpremote() -> str:
 
 
 def board_layout(folder: Path, config: Path) -> list[tuple[Path, str]]:
-    """(local path, path on the board) of everything a deploy copies; folders are copied whole.
+    """(local file, path on the board) of everything a deploy copies, in copy order.
 
-    The bundle's firmware/ and protocols/ go to the board's root, its entry scripts to /boot.py and /main.py,
-    the config to /board.json and the manifest to /manifest.json (to check later what a board runs).
+    The bundle's files (manifest order) keep their paths (/firmware/..., /protocols/...), its entry scripts
+    also go to /boot.py and /main.py, the config to /board.json and the manifest to /manifest.json (to
+    check later what a board runs).
     """
-    plan = [(folder / package, package) for package in RUNTIME_PACKAGES]
+    files = check_bundle(folder)["files"]
+    plan = [(folder / rel, rel) for rel in files]
     plan += [(folder / "firmware" / script, script) for script in ENTRY_SCRIPTS]
     return [*plan, (config, BOARD_CONFIG), (folder / MANIFEST, MANIFEST)]
 
 
-def deploy_commands(port: str, folder: Path, config: Path) -> list[list[str]]:
-    """mpremote argument lists: copy `board_layout` in one session, then reset the board in another."""
-    copy = ["connect", port]
+def deploy_commands(port: str, folder: Path, config: Path, *, resume: bool = False) -> list[list[str]]:
+    """mpremote argument lists: create the folders and copy `board_layout` in one session, then reset.
+
+    Folders are made by a small exec that ignores existing ones (mpremote's `fs mkdir` fails on them, and
+    its `cp -r` into `:` depends on the port's stat of ""). mpremote skips files whose hash is unchanged.
+    `resume` skips mpremote's soft reset before the copy (the unix port on a pty exits on a soft reset).
+    """
+    connect = ["connect", port, *(["resume"] if resume else [])]
+    by_folder: dict[str, list[str]] = {}
     for local, remote in board_layout(folder, config):
-        if local.is_dir():
-            copy += ["fs", "cp", "-r", str(local), ":", "+"]
-        else:
-            copy += ["fs", "cp", str(local), ":" + remote, "+"]
-    return [copy[:-1], ["connect", port, "reset"]]
+        by_folder.setdefault(remote.rpartition("/")[0], []).append(str(local))
+    folders = sorted(f for f in by_folder if f)
+    mkdirs = f"import os\nfor d in {folders!r}:\n try: os.mkdir(d)\n except OSError: pass"
+    copy = [*connect, "exec", mkdirs]
+    for where, locals_ in by_folder.items():
+        if where:
+            copy += ["+", "fs", "cp", *locals_, ":" + where + "/"]
+    for local, remote in board_layout(folder, config):
+        if "/" not in remote:  # one by one: a copy into ":" needs a stat of "", which the unix port refuses
+            copy += ["+", "fs", "cp", str(local), ":" + remote]
+    return [copy, [*connect, "reset"]]
 
 
 def run_mpremote(args: list[str], *, mpremote: str | None = None, timeout: float = 300.0) -> str:
