@@ -123,7 +123,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     config.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
     config.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None, help="MQTT over TLS")
     config.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL",
-                        help="a sensor, e.g. air1:pms5003:pm1,pm25,pm10:10 (repeat; replaces --from's sensors)")
+                        help="a sensor, e.g. air1:pms5003:pm1,pm25,pm10:10 (repeat; replaces --from's sensors, "
+                        "keeping the pins and options of one with the same name)")
     config.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
     config.add_argument("--out", default="board.json", metavar="FILE", help="where to write it ('-': stdout)")
     config.set_defaults(func=_cmd_config)

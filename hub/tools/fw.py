@@ -171,7 +171,8 @@ def make_config(
 ) -> dict[str, Any]:
     """A board config: `base` (e.g. firmware/board.example.json) with these values set, then validated.
 
-    --sensor entries replace the base's sensors (all of them: a board lists what is wired to it).
+    --sensor entries replace the base's sensors (a board lists what is wired to it); a sensor of the same
+    name in the base keeps its pins, options and warmup, which --sensor cannot express.
     """
     raw: dict[str, Any] = json.loads(json.dumps(base or {}))
     raw["device"] = device
@@ -188,7 +189,11 @@ def make_config(
     if any(v is not None for v in (broker, mqtt_user, mqtt_password, tls)):
         _set_mqtt(raw, broker, mqtt_user, mqtt_password, tls)
     if sensors:
-        raw["sensors"] = dict(parse_sensor(text) for text in sensors)
+        before: dict[str, Any] = raw["sensors"] if isinstance(raw.get("sensors"), dict) else {}
+        raw["sensors"] = {}
+        for name, spec in (parse_sensor(text) for text in sensors):
+            kept: dict[str, Any] = before[name] if isinstance(before.get(name), dict) else {}
+            raw["sensors"][name] = {**{k: v for k, v in kept.items() if k in ("pins", "options", "warmup")}, **spec}
     validate_config(raw, need_wifi=need_wifi)
     return raw
 

@@ -182,7 +182,8 @@ def test_config_sensors_replace_the_examples() -> None:
     raw = fw.make_config("aq-1", base=json.loads(EXAMPLE.read_text()),
                          sensors=["air1:pms5003:pm1,pm25,pm10:10", "co2:scd4x:co2,temperature,humidity:2.5"])
     assert raw["sensors"] == {
-        "air1": {"driver": "pms5003", "interval": 10, "quantities": ["pm1", "pm25", "pm10"]},
+        "air1": {"driver": "pms5003", "interval": 10, "quantities": ["pm1", "pm25", "pm10"], "warmup": 30,
+                 "pins": {"rx": 16, "tx": 17}},
         "co2": {"driver": "scd4x", "interval": 2.5, "quantities": ["co2", "temperature", "humidity"]},
     }
 
