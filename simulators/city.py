@@ -437,7 +437,7 @@ class Demo:
                 if outcome.reason.startswith("hub:"):  # refused at the hub: no cmd was sent, no ack comes
                     outcomes[outcome.state] = outcomes.get(outcome.state, 0) + 1
             window.append((now, received))
-            while len(window) > 1 and now - window[0][0] > 5.0:  # readings per second over the last 5 s
+            while len(window) > 1 and now - window[0][0] > 10.0:  # readings per second over the last 10 s
                 window.popleft()
             rate = (received - window[0][1]) / (now - window[0][0]) if now > window[0][0] else 0.0
             if now >= next_stored:
