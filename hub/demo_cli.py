@@ -210,6 +210,11 @@ def _firmware(args: argparse.Namespace, host: str, port: int, duration: float) -
     sys.stdout.write(f"qala sim fleet: {args.boards} firmware boards -> {host}:{port}, site {args.site}; "
                      f"consoles in {folder}\n")
     sys.stdout.flush()
+
+    def on_term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the boards like Ctrl-C: they run in sessions of their own
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         for board in boards:
             board.start(micropython)
@@ -226,6 +231,7 @@ def _firmware(args: argparse.Namespace, host: str, port: int, duration: float) -
         for board in boards:
             with contextlib.suppress(Exception):
                 board.stop()
+        signal.signal(signal.SIGTERM, previous)
     sys.stdout.write("qala sim fleet: stopped\n")
     return 0
 
