@@ -1,0 +1,76 @@
+"""The demo's pieces without servers: the generated hub.toml, board configs, the progress view."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import pytest
+
+from hub import config as hub_config
+from hub.demo_cli import View
+from simulators import city, fleet
+from simulators.services import Influxd, Mosquitto
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_generated_hub_toml_loads_with_everything_the_demo_needs(tmp_path: Path) -> None:
+    demo = city.Demo(city.Options(boards=3, root=tmp_path), lambda _t: None, lambda _p: None)
+    demo.folder.mkdir(parents=True)
+    demo.mosquitto = Mosquitto(tmp_path / "m")
+    demo.influxd = Influxd(tmp_path / "i")
+    demo.tcp = SimpleNamespace(port=15020)  # type: ignore[assignment]
+    config = hub_config.load(demo._write_hub_toml())
+    assert config.site.id == city.SITE
+    assert config.mqtt.port == demo.mosquitto.port
+    assert config.influxdb.url == demo.influxd.url
+    assert config.api is not None
+    assert config.api.token == demo.token
+    assert config.api.port == demo.api_port
+    assert config.modbus is not None
+    assert {d.name for d in config.modbus.devices} == set(city.RTU_METERS) | set(city.TCP_METERS)
+    assert [rule.device for rule in config.rules] == [fleet.board_name(0)[0]]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_board_configs_pass_the_firmware_checks(index: int) -> None:
+    device, kind = fleet.board_name(index)
+    config = fleet.board_config("astana", device, kind, "127.0.0.1", 1883, seed=index)
+    assert config["device"] == device
+    assert len(config["actuators"]) == 1
+    assert len({fleet.board_name(i)[0] for i in range(100)}) == 100  # names never repeat
+
+
+def progress(elapsed: float) -> city.Progress:
+    return city.Progress(elapsed, 60, 2, 3, 4.5, 90, 300, 3, 3, 4, {"applied": 3, "rejected": 1})
+
+
+def test_view_plain_lines_every_few_seconds() -> None:
+    out = io.StringIO()
+    view = View(out, tty=False, plain_every=3600)
+    view.progress(progress(1))
+    view.progress(progress(2))  # within plain_every: nothing
+    view.event("setpoint x.fan1 = 60 -> applied in 40 ms")
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        ("qala demo: t=1s boards_online=2/3 readings_per_s=4.5 stored=300 meters=3/3 commands=4 "
+        "outcomes=3 applied, 1 rejected"),
+        "qala demo: setpoint x.fan1 = 60 -> applied in 40 ms",
+    ]
+    assert "\x1b" not in out.getvalue()
+
+
+def test_view_redraws_in_place_on_a_terminal() -> None:
+    out = io.StringIO()
+    view = View(out, tty=True)
+    view.progress(progress(1))
+    first = out.getvalue()
+    assert "\x1b" not in first
+    assert "boards online   2/3" in first
+    view.progress(progress(2))
+    assert out.getvalue()[len(first):].startswith(f"\x1b[{len(first.splitlines())}F\x1b[J")
+    view.event("done")
+    assert out.getvalue().endswith("\x1b[J" + "qala demo: done\n")
