@@ -290,7 +290,14 @@ class Demo:
         problems = missing_tools()
         if problems:
             raise DemoError("the demo cannot start:\n  - " + "\n  - ".join(problems))
-        self.folder.mkdir(parents=True, exist_ok=True)
+        base, number = self.folder, 1
+        while True:  # two demos started in the same second get folders of their own
+            try:
+                self.folder.mkdir(parents=True)
+                break
+            except FileExistsError:
+                number += 1
+                self.folder = base.with_name(f"{base.name}-{number}")
         try:
             await self._start()
             await self._watch()
