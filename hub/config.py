@@ -57,6 +57,8 @@ class MqttConfig:
     keepalive: int = 30
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
+    share_group: str | None = None
+    """Telemetry through the MQTT shared subscription `$share/<group>/...`: hubs of one group split it."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ _MQTT: _Schema = {
     "keepalive": (int, 30),
     "reconnect_min": (float, 0.5),
     "reconnect_max": (float, 30.0),
+    "share_group": (str, None),
 }
 _INFLUX: _Schema = {
     "api": (str, _REQUIRED),
@@ -274,6 +277,9 @@ def _check_mqtt(mqtt: dict[str, Any], site: str) -> None:
     _positive("mqtt.reconnect_min", mqtt["reconnect_min"])
     if mqtt["reconnect_max"] < mqtt["reconnect_min"]:
         raise ConfigError("mqtt.reconnect_max: must not be below mqtt.reconnect_min")
+    group = mqtt["share_group"]
+    if group is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", group):
+        raise ConfigError(f"mqtt.share_group: 1..32 of A-Z a-z 0-9 _ -, starting with a letter or digit, got {group!r}")
 
 
 def _check_influx(influx: dict[str, Any], given: Mapping[str, Any]) -> None:

@@ -12,9 +12,12 @@ staying typed and immutable. Imports only protocols.catalogue; no I/O, no asynci
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from protocols import catalogue
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Measurements besides the catalogue domains (air, energy, water, gas, heat, device, actuator).
 DEVICE_STATUS = "qala_device_status"
@@ -40,6 +43,9 @@ class Reading(NamedTuple):
     ts: int
 
 
+_new: Callable[[type[Reading], tuple[object, ...]], Reading] = tuple.__new__
+
+
 def telemetry_readings(
     site: str,
     device: str,
@@ -49,4 +55,7 @@ def telemetry_readings(
 ) -> list[Reading]:
     """The Readings of one decoded telemetry message: measurement = the quantity's catalogue domain."""
     quantities = catalogue.QUANTITIES
-    return [Reading(quantities[q][0], site, device, sensor, quality, q, value, ts) for q, value, quality in values]
+    # tuple.__new__ skips the NamedTuple's Python-level __new__: less than half the cost per Reading
+    return [
+        _new(Reading, (quantities[q][0], site, device, sensor, quality, q, value, ts)) for q, value, quality in values
+    ]

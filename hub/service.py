@@ -94,10 +94,13 @@ class Hub:
             retry_max=config.influxdb.retry_max,
         )
         site = config.site.id
+        telemetry = topics.subscription(site, topics.TELEMETRY)
+        if config.mqtt.share_group is not None:
+            # hubs of one group split telemetry; each still gets every status (retained births) and ack
+            telemetry = f"$share/{config.mqtt.share_group}/{telemetry}"
         self.mqtt = MqttSource(
             config.mqtt,
-            [topics.subscription(site, topics.TELEMETRY), topics.subscription(site, topics.STATUS),
-             topics.subscription(site, topics.ACK)],
+            [telemetry, topics.subscription(site, topics.STATUS), topics.subscription(site, topics.ACK)],
             on_connect=self._on_mqtt_connect,
         )
         self.modbus: ModbusService | None = None

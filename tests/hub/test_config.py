@@ -89,6 +89,7 @@ def test_secrets_are_not_in_the_repr() -> None:
         (with_(V1, "mqtt", ca_file="/ca.pem"), "mqtt.ca_file: only used with tls = true"),
         (with_(V1, "mqtt", reconnect_min=5.0, reconnect_max=1.0), "mqtt.reconnect_max: must not be below"),
         (with_(V1, "site", id="bad site"), "site.id: character ' ' not allowed"),
+        (with_(V1, "mqtt", share_group="a/b"), "mqtt.share_group: 1..32 of A-Z a-z 0-9 _ -"),
         (with_(V1, "influxdb", api="v3"), 'influxdb.api: must be "v1" or "v2"'),
         (with_(V1, "influxdb", url="localhost:8086"), "influxdb.url: must be an http:// or https:// URL"),
         (with_(V1, "influxdb", database=None), 'influxdb.database: required when api = "v1"'),
@@ -109,6 +110,11 @@ def test_secrets_are_not_in_the_repr() -> None:
 def test_bad_config_names_the_key(doc: dict[str, Any], message: str) -> None:
     assert message in error(doc)
     assert error(doc).startswith(message.split(":", maxsplit=1)[0])
+
+
+def test_share_group() -> None:
+    assert parse(V1, {}).mqtt.share_group is None
+    assert parse(with_(V1, "mqtt", share_group="hubs-1"), {}).mqtt.share_group == "hubs-1"
 
 
 def test_environment_variables_for_secrets() -> None:
