@@ -205,14 +205,15 @@ def sys_counters(broker: Mosquitto) -> dict[str, int]:
 
 class Hub:
     def __init__(self, work: Path, broker: Mosquitto, influxd: Influxd, client_id: str, batch: int,
-                 flush: float, extra_args: list[str]) -> None:
+                 flush: float, extra_args: list[str], share_group: str | None = None) -> None:
         self.dir = work / client_id
         self.dir.mkdir(parents=True)
         config = self.dir / "hub.toml"
         config.write_text(
             f'[site]\nid = "{SITE}"\nrequire_birth = false\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\n'
-            f'[influxdb]\napi = "v1"\nurl = "{influxd.url}"\ndatabase = "{DB}"\n'
+            + (f'share_group = "{share_group}"\n' if share_group else "")
+            + f'[influxdb]\napi = "v1"\nurl = "{influxd.url}"\ndatabase = "{DB}"\n'
             f'[spool]\npath = "{self.dir / "state"}"\n'
             f"[batch]\nsize = {batch}\nflush_interval = {flush}\n"
             "[metrics]\ninterval = 10.0\n"
@@ -220,10 +221,18 @@ class Hub:
         self.log = self.dir / "hub.log"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, *extra_args, "-m", "hub", "hub", "run", "--config", str(config)],
+                [*extra_args, sys.executable, "-m", "hub", "hub", "run", "--config", str(config)],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONPATH": str(REPO)},
             )
         self.proc = Proc(self.process.pid)
+        if extra_args:  # the hub runs as py-spy's child
+            deadline = time.monotonic() + 10
+            while not Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("py-spy did not start the hub")
+                time.sleep(0.05)
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+            self.proc = Proc(int(children[0]))
         deadline = time.monotonic() + 30
         while "mqtt: subscribed" not in self.log.read_text(errors="replace"):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -232,7 +241,8 @@ class Hub:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)  # the hub itself (py-spy's child when profiling)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -243,9 +253,10 @@ class Hub:
 class Stack:
     """mosquitto + influxd in a temporary folder; everything stopped by PID on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, inflight: int | None = None) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="qala-bench-"))
-        self.broker = Mosquitto(self.work / "mosquitto", extra_config=["sys_interval 1"])
+        extra = ["sys_interval 1"] + ([f"max_inflight_messages {inflight}"] if inflight else [])
+        self.broker = Mosquitto(self.work / "mosquitto", extra_config=extra)
         self.influxd = Influxd(self.work / "influxd")
         self.hubs: list[Hub] = []
         self.subs: list[subprocess.Popen[bytes]] = []
@@ -296,11 +307,15 @@ def baseline(stack: Stack, n: int) -> float:
     return n / elapsed
 
 
-def hub_burst(stack: Stack, hub: Hub, n: int, limit: float) -> dict[str, float]:
+def hubs_cpu(hubs: list[Hub]) -> float:
+    return sum(hub.proc.cpu() for hub in hubs)
+
+
+def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float) -> dict[str, float]:
     chunks = burst_packets(n, int(time.time() * 1000) - 3_600_000 - n)
     before = influx_count(stack.influxd)
     pub = Publisher(stack.broker, "bench-pub-burst")
-    cpu0 = hub.proc.cpu()
+    cpu0 = hubs_cpu(hubs)
     base0, influx0 = Proc(stack.broker.pid or 0).cpu(), Proc(stack.influxd.pid or 0).cpu()
     started = send_burst(pub, chunks, n)
     deadline = started + limit
@@ -311,19 +326,19 @@ def hub_burst(stack: Stack, hub: Hub, n: int, limit: float) -> dict[str, float]:
             break
         time.sleep(0.1)
     elapsed = time.monotonic() - started
-    cpu = hub.proc.cpu() - cpu0
+    cpu = hubs_cpu(hubs) - cpu0
     pub.wait_acked()
     pub.close()
     published = pub.last_ack - started
     return {
         "n": n, "stored": stored, "seconds": elapsed, "msg_s": n / elapsed, "pub_s": n / published,
-        "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed, "rss_mb": hub.proc.peak_rss_mb(),
+        "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed, "rss_mb": max(hub.proc.peak_rss_mb() for hub in hubs),
         "broker_cores": (Proc(stack.broker.pid or 0).cpu() - base0) / elapsed,
         "influx_cores": (Proc(stack.influxd.pid or 0).cpu() - influx0) / elapsed,
     }
 
 
-def hub_rate(stack: Stack, hub: Hub, rate: int, seconds: float) -> dict[str, float]:
+def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[str, float]:
     """Paced publishing at `rate` msg/s stamped with the wall clock; latency of sampled points."""
     n = int(rate * seconds)
     pub = Publisher(stack.broker, f"bench-pub-{rate}")
@@ -354,7 +369,7 @@ def hub_rate(stack: Stack, hub: Hub, rate: int, seconds: float) -> dict[str, flo
 
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
-    cpu0 = hub.proc.cpu()
+    cpu0 = hubs_cpu(hubs)
     seqs = [0] * BOARDS
     tick = 0.01
     per_tick = rate * tick
@@ -387,7 +402,7 @@ def hub_rate(stack: Stack, hub: Hub, rate: int, seconds: float) -> dict[str, flo
     prober.join(30)
     give_up.set()  # probes still missing after 30 s count as lost below
     prober.join()
-    cpu = hub.proc.cpu() - cpu0
+    cpu = hubs_cpu(hubs) - cpu0
     pub.wait_acked()
     pub.close()
     lat = sorted(latencies)
@@ -401,14 +416,18 @@ def hub_rate(stack: Stack, hub: Hub, rate: int, seconds: float) -> dict[str, flo
 
 
 def one_run(args: argparse.Namespace) -> dict[str, object]:
-    with Stack() as stack:
+    with Stack(args.inflight) as stack:
         base = baseline(stack, args.burst)
-        extra = ["-X", "importtime"][:0]
-        hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush, extra)
-                for h in range(args.hubs)]
+        extra = []
+        if args.profile:  # py-spy (pip install py-spy) samples the hub, collapsed stacks for flamegraphs
+            extra = [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "250", "-f", "raw",
+                     "-o", args.profile, "--"]
+        group = "bench" if args.hubs > 1 else None  # several hubs share telemetry through $share/bench/...
+        hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush,
+                    extra if h == 0 else [], group) for h in range(args.hubs)]
         stack.hubs += hubs
-        burst = hub_burst(stack, hubs[0], args.burst, args.limit)
-        rates = [hub_rate(stack, hubs[0], rate, args.seconds) for rate in args.rates]
+        burst = hub_burst(stack, hubs, args.burst, args.limit)
+        rates = [hub_rate(stack, hubs, rate, args.seconds) for rate in args.rates]
         time.sleep(2.5)  # $SYS is published every second
         counters = sys_counters(stack.broker)
         dropped = counters.get("dropped", -1)
@@ -426,8 +445,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole run (default 1)")
     parser.add_argument("--batch", type=int, default=5000, help="hub batch.size (default 5000)")
     parser.add_argument("--flush", type=float, default=0.2, help="hub batch.flush_interval (default 0.2)")
-    parser.add_argument("--hubs", type=int, default=1, help="hub processes (only 1 supported for now)")
+    parser.add_argument("--hubs", type=int, default=1, help="hub processes sharing telemetry (mqtt.share_group)")
     parser.add_argument("--limit", type=float, default=120.0, help="seconds before a burst counts as failed")
+    parser.add_argument("--inflight", type=int, help="override the broker's max_inflight_messages (site config: 1000)")
+    parser.add_argument("--profile", help="run the hub under py-spy, collapsed stacks into this file")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
