@@ -3,9 +3,11 @@ InfluxDB 2 dashboard template (Flux). `python -m hub.tools.dashboards` rewrites 
 
 Every panel has an InfluxQL query and a Flux query over the schema of docs/influxdb.md. The AQI: the hub
 stores no AQI of its own (boards may report an `aqi` field, which one panel shows). The Flux panel computes
-the EPA AQI from PM2.5 and PM10 means with the breakpoints of protocols/aqi.py (generated from its tables);
-InfluxQL has no conditional expressions, so the Grafana panel shows the mean PM2.5 coloured and named by the
-EPA PM2.5 bands instead (thresholds from the same tables). Pure: builds dicts; only `write()` touches files.
+the EPA AQI from PM2.5 and PM10 means with the breakpoints of protocols/aqi.py (generated from its tables).
+InfluxQL has no conditional expressions, so the Grafana panels compute the PM2.5 sub-index only, as a
+continuous piecewise-linear approximation written with abs() hinges through the band ends of the same
+tables: within 1 index point of protocols.aqi.pm25_index (the EPA's own steps of 1 between bands are
+smoothed). Pure: builds dicts; only `write()` touches files.
 """
 
 # Query texts for dashboards, never run with outside input (S608); long queries are split over lines (ISC004).
@@ -13,6 +15,7 @@ EPA PM2.5 bands instead (thresholds from the same tables). Pure: builds dicts; o
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +98,30 @@ def _aqi_flux() -> str:
     ])
 
 
-def pm25_bands() -> list[tuple[float | None, str, str]]:
-    """(from concentration, colour, EPA category) of the PM2.5 bands: Grafana thresholds and value mappings."""
-    colours = ("green", "yellow", "orange", "red", "purple", "dark-red")
-    bands: list[tuple[float | None, str, str]] = []
-    for (c_lo, _c_hi, _i_lo, i_hi), colour in zip(aqi.PM25_BREAKPOINTS, colours, strict=True):
-        bands.append((None if c_lo == 0 else c_lo, colour, aqi.category(i_hi)))
-    return bands
+def pm25_hinges() -> tuple[float, list[tuple[float, float]]]:
+    """(slope at 0, [(knot, slope change)]) of the line through (0, 0) and each PM2.5 band's (C_hi, I_hi),
+    flat after the last band: f(x) = slope0 * x + sum(change * max(x - knot, 0))."""
+    points = [(0.0, 0.0)] + [(float(c_hi), float(i_hi)) for _, c_hi, _, i_hi in aqi.PM25_BREAKPOINTS]
+    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(points)] + [0.0]
+    return slopes[0], [(points[j + 1][0], slopes[j + 1] - slopes[j]) for j in range(len(points) - 1)]
+
+
+def pm25_aqi_influxql(x: str) -> str:
+    """The PM2.5 sub-index of the InfluxQL expression x, with max(y, 0) written as (abs(y) + y) / 2."""
+    slope0, hinges = pm25_hinges()
+    terms = [f"{slope0:.6g} * {x}"]
+    terms += [f"{'-' if change < 0 else '+'} {abs(change) / 2:.6g} * (abs({x} - {knot:g}) + {x} - {knot:g})"
+              for knot, change in hinges]
+    return " ".join(terms)
+
+
+AQI_COLOURS = ("green", "yellow", "orange", "red", "purple", "dark-red")
+
+
+def aqi_thresholds() -> list[dict[str, Any]]:
+    """Grafana threshold steps at the EPA categories' lower bounds (0, 51, 101, ...)."""
+    lows: list[int | None] = [None] + [upper + 1 for upper, _ in aqi.CATEGORIES[:-1]]
+    return [{"color": colour, "value": low} for low, colour in zip(lows, AQI_COLOURS, strict=True)]
 
 
 def panels() -> list[Panel]:
@@ -113,13 +133,23 @@ def panels() -> list[Panel]:
     air = "Air quality"
     add(air, "PM2.5 per device", _series("air", "pm25"), "conμgm3")
     add(air, "PM10 per device", _series("air", "pm10"), "conμgm3")
+    aqi_pm25 = pm25_aqi_influxql('mean("pm25")')
+    about_aqi = (
+        "US EPA AQI. Grafana/InfluxQL: the PM2.5 sub-index of the mean PM2.5, a piecewise-linear approximation "
+        "within 1 point of protocols/aqi.py (InfluxQL has no conditionals). InfluxDB 2/Flux: the exact index, the "
+        "larger of the PM2.5 and PM10 sub-indices. Both from window means of good readings: NowCast-style, not "
+        "the official 24 h average. 0-50 good, 51-100 moderate, 101-150 unhealthy for sensitive groups, "
+        "151-200 unhealthy, 201-300 very unhealthy, 301-500 hazardous."
+    )
     out.append(Panel(
-        air, "PM2.5 band (EPA AQI category)",
-        (f'SELECT mean("pm25") FROM "air" WHERE {SITE} AND {OK} AND $timeFilter GROUP BY "device"',),
-        _aqi_flux(), kind="stat", unit="conμgm3",
-        description="Grafana/InfluxQL: mean PM2.5 over the time range, coloured and named by the EPA PM2.5 bands "
-        "(protocols/aqi.py); InfluxQL cannot compute the piecewise index. The InfluxDB 2 dashboard computes the "
-        "full AQI (max of the PM2.5 and PM10 sub-indices) from window means: NowCast-style, not 24 h averages.",
+        air, "AQI now (EPA, from PM2.5)",
+        (f'SELECT {aqi_pm25} AS "aqi_pm25" FROM "air" WHERE {SITE} AND {OK} AND time > now() - 1h GROUP BY "device"',),
+        _aqi_flux(), kind="stat", description=about_aqi,
+    ))
+    out.append(Panel(
+        air, "AQI per device (EPA, from PM2.5)",
+        (f'SELECT {aqi_pm25} AS "aqi_pm25" FROM "air" WHERE {SITE} AND {OK} AND $timeFilter {WINDOW}',),
+        _aqi_flux(), description=about_aqi,
     ))
     add(air, "AQI reported by boards", _series("air", "aqi", "max"),
         description="Only boards that compute an AQI themselves send the `aqi` field; the hub does not add one.")
@@ -252,13 +282,9 @@ def _grafana_panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         "gridPos": {"h": 8, "w": 24 if panel.kind == "table" else 12, "x": x, "y": y}, "targets": targets,
         "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
     }
+    if panel.kind == "stat" or "AQI" in panel.title:
+        out["fieldConfig"]["defaults"]["thresholds"] = {"mode": "absolute", "steps": aqi_thresholds()}
     if panel.kind == "stat":
-        bands = pm25_bands()
-        out["fieldConfig"]["defaults"]["thresholds"] = {
-            "mode": "absolute", "steps": [{"color": colour, "value": lo} for lo, colour, _ in bands]}
-        out["fieldConfig"]["defaults"]["mappings"] = [
-            {"type": "range", "options": {"from": lo or 0, "to": hi, "result": {"text": f"{{}} ({name})"}}}
-            for (lo, _, name), (_, hi, _, _) in zip(bands, aqi.PM25_BREAKPOINTS, strict=True)]
         out["options"] = {"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}}
     return out
 

@@ -166,14 +166,25 @@ def test_every_flux_query_names_what_the_hub_writes() -> None:
     assert seen == set(schema()[0]) - {"gas"}
 
 
-def test_pm25_bands_follow_protocols_aqi() -> None:
+def test_influxql_aqi_is_within_one_point_of_protocols_aqi() -> None:
+    expression = dashboards.pm25_aqi_influxql("X")
+    worst = 0.0
+    for tenth in range(6000):
+        x = tenth / 10
+        value = eval(expression.replace("X", repr(x)), {"abs": abs})
+        worst = max(worst, abs(round(value) - aqi.pm25_index(x)))
+    assert worst <= 1
     doc = json.loads((DIR / dashboards.GRAFANA_FILE).read_text())
-    stat = next(p for p in doc["panels"] if p["type"] == "stat")
-    steps = [s["value"] for s in stat["fieldConfig"]["defaults"]["thresholds"]["steps"]]
-    assert steps == [None] + [b[0] for b in aqi.PM25_BREAKPOINTS[1:]]
-    names = [m["options"]["result"]["text"] for m in stat["fieldConfig"]["defaults"]["mappings"]]
-    assert names[0].endswith("(good)")
-    assert names[-1].endswith("(hazardous)")
+    aqi_panels = [p for p in doc["panels"] if "AQI" in p["title"] and "aqi_pm25" in p["targets"][0]["query"]]
+    assert len(aqi_panels) == 2
+    for panel in aqi_panels:
+        assert dashboards.pm25_aqi_influxql('mean("pm25")') in panel["targets"][0]["query"]
+        steps = [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+        assert steps == [None, 51, 101, 151, 201, 301]
+        assert [aqi.category(s or 0) for s in steps] == [name for _, name in aqi.CATEGORIES]
+
+
+def test_flux_aqi_follows_protocols_aqi() -> None:
     flux = next(q for q in flux_queries() if "pm25_index" in q)
     for c_lo, c_hi, i_lo, _ in aqi.PM25_BREAKPOINTS + aqi.PM10_BREAKPOINTS:
         assert f"if t <= {float(c_hi):.1f} then" in flux
@@ -194,4 +205,7 @@ def test_influxql_queries_run_and_return_data(influxd: Influxd, influxd_database
         assert "error" not in result, (result["error"], sql)
         if not result.get("series"):
             empty.append(sql)
+        elif '"aqi_pm25"' in sql and "time > now() - 1h" in sql:  # the ok pm25 values of the last hour: 1, 2
+            values = [row[-1] for series in result["series"] for row in series["values"]]
+            assert all(abs(v - aqi.pm25_index(1.5)) <= 1 for v in values), values
     assert empty == [], "\n".join(empty)
