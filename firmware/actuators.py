@@ -8,8 +8,9 @@ An applied command acks the value applied. The last 8 command ids are remembered
 repeated id is answered with the same ack and not applied again. A payload that cannot be decoded has no
 id to answer; it is logged and dropped.
 
-At start every actuator is driven to its fail-safe value; after each birth the board subscribes to its
-`cmd` topic (QoS 1) and reports every actuator's value. `watch()` drives them all to their fail-safe
+At start every actuator is driven to its fail-safe value; on each connect the board subscribes to its
+`cmd` topic (QoS 1) before it publishes its birth, so that a command the hub sends on seeing the birth
+arrives, and reports every actuator's value after it. `watch()` drives them all to their fail-safe
 values once the uplink has been down for `failsafe_after` seconds; each change is reported as telemetry
 (sensor = actuator, quantity `setpoint`), with quality `lost` for a fail-safe move, through the offline
 buffer: a board reports its fail-safe state when it reconnects. The drivers come from the hardware layer
@@ -54,9 +55,12 @@ class Actuators:
         self.board.emit(name, [("setpoint", v, quality) if quality else ("setpoint", v)])
 
     async def subscribe(self, client):
-        """After each birth: listen for commands, and report every actuator's current value."""
+        """Before each birth: listen for commands."""
         client.set_callback(self.on_message)
         await client.subscribe(self.t_cmd, 1)
+
+    def report_all(self):
+        """After each birth: report every actuator's current value."""
         for name in self.specs:
             self.report(name)
 

@@ -180,11 +180,13 @@ class Board:
         self.buf.offline = False
         while self.hw.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
             await asyncio.sleep(1)
+        if self.acts is not None:  # before the birth: a hub that sends a setpoint on seeing it reaches us
+            await self.acts.subscribe(client)
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()
-        if self.acts is not None:  # after the birth: the hub knows the device before its setpoints
-            await self.acts.subscribe(client)
+        if self.acts is not None:  # after the birth: the hub knows the device before its values
+            self.acts.report_all()
 
     async def watchdog(self):
         self.hw.watchdog(self.cfg["watchdog"])
