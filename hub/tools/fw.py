@@ -3,12 +3,13 @@
 - `build_bundle(out)`: hub.tools.bundle's .mpy build plus `manifest.json` (firmware version, sha256 per file).
 - `make_config(...)`: a board config from command-line values (or a starting file), validated by
   firmware/config.py itself, the code the board runs, imported here under CPython.
-- `deploy_commands(...)`, `deploy(...)`: the mpremote command lines that copy a bundle and a config onto a
-  board and reset it, then a wait for the board's birth message on the broker.
+- `board_layout`, `deploy_commands`, `run_mpremote`, `wait_for_birth`: what goes where on a board, the
+  mpremote command lines that copy it and reset the board, and the wait for its birth message on the broker
+  (hub/fw_cli.py strings them together as `qala fw deploy`).
 - `package_json()`: mip's package.json for installing the firmware from this repository's sources.
 
-Errors are FwError, whose message names the argument or config key at fault. Imports paho-mqtt only inside
-`wait_for_birth`.
+Errors are FwError, whose message names the argument or config key at fault. Imports paho-mqtt only when
+`wait_for_birth` runs, and the firmware modules (plain Python) only to validate configs.
 """
 
 from __future__ import annotations
