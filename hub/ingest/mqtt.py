@@ -31,6 +31,7 @@ import logging
 import ssl
 import struct
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -70,6 +71,8 @@ class _Client(paho.Client):
         self._rbuf = b""
         self._rpos = 0
         self._rsock: object = None
+        self.on_qos1_publish: Callable[[bytes, int, bytes], None] | None = None
+        """(topic, packet id, payload) of each QoS 1 PUBLISH, instead of on_message (see _packet_read)."""
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
@@ -85,6 +88,52 @@ class _Client(paho.Client):
         self._rbuf = buf
         self._rpos = pos + len(chunk)
         return chunk
+
+    def _packet_read(self) -> Any:
+        """Hand every whole QoS 1 PUBLISH at the front of the buffer to `on_qos1_publish`, else paho's read.
+
+        Only between packets (paho holds no partial one) and only for MQTT 3.1.1 PUBLISH at QoS 1: topic,
+        packet id and payload are sliced straight out of the buffer, without paho's per-packet state dict,
+        MQTTMessage and debug-log formatting. Anything else (an incomplete packet, PUBACK, SUBACK, PINGRESP,
+        QoS 0) goes through paho unchanged, which keeps the stream in order.
+        """
+        deliver = self.on_qos1_publish
+        if deliver is None or self._in_packet["command"] != 0 or self._rsock is not self._sock:
+            return super()._packet_read()
+        buf = self._rbuf
+        pos = self._rpos
+        size = len(buf)
+        handled = 0
+        while pos + 4 <= size and buf[pos] & 0xF6 == 0x32:  # PUBLISH (0x3_), QoS 1; DUP and RETAIN may be set
+            length = 0
+            shift = 0
+            i = pos + 1
+            while True:  # remaining length: 1..4 bytes of 7 bits
+                if i >= size or i > pos + 4:
+                    length = -1
+                    break
+                byte = buf[i]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                i += 1
+                if not byte & 0x80:
+                    break
+            if length < 0 or i + length > size or length < 4:
+                break
+            end = i + length
+            topic_len = (buf[i] << 8) | buf[i + 1]
+            mid_at = i + 2 + topic_len
+            if mid_at + 2 > end:
+                break  # malformed: paho reports it
+            deliver(buf[i + 2 : mid_at], (buf[mid_at] << 8) | buf[mid_at + 1], buf[mid_at + 2 : end])
+            pos = end
+            handled += 1
+        if not handled:
+            return super()._packet_read()
+        self._rpos = pos
+        with self._msgtime_mutex:
+            self._last_bytes_received = time.monotonic()
+        return paho.MQTT_ERR_SUCCESS
 
     def loop_read(self, max_packets: int = 1) -> Any:
         rc = super().loop_read(max_packets)
@@ -156,6 +205,7 @@ class MqttSource:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
+        client.on_qos1_publish = self._on_qos1_publish
         client.on_subscribe = self._on_subscribe
         self._client = client
 
@@ -215,6 +265,16 @@ class MqttSource:
         if not self._intake:
             return
         self.queue.append(Message(self.generation, message.mid, message.qos, message.topic, bytes(message.payload)))
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the hub is exiting
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _on_qos1_publish(self, topic: bytes, mid: int, payload: bytes) -> None:
+        if not self._intake:
+            return
+        # surrogateescape: a topic that is not UTF-8 (mosquitto refuses those) reaches the parser, which rejects it
+        self.queue.append(Message(self.generation, mid, 1, topic.decode("utf-8", "surrogateescape"), payload))
         if not self._wake_pending and self._loop is not None:
             self._wake_pending = True
             with contextlib.suppress(RuntimeError):  # the loop is closed: the hub is exiting
