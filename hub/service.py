@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACK_SUFFIX = "/" + topics.ACK
-DRAIN_LIMIT = 5000
-"""Messages taken per ingest round (the broker's in-flight window, 1000 in Qala's config, bounds it too)."""
+DRAIN_LIMIT = 2500
+"""Messages taken per ingest round: half the broker's in-flight window (5000 in Qala's config), so the next
+round arrives while this one is spooled and acknowledged."""
 
 FILL_WARNINGS = (0.5, 0.8, 0.9)
 

@@ -121,7 +121,7 @@ def test_mosquitto_config_is_the_site_config_plus_extra_lines(
     assert f"listener {broker.port} 127.0.0.1" in config
     assert SITE_MOSQUITTO_CONFIG.read_text().strip() in config
     assert config.rstrip().endswith("max_inflight_messages 500")
-    for line in ("max_queued_messages 1000000", "max_inflight_messages 1000", "persistence true"):
+    for line in ("max_queued_messages 1000000", "max_inflight_messages 5000", "persistence true"):
         assert line in SITE_MOSQUITTO_CONFIG.read_text().splitlines()
 
 
