@@ -371,6 +371,7 @@ def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[s
     prober.start()
     cpu0 = hubs_cpu(hubs)
     seqs = [0] * BOARDS
+    last_ts = [0] * BOARDS
     tick = 0.01
     per_tick = rate * tick
     started = time.monotonic()
@@ -383,11 +384,14 @@ def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[s
         if due <= sent:
             time.sleep(tick / 2)
             continue
-        ts = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000)
         parts = []
         for _ in range(min(due - sent, int(per_tick * 10) + 1)):
             board = i % BOARDS
             seqs[board] += 1
+            # a board's timestamps must differ (InfluxDB keeps one point per series and time), also when the
+            # publisher catches up with several messages per board in one chunk
+            ts = last_ts[board] = max(now_ms, last_ts[board] + 1)
             parts.append(publish_packet(board, (pub.sent + len(parts)) % 65535 + 1, payload(board, seqs[board], ts)))
             i += 1
         if time.monotonic() >= next_probe:
@@ -428,11 +432,13 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
         stack.hubs += hubs
         burst = hub_burst(stack, hubs, args.burst, args.limit)
         rates = [hub_rate(stack, hubs, rate, args.seconds) for rate in args.rates]
+        expected = args.burst + sum(int(r * args.seconds) for r in args.rates)
+        deadline = time.monotonic() + 30  # the last messages of the last rate may still be on their way
+        while (total := influx_count(stack.influxd)) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(2.5)  # $SYS is published every second
         counters = sys_counters(stack.broker)
         dropped = counters.get("dropped", -1)
-        total = influx_count(stack.influxd)
-        expected = args.burst + sum(int(r * args.seconds) for r in args.rates)
     return {"baseline": base, "burst": burst, "rates": rates, "dropped": dropped, "total": total,
             "expected": expected, "sys": counters}
 
@@ -514,7 +520,15 @@ def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> N
                   f"{int(min(c('samples')))}")
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # Ctrl-C and SIGTERM unwind through the `with` blocks that stop every process started here (a shell
+    # starts background jobs with SIGINT ignored, so the handler is installed explicitly)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
     sys.exit(130)
