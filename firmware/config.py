@@ -210,40 +210,11 @@ def _sensors(value):
         for fault in twin:
             if twin[fault] is not True and twin[fault] is not False:
                 _int(path + "options.twin." + fault, twin[fault], 1, 1000000)
-        if s["driver"] == "pulse":
-            _pulse(path + "options.", s["options"])
-        if s["driver"] == "sgp40":
-            _sgp40(path + "options.", s["options"])
-        if s["driver"] == "ds18b20" and "roms" in s["options"]:
-            roms = _obj(path + "options.roms", s["options"]["roms"], q)
-            for key in roms:
-                r = roms[key]
-                if not isinstance(r, str) or len(r) != 16 or r.strip("0123456789abcdefABCDEF"):
-                    _bad(path + "options.roms." + key, "must be a ROM code of 16 hex digits", r)
+        if s["driver"] in ("pulse", "ds18b20", "sgp40"):  # their own options: checked apart, loaded only then
+            from firmware import driveropts
+
+            driveropts.check(path + "options.", s["driver"], s["options"], q)
     return sensors
-
-
-def _sgp40(path, o):
-    """The SGP40's compensation and VOC index options (firmware/drivers/sgp40.py)."""
-    for key, lo, hi in (("humidity", 0, 100), ("temperature", -45, 130)):
-        if key in o and not lo <= _num(path + key, o[key]) <= hi:
-            _bad(path + key, "must be in %d..%d" % (lo, hi), o[key])
-    for key in ("gain", "tau_h"):
-        if key in o:
-            _num(path + key, o[key], positive=True)
-
-
-def _pulse(path, o):
-    """The pulse counter's options (firmware/drivers/pulse.py)."""
-    for key in ("litres_per_pulse", "max_flow", "save_s"):
-        if key in o:
-            _num(path + key, o[key], positive=True)
-    if "offset_m3" in o:
-        _num(path + "offset_m3", o["offset_m3"], lo=0)
-    if "debounce_ms" in o:
-        _int(path + "debounce_ms", o["debounce_ms"], 0, 10000)
-    if "save_every" in o:
-        _int(path + "save_every", o["save_every"], 1, 1000000)
 
 
 def _actuators(value):

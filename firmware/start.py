@@ -59,12 +59,14 @@ def prepare(config_path):
     caps = config.caps(cfg) if error is None else None
     del config, sensors
     # validation is done: give the RAM of the validator and the catalogue back (the board never needs them again)
-    for name in ("firmware.config", "firmware.sensors", "protocols.catalogue", "protocols.limits"):
+    for name in ("firmware.config", "firmware.sensors", "firmware.driveropts", "protocols.catalogue",
+                 "protocols.limits"):
         sys.modules.pop(name, None)
     import firmware
     import protocols
 
-    for package, name in ((firmware, "config"), (firmware, "sensors"), (protocols, "catalogue"), (protocols, "limits")):
+    for package, name in ((firmware, "config"), (firmware, "sensors"), (firmware, "driveropts"),
+                          (protocols, "catalogue"), (protocols, "limits")):
         if hasattr(package, name):
             delattr(package, name)
     if error is not None:
