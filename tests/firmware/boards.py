@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -23,18 +22,17 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from hub.tools import bundle
+from hub.tools.executables import find_executable
 from protocols import payloads
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 # The smallest unix heap in steps of 32k that runs the precompiled firmware for long runs (docs/firmware.md).
 BOARD_HEAP = "128k"
 _build: Path | None = None
 
 
 def tool(name: str) -> str:
-    beside = VENV_BIN / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
+    return find_executable(name) or name
 
 
 def build() -> Path:
