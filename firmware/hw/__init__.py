@@ -12,6 +12,7 @@ above this layer is the same code on both. Each implementation provides:
     rssi()                    Wi-Fi signal in dBm, or None
     watchdog(seconds)         start the hardware watchdog (no-op on unix); feed() keeps it quiet
     state_dir(config_path, device)   where the boot counter and the offline buffer live
+    state                     that folder, set by firmware/start.py; drivers that keep a count read it (pulse)
     actuator(name, spec)      an output with set(value) for an actuator config (simulated on unix)
 `mem()` below is shared: free heap and the largest free block.
 """
