@@ -48,6 +48,8 @@ BOARDS = 1000
 DB = "bench"
 QUANTITIES = ("pm1", "pm25", "pm10", "co2", "temperature", "humidity")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# the hub runs in the project's venv (README set-up) even when this script is started with another python
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -221,7 +223,7 @@ class Hub:
         self.log = self.dir / "hub.log"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*extra_args, sys.executable, "-m", "hub", "hub", "run", "--config", str(config)],
+                [*extra_args, PYTHON, "-m", "hub", "hub", "run", "--config", str(config)],
                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONPATH": str(REPO)},
             )
         self.proc = Proc(self.process.pid)
@@ -424,7 +426,7 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
         base = baseline(stack, args.burst)
         extra = []
         if args.profile:  # py-spy (pip install py-spy) samples the hub, collapsed stacks for flamegraphs
-            extra = [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "250", "-f", "raw",
+            extra = [str(Path(PYTHON).with_name("py-spy")), "record", "-r", "250", "-f", "raw",
                      "-o", args.profile, "--"]
         group = "bench" if args.hubs > 1 else None  # several hubs share telemetry through $share/bench/...
         hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush,
