@@ -38,7 +38,7 @@ from hub.metrics import Metrics
 from hub.registry import Registry
 from hub.sinks.influx_v1 import InfluxV1Sink
 from hub.sinks.influx_v2 import InfluxV2Sink
-from hub.sinks.lineproto import encode_bytes
+from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool
 from protocols import topics
@@ -113,6 +113,7 @@ class Hub:
             site, config.control, self.registry, publish=self.mqtt.publish, emit=self.emit,
             modbus=self.modbus, rule_list=config.rules, schedules=config.schedules,
         )
+        self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
         self.api_port: int | None = None
         """The HTTP API's bound port once it listens (config.api.port, or the one chosen for port 0)."""
         self._extra: list[Reading] = []
@@ -243,9 +244,10 @@ class Hub:
             messages = mqtt.drain(DRAIN_LIMIT)
             readings, self._extra = self._extra, []
             now_ms = int(time.time() * 1000)
-            readings += self._take(messages, now_ms)
-            if readings:
-                await self._append(readings)
+            lines: list[str] = []
+            readings += self._take(messages, now_ms, lines)
+            if readings or lines:
+                await self._append(readings, lines)
             if messages:
                 mqtt.ack(messages)
             if spool.open_points and (
@@ -254,15 +256,18 @@ class Hub:
                 self._seal()
             self._check_fill()
 
-    def _take(self, messages: list[Message], now_ms: int) -> list[Reading]:
-        """Readings of a batch of messages; acks go to the control service, readings feed its rules too."""
+    def _take(self, messages: list[Message], now_ms: int, lines: list[str]) -> list[Reading]:
+        """Readings of a batch of messages; acks go to the control service, readings feed its rules too.
+
+        Telemetry that no rule watches comes back as line protocol in `lines` instead (no Reading objects).
+        """
         readings: list[Reading] = []
         process = self.processor.process
         for message in messages:
             if message.topic.endswith(ACK_SUFFIX):
                 self._ack(message.topic, message.payload)
             else:
-                readings += process(message.topic, message.payload, now_ms)
+                readings += process(message.topic, message.payload, now_ms, lines)
         self.control.observe(readings)
         return readings
 
@@ -284,8 +289,11 @@ class Hub:
             async with asyncio.timeout(timeout):
                 await self.mqtt.wakeup.wait()
 
-    async def _append(self, readings: list[Reading]) -> None:
+    async def _append(self, readings: list[Reading], lines: list[str] | None = None) -> None:
         body, points = encode_bytes(readings)
+        if lines:
+            body += join(lines)
+            points += len(lines)
         if points:
             await asyncio.to_thread(self.spool.append, body, points)
             self.metrics.points_spooled += points

@@ -126,6 +126,7 @@ class ControlService:
         self._by_reading: dict[tuple[str, str, str], list[rules.Rule]] = {}
         for rule in self.rules:
             self._by_reading.setdefault((rule.device, rule.sensor, rule.quantity), []).append(rule)
+        self._watched_sensors = {(device, sensor) for device, sensor, _ in self._by_reading}
         self.rule_state = {rule.name: rules.RuleState() for rule in self.rules}
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.commands: dict[str, lc.Command] = {}
@@ -323,6 +324,12 @@ class ControlService:
             del self.commands[cmd_id]
 
     # ------------------------------------------------------------------------------ readings, rules
+
+    def watches(self, device: str, sensor: str, values: list[tuple[str, float, str]]) -> bool:
+        """Whether observe() must see this sample: a setpoint reading, or a sensor some rule reads."""
+        if (device, sensor) in self._watched_sensors:
+            return True
+        return any(quantity == "setpoint" for quantity, _, _ in values)
 
     def observe(self, readings: Iterable[Reading]) -> None:
         """Setpoint telemetry updates last values; readings that rules watch drive them."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from hub import metrics as m
 from hub.ingest.sequence import Verdict
 from hub.model import DEVICE_STATUS, STATUS_SENSOR, Reading, telemetry_readings
+from hub.sinks.lineproto import encode_telemetry
 from protocols import catalogue, payloads, topics
 from protocols.errors import ProtocolError
 
@@ -57,6 +58,10 @@ class RateLimitedLog:
         return True
 
 
+def _watches_all(_device: str, _sensor: str, _values: list[tuple[str, float, str]]) -> bool:
+    return True
+
+
 class Processor:
     def __init__(
         self,
@@ -74,11 +79,17 @@ class Processor:
         self.metrics = metrics
         self.require_birth = require_birth
         self.ratelog = ratelog or RateLimitedLog()
+        self.watches: Callable[[str, str, list[tuple[str, float, str]]], bool] = _watches_all
+        """Whether the control service must see a sample as Readings (set by the service; default: always)."""
         self._topics: dict[str, tuple[str, str, str]] = {}
         """Topics parsed before (only valid ones): a device sends on the same few topics all day."""
 
-    def process(self, topic: str, payload: bytes, now_ms: int) -> list[Reading]:
-        """The Readings to store for one message (empty for a status that changed nothing, or a reject)."""
+    def process(self, topic: str, payload: bytes, now_ms: int, lines: list[str] | None = None) -> list[Reading]:
+        """The Readings to store for one message (empty for a status that changed nothing, or a reject).
+
+        With `lines`, telemetry that no control rule watches (`self.watches`) is appended there as line
+        protocol instead, without Reading objects (the hot path: the same lines encode() would give).
+        """
         metrics = self.metrics
         metrics.messages_in += 1
         parsed = self._topics.get(topic)
@@ -94,7 +105,7 @@ class Processor:
         if site != self.site:
             return self._reject(m.OTHER_SITE, "site:" + site, "message for another site=%s topic=%s", site, topic)
         if kind == topics.TELEMETRY:
-            return self._telemetry(device, payload, now_ms)
+            return self._telemetry(device, payload, now_ms, lines)
         if kind == topics.STATUS:
             return self._status(device, payload, now_ms)
         return self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "kind not ingested by the hub: topic=%s", topic)
@@ -104,7 +115,7 @@ class Processor:
         self.ratelog.warning(key, "rejected reason=%s " + msg, reason, *args)
         return []
 
-    def _telemetry(self, device: str, payload: bytes, now_ms: int) -> list[Reading]:
+    def _telemetry(self, device: str, payload: bytes, now_ms: int, lines: list[str] | None) -> list[Reading]:
         metrics = self.metrics
         metrics.telemetry_in += 1
         if not self.registry.known(device):
@@ -129,6 +140,9 @@ class Processor:
                     "range:" + device, "reading out of range, stored with quality=range device=%s sensor=%s %s=%r",
                     device, t.sensor, quantity, value,
                 )
+        if lines is not None and not self.watches(device, t.sensor, t.readings):
+            lines += encode_telemetry(self.site, device, t.sensor, t.ts, t.readings, catalogue.QUANTITIES)
+            return []
         return telemetry_readings(self.site, device, t.sensor, t.ts, t.readings)
 
     def _status(self, device: str, payload: bytes, now_ms: int) -> list[Reading]:

@@ -25,7 +25,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from hub.model import Reading
 
@@ -128,6 +128,52 @@ def encode(readings: Iterable[Reading]) -> list[str]:
         if line is not None:
             lines.append(line)
     return lines
+
+
+def encode_telemetry(
+    site: str,
+    device: str,
+    sensor: str,
+    ts: int,
+    values: list[tuple[str, float, str]],
+    measurement_of: Mapping[str, tuple[object, ...]],
+) -> list[str]:
+    """The lines of one telemetry sample without Reading objects: `encode(telemetry_readings(...))`.
+
+    `values` are (quantity, value, quality); `measurement_of[quantity][0]` is the measurement (the catalogue's
+    domain). Same grouping as encode: one line per run of readings with the same measurement and quality.
+    """
+    lines: list[str] = []
+    prefixes = _prefixes
+    series: tuple[str, str, str, str, str] | None = None
+    prefix = ""
+    fields: dict[str, object] = {}
+    for quantity, value, quality in values:
+        key = (str(measurement_of[quantity][0]), site, device, sensor, quality)
+        if key != series:
+            if fields:
+                line = _line(prefix, fields, ts)
+                if line is not None:
+                    lines.append(line)
+                fields = {}
+            series = key
+            cached = prefixes.get(key)
+            if cached is None:
+                if len(prefixes) >= _CACHE_LIMIT:
+                    prefixes.clear()
+                cached = prefixes[key] = _prefix(*key)
+            prefix = cached
+        fields[quantity] = value
+    if fields:
+        line = _line(prefix, fields, ts)
+        if line is not None:
+            lines.append(line)
+    return lines
+
+
+def join(lines: list[str]) -> bytes:
+    """Lines as one body, each ending with a newline."""
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
 def encode_bytes(readings: Iterable[Reading]) -> tuple[bytes, int]:

@@ -12,7 +12,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from hub.ingest.process import status_readings
 from hub.metrics import Metrics
 from hub.model import Reading, telemetry_readings
-from hub.sinks.lineproto import encode, encode_bytes
+from hub.sinks.lineproto import encode, encode_bytes, encode_telemetry, join
 from protocols import payloads
 
 TS = 1_795_553_687_123
@@ -139,3 +139,24 @@ def test_escaping_of_tags_fields_and_strings() -> None:
     assert line == _point_lines(readings)[0]
     assert line == ('my\\ air,device=dev\\=2,quality=ok,sensor=s\\ 3\\ ,site=site\\,1 '
                     'f\\=x\\ y="say \\"hi\\" \\\\ there",i=7i,n=230 1795553687123')
+
+
+samples_st = st.lists(
+    st.tuples(
+        st.sampled_from(["pm25", "co2", "voltage", "water_flow", "rssi", "temperature"]),
+        st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from([1.0, 230.0, -0.0]),
+        st.sampled_from(["ok", "range", "warmup"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(samples_st, texts.filter(bool), texts.filter(bool))
+def test_encode_telemetry_equals_encode_of_readings(values: list[tuple[str, float, str]], device: str,
+                                                     sensor: str) -> None:
+    from protocols.catalogue import QUANTITIES  # noqa: PLC0415
+
+    lines = encode_telemetry("ast-01", device, sensor, TS, values, QUANTITIES)
+    assert lines == encode(telemetry_readings("ast-01", device, sensor, TS, values))
+    assert join(lines) == encode_bytes(telemetry_readings("ast-01", device, sensor, TS, values))[0]

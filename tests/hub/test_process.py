@@ -52,6 +52,18 @@ def test_good_telemetry(proc: Processor) -> None:
     assert proc.registry.devices["d1"].last_seen == 5
 
 
+def test_unwatched_telemetry_comes_back_as_lines(proc: Processor) -> None:
+    lines: list[str] = []
+    assert len(proc.process("qala/s/d1/telemetry", tele(0), 5, lines)) == 1  # by default every sample is watched
+    proc.watches = lambda device, sensor, _values: (device, sensor) == ("d1", "air1")
+    assert len(proc.process("qala/s/d1/telemetry", tele(1), 5, lines)) == 1
+    assert lines == []
+    proc.watches = lambda _device, _sensor, _values: False
+    assert proc.process("qala/s/d1/telemetry", tele(2), 5, lines) == []
+    assert lines == [f"air,device=d1,quality=ok,sensor=air1,site=s pm25=1 {TS + 2}"]
+    assert proc.metrics.readings_in == 3
+
+
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
