@@ -158,7 +158,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         return 2
     if not args.light and args.boards > LIGHT_ABOVE:
         sys.stderr.write(f"qala sim fleet: {args.boards} firmware processes are too heavy for one machine "
-                         f"(about 128k heap and a process each); use --light above {LIGHT_ABOVE} boards\n")
+                         f"(about 160k heap and a process each); use --light above {LIGHT_ABOVE} boards\n")
         return 2
     duration = args.duration if args.duration is not None else float("inf")
     if args.light:
