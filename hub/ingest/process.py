@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING
 
 from hub import metrics as m
-from hub.ingest import fastdecode
 from hub.ingest.sequence import Verdict
 from hub.model import DEVICE_STATUS, STATUS_SENSOR, Reading, telemetry_readings
 from hub.sinks.lineproto import encode_telemetry
@@ -126,7 +125,7 @@ class Processor:
             metrics.unknown_device_stored += 1
             self.ratelog.warning(device, "telemetry before any birth message, stored device=%s", device)
         try:
-            t = fastdecode.decode(payload)  # decode_telemetry's result, in fewer calls
+            t = payloads.decode_telemetry(payload)
         except ProtocolError as exc:
             return self._reject(m.BAD_PAYLOAD, device, "device=%s kind=telemetry error=%s", device, exc)
         verdict = self.tracker.see(device, t.boot, t.seq)
