@@ -80,6 +80,14 @@ def _field(key: str, value: object) -> str | None:
     raise ValueError(f'Type: "{type(value)}" of field: "{key}" is not supported.')
 
 
+def _cache_prefix(key: tuple[str, str, str, str, str]) -> str:
+    """The escaped `measurement,tags ` of a series, kept for the next line of the same series (bounded)."""
+    if len(_prefixes) >= _CACHE_LIMIT:
+        _prefixes.clear()
+    prefix = _prefixes[key] = _prefix(*key)
+    return prefix
+
+
 def _line(prefix: str, fields: dict[str, object], ts: int) -> str | None:
     parts = []
     keys = _keys
@@ -115,12 +123,7 @@ def encode(readings: Iterable[Reading]) -> list[str]:
                 fields = {}
             if key != series:
                 series = key
-                cached = prefixes.get(key)
-                if cached is None:
-                    if len(prefixes) >= _CACHE_LIMIT:
-                        prefixes.clear()
-                    cached = prefixes[key] = _prefix(*key)
-                prefix = cached
+                prefix = prefixes.get(key) or _cache_prefix(key)
             line_ts = ts
         fields[field] = value
     if fields:
@@ -157,12 +160,7 @@ def encode_telemetry(
                     lines.append(line)
                 fields = {}
             series = key
-            cached = prefixes.get(key)
-            if cached is None:
-                if len(prefixes) >= _CACHE_LIMIT:
-                    prefixes.clear()
-                cached = prefixes[key] = _prefix(*key)
-            prefix = cached
+            prefix = prefixes.get(key) or _cache_prefix(key)
         fields[quantity] = value
     if fields:
         line = _line(prefix, fields, ts)
