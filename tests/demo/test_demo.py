@@ -107,9 +107,13 @@ def test_sigint_stops_everything_and_keeps_the_data(tmp_path: Path) -> None:
         demo.send_signal(signal.SIGINT)
         assert demo.wait(40) == 0, (tmp_path / "out.txt").read_text()
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        if demo.poll() is None:  # a failed assertion above: stop it the way a user would, so that the demo
+            demo.send_signal(signal.SIGINT)  # stops its servers and boards (a SIGKILL would orphan them)
+            try:
+                demo.wait(40)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
     folder = run_folder(tmp_path)
     assert_all_stopped(folder)
     for kept in ("influxd/data", "influxd/wal", "mosquitto", "hub.toml", "hub.log", "summary.json"):
