@@ -22,7 +22,6 @@ Every process started here is stopped by PID, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -133,15 +132,7 @@ def main() -> int:
     return 0
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    # Ctrl-C and SIGTERM unwind through the `with` blocks that stop every process started here (a shell
-    # starts background jobs with SIGINT ignored, so the handler is installed explicitly)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    sys.exit(130)
+    from bench._run import run
+
+    run(main)

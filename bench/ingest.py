@@ -522,15 +522,7 @@ def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> N
                   f"{int(min(c('samples')))}")
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    # Ctrl-C and SIGTERM unwind through the `with` blocks that stop every process started here (a shell
-    # starts background jobs with SIGINT ignored, so the handler is installed explicitly)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    sys.exit(130)
+    from bench._run import run
+
+    run(main)
