@@ -10,6 +10,14 @@ Two transports serve one or many devices (keyed by unit id):
 - `RtuBusSimulator`: Modbus RTU on a pseudo-terminal pair; the hub's pyserial client opens `port` (the pty's
   slave end) exactly as it would open /dev/ttyUSB0, and every device on the simulated bus shares it.
 
+A pty moves bytes at once whatever its baud rate, so by default the RTU devices answer as fast as they can.
+`RtuBusSimulator(devices, timing=LineTiming(9600))` honours the wire instead: a request that arrives at t is
+taken as sent from t, one character (start + data + parity + stop bits) per `char_time`; the device answers
+after the request's last character, t3.5 of silence (hub.modbus.bus.silent_interval) and `turnaround`, and
+the response is written to the pty when its own last character would arrive. A request that starts less
+than t3.5 after the line's last character, or while a response is pending, is a gap violation: counted and
+ignored, as a real device ignores a frame it cannot delimit. `stats` counts what a benchmark needs.
+
 Fault modes per device (`device.fault`): `silent` (never answers: a dead or unpowered device), `exception`
 (answers exception `device.exception_code`), `slow` (answers after `device.delay` seconds), `bad_crc`,
 `truncated` (half a frame), `garbage` (random bytes), `disconnect` (TCP: half a frame, then the connection
@@ -19,7 +27,8 @@ pymodbus 3.16's server datastore is mid-migration (ModbusDeviceContext is deprec
 side stays pymodbus, so these also check that pymodbus interoperates with Qala's own codec.
 
 CPython only (os.openpty, asyncio); imports hub.modbus.profile and protocols. Run one from a shell:
-`python -m simulators.modbus_devices --profile sdm630 --tcp 5020` or `--rtu` (prints the pty path).
+`python -m simulators.modbus_devices --profile sdm630 --tcp 5020` or `--rtu` (prints the pty path; add
+`--baudrate 9600` for wire timing).
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ import random
 import sys
 import time
 import tty
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 from hub.modbus import profile as profiles
+from hub.modbus.bus import silent_interval
 from protocols import modbus, registers
 from protocols.errors import ProtocolError
 from protocols.modbus_framing import RtuFramer, TcpFramer, rtu_frame, tcp_frame
@@ -180,13 +191,71 @@ def _faulty(device: SimulatedDevice, frame: bytes) -> bytes | None:
     return frame
 
 
-class RtuBusSimulator:
-    """Devices sharing one simulated RS-485 line: a pty pair; `port` is the path the hub opens."""
+def char_time(baudrate: int, bytesize: int = 8, parity: str = "N", stopbits: int = 1) -> float:
+    """Seconds one character takes on the line: a start bit, the data bits, a parity bit if any, the stop bits."""
+    return (1 + bytesize + (0 if parity == "N" else 1) + stopbits) / baudrate
 
-    def __init__(self, devices: Mapping[int, SimulatedDevice]) -> None:
+
+@dataclass(frozen=True)
+class LineTiming:
+    """An RS-485 line's framing and a device's turnaround (seconds from recognising a request to answering)."""
+
+    baudrate: int
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: int = 1
+    turnaround: float = 0.0
+
+    @property
+    def char(self) -> float:
+        return char_time(self.baudrate, self.bytesize, self.parity, self.stopbits)
+
+    @property
+    def silent(self) -> float:
+        """t3.5, by the hub's own rule."""
+        return silent_interval(self.baudrate, self.bytesize, self.parity, self.stopbits)
+
+    def min_cycle(self, request_chars: int, response_chars: int) -> float:
+        """The shortest request-to-request period of a transaction: both frames, t3.5 after each, turnaround."""
+        return (request_chars + response_chars) * self.char + 2 * self.silent + self.turnaround
+
+    def max_utilisation(self, request_chars: int, response_chars: int) -> float:
+        """The best share of wall time a perfect master keeps the line carrying characters, for this transaction."""
+        return (request_chars + response_chars) * self.char / self.min_cycle(request_chars, response_chars)
+
+
+@dataclass
+class WireStats:
+    """What a timed RTU bus counted since it started."""
+
+    requests: int = 0
+    """Frames accepted from the master (gap violations excluded)."""
+    answered: int = 0
+    """Responses sent (exception responses and byte-level faults included)."""
+    busy_seconds: float = 0.0
+    """Characters of accepted requests and sent responses, times the character time."""
+    gap_violations: int = 0
+    """Frames that started less than t3.5 after the line's last character, or while a response was pending."""
+
+
+_WAKE_EARLY = 0.002  # seconds: more than the event loop's timer granularity (1 ms) plus its wake-up latency
+
+
+class RtuBusSimulator:
+    """Devices sharing one simulated RS-485 line: a pty pair; `port` is the path the hub opens.
+
+    `timing=None` answers at once (the pty's speed); a LineTiming makes the line honour its wire timing.
+    """
+
+    def __init__(self, devices: Mapping[int, SimulatedDevice], timing: LineTiming | None = None) -> None:
         self.devices = dict(devices)
+        self.timing = timing
+        self.stats = WireStats()
         self.port = ""
         self.frames_in = 0
+        self._quiet_at = 0.0  # monotonic time from which the master may start a frame
+        self._rx_end = 0.0  # when the last received character is off the line
+        self._pending: set[asyncio.TimerHandle] = set()
         self._master = -1
         self._slave = -1
         self._framer = RtuFramer(requests=True)
@@ -204,6 +273,9 @@ class RtuBusSimulator:
         return self.port
 
     async def stop(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,10 +298,57 @@ class RtuBusSimulator:
             data = os.read(self._master, 4096)
         except (BlockingIOError, OSError):
             return
+        now = time.monotonic()
         self._framer.feed(data)
+        start = max(now, self._rx_end)
         while (frame := self._framer.next_frame()) is not None:
             self.frames_in += 1
-            self._queue.put_nowait(frame)
+            if self.timing is None:
+                self._queue.put_nowait(frame)
+                continue
+            # frames that came in one read were sent back to back; a frame split over reads counts from
+            # the read that completed it (later, never earlier, than it started: no false violations)
+            start = self._accept(self.timing, start, *frame)
+            self._rx_end = start
+
+    def _accept(self, line: LineTiming, start: float, unit: int, pdu: bytes) -> float:
+        """Take a request whose first character is on the line at `start`; returns when its last one is off."""
+        end = start + (len(pdu) + 3) * line.char
+        if start < self._quiet_at:
+            self.stats.gap_violations += 1
+            log.debug("rtu sim gap violation unit=%d early_by=%.6f", unit, self._quiet_at - start)
+            return end
+        self.stats.requests += 1
+        self.stats.busy_seconds += (len(pdu) + 3) * line.char
+        self._quiet_at = end + line.silent
+        device = self.devices.get(unit)
+        if device is None:  # nobody with that address on the line
+            return end
+        response = device.handle(pdu)
+        out = _faulty(device, rtu_frame(unit, response))
+        if out is None:
+            return end
+        delay = line.turnaround + (device.delay if device.fault is Fault.SLOW else 0.0)
+        done = end + line.silent + delay + len(out) * line.char
+        self._quiet_at = done + line.silent
+        self.stats.answered += 1
+        self.stats.busy_seconds += len(out) * line.char
+        self._send_at(done, out)
+        return end
+
+    def _send_at(self, deadline: float, out: bytes) -> None:
+        """Write `out` at the monotonic `deadline`: the event loop wakes a little early (its epoll timeouts are
+        whole milliseconds) and a short blocking sleep lands on the deadline."""
+        loop = asyncio.get_running_loop()
+
+        def send() -> None:
+            self._pending.discard(handle)
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            if self._master >= 0:
+                os.write(self._master, out)
+
+        handle = loop.call_at(deadline - _WAKE_EARLY, send)
+        self._pending.add(handle)
 
     async def _respond(self) -> None:
         while True:
@@ -314,7 +433,8 @@ async def _main(args: argparse.Namespace) -> None:
     device.fault = Fault(args.fault)
     device.delay = args.delay
     if args.rtu:
-        async with RtuBusSimulator({args.unit: device}) as bus:
+        timing = LineTiming(args.baudrate, parity=args.parity) if args.baudrate else None
+        async with RtuBusSimulator({args.unit: device}, timing) as bus:
             sys.stdout.write(f"{args.profile} unit {args.unit} on RTU port {bus.port}\n")
             sys.stdout.flush()
             await asyncio.Event().wait()
@@ -332,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--tcp", type=int, metavar="PORT", help="serve Modbus TCP on 127.0.0.1:PORT (0: any)")
     where.add_argument("--rtu", action="store_true", help="serve Modbus RTU on a new pty (its path is printed)")
     parser.add_argument("--unit", type=int, default=1)
+    parser.add_argument("--baudrate", type=int, help="with --rtu: honour this baud rate's wire timing (8 data bits)")
+    parser.add_argument("--parity", choices=("N", "E", "O"), default="N", help="with --baudrate (default N: 8N1)")
     parser.add_argument("--order", choices=registers.ORDERS, help="encode every register in this order")
     parser.add_argument("--fault", choices=[f.value for f in Fault], default="none")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds, for --fault slow")
