@@ -91,7 +91,8 @@ def required(obj: dict[str, object], key: str, where: str = "") -> object:
     return obj[key]
 
 
-def load(kind: str, payload: object, limit: int, allowed: tuple[str, ...]) -> dict[str, object]:
+def parse(kind: str, payload: object, limit: int) -> object:
+    """The JSON value of a payload (bytes, or str as UTF-8) of at most `limit` bytes, not yet checked."""
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     if not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -103,9 +104,13 @@ def load(kind: str, payload: object, limit: int, allowed: tuple[str, ...]) -> di
     except UnicodeError:
         raise ProtocolError(kind, "payload is not valid UTF-8") from None
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except Exception:  # noqa: BLE001 - ValueError, RecursionError or RuntimeError, by interpreter
         raise ProtocolError(kind, "payload is not valid JSON") from None
+
+
+def envelope(kind: str, obj: object, allowed: tuple[str, ...]) -> dict[str, object]:
+    """A parsed payload as a message object: a closed set of keys and a version this side knows."""
     msg = closed_object(kind, obj, allowed)
     version = required(msg, "v")
     if isinstance(version, bool) or not isinstance(version, int):
@@ -113,6 +118,11 @@ def load(kind: str, payload: object, limit: int, allowed: tuple[str, ...]) -> di
     if version not in VERSIONS:
         raise ProtocolError("v", "version %d not supported (this side knows up to %d)" % (version, VERSION))
     return msg
+
+
+def load(kind: str, payload: object, limit: int, allowed: tuple[str, ...]) -> dict[str, object]:
+    """`parse` then `envelope`: a payload's message object, or ProtocolError."""
+    return envelope(kind, parse(kind, payload, limit), allowed)
 
 
 def dumps_text(value: str) -> str:
