@@ -1,17 +1,32 @@
-"""Firmware benchmark: the real board firmware (.mpy build) under the unix `micropython`, 4 sensors, real mosquitto.
+"""Firmware benchmark: the real board firmware under the unix `micropython`, 4 sensors, real mosquitto.
 
-    python bench/firmware.py                  # heaps 64k..128k, 20 s each
+    python bench/firmware.py                  # both code placements, heaps 32k..128k, 20 s each
+    python bench/firmware.py --modes romfs --heaps 24k,32k --runs 3
     python bench/firmware.py --seconds 30 --heaps 88k,128k --interval 0.5
 
-For each heap size (`micropython -X heapsize=...`) it builds the bundle (hub/tools/bundle.py, as a board
-gets it), starts a mosquitto on loopback, runs `firmware/main.py` with a board config of 4 `sim` sensors of
-4 quantities each, sampling every `--interval` seconds (0.25: 16 messages a second plus health, about what
-its QoS 1 sender sustains with the default `buffer.replay_ms`; faster sampling only fills and drops the RAM
-buffer), and reports:
+It builds the bundle (hub/tools/bundle.py, `.mpy`, as a board gets it), starts a mosquitto on loopback and,
+for each mode and heap size (`micropython -X heapsize=...`), runs the bundle's `firmware/main.py` with a
+board config of 4 `sim` sensors of 4 quantities each, sampling every `--interval` seconds (0.25: 16 messages
+a second plus health, about what its QoS 1 sender sustains with the default `buffer.replay_ms`; faster
+sampling only fills and drops the RAM buffer). Two modes, the same `.mpy` files:
+
+- `mpy`: the bundle folder on sys.path, as a board with `.mpy` files on its filesystem: every import loads
+  the module's bytecode, constants and strings into the heap;
+- `romfs`: the bundle packed into a ROMFS image (`mpremote romfs build`), read into one bytes object and
+  mounted with `vfs.VfsRom` at /rom, as a board's ROMFS partition in flash (MicroPython 1.25+): imports run
+  the bytecode in place. The image sits in the heap here, so `-X heapsize` is the given size plus the
+  image's allocation, and the firmware's own RAM = peak in use - the image's allocation (printed by the
+  bootstrap from `gc.mem_alloc()` before and after reading it).
+
+Both modes start through the same small bootstrap script, which imports the bundle's `firmware/main.py` and
+wraps `asyncio.run` to print `gc.mem_alloc()` after a collection once start-up is over (all start-up
+imports, the config and the Board object; the board's tasks not started yet). It reports:
 
 - whether it ran (a MemoryError or a crash is reported as such);
 - peak heap in use = heapsize - the lowest free heap after a collection over the board's health reports
-  (`heap_low`, which `gc.mem_free()` after `gc.collect()` gives; gc.mem_alloc() = heapsize - mem_free);
+  (`heap_low`, which `gc.mem_free()` after `gc.collect()` gives; gc.mem_alloc() = heapsize - mem_free),
+  minus the image in `romfs` mode;
+- heap in use at start (above, minus the image) and the growth from there to the peak while running;
 - messages the broker received from the board (counted by a `mosquitto_sub` on its telemetry topic);
 - CPU time per sample-and-publish cycle = the board process's CPU seconds (from /proc) / messages sent,
   which includes everything the board does per message (sample, encode, buffer, QoS 1 publish, PUBACK).
@@ -26,11 +41,13 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -45,6 +62,42 @@ SENSORS = {
     "power": ["voltage", "current", "power_active", "energy_import"],
     "heat": ["heat_supply_temp", "heat_return_temp", "heat_flow", "heat_power"],
 }
+MODES = ("mpy", "romfs")
+# Run by `micropython bootstrap.py board.json`: IMAGE (None for the plain bundle) and ROOT are filled in.
+BOOTSTRAP = """\
+import gc
+import sys
+
+IMAGE = %r
+gc.collect()
+if IMAGE:
+    import vfs
+
+    a = gc.mem_alloc()
+    with open(IMAGE, "rb") as f:
+        img = f.read()
+    gc.collect()
+    print("bench: image=%%d in_heap=%%d" %% (len(img), gc.mem_alloc() - a))
+    vfs.mount(vfs.VfsRom(img), "/rom")
+    del vfs, f, a
+import asyncio
+
+_run = asyncio.run
+
+
+def _started(coro):
+    gc.collect()
+    print("bench: start_alloc=%%d" %% gc.mem_alloc())
+    import micropython
+
+    micropython.qstr_info()  # "qstr pool: ... n_total_bytes=N": the interned names in RAM
+    return _run(coro)
+
+
+asyncio.run = _started
+sys.path.insert(0, %r)
+import firmware.main
+"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -52,26 +105,45 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def run_one(work: Path, bundle_dir: Path, broker: Mosquitto, heap: str, seconds: float, interval: float) -> dict:
+def build_image(bundle_dir: Path, image: Path) -> int:
+    """Pack the compiled bundle into a ROMFS image (no recompiling: the same .mpy files); returns its size."""
+    mpremote = Path(sys.executable).with_name("mpremote")
+    subprocess.run([str(mpremote), "romfs", "--no-mpy", "-o", str(image), "build", str(bundle_dir)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return image.stat().st_size
+
+
+def kb(text: str) -> int:
+    return int(text.rstrip("k")) * 1024
+
+
+def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto, heap: str, seconds: float,
+            interval: float, run: int) -> dict[str, Any]:
+    mode = "romfs" if image else "mpy"
+    tag = f"{mode}-{heap}-{run}"
     cfg = {
-        "site": "lab", "device": f"bench-{heap}",
+        "site": "lab", "device": f"bench-{tag}",
         "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 30},
         "sensors": {name: {"driver": "sim", "interval": interval, "quantities": q} for name, q in SENSORS.items()},
         "buffer": {"ram": 8, "file": 0},
         "health_interval": 1,
     }
-    config = work / f"board-{heap}.json"
+    config = work / f"board-{tag}.json"
     config.write_text(json.dumps(cfg))
+    script = work / f"bootstrap-{mode}.py"
+    script.write_text(BOOTSTRAP % (str(image) if image else None, "/rom" if image else str(bundle_dir)))
+    # the image is allocated in the heap here (in flash on a board): give it room on top of the given size
+    size = kb(heap) + (image.stat().st_size + 1024 if image else 0)
     counter = subprocess.Popen(
         ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
-         "-t", f"qala/lab/bench-{heap}/telemetry"],
+         "-t", f"qala/lab/bench-{tag}/telemetry"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
-    out_path = work / f"board-{heap}.log"
+    out_path = work / f"board-{tag}.log"
     micropython = Path(sys.executable).with_name("micropython")
     with out_path.open("wb") as out:
         board = subprocess.Popen(
-            [str(micropython), "-X", f"heapsize={heap}", str(bundle_dir / "firmware" / "main.py"), str(config)],
+            [str(micropython), "-X", f"heapsize={size}", str(script), str(config)],
             cwd=work, stdout=out, stderr=subprocess.STDOUT,
         )
     try:
@@ -94,41 +166,75 @@ def run_one(work: Path, bundle_dir: Path, broker: Mosquitto, heap: str, seconds:
         received = counter.communicate()[0].count(b"\n")
     log = out_path.read_text(errors="replace")
     lows = [int(v) for v in re.findall(r"heap_low=(\d+)", log)]
-    size = int(heap.rstrip("k")) * 1024
+    found = re.search(r"bench: image=\d+ in_heap=(\d+)", log)
+    in_heap = int(found.group(1)) if found else 0
+    found = re.search(r"bench: start_alloc=(\d+)", log)
+    start = (int(found.group(1)) - in_heap) / 1024 if found else float("nan")
+    found = re.search(r"qstr pool: .*n_total_bytes=(\d+)", log)
+    qstr = int(found.group(1)) / 1024 if found else float("nan")
+    peak = (size - min(lows) - in_heap) / 1024 if lows else float("nan")
     memory_error = "MemoryError" in log
     return {
-        "heap": heap, "ran": alive and not memory_error, "memory_error": memory_error,
-        "peak_kb": (size - min(lows)) / 1024 if lows else float("nan"),
+        "mode": mode, "heap": heap, "ran": alive and not memory_error, "memory_error": memory_error,
+        "image_kb": in_heap / 1024, "start_kb": start, "qstr_kb": qstr, "peak_kb": peak, "growth_kb": peak - start,
         "messages": received, "msg_s": received / (elapsed + 2),
         "cpu_ms_per_msg": 1000 * cpu / received if received and alive else float("nan"),
         "log_tail": "\n".join(log.splitlines()[-3:]),
     }
 
 
+def spread(values: list[float], fmt: str) -> str:
+    """One figure, or median (min-max) over several runs."""
+    if len(values) == 1:
+        return fmt % values[0]
+    return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(values), min(values), max(values))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--heaps", default="32k,64k,88k,96k,128k", help="heap sizes to try")
+    parser.add_argument("--modes", default="mpy,romfs", help="code placements to run: mpy, romfs or both")
+    parser.add_argument("--heaps", default="32k,64k,96k,128k",
+                        help="heap sizes to try (in romfs mode: on top of the image's allocation)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per heap size after start-up")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples, per sensor")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each mode and heap size")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        parser.error(f"--modes: choose from {', '.join(MODES)}")
     work = Path(tempfile.mkdtemp(prefix="qala-fwbench-"))
-    results = []
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
         bundle_dir = work / "bundle"
         bundle.build(bundle_dir)
+        image = work / "firmware.romfs"
+        image_size = build_image(bundle_dir, image) if "romfs" in modes else 0
         with Mosquitto(work / "mosquitto") as broker:
-            results += [run_one(work, bundle_dir, broker, heap.strip(), args.seconds, args.interval)
-                        for heap in args.heaps.split(",")]
+            for run in range(args.runs):
+                for mode in modes:
+                    for heap in args.heaps.split(","):
+                        r = run_one(work, bundle_dir, image if mode == "romfs" else None, broker, heap.strip(),
+                                    args.seconds, args.interval, run)
+                        results.setdefault((mode, r["heap"]), []).append(r)
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
     print(f"real firmware (.mpy bundle) on the unix port, 4 sim sensors x 4 quantities every {args.interval:g} s, "
-          f"{args.seconds:g} s per heap size")
-    print(f"  {'heapsize':>8} {'runs':>5} {'peak heap KB':>13} {'msgs':>7} {'msg/s':>7} {'CPU ms/cycle':>13}")
-    for r in results:
-        print(f"  {r['heap']:>8} {'yes' if r['ran'] else 'NO':>5} {r['peak_kb']:>13.1f} {r['messages']:>7} "
-              f"{r['msg_s']:>7.1f} {r['cpu_ms_per_msg']:>13.3f}")
-        if not r["ran"]:
-            print("           " + r["log_tail"].replace("\n", "\n           "))
+          f"{args.seconds:g} s per heap size, {args.runs} run(s) each")
+    if image_size:
+        print(f"ROMFS image {image_size} bytes; romfs rows: heapsize = the given size + the image's allocation, "
+              f"and every heap figure has the image taken off")
+    columns = (("at start KB", "start_kb", "%.1f", 12), ("qstr KB", "qstr_kb", "%.1f", 8),
+               ("peak heap KB", "peak_kb", "%.1f", 13), ("growth KB", "growth_kb", "%.1f", 10),
+               ("msgs", "messages", "%d", 7), ("msg/s", "msg_s", "%.1f", 7),
+               ("CPU ms/cycle", "cpu_ms_per_msg", "%.3f", 22))
+    print(f"  {'mode':>5} {'heapsize':>8} {'runs':>5} " + " ".join(title.rjust(w) for title, _, _, w in columns))
+    for (mode, heap), rs in results.items():
+        ran = sum(r["ran"] for r in rs)
+        print(f"  {mode:>5} {heap:>8} {f'{ran}/{len(rs)}':>5} "
+              + " ".join(spread([r[key] for r in rs], fmt).rjust(w) for _, key, fmt, w in columns))
+        failed = [r for r in rs if not r["ran"]]
+        if failed:  # the first failure's last lines
+            print("           " + failed[0]["log_tail"].replace("\n", "\n           "))
     return 0
 
 
