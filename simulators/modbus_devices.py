@@ -233,7 +233,11 @@ class WireStats:
     answered: int = 0
     """Responses sent (exception responses and byte-level faults included)."""
     busy_seconds: float = 0.0
-    """Characters of accepted requests and sent responses, times the character time."""
+    """Characters of accepted requests and sent responses, times the character time; a transaction's are
+    counted when its response's last character is sent (an unanswered request's when it arrives)."""
+    last_answer: float = 0.0
+    """Monotonic time of the last response's last character: with `answered` and `busy_seconds`, two
+    snapshots give a window that holds whole transactions only."""
     gap_violations: int = 0
     """Frames that started less than t3.5 after the line's last character, or while a response was pending."""
 
@@ -319,26 +323,22 @@ class RtuBusSimulator:
             log.debug("rtu sim gap violation unit=%d early_by=%.6f", unit, self._quiet_at - start)
             return end
         self.stats.requests += 1
-        self.stats.busy_seconds += (len(pdu) + 3) * line.char
         self._quiet_at = end + line.silent
         device = self.devices.get(unit)
-        if device is None:  # nobody with that address on the line
-            return end
-        response = device.handle(pdu)
-        out = _faulty(device, rtu_frame(unit, response))
-        if out is None:
+        out = None if device is None else _faulty(device, rtu_frame(unit, device.handle(pdu)))
+        if device is None or out is None:  # nobody with that address on the line, or a silent one
+            self.stats.busy_seconds += (len(pdu) + 3) * line.char
             return end
         delay = line.turnaround + (device.delay if device.fault is Fault.SLOW else 0.0)
         done = end + line.silent + delay + len(out) * line.char
         self._quiet_at = done + line.silent
-        self.stats.answered += 1
-        self.stats.busy_seconds += len(out) * line.char
-        self._send_at(done, out)
+        self._send_at(done, out, (len(pdu) + 3 + len(out)) * line.char)
         return end
 
-    def _send_at(self, deadline: float, out: bytes) -> None:
-        """Write `out` at the monotonic `deadline`: the event loop wakes a little early (its epoll timeouts are
-        whole milliseconds) and a short blocking sleep lands on the deadline."""
+    def _send_at(self, deadline: float, out: bytes, busy: float) -> None:
+        """Write `out` at the monotonic `deadline` and count the transaction (`busy` seconds of characters) then:
+        the event loop wakes a little early (its epoll timeouts are whole milliseconds) and a short blocking
+        sleep lands on the deadline."""
         loop = asyncio.get_running_loop()
 
         def send() -> None:
@@ -346,6 +346,9 @@ class RtuBusSimulator:
             time.sleep(max(0.0, deadline - time.monotonic()))
             if self._master >= 0:
                 os.write(self._master, out)
+            self.stats.answered += 1
+            self.stats.busy_seconds += busy
+            self.stats.last_answer = deadline
 
         handle = loop.call_at(deadline - _WAKE_EARLY, send)
         self._pending.add(handle)
