@@ -24,19 +24,22 @@ from protocols.errors import ProtocolError
 HEALTH = "health"
 
 
-def guard(name, make):
-    """Run the coroutine made by make() forever: log and restart it (after 1 s) if it raises."""
+async def _guarded(name, make, args):
+    while True:
+        try:
+            await make(*args)
+            return
+        except Exception as exc:
+            log.error("task %s failed: %s; restarting", name, log.why(exc))
+            await asyncio.sleep(1)
 
-    async def guarded():
-        while True:
-            try:
-                await make()
-                return
-            except Exception as exc:
-                log.error("task %s failed: %s; restarting", name, log.why(exc))
-                await asyncio.sleep(1)
 
-    return asyncio.create_task(guarded())
+def guard(name, make, *args):
+    """Run the coroutine made by make(*args) forever: log and restart it (after 1 s) if it raises.
+
+    A plain coroutine and the arguments, not a closure or a lambda: no function object and cells per task.
+    """
+    return asyncio.create_task(_guarded(name, make, args))
 
 
 def client_for(mqtt, site, device):
@@ -107,8 +110,9 @@ class Board:
         self.wake.set()
 
     async def sampler(self, name, spec):
-        from firmware import sensors
-
+        # start-up checked the driver against firmware.sensors.DRIVERS, whose names are the module names under
+        # firmware.drivers (tests/firmware/test_sensors.py keeps them so): the registry stays out of RAM
+        driver = "firmware.drivers." + spec["driver"]
         interval = int(spec["interval"] * 1000)
         warmup = int(spec["warmup"] * 1000)
         sensor = None
@@ -119,7 +123,7 @@ class Board:
             readings = None
             try:
                 if sensor is None:
-                    sensor = sensors.make(name, spec, self.hw)
+                    sensor = __import__(driver, None, None, ("make",)).make(name, spec, self.hw)
                 readings = sensor.read()
                 if self.hw.uptime_ms() < warmup:
                     readings = [(r[0], r[1], "warmup") for r in readings]
@@ -198,16 +202,15 @@ class Board:
         log.info("board %s/%s boot %d on %s: %d sensors, buffer ram=%d file=%d", self.cfg["site"],
                  self.cfg["device"], self.boot, self.hw.NAME, len(self.cfg["sensors"]), self.buf.ram_max,
                  self.buf.file_max)
-        guard("network", lambda: self.hw.network(self.cfg))
+        guard("network", self.hw.network, self.cfg)
         guard("watchdog", self.watchdog)
-        guard("mqtt", lambda: self.client.run(self.birth))
+        guard("mqtt", self.client.run, self.birth)
         guard("sender", self.sender)
         guard("health", self.health)
         if self.acts is not None:
             guard("failsafe", self.acts.watch)
         for name in self.cfg["sensors"]:
-            spec = self.cfg["sensors"][name]
-            guard("sensor " + name, lambda spec=spec, name=name: self.sampler(name, spec))
+            guard("sensor " + name, self.sampler, name, self.cfg["sensors"][name])
         await asyncio.Event().wait()  # the tasks run forever
 
 

@@ -79,12 +79,14 @@ def encode_connect(client_id, keepalive=60, clean=True, user=None, password=None
 def encode_publish(topic, payload, qos=0, retain=False, dup=False, pid=0):
     """PUBLISH at QoS 0 or 1; a QoS 1 packet carries `pid` (1..65535); `dup` marks a retransmission."""
     first = 0x30 | (qos << 1) | (0x01 if retain else 0) | (0x08 if dup and qos else 0)
-    body = _str(topic)
-    if qos:
-        body += pid.to_bytes(2, "big")
+    topic = _str(topic)
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
-    return _packet(first, body + payload)
+    # one join: the payload (the only large part) is copied once, into the packet
+    head = bytes((first,)) + encode_length(len(topic) + (2 if qos else 0) + len(payload))
+    if qos:
+        return b"".join((head, topic, pid.to_bytes(2, "big"), payload))
+    return b"".join((head, topic, payload))
 
 
 def encode_puback(pid):

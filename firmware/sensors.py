@@ -8,7 +8,8 @@ Drivers receive the hardware layer and build their own buses from `pins`; byte-l
 SCD4x, BME280, PZEM...) plug in by adding a module under firmware/drivers/ and a line to DRIVERS.
 """
 
-# driver name -> module under firmware.drivers; imported only when a config names it
+# driver name -> module under firmware.drivers; imported only when a config names it. Keep each name equal to
+# its module's: a running board imports the driver by name without this module (firmware.app.Board.sampler)
 DRIVERS = {
     "sim": "sim",
     "pms5003": "pms5003",
