@@ -58,6 +58,8 @@ from simulators.modbus_devices import LineTiming, RtuBusSimulator, SimulatedDevi
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from hub.model import Reading
+
 INTERVAL = 1.0
 SATURATING = 0.05  # the shortest interval the config allows: with 8 devices the arbiter is never idle
 # 8N1 only: pyserial cannot set parity on a Linux pty (tcsetattr EINVAL). The simulator times 8E1 (one more
@@ -131,7 +133,7 @@ async def _poll(ports: list[int], warmup: float, seconds: float) -> dict[str, fl
     svc = ModbusService(cfg, "bench")
     readings = 0
 
-    def emit(batch: list) -> None:
+    def emit(batch: list[Reading]) -> None:
         nonlocal readings
         readings += len(batch)
 
