@@ -124,9 +124,15 @@ def parse(first, body):
         except UnicodeError:
             raise MQTTProtocolError("PUBLISH topic not UTF-8") from None
         return kind, (topic, bytes(body[end:]), qos, bool(flags & 1), bool(flags & 8), pid)
-    # the fixed-size answers: (type, body length or -1 for "3 or more"); flags must be 0 for all of them
-    size = {CONNACK: 2, PUBACK: 2, UNSUBACK: 2, SUBACK: -1, PINGRESP: 0}.get(kind)
-    if size is None:
+    # the fixed-size answers: body length, or -1 for "3 or more"; flags must be 0 for all of them. A chain of
+    # comparisons, not a dict: this runs for every PUBACK, once per message sent
+    if kind in (PUBACK, CONNACK, UNSUBACK):  # a constant tuple: mpy-cross folds it, nothing is allocated
+        size = 2
+    elif kind == SUBACK:
+        size = -1
+    elif kind == PINGRESP:
+        size = 0
+    else:
         raise MQTTProtocolError("unexpected packet type %d" % kind)
     if flags or (n != size if size >= 0 else n < 3):
         raise MQTTProtocolError("malformed packet type %d" % kind)
