@@ -108,8 +108,11 @@ def cpu_seconds(pid: int) -> float:
 def build_image(bundle_dir: Path, image: Path) -> int:
     """Pack the compiled bundle into a ROMFS image (no recompiling: the same .mpy files); returns its size."""
     mpremote = Path(sys.executable).with_name("mpremote")
-    subprocess.run([str(mpremote), "romfs", "--no-mpy", "-o", str(image), "build", str(bundle_dir)],
-                   check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([str(mpremote), "romfs", "--no-mpy", "-o", str(image), "build", str(bundle_dir)],
+                          check=False, capture_output=True, text=True)
+    if done.returncode != 0 or not image.is_file():
+        raise SystemExit(f"mpremote romfs build failed (needs mpremote 1.25+ in the venv; or --modes mpy): "
+                         f"{(done.stderr or done.stdout).strip()}")
     return image.stat().st_size
 
 
