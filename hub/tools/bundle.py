@@ -35,11 +35,17 @@ def find_mpy_cross() -> str:
     return found
 
 
-def compile_module(source: Path, target: Path) -> None:
-    """Compile one .py file to .mpy; BundleError with mpy-cross's message if it refuses."""
+def compile_module(source: Path, target: Path, name: str | None = None) -> None:
+    """Compile one .py file to .mpy; BundleError with mpy-cross's message if it refuses.
+
+    `name` is the source file name recorded in the .mpy for tracebacks (default: `source` as given). Every
+    module's name is interned in the board's RAM when it is imported, so build() records the short path
+    inside the bundle (`firmware/app.py`), not the build machine's absolute path, which also makes the
+    bundle's bytes independent of where the repository lies.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(  # noqa: S603 - fixed executable, paths from our own tree
-        [find_mpy_cross(), "-o", str(target), str(source)],
+        [find_mpy_cross(), "-o", str(target), "-s", name or str(source), str(source)],
         capture_output=True, text=True, check=False,
     )
     if done.returncode != 0:
@@ -73,7 +79,7 @@ def build(out: Path, *, root: Path = REPO_ROOT, packages: tuple[str, ...] = PACK
             continue
         if source.suffix == ".py" and source.name not in ENTRY_SCRIPTS:
             target = out / rel.with_suffix(".mpy")
-            compile_module(source, target)
+            compile_module(source, target, rel.as_posix())
         elif source.suffix in {".py", ".json"}:
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
