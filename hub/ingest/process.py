@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import orjson
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 TOPIC_CACHE = 100_000
 """Parsed topics kept (about 3 per device); the cache starts over when it is full."""
+
+_QUALITY = itemgetter(2)
+"""The quality of a decoded reading (quantity, value, quality)."""
 
 LOG_EVERY = 60.0
 """Seconds between two log lines about the same device (or the same bad-topic reason)."""
@@ -154,13 +158,15 @@ class Processor:
             self.ratelog.warning("gap:" + device, "sequence gap device=%s boot=%d seq=%d", device, t.boot, t.seq)
         self.registry.seen(device, now_ms)
         metrics.readings_in += len(t.readings)
-        for quantity, value, quality in t.readings:
-            if quality == catalogue.RANGE:
-                metrics.reject(m.OUT_OF_RANGE)
-                self.ratelog.warning(
-                    "range:" + device, "reading out of range, stored with quality=range device=%s sensor=%s %s=%r",
-                    device, t.sensor, quantity, value,
-                )
+        if catalogue.RANGE in map(_QUALITY, t.readings):  # rare: the loop only then
+            for quantity, value, quality in t.readings:
+                if quality == catalogue.RANGE:
+                    metrics.reject(m.OUT_OF_RANGE)
+                    self.ratelog.warning(
+                        "range:" + device,
+                        "reading out of range, stored with quality=range device=%s sensor=%s %s=%r",
+                        device, t.sensor, quantity, value,
+                    )
         if lines is not None and not self.watches(device, t.sensor, t.readings):
             lines += encode_telemetry(self.site, device, t.sensor, t.ts, t.readings, catalogue.QUANTITIES)
             return []
