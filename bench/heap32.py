@@ -28,10 +28,10 @@ interpreter, the image mounted, firmware.hw loaded):
    `BOARD_MODULES`; both ports use their built-in `os` and `time`, as a board does);
 3. `board`: then `app.Board(...)` (buffer, MQTT client object, topics; no socket is opened) and the four
    sensor drivers: what bench/firmware.py calls the heap at start;
-4. `tasks`: then the coroutines of the board's 11 guarded tasks (outer and inner generator), created and not
+4. `tasks`: then the coroutines of the board's 6 guarded tasks (outer and inner generator), created and not
    run: the webassembly port's asyncio runs tasks from the JavaScript event loop, so none is started;
 5. `peak`: the largest of those figures over `--cycles` sample -> stamp -> encode -> RAM buffer cycles of the
-   four sensors plus a health record every 4 cycles (Board.emit, as the sampler tasks call it).
+   four sensors plus a health record every 4 cycles (Board.emit, as the sampler task calls it).
 
 What cannot run on the webassembly port: the MQTT connection (no `socket` module, no `asyncio.stream`) and the
 running event loop, so the connection, the message in flight and the tasks' running frames are not measured
@@ -197,10 +197,8 @@ coros = [
     app._guarded("sender", board.sender, ()), board.sender(),
     app._guarded("health", board.health, ()), board.health(),
 ]
-for name in board.cfg["sensors"]:
-    spec = board.cfg["sensors"][name]
-    coros.append(app._guarded("sensor " + name, board.sampler, (name, spec)))
-    coros.append(board.sampler(name, spec))
+coros.append(app._guarded("sensors", board.sampler, ()))  # one task samples every sensor
+coros.append(board.sampler())
 
 
 def cycle(n):

@@ -1,7 +1,7 @@
 """The board loop: config -> sensors -> telemetry through the offline buffer -> MQTT; birth, health, safe mode.
 
-`main(config_path)` validates the config, counts the boot, and runs one task per sensor (each on its own
-interval), one sender (the only task that publishes telemetry: buffer head -> QoS 1 -> pop on PUBACK, in
+`main(config_path)` validates the config, counts the boot, and runs one sampling task (each sensor on its
+own interval), one sender (the only task that publishes telemetry: buffer head -> QoS 1 -> pop on PUBACK, in
 order, throttled by `buffer.replay_ms` while a backlog drains), a health reporter, the MQTT supervisor, the
 hardware's network keeper and the watchdog feeder. Every task is guarded: an exception is logged with its
 reason and the task starts again; nothing stops the loop.
@@ -109,43 +109,57 @@ class Board:
         self.buf.push(rec)
         self.wake.set()
 
-    async def sampler(self, name, spec):
+    async def sampler(self):
+        """Sample every sensor on its own interval, all in one task (a task per sensor costs a Task and two
+        coroutine frames each). A sensor fails alone, as its own task would: a read that raises is logged and
+        counted; anything else that raises is logged as its task's failure and that sensor starts again 1 s
+        later (its driver made anew), the other sensors carrying on."""
         # start-up checked the driver against firmware.sensors.DRIVERS, whose names are the module names under
         # firmware.drivers (tests/firmware/test_sensors.py keeps them so): the registry stays out of RAM
-        driver = "firmware.drivers." + spec["driver"]
-        interval = int(spec["interval"] * 1000)
-        warmup = int(spec["warmup"] * 1000)
-        sensor = None
-        last = None
-        failing = False
-        due = time.ticks_ms()
+        cfg = self.cfg["sensors"]
+        now = time.ticks_ms()
+        # per sensor: [name, spec, driver object or None, last readings, failing, due, interval ms, warmup ms]
+        todo = [[name, cfg[name], None, None, False, now, int(cfg[name]["interval"] * 1000),
+                 int(cfg[name]["warmup"] * 1000)] for name in cfg]
         while True:
-            readings = None
-            try:
-                if sensor is None:
-                    sensor = __import__(driver, None, None, ("make",)).make(name, spec, self.hw)
-                readings = sensor.read()
-                if self.hw.uptime_ms() < warmup:
-                    readings = [(r[0], r[1], "warmup") for r in readings]
-                last = readings
-                if failing:
-                    log.info("sensor %s: reading again", name)
-                failing = False
-            except Exception as exc:
-                self.faults += 1
-                if not failing:
-                    log.warn("sensor %s: read failed: %s", name, log.why(exc))
-                failing = True
-                if last:
-                    readings = [(r[0], r[1], "fault") for r in last]
-            if readings:
-                self.emit(name, readings)
-            due = time.ticks_add(due, interval)
-            wait = time.ticks_diff(due, time.ticks_ms())
-            if wait < 0:
-                due = time.ticks_ms()
-                wait = 0
-            await asyncio.sleep_ms(wait)
+            wait = 60000
+            for s in todo:
+                if time.ticks_diff(s[5], time.ticks_ms()) <= 0:
+                    try:
+                        self._sample(s)
+                    except Exception as exc:
+                        log.error("task sensor %s failed: %s; restarting", s[0], log.why(exc))
+                        s[2], s[3], s[4], s[5] = None, None, False, time.ticks_add(time.ticks_ms(), 1000)
+                wait = min(wait, time.ticks_diff(s[5], time.ticks_ms()))
+            await asyncio.sleep_ms(wait if wait > 0 else 0)
+
+    def _sample(self, s):
+        """One reading of the sensor whose state is s (see sampler), emitted; its next due time set."""
+        name, spec = s[0], s[1]
+        readings = None
+        try:
+            if s[2] is None:
+                s[2] = __import__("firmware.drivers." + spec["driver"], None, None, ("make",)).make(
+                    name, spec, self.hw)
+            readings = s[2].read()
+            if self.hw.uptime_ms() < s[7]:
+                readings = [(r[0], r[1], "warmup") for r in readings]
+            s[3] = readings
+            if s[4]:
+                log.info("sensor %s: reading again", name)
+            s[4] = False
+        except Exception as exc:
+            self.faults += 1
+            if not s[4]:
+                log.warn("sensor %s: read failed: %s", name, log.why(exc))
+            s[4] = True
+            if s[3]:
+                readings = [(r[0], r[1], "fault") for r in s[3]]
+        if readings:
+            self.emit(name, readings)
+        s[5] = time.ticks_add(s[5], s[6])
+        if time.ticks_diff(s[5], time.ticks_ms()) < 0:
+            s[5] = time.ticks_ms()
 
     async def sender(self):
         while True:
@@ -209,8 +223,8 @@ class Board:
         guard("health", self.health)
         if self.acts is not None:
             guard("failsafe", self.acts.watch)
-        for name in self.cfg["sensors"]:
-            guard("sensor " + name, self.sampler, name, self.cfg["sensors"][name])
+        if self.cfg["sensors"]:
+            guard("sensors", self.sampler)
         await asyncio.Event().wait()  # the tasks run forever
 
 

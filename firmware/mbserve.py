@@ -187,7 +187,6 @@ class ModbusBoard(app.Board):
         app.guard("modbus", self.tcp if m["transport"] == "tcp" else self.rtu)
         if self.acts is not None:
             app.guard("failsafe", self.acts.watch)
-        for name in self.cfg["sensors"]:
-            spec = self.cfg["sensors"][name]
-            app.guard("sensor " + name, lambda spec=spec, name=name: self.sampler(name, spec))
+        if self.cfg["sensors"]:
+            app.guard("sensors", self.sampler)
         await asyncio.Event().wait()
