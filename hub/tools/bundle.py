@@ -39,9 +39,9 @@ def compile_module(source: Path, target: Path, name: str | None = None) -> None:
     """Compile one .py file to .mpy; BundleError with mpy-cross's message if it refuses.
 
     `name` is the source file name recorded in the .mpy for tracebacks (default: `source` as given). Every
-    module's name is interned in the board's RAM when it is imported, so build() records the short path
-    inside the bundle (`firmware/app.py`), not the build machine's absolute path, which also makes the
-    bundle's bytes independent of where the repository lies.
+    module's source name is interned in the board's RAM when it is imported, so build() records the module's
+    dotted name (`firmware.app`), which the import interns anyway: no RAM for it, tracebacks still name the
+    module (`File "firmware.app", line 12`), and the bundle's bytes do not depend on where the repository lies.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(  # noqa: S603 - fixed executable, paths from our own tree
@@ -65,6 +65,12 @@ def _sources(root: Path, packages: tuple[str, ...]) -> list[Path]:
     return files
 
 
+def _module_name(rel: Path) -> str:
+    """`firmware/app.py` -> `firmware.app`, `firmware/drivers/__init__.py` -> `firmware.drivers`."""
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def build(out: Path, *, root: Path = REPO_ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     """Compile `packages` under `root` into `out`; returns {relative path: sha256} of what was written.
 
@@ -79,7 +85,7 @@ def build(out: Path, *, root: Path = REPO_ROOT, packages: tuple[str, ...] = PACK
             continue
         if source.suffix == ".py" and source.name not in ENTRY_SCRIPTS:
             target = out / rel.with_suffix(".mpy")
-            compile_module(source, target, rel.as_posix())
+            compile_module(source, target, _module_name(rel))
         elif source.suffix in {".py", ".json"}:
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
