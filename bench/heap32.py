@@ -77,7 +77,7 @@ BOARD_MODULES = (
     "asyncio", "asyncio.core", "asyncio.event", "asyncio.funcs", "firmware", "firmware.app", "firmware.backoff",
     "firmware.buffer", "firmware.drivers", "firmware.drivers.sim", "firmware.hw", "firmware.hw.unix",
     "firmware.log", "firmware.mqtt", "firmware.mqtt_codec", "protocols", "protocols._compat", "protocols.errors",
-    "protocols.fields", "protocols.status", "protocols.telemetry", "protocols.topics",
+    "protocols.fields", "protocols.status", "protocols.telemetry_encode", "protocols.topics",
 )
 STAGES = ("base", "asyncio", "start-up", "modules", "board", "tasks", "peak")
 

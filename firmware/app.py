@@ -18,8 +18,9 @@ import time
 
 from firmware import VERSION, hw, log
 from firmware.buffer import Buffer
-from protocols import status, telemetry, topics
+from protocols import status, topics
 from protocols.errors import ProtocolError
+from protocols.telemetry_encode import encode_telemetry  # not protocols.telemetry: no decoder on the board
 
 HEALTH = "health"
 
@@ -99,7 +100,7 @@ class Board:
 
     def _queue(self, ts, sensor, readings):
         try:
-            rec = telemetry.encode_telemetry(self.seq, ts, self.boot, sensor, readings)
+            rec = encode_telemetry(self.seq, ts, self.boot, sensor, readings)
         except ProtocolError as exc:
             self.faults += 1
             log.error("sensor %s: reading refused by the codec: %s", sensor, exc)

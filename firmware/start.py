@@ -32,7 +32,7 @@ def prepare(config_path):
     impl = hw.load()
     # The wire codec first, while the heap is empty: its big tables then sit in one block, not in holes.
     from firmware import config, sensors
-    from protocols import status, telemetry  # noqa: F401 - imported for their place in the heap
+    from protocols import status, telemetry_encode  # noqa: F401 - imported for their place in the heap
 
     error = None
     reach = None

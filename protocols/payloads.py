@@ -9,7 +9,8 @@ human-readable version.
 The code lives in one module per kind, so that a board loads only what it uses:
 
     protocols/fields.py     field rules shared by all kinds, the JSON envelope, version and time limits
-    protocols/telemetry.py  telemetry (a board encodes; the hub decodes against the catalogue)
+    protocols/telemetry.py  telemetry (the hub decodes against the catalogue)
+    protocols/telemetry_encode.py  its encoder, all a board loads of it (re-exported by telemetry.py)
     protocols/status.py     birth / last will / safe mode
     protocols/limits.py     the rules for a birth's caps and for actuator limits (boards: at boot only)
     protocols/control.py    cmd and ack

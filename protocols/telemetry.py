@@ -1,29 +1,20 @@
 """Telemetry payloads: one sample of one sensor, `{"v":1,"seq":..,"ts":..,"boot":..,"s":..,"r":{..},"q":{..}}`.
 
-The board's side (encode) needs only protocols.fields; the hub's side (decode) also checks every quantity
-against protocols.catalogue, imported when first needed so that a board never holds it.
+The board's side (encode) is protocols/telemetry_encode.py, re-exported here, which a board imports alone;
+the hub's side (decode, here) also checks every quantity against protocols.catalogue, imported when first needed.
 """
 
 from protocols.errors import ProtocolError, describe
-from protocols.fields import (
-    BOOT_MAX,
-    SEQ_MAX,
-    envelope,
-    fmt_number,
-    integer,
-    number,
-    parse,
-    required,
-    timestamp,
-)
+from protocols.fields import BOOT_MAX, SEQ_MAX, envelope, integer, number, parse, required, timestamp
+from protocols.telemetry_encode import MAX_READINGS, MAX_TELEMETRY, OK, QUALITIES, encode_telemetry
 from protocols.topics import check_id
 
-MAX_TELEMETRY = 1024
-MAX_READINGS = 32
+__all__ = [  # the encoder's names too: callers import them from here, as before the split
+    "KEYS", "MAX_READINGS", "MAX_TELEMETRY", "OK", "QUALITIES", "Telemetry", "check_telemetry", "decode_telemetry",
+    "encode_telemetry",
+]
+
 KEYS = ("v", "seq", "ts", "boot", "s", "r", "q")
-# the quality flags of protocols.catalogue, repeated here so the encoder needs no catalogue (a test keeps them equal)
-OK = "ok"
-QUALITIES = ("ok", "warmup", "range", "fault", "stale", "lost")
 
 
 class Telemetry:
@@ -35,46 +26,6 @@ class Telemetry:
         self.boot = boot
         self.sensor = sensor
         self.readings = readings
-
-
-def encode_telemetry(seq: int, ts: int, boot: int, sensor: str, readings: list[tuple]) -> bytes:  # type: ignore[type-arg]
-    """Encode one sensor sample; `readings` is a list of (quantity, value) or (quantity, value, quality).
-
-    Raises ProtocolError for anything decode would refuse except an uncatalogued quantity name: a board checks
-    its quantities against the catalogue once, when it validates its config, and never loads it afterwards.
-    """
-    integer("seq", seq, 0, SEQ_MAX)
-    timestamp("ts", ts)
-    integer("boot", boot, 0, BOOT_MAX)
-    check_id("s", sensor)
-    if not readings:
-        raise ProtocolError("r", "at least one reading is required")
-    if len(readings) > MAX_READINGS:
-        raise ProtocolError("r", "more than %d readings" % MAX_READINGS)
-    parts = ['{"v":1,"seq":%d,"ts":%d,"boot":%d,"s":"%s","r":{' % (seq, ts, boot, sensor)]
-    flags = []
-    first = True
-    for reading in readings:
-        quantity = check_id("r", reading[0])
-        value = number("r." + quantity, reading[1])
-        if not first:
-            parts.append(",")
-        first = False
-        parts.append('"%s":%s' % (quantity, fmt_number(reading[1]) if value == reading[1] else repr(value)))
-        if len(reading) > 2 and reading[2] != OK:
-            if reading[2] not in QUALITIES:
-                raise ProtocolError("q." + quantity, "unknown quality %s" % describe(reading[2]))
-            flags.append('"%s":"%s"' % (quantity, reading[2]))
-    parts.append("}")
-    if flags:
-        parts.append(',"q":{')
-        parts.append(",".join(flags))
-        parts.append("}")
-    parts.append("}")
-    out = "".join(parts).encode("utf-8")
-    if len(out) > MAX_TELEMETRY:
-        raise ProtocolError("telemetry", "encodes to %d bytes, over the %d-byte limit" % (len(out), MAX_TELEMETRY))
-    return out
 
 
 def decode_telemetry(payload: object) -> Telemetry:
