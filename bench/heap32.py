@@ -66,11 +66,11 @@ NPM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 NPM_VERSION = "1.29.0-6"  # MicroPython 1.29, the unix port's version; .mpy version 6
 RUNNER = Path(__file__).with_name("heap32_runner.mjs")
 TIMEOUT = 60.0  # seconds per interpreter run
-# bench/firmware.py, romfs at 96k, 3 runs at 73887ba (docs/performance.md): heap at start, growth while running
-START64_KB = 40.0
-GROWTH64_KB = 19.5
-START64_MPY_KB = 60.2
-GROWTH64_MPY_KB = 19.6
+# bench/firmware.py at 96k, 3 runs at 98b9073 (docs/performance.md), medians: heap at start, growth while running
+START64_KB = 39.4
+GROWTH64_KB = 17.8
+START64_MPY_KB = 58.6
+GROWTH64_MPY_KB = 17.8
 # sys.modules of a running board (unix port, bench/firmware.py's config) minus firmware.main, which imports
 # them, and asyncio.stream, which the MQTT connection imports (needs sockets; not on the webassembly port)
 BOARD_MODULES = (
