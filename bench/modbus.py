@@ -167,6 +167,16 @@ async def _poll(ports: list[int], warmup: float, seconds: float) -> dict[str, fl
     }
 
 
+def _stop(child: subprocess.Popen[str]) -> None:
+    """Stop a simulator child: SIGTERM, then its whole process group by SIGKILL after 5 s."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
 def _run_one(n: int, warmup: float, seconds: float) -> dict[str, float]:
     child = subprocess.Popen(
         [sys.executable, "-m", "bench.modbus", "--serve", str(n)],
@@ -180,12 +190,7 @@ def _run_one(n: int, warmup: float, seconds: float) -> dict[str, float]:
         ports = json.loads(line)
         return asyncio.run(_poll(ports, warmup, seconds))
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        _stop(child)
 
 
 @contextlib.contextmanager
@@ -203,12 +208,7 @@ def _rtu_child(
         if child.stdin:
             with contextlib.suppress(BrokenPipeError):
                 child.stdin.close()
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        _stop(child)
 
 
 async def _poll_rtu(
