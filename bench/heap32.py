@@ -51,6 +51,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -261,6 +262,9 @@ def ensure_wasm_port() -> Path:
 
 def execute(argv: list[str], cwd: Path, timeout: float) -> str:
     """Run argv, stopping it by PID on timeout or Ctrl-C; its stdout and stderr, merged."""
+    if shutil.which(argv[0]) is None:
+        msg = f"{argv[0]} not found: bench/heap32.py needs node and npm (Debian: apt-get install nodejs npm)"
+        raise SystemExit(msg)
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
