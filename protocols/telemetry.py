@@ -36,9 +36,9 @@ def decode_telemetry(payload: object) -> Telemetry:
 def check_telemetry(obj: object) -> Telemetry:
     """Validate a telemetry payload already parsed: the value `json.loads` gives for its bytes.
 
-    For a caller with a faster JSON parser (the hub): it checks the size limit first, must give exactly what
-    json.loads would, and leaves every payload it refuses to `decode_telemetry`, so that all of them are
-    judged by the rules here and refused with the same errors.
+    For a caller with a faster JSON parser (the hub). That caller checks the size limit (MAX_TELEMETRY) first,
+    must pass exactly what json.loads would give, and hands every payload refused here or by its parser to
+    `decode_telemetry`, so that all of them are judged by the rules here and refused with the same errors.
     """
     from protocols import catalogue
 
