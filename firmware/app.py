@@ -49,7 +49,7 @@ def client_for(mqtt, site, device):
 
     will = status.encode_status(status.OFFLINE)
     c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
-                   mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"])
+                   mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"], 10, mqtt["ca"], mqtt["server_hostname"])
     c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
     return c
 

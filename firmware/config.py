@@ -16,8 +16,11 @@ _TOP = (
     "site", "device", "wifi", "mqtt", "uplink", "sensors", "actuators", "buffer",
     "health_interval", "failsafe_after", "log", "ntp_host", "watchdog", "modbus",
 )
-_MODBUS = ("transport", "unit", "host", "port", "device", "uart", "baudrate", "parity", "stopbits", "pins")
-_MQTT = ("host", "port", "user", "password", "tls", "keepalive", "max_packet")
+_MODBUS = ("transport", "unit", "host", "port", "writers", "max_connections", "idle_timeout", "device", "uart",
+           "baudrate", "parity", "stopbits", "pins")
+_MODBUS_TCP = ("host", "port", "writers", "max_connections", "idle_timeout")
+_MODBUS_RTU = ("device", "uart", "baudrate", "parity", "stopbits", "pins")
+_MQTT = ("host", "port", "user", "password", "tls", "ca", "server_hostname", "keepalive", "max_packet")
 _SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
 _BUFFER = ("ram", "file", "replay_ms")
 _TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up", "bouncing")  # simulators/twins
@@ -85,7 +88,7 @@ def _need(obj, key, path):
 def _mqtt(raw):
     m = _obj("mqtt", _need(raw, "mqtt", ""), _MQTT)
     out = {"host": _str("mqtt.host", _need(m, "host", "mqtt."))}
-    out["tls"] = m.get("tls", False)
+    out["tls"] = m.get("tls", True)
     if not isinstance(out["tls"], bool):
         _bad("mqtt.tls", "must be true or false", out["tls"])
     out["port"] = _int("mqtt.port", m.get("port", 8883 if out["tls"] else 1883), 1, 65535)
@@ -94,6 +97,18 @@ def _mqtt(raw):
         out[key] = None if value is None else _str("mqtt." + key, value, empty=True)
     out["keepalive"] = _int("mqtt.keepalive", m.get("keepalive", 60), 5, 3600)
     out["max_packet"] = _int("mqtt.max_packet", m.get("max_packet", 2048), 256, 65536)
+    # TLS verifies the broker: `ca` is the site CA's file (PEM; relative to the config file's folder, see
+    # firmware/start.py), `server_hostname` the name its certificate must carry (default: host)
+    for key in ("ca", "server_hostname"):
+        value = m.get(key)
+        if not out["tls"]:
+            if value is not None:
+                _bad("mqtt." + key, "not used when mqtt.tls is false", show=False)
+        elif value is None and key == "ca":
+            _bad("mqtt.ca", "required when mqtt.tls is true (the site CA's PEM file on the board)", show=False)
+        elif value is not None:
+            _str("mqtt." + key, value)
+        out[key] = value
     return out
 
 
@@ -157,19 +172,26 @@ def validate(raw, need_wifi=False):
 
 
 def _modbus(raw, board):
-    """modbus: {transport: tcp, host, port} or {transport: rtu, device | uart, baudrate, parity, stopbits, pins}."""
+    """modbus: {transport: tcp, host, port, writers, max_connections, idle_timeout} or
+    {transport: rtu, device | uart, baudrate, parity, stopbits, pins}."""
     m = _obj("modbus", _need(raw, "modbus", ""), _MODBUS)
     t = _need(m, "transport", "modbus.")
     if t not in ("tcp", "rtu"):
         _bad("modbus.transport", "must be tcp|rtu", t)
     out = {"transport": t, "unit": _int("modbus.unit", m.get("unit", 1), 1, 247)}
-    for key in (("device", "uart", "baudrate", "parity", "stopbits", "pins") if t == "tcp" else ("host", "port")):
+    for key in _MODBUS_RTU if t == "tcp" else _MODBUS_TCP:
         if key in m:
             _bad("modbus." + key, "not used with transport %s" % t, show=False)
     if t == "tcp":
         # a board serves its LAN; the unix port only its own host
         out["host"] = _str("modbus.host", m.get("host", "0.0.0.0" if board else "127.0.0.1"))
         out["port"] = _int("modbus.port", m.get("port", 502), 1, 65535)
+        out["writers"] = _writers(m.get("writers", []))  # empty: nobody writes over TCP
+        out["max_connections"] = _int("modbus.max_connections", m.get("max_connections", 4), 1, 32)
+        idle = _num("modbus.idle_timeout", m.get("idle_timeout", 60), lo=1)
+        if idle > 86400:
+            _bad("modbus.idle_timeout", "must be at most 86400 seconds", idle)
+        out["idle_timeout"] = idle
         return out
     if ("device" in m) == ("uart" in m):
         _bad("modbus.device", "give exactly one of device (a serial device path) and uart (a UART id)", show=False)
@@ -185,6 +207,25 @@ def _modbus(raw, board):
         _int("modbus.pins." + pin, pins[pin], 0, 255)
     out["pins"] = pins
     return out
+
+
+def _writers(value):
+    """modbus.writers: the IPv4 addresses (dotted quads) of the masters allowed to write, at most 16."""
+    if not isinstance(value, list) or len(value) > 16:
+        _bad("modbus.writers", "must be a list of at most 16 IPv4 addresses", value)
+    for i in range(len(value)):
+        ip = value[i]
+        path = "modbus.writers[%d]" % i
+        parts = ip.split(".") if isinstance(ip, str) else ()
+        for part in parts:
+            if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == "0") or int(part) > 255:
+                parts = ()
+                break
+        if len(parts) != 4:
+            _bad(path, "must be an IPv4 address such as 192.168.1.10 (no names, no leading zeros)", ip)
+        if ip == "0.0.0.0" or ip in value[:i]:
+            _bad(path, "0.0.0.0 is no host" if ip == "0.0.0.0" else "listed twice", ip)
+    return value
 
 
 def _sensors(value):

@@ -5,6 +5,10 @@ keepalive pings, QoS 0 and 1 publish with PUBACK tracking, subscribe, the last w
 reconnection with exponential backoff and jitter, and a maximum incoming packet size. Method names follow
 umqtt.simple where they fit (set_last_will, set_callback, connect, disconnect, ping, publish, subscribe).
 
+With `ssl` the broker must present a certificate that chains to the CA file `ca` and names `server_hostname`
+(default: the host dialled); anything else fails the connect with the reason (`tls_context`, docs/firmware.md).
+Without it every connect logs a warning: plain MQTT is for a lab bench only.
+
 `run(on_connect)` is the supervisor: it connects, calls `on_connect(client, session_present)`, and when the
 connection fails for any reason (refused, closed, garbage, a missing PINGRESP or PUBACK) logs the reason and
 reconnects after a backoff delay. `publish(..., qos=1)` returns once the broker acknowledged the message,
@@ -35,9 +39,46 @@ def _rand16():
     return b[0] << 8 | b[1]
 
 
+def tls_context(ca):
+    """A client SSLContext that requires a broker certificate chaining to the CA(s) in the file `ca`.
+
+    The file holds PEM certificates (one or more, e.g. the old and the new CA during a rotation) or one DER
+    certificate. This port's mbedtls parses DER only, so each PEM block is decoded here; the file's bytes are
+    dropped once loaded. Raises MQTTError naming the file when it is missing or holds no valid certificate.
+    """
+    import binascii
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    try:
+        with open(ca, "rb") as f:
+            data = f.read()
+    except (OSError, TypeError) as exc:
+        raise MQTTError("mqtt.ca: cannot read %s: %s" % (ca, log.why(exc))) from None
+    n = 0
+    try:
+        if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: one DER certificate
+            ctx.load_verify_locations(cadata=data)
+            n = 1
+        else:
+            at = data.find(b"-----BEGIN CERTIFICATE-----")
+            end = data.find(b"-----END CERTIFICATE-----", at)
+            while at >= 0 and end > at:
+                ctx.load_verify_locations(cadata=binascii.a2b_base64(memoryview(data)[at + 27:end]))
+                n += 1
+                at = data.find(b"-----BEGIN CERTIFICATE-----", end)
+                end = data.find(b"-----END CERTIFICATE-----", at)
+    except ValueError as exc:  # bad base64, or mbedtls: "invalid cert"
+        raise MQTTError("mqtt.ca: %s: certificate %d is not valid: %s" % (ca, n + 1, log.why(exc))) from None
+    if not n:
+        raise MQTTError("mqtt.ca: %s holds no certificate (PEM -----BEGIN CERTIFICATE----- or DER)" % ca)
+    return ctx
+
+
 class MQTTClient:
     def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60, ssl=False,
-                 clean_session=False, max_packet=2048, timeout=10):
+                 clean_session=False, max_packet=2048, timeout=10, ca=None, server_hostname=None):
         self.client_id = client_id
         self.server = server
         self.port = port
@@ -45,6 +86,8 @@ class MQTTClient:
         self.pswd = password
         self.keepalive = keepalive
         self.ssl = ssl
+        self.ca = ca  # with ssl: the file of the CA(s) the broker's certificate must chain to
+        self.server_hostname = server_hostname  # the name the certificate must carry; default: server
         self.clean = clean_session
         self.max_packet = max_packet
         self.timeout = timeout  # seconds for connecting, for a PUBACK or SUBACK, for draining a write
@@ -73,18 +116,25 @@ class MQTTClient:
 
     async def connect(self):
         """One attempt: open the socket, CONNECT, wait for CONNACK. Returns session_present; raises on failure."""
-        ssl = None
+        ctx = None
         if self.ssl:
-            import ssl as _ssl
-
-            ssl = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
-            ssl.verify_mode = _ssl.CERT_NONE  # see docs/firmware.md: pin a CA for production
+            ctx = tls_context(self.ca)
+        else:
+            log.warn("mqtt: PLAIN connection to %s:%d, no TLS: lab bench only", self.server, self.port)
         t = self.timeout
-        self._r, self._w = await asyncio.wait_for(asyncio.open_connection(self.server, self.port, ssl), t)
+        self._r, self._w = await asyncio.wait_for(
+            asyncio.open_connection(self.server, self.port, ctx, self.server_hostname or self.server), t)
+        del ctx
         try:
             self._w.write(mc.encode_connect(self.client_id, self.keepalive, self.clean, self.user, self.pswd,
                                             self.will))
-            await asyncio.wait_for(self._w.drain(), t)
+            try:  # the TLS handshake, and the broker certificate's checks, happen on this first write
+                await asyncio.wait_for(self._w.drain(), t)
+            except ValueError as exc:  # mbedtls: "\nThe certificate is not correctly signed by the trusted CA\n"
+                if not self.ssl:
+                    raise
+                raise MQTTError("TLS: broker %s refused: %s" % (self.server_hostname or self.server,
+                                                                str(exc).strip())) from None
             kind, value = mc.parse(*await asyncio.wait_for(self._read_packet(), t))
             if kind != mc.CONNACK:
                 raise mc.MQTTProtocolError("expected CONNACK, got type %d" % kind)

@@ -27,6 +27,14 @@ def _count_boot(state):
     return boot
 
 
+def _resolve_ca(config_path, *settings):
+    """A relative `mqtt.ca` names a file in the config file's folder (`/` on a board, whose config is /board.json)."""
+    cut = config_path.rfind("/")
+    for m in settings:
+        if m is not None and m.get("ca") and not m["ca"].startswith("/") and cut >= 0:
+            m["ca"] = config_path[:cut + 1] + m["ca"]
+
+
 def prepare(config_path):
     """("board", Board args) or ("safe", safe.run args); firmware.main runs them after dropping this module."""
     impl = hw.load()
@@ -53,6 +61,7 @@ def prepare(config_path):
                     name, driver, ", ".join(sorted(sensors.DRIVERS))))
     except config.ConfigError as exc:
         error = "config: %s" % exc
+    _resolve_ca(config_path, cfg["mqtt"] if cfg else None, reach[2] if reach else None)
     device = cfg["device"] if cfg else (reach[1] if reach else "board")
     boot = _count_boot(impl.state_dir(config_path, device))
     impl.state = impl.state_dir(config_path, device)  # for drivers that keep a count across resets (pulse)

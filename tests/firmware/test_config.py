@@ -12,7 +12,7 @@ MICROPYTHON_HEAP = "256k"  # compiled from source here
 GOOD = {
     "site": "lab",
     "device": "b1",
-    "mqtt": {"host": "127.0.0.1", "port": 1883},
+    "mqtt": {"host": "127.0.0.1", "ca": "ca.pem"},
     "sensors": {"air1": {"driver": "sim", "interval": 0.2, "quantities": ["pm25", "co2"]}},
     "actuators": {"fan1": {"kind": "pwm", "pin": 4, "min": 0, "max": 100, "failsafe": 20, "unit": "%"}},
 }
@@ -40,7 +40,9 @@ def test_shipped_examples_are_valid():
 def test_defaults_are_filled_in():
     cfg = config.validate(_copy())
     assert cfg["mqtt"]["keepalive"] == 60
-    assert cfg["mqtt"]["tls"] is False
+    assert cfg["mqtt"]["tls"] is True  # the default: verified TLS (issue 13)
+    assert cfg["mqtt"]["port"] == 8883
+    assert cfg["mqtt"]["server_hostname"] is None  # the host dialled
     assert cfg["buffer"] == {"ram": 16, "file": 1000, "replay_ms": 20}
     assert cfg["health_interval"] == 60
     assert cfg["sensors"]["air1"]["warmup"] == 0
@@ -84,6 +86,30 @@ def test_errors_name_the_key_path():
     assert _error(raw) == "uplink: must be one of mqtt|modbus, got 'lora'"
 
 
+def test_tls_keys():
+    raw = _copy()
+    del raw["mqtt"]["ca"]
+    assert _error(raw) == "mqtt.ca: required when mqtt.tls is true (the site CA's PEM file on the board)"
+    raw["mqtt"]["ca"] = ""
+    assert _error(raw) == "mqtt.ca: must be a non-empty string, got ''"
+    raw["mqtt"]["ca"] = ["ca.pem"]
+    assert _error(raw) == "mqtt.ca: must be a non-empty string, got ['ca.pem']"
+    raw["mqtt"]["ca"] = "/ca.pem"
+    raw["mqtt"]["server_hostname"] = 5
+    assert _error(raw) == "mqtt.server_hostname: must be a non-empty string, got 5"
+    raw["mqtt"]["server_hostname"] = "broker.example"
+    assert config.validate(raw)["mqtt"]["server_hostname"] == "broker.example"
+    raw["mqtt"]["tls"] = "no"
+    assert _error(raw) == "mqtt.tls: must be true or false, got 'no'"
+    raw["mqtt"]["tls"] = False  # the plain mode, lab bench only: no CA, no server name
+    assert _error(raw) == "mqtt.ca: not used when mqtt.tls is false"
+    del raw["mqtt"]["ca"]
+    assert _error(raw) == "mqtt.server_hostname: not used when mqtt.tls is false"
+    del raw["mqtt"]["server_hostname"]
+    cfg = config.validate(raw)["mqtt"]
+    assert (cfg["tls"], cfg["port"], cfg["ca"]) == (False, 1883, None)
+
+
 def test_wifi_required_on_boards_only():
     assert _error(_copy(), True) == "wifi: required on this board"
     raw = _copy()
@@ -120,5 +146,5 @@ def test_reach_finds_what_safe_mode_needs():
     raw = _copy()
     raw["sensors"] = 5
     site, device, mqtt = config.reach(raw)
-    assert (site, device, mqtt["host"], mqtt["port"]) == ("lab", "b1", "127.0.0.1", 1883)
+    assert (site, device, mqtt["host"], mqtt["port"]) == ("lab", "b1", "127.0.0.1", 8883)
     assert config.reach({"site": "lab"}) is None
