@@ -126,7 +126,8 @@ def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto,
     tag = f"{mode}-{heap}-{run}"
     cfg = {
         "site": "lab", "device": f"bench-{tag}",
-        "mqtt": {"host": broker.host, "port": broker.port, "keepalive": 30},
+        # plain: converted to TLS with the provisioned broker fixture (issue 13)
+        "mqtt": {"host": broker.host, "port": broker.port, "tls": False, "keepalive": 30},
         "sensors": {name: {"driver": "sim", "interval": interval, "quantities": q} for name, q in SENSORS.items()},
         "buffer": {"ram": 8, "file": 0},
         "health_interval": 1,

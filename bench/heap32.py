@@ -349,7 +349,7 @@ def main() -> int:
         size = build_image(bundle_dir, image)
         cfg = {
             "site": "lab", "device": "heap32",
-            "mqtt": {"host": "127.0.0.1", "port": 1, "keepalive": 30},  # never connected
+            "mqtt": {"host": "127.0.0.1", "port": 1, "tls": False, "keepalive": 30},  # never connected
             "sensors": {name: {"driver": "sim", "interval": 0.25, "quantities": q} for name, q in SENSORS.items()},
             "buffer": {"ram": 8, "file": 0},
             "health_interval": 1,

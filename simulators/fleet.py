@@ -106,7 +106,8 @@ def board_config(site: str, device: str, kind: str, host: str, port: int, *, int
     raw: dict[str, Any] = {
         "site": site,
         "device": device,
-        "mqtt": {"host": host, "port": port, "keepalive": 30},
+        # plain: converted to TLS with the provisioned broker fixture (issue 13)
+        "mqtt": {"host": host, "port": port, "tls": False, "keepalive": 30},
         "sensors": {sensor: {"driver": "sim", "interval": interval, "quantities": quantities,
                              "options": {"seed": seed}}},
         "actuators": {actuator: {"pin": 4, **limits}},

@@ -7,7 +7,7 @@ MICROPYTHON_HEAP = "128k"  # the config validator loads the catalogue: more than
 
 def _cfg(driver, quantities, options):
     sensor = {"driver": driver, "interval": 1, "quantities": quantities, "options": options}
-    return {"site": "s", "device": "d", "mqtt": {"host": "h"}, "sensors": {"m": sensor}}
+    return {"site": "s", "device": "d", "mqtt": {"host": "h", "tls": False}, "sensors": {"m": sensor}}
 
 
 def _refused(driver, quantities, options, text):

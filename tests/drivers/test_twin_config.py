@@ -8,7 +8,7 @@ MICROPYTHON_HEAP = "128k"  # the config validator loads the catalogue: more than
 def test_config_validates_twin_faults():
     def cfg(twin):
         sensor = {"driver": "pzem004t", "interval": 1, "quantities": ["voltage"], "options": {"twin": twin}}
-        return {"site": "s", "device": "d", "mqtt": {"host": "h"}, "sensors": {"m": sensor}}
+        return {"site": "s", "device": "d", "mqtt": {"host": "h", "tls": False}, "sensors": {"m": sensor}}
 
     assert validate(cfg({"silent": True, "bad_checksum": 3}))["sensors"]["m"]["options"]["twin"]["bad_checksum"] == 3
     for twin, text in (({"smoke": True}, "unknown key 'smoke'"), ({"silent": "yes"}, "must be an integer")):

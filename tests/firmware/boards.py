@@ -49,7 +49,8 @@ def board_config(port: int, **overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "site": "lab",
         "device": "t1",
-        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 10},
+        # plain: converted to TLS with the provisioned broker fixture (issue 13)
+        "mqtt": {"host": "127.0.0.1", "port": port, "tls": False, "keepalive": 10},
         "sensors": {
             "air1": {"driver": "sim", "interval": 0.2, "quantities": ["pm25", "pm10", "co2"]},
             "power": {"driver": "sim", "interval": 0.5, "quantities": ["voltage", "energy_import"]},
