@@ -43,15 +43,22 @@ def _cmd_config(args: argparse.Namespace) -> int:
             wifi_password=args.wifi_password or os.environ.get("QALA_WIFI_PASSWORD"),
             broker=args.broker, mqtt_user=args.mqtt_user,
             mqtt_password=args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD"),
-            tls=args.tls, sensors=args.sensor, need_wifi=not args.no_wifi,
+            tls=args.tls, ca=fw.BOARD_CA if args.ca else None, server_hostname=args.server_hostname,
+            sensors=args.sensor, need_wifi=not args.no_wifi,
         )
+        ca = fw.read_ca(Path(args.ca)) if args.ca else None
     except fw.FwError as exc:
         return _err(str(exc), 2)
     if args.out == "-":
         sys.stdout.write(json.dumps(raw, indent=2) + "\n")
+        if ca is not None:
+            sys.stderr.write(f"copy {args.ca} next to the config as {fw.BOARD_CA} (qala fw deploy takes it)\n")
     else:
         fw.write_config(raw, Path(args.out))
-        sys.stderr.write(f"wrote {args.out} for {raw['site']}/{raw['device']} (validated; mode 600)\n")
+        if ca is not None:
+            (Path(args.out).parent / fw.BOARD_CA).write_bytes(ca)
+        sys.stderr.write(f"wrote {args.out} for {raw['site']}/{raw['device']} (validated; mode 600)"
+                         f"{f' and {fw.BOARD_CA}, its site CA' if ca is not None else ''}\n")
     return 0
 
 
@@ -60,7 +67,8 @@ def _deploy(args: argparse.Namespace, folder: Path) -> int:
     raw = fw.read_json(config_path, "--config")
     fw.validate_config(raw, need_wifi=not args.no_wifi)
     fw.check_bundle(folder)
-    copy, reset = fw.deploy_commands(args.port, folder, config_path, resume=args.resume)
+    ca = fw.board_ca(raw, config_path)
+    copy, reset = fw.deploy_commands(args.port, folder, config_path, resume=args.resume, ca=ca)
     sys.stderr.write(f"copying {folder} and {config_path} to {args.port} ...\n")
     fw.run_mpremote(copy, mpremote=args.mpremote)
     if args.no_wait:
@@ -71,11 +79,12 @@ def _deploy(args: argparse.Namespace, folder: Path) -> int:
     host, port = fw.parse_broker(args.broker) if args.broker else (mqtt.get("host"), None)
     if host is None:
         raise fw.FwError("--broker: the config has no mqtt.host; give --broker HOST:PORT or --no-wait")
-    tls = bool(mqtt.get("tls", False))
+    tls = mqtt.get("tls", True) is not False
     port = port or int(mqtt.get("port", 8883 if tls else 1883))
     birth = fw.wait_for_birth(
         host, port, raw["site"], raw["device"], args.timeout,
         user=args.mqtt_user, password=args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD"), tls=tls,
+        ca_file=str(ca[0]) if ca is not None else None,
         ready=lambda: fw.run_mpremote(reset, mpremote=args.mpremote),
     )
     sys.stdout.write(f"{raw['site']}/{raw['device']} is online: firmware {birth['fw']}, boot {birth['boot']}\n")
@@ -121,7 +130,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     config.add_argument("--broker", metavar="HOST:PORT", help="the MQTT broker the board reports to")
     config.add_argument("--mqtt-user")
     config.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
-    config.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None, help="MQTT over TLS")
+    config.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                        help="MQTT over TLS, verified (the board's default); --no-tls: plain, a lab bench only")
+    config.add_argument("--ca", metavar="FILE", help=f"the site CA (PEM, e.g. STORE/tls/ca.pem): copied next to "
+                        f"--out as {fw.BOARD_CA}, which the config names and deploy puts on the board")
+    config.add_argument("--server-hostname", metavar="NAME",
+                        help="the name the broker's certificate must carry (default: the --broker host)")
     config.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL",
                         help="a sensor, e.g. air1:pms5003:pm1,pm25,pm10:10 (repeat; replaces --from's sensors, "
                         "keeping the pins and options of one with the same name)")

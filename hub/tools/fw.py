@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 BOARD_CONFIG = "board.json"
+BOARD_CA = "ca.pem"  # the site CA on the board, next to /board.json (`mqtt.ca` is relative to the config's folder)
 PACKAGE_JSON = "package.json"
 RUNTIME_PACKAGES = bundle.PACKAGES
 ENTRY_SCRIPTS = ("boot.py", "main.py")
@@ -48,6 +49,8 @@ _ARGUMENT_OF = (
     ("mqtt.user", "--mqtt-user"),
     ("mqtt.password", "--mqtt-password"),
     ("mqtt.tls", "--tls"),
+    ("mqtt.ca", "--ca"),
+    ("mqtt.server_hostname", "--server-hostname"),
     ("mqtt", "--broker"),
     ("sensors", "--sensor"),
 )
@@ -168,6 +171,8 @@ def make_config(
     mqtt_user: str | None = None,
     mqtt_password: str | None = None,
     tls: bool | None = None,
+    ca: str | None = None,
+    server_hostname: str | None = None,
     sensors: list[str] | None = None,
     need_wifi: bool = True,
 ) -> dict[str, Any]:
@@ -188,8 +193,9 @@ def make_config(
             wifi["ssid"] = wifi_ssid
         if wifi_password is not None:
             wifi["password"] = wifi_password
-    if any(v is not None for v in (broker, mqtt_user, mqtt_password, tls)):
+    if any(v is not None for v in (broker, mqtt_user, mqtt_password, tls, ca, server_hostname)):
         _set_mqtt(raw, broker, mqtt_user, mqtt_password, tls)
+        _set_tls(raw["mqtt"], tls, ca, server_hostname)
     if sensors:
         before: dict[str, Any] = raw["sensors"] if isinstance(raw.get("sensors"), dict) else {}
         raw["sensors"] = {}
@@ -216,6 +222,13 @@ def _set_mqtt(raw: dict[str, Any], broker: str | None, user: str | None, passwor
             mqtt[key] = value
 
 
+def _set_tls(mqtt: dict[str, Any], tls: bool | None, ca: str | None, server_hostname: str | None) -> None:
+    if tls is False:  # plain: the TLS keys of a --from file would be refused
+        mqtt.pop("ca", None)
+        mqtt.pop("server_hostname", None)
+    mqtt.update({k: v for k, v in (("ca", ca), ("server_hostname", server_hostname)) if v is not None})
+
+
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
@@ -226,6 +239,48 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FwError(f"{what} {path}: must hold a JSON object")
     return value
+
+
+def read_ca(path: Path) -> bytes:
+    """The site CA file for a board: PEM certificates only (what firmware/mqtt.py decodes); FwError if not."""
+    from cryptography import x509  # noqa: PLC0415 - only --ca needs it
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FwError(f"--ca {path}: {exc.strerror or exc}") from None
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise FwError(f"--ca {path}: not a PEM certificate file (-----BEGIN CERTIFICATE-----)") from None
+    for cert in certs:
+        try:
+            ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            ca = False
+        if not ca:
+            raise FwError(f"--ca {path}: {cert.subject.rfc4514_string()} is not a CA certificate "
+                          "(give the site CA, STORE/tls/ca.pem, not the broker's certificate)")
+    return data
+
+
+def board_ca(raw: dict[str, Any], config: Path) -> tuple[Path, str] | None:
+    """(local file, path on the board) of the CA a TLS config names, for deploy; None for a plain config.
+
+    A relative `mqtt.ca` is relative to the config file's folder on both sides (firmware/start.py); an
+    absolute one must already be on the board. FwError if the local file is missing.
+    """
+    mqtt = raw.get("mqtt")
+    if not isinstance(mqtt, dict) or mqtt.get("tls", True) is False or not isinstance(mqtt.get("ca"), str):
+        return None
+    name: str = mqtt["ca"]
+    if name.startswith("/"):
+        return None
+    local = config.parent / name
+    if not local.is_file():
+        raise FwError(f"board config: mqtt.ca: {local} not found (qala fw config --ca FILE writes it next to "
+                      "the config)")
+    return local, name
 
 
 def write_config(raw: dict[str, Any], out: Path) -> None:
@@ -246,20 +301,24 @@ def find_mpremote() -> str:
     return found
 
 
-def board_layout(folder: Path, config: Path) -> list[tuple[Path, str]]:
+def board_layout(folder: Path, config: Path, ca: tuple[Path, str] | None = None) -> list[tuple[Path, str]]:
     """(local file, path on the board) of everything a deploy copies, in copy order.
 
     The bundle's files (manifest order) keep their paths (/firmware/..., /protocols/...), its entry scripts
-    also go to /boot.py and /main.py, the config to /board.json and the manifest to /manifest.json (to
-    check later what a board runs).
+    also go to /boot.py and /main.py, the config to /board.json, the site CA (`board_ca`) where the config
+    names it, and the manifest to /manifest.json (to check later what a board runs).
     """
     files = check_bundle(folder)["files"]
     plan = [(folder / rel, rel) for rel in files]
     plan += [(folder / "firmware" / script, script) for script in ENTRY_SCRIPTS]
-    return [*plan, (config, BOARD_CONFIG), (folder / MANIFEST, MANIFEST)]
+    plan.append((config, BOARD_CONFIG))
+    if ca is not None:
+        plan.append(ca)
+    return [*plan, (folder / MANIFEST, MANIFEST)]
 
 
-def deploy_commands(port: str, folder: Path, config: Path, *, resume: bool = False) -> list[list[str]]:
+def deploy_commands(port: str, folder: Path, config: Path, *, resume: bool = False,
+                    ca: tuple[Path, str] | None = None) -> list[list[str]]:
     """mpremote argument lists: create the folders and copy `board_layout` in one session, then reset.
 
     Folders are made by a small exec that ignores existing ones (mpremote's `fs mkdir` fails on them, and
@@ -268,7 +327,7 @@ def deploy_commands(port: str, folder: Path, config: Path, *, resume: bool = Fal
     """
     connect = ["connect", port, *(["resume"] if resume else [])]
     by_folder: dict[str, list[str]] = {}
-    for local, remote in board_layout(folder, config):
+    for local, remote in board_layout(folder, config, ca):
         by_folder.setdefault(remote.rpartition("/")[0], []).append(str(local))
     folders = sorted(f for f in by_folder if f)
     mkdirs = f"import os\nfor d in {folders!r}:\n try: os.mkdir(d)\n except OSError: pass"
@@ -276,7 +335,7 @@ def deploy_commands(port: str, folder: Path, config: Path, *, resume: bool = Fal
     for where, locals_ in by_folder.items():
         if where:
             copy += ["+", "fs", "cp", *locals_, ":" + where + "/"]
-    for local, remote in board_layout(folder, config):
+    for local, remote in board_layout(folder, config, ca):
         if "/" not in remote:  # one by one: a copy into ":" needs a stat of "", which the unix port refuses
             copy += ["+", "fs", "cp", str(local), ":" + remote]
     return [copy, [*connect, "reset"]]
@@ -304,7 +363,7 @@ def run_mpremote(args: list[str], *, mpremote: str | None = None, timeout: float
 class _StatusWatch:
     """A paho client subscribed to one status topic, keeping fresh (not retained) payloads."""
 
-    def __init__(self, topic: str, user: str | None, password: str | None, tls: bool) -> None:
+    def __init__(self, topic: str, user: str | None, password: str | None, tls: bool, ca_file: str | None) -> None:
         import paho.mqtt.client as paho  # noqa: PLC0415 - only deploy needs paho
         from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
@@ -315,7 +374,7 @@ class _StatusWatch:
         if user is not None:
             self.client.username_pw_set(user, password)
         if tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=ca_file)  # the site CA; None: the system's CAs
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -352,7 +411,8 @@ class _StatusWatch:
 
 def wait_for_birth(
     host: str, port: int, site: str, device: str, timeout: float, *,
-    user: str | None = None, password: str | None = None, tls: bool = False, ready: Any = None,
+    user: str | None = None, password: str | None = None, tls: bool = False, ca_file: str | None = None,
+    ready: Any = None,
 ) -> dict[str, Any]:
     """Wait for a fresh (not retained) status message of the device: its birth, or its safe-mode report.
 
@@ -361,7 +421,7 @@ def wait_for_birth(
     """
     from protocols import payloads, topics  # noqa: PLC0415
 
-    watch = _StatusWatch(topics.build(site, device, "status"), user, password, tls)
+    watch = _StatusWatch(topics.build(site, device, "status"), user, password, tls, ca_file)
     watch.start(host, port, min(timeout, 10.0))
     try:
         if ready is not None:

@@ -74,7 +74,8 @@ def _install(built: Path, config: Path, board: Path) -> None:
 def test_bundle_runs_from_a_clean_folder_and_is_born(built: Path, mosquitto: Mosquitto, tmp_path: Path) -> None:
     micropython = find_micropython()
     assert micropython is not None
-    raw = fw.make_config("fw-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}", need_wifi=False,
+    # plain: converted to TLS with the provisioned broker fixture (issue 13)
+    raw = fw.make_config("fw-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}", tls=False, need_wifi=False,
                          sensors=["air1:sim:pm25,pm10:1"])
     config = tmp_path / "board.json"
     fw.write_config(raw, config)
@@ -133,7 +134,8 @@ def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(built: Path, mosquitto: 
             time.sleep(0.05)
         fw.run_mpremote(["connect", str(tty), "resume", "exec", RESET_SHIM])
         config = tmp_path / "board.json"
-        fw.write_config(fw.make_config("pty-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}",
+        # plain: converted to TLS with the provisioned broker fixture (issue 13)
+        fw.write_config(fw.make_config("pty-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}", tls=False,
                                        need_wifi=False, sensors=["air1:sim:pm25:1"]), config)
         code = cli.main(["fw", "deploy", "--port", str(tty), "--resume", "--bundle", str(built),
                          "--config", str(config), "--timeout", "30", "--no-wifi"])
@@ -195,11 +197,13 @@ def test_config_sensors_replace_the_examples() -> None:
     (["--site", "s", "--no-wifi", "--broker", "h:70000"], "mqtt.port: must be in 1..65535.* \\(set by --broker\\)"),
     (["--site", "s", "--broker", "h"], "wifi: required on this board \\(set by --wifi-ssid\\)"),
     (["--site", "s", "--no-wifi"], "mqtt: required key missing \\(set by --broker\\)"),
-    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:sim:pm25"], "--sensor 'a:sim:pm25': expected"),
-    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:sim:pm25:0"],
+    (["--site", "s", "--broker", "h", "--no-tls", "--no-wifi", "--sensor", "a:sim:pm25"],
+     "--sensor 'a:sim:pm25': expected"),
+    (["--site", "s", "--broker", "h", "--no-tls", "--no-wifi", "--sensor", "a:sim:pm25:0"],
      "sensors.a.interval: must be a positive number.* \\(set by --sensor\\)"),
-    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:sim:pm26:1"], "unknown quantity 'pm26'"),
-    (["--site", "s", "--broker", "h", "--no-wifi", "--sensor", "a:nope:pm25:1"], "no driver 'nope'.*--sensor"),
+    (["--site", "s", "--broker", "h", "--no-tls", "--no-wifi", "--sensor", "a:sim:pm26:1"], "unknown quantity 'pm26'"),
+    (["--site", "s", "--broker", "h", "--no-tls", "--no-wifi", "--sensor", "a:nope:pm25:1"],
+     "no driver 'nope'.*--sensor"),
 ])
 def test_config_errors_name_the_key_and_the_argument(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str],
@@ -219,6 +223,53 @@ def test_config_from_a_file_with_a_typo(tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown key 'helth_interval'" in capsys.readouterr().err
     assert cli.main(["fw", "config", "aq-1", "--from", str(tmp_path / "missing.json"), "--out", "-"]) == 2
     assert "--from" in capsys.readouterr().err
+
+
+def test_config_carries_the_site_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TLS is the default: --ca copies the site CA next to the config, which names it; deploy then copies it."""
+    from hub.trust import tls  # noqa: PLC0415
+
+    ca, ca_key = tls.make_ca("site CA")
+    (tmp_path / "site-ca.pem").write_bytes(ca)
+    out = tmp_path / "cfg" / "board.json"
+    out.parent.mkdir()
+    args = ["fw", "config", "aq-1", "--site", "s", "--no-wifi", "--broker", "broker.example", "--out", str(out)]
+    assert cli.main([*args, "--ca", str(tmp_path / "site-ca.pem"), "--server-hostname", "mqtt.example"]) == 0
+    raw = json.loads(out.read_text())
+    assert raw["mqtt"] == {"host": "broker.example", "ca": "ca.pem", "server_hostname": "mqtt.example"}
+    assert (out.parent / "ca.pem").read_bytes() == ca
+    assert "ca.pem, its site CA" in capsys.readouterr().err
+    assert fw.board_ca(raw, out) == (out.parent / "ca.pem", "ca.pem")
+    assert fw.board_ca({"mqtt": {"tls": False}}, out) is None
+    (out.parent / "ca.pem").unlink()
+    with pytest.raises(fw.FwError, match=r"mqtt\.ca: .*ca\.pem not found"):
+        fw.board_ca(raw, out)
+    # without --ca (and no mqtt.ca in --from) the board could not verify its broker
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "mqtt.ca: required when mqtt.tls is true" in err
+    assert err.endswith("(set by --ca)\n"), err
+    # --no-tls: plain, and a --from file's TLS keys are dropped
+    assert cli.main([*args, "--from", str(EXAMPLE), "--no-tls"]) == 0
+    assert "ca" not in json.loads(out.read_text())["mqtt"]
+    capsys.readouterr()
+    # --ca must be the CA, in PEM
+    server, _ = tls.make_server_cert(ca, ca_key, ["broker.example"])
+    (tmp_path / "server.pem").write_bytes(server)
+    (tmp_path / "ca.der").write_bytes(tls.pem_to_der(ca))
+    for bad, message in ((tmp_path / "server.pem", "is not a CA certificate"),
+                         (tmp_path / "ca.der", "not a PEM certificate file"),
+                         (tmp_path / "missing.pem", "No such file")):
+        assert cli.main([*args, "--ca", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert len(err.splitlines()) == 1
+
+
+def test_deploy_plan_copies_the_site_ca(built: Path, tmp_path: Path) -> None:
+    config = tmp_path / "board.json"
+    copy, _ = fw.deploy_commands("/dev/ttyUSB0", built, config, ca=(tmp_path / "ca.pem", "ca.pem"))
+    assert f"fs cp {tmp_path / 'ca.pem'} :ca.pem" in " ".join(copy)
 
 
 def test_deploy_plan_copies_the_bundle_config_and_entry_points(built: Path, tmp_path: Path) -> None:
@@ -249,6 +300,7 @@ def test_deploy_to_a_missing_port_says_what_mpremote_said(
 ) -> None:
     config = tmp_path / "board.json"
     fw.write_config(json.loads(EXAMPLE.read_text()), config)
+    (tmp_path / fw.BOARD_CA).write_text("the example names ca.pem: deploy copies it")
     code = cli.main(["fw", "deploy", "--port", str(tmp_path / "ttyNONE"), "--config", str(config),
                      "--bundle", str(built), "--timeout", "1"])
     assert code == 1
