@@ -4,12 +4,13 @@ Counters are cumulative since the hub started (use non_negative_difference / inc
 gauges (spool depth, write latency) are sampled when the snapshot is taken. Reject reasons are a closed
 set (REASONS) so each becomes its own field. docs/influxdb.md lists every field.
 
-Pure: no I/O, no asyncio. Imports hub.model only.
+Pure: no I/O, no asyncio. Imports hub.model and protocols.topics (the message kinds).
 """
 
 from __future__ import annotations
 
 from hub.model import HUB, HUB_SENSOR, Reading
+from protocols import topics
 
 # Why an incoming message was not stored (or, for out_of_range, stored flagged `range`).
 BAD_TOPIC = "bad_topic"  # not qala/{site}/{device}/{kind}, or a kind the hub does not ingest
@@ -18,6 +19,9 @@ BAD_PAYLOAD = "bad_payload"  # the payload failed decoding (protocols.payloads)
 UNKNOWN_DEVICE = "unknown_device"  # telemetry from a device whose birth message was never seen
 OUT_OF_RANGE = "out_of_range"  # a reading outside the catalogue's plausible range: stored with quality=range
 REASONS = (BAD_TOPIC, OTHER_SITE, BAD_PAYLOAD, UNKNOWN_DEVICE, OUT_OF_RANGE)
+
+UNPROVISIONED_KINDS = (topics.TELEMETRY, topics.STATUS, topics.ACK)
+"""The kinds the hub subscribes to, each with its own `unprovisioned_<kind>` field."""
 
 
 class Metrics:
@@ -40,6 +44,8 @@ class Metrics:
         self.mqtt_connects = 0
         self.unknown_device_stored = 0  # telemetry of devices never seen born, stored (site.require_birth false)
         self.readings_dropped = 0  # non-MQTT readings (Modbus, audit) dropped while the spool stayed full
+        self.unprovisioned = dict.fromkeys(topics.KINDS, 0)
+        """Messages dropped by kind because their device id is not provisioned (hub.ingest.process)."""
         self._latency_sum = 0.0
         self._latency_max = 0.0
         self._latency_n = 0
@@ -77,7 +83,10 @@ class Metrics:
             "unknown_device_stored": self.unknown_device_stored,
             "readings_dropped": self.readings_dropped,
             "rejects": sum(self.rejects.values()) - self.rejects[OUT_OF_RANGE],
+            "unprovisioned_dropped": sum(self.unprovisioned.values()),
         }
+        for kind in UNPROVISIONED_KINDS:
+            fields["unprovisioned_" + kind] = self.unprovisioned[kind]
         for reason, count in self.rejects.items():
             fields["rejects_" + reason] = count
         if self._latency_n:

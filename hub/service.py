@@ -3,7 +3,8 @@
 Tasks (one asyncio loop; paho's network thread feeds it):
 - ingest: drains received messages in batches, turns them into Readings (hub.ingest.process), appends
   their line protocol to the spool with one write+fsync per batch, and only then acknowledges the batch's
-  MQTT messages. Seals the open segment when it holds `batch.size` lines or is `batch.flush_interval` old,
+  MQTT messages (those of device ids not in `known`, the provisioned ones, are only counted and acknowledged).
+  Seals the open segment when it holds `batch.size` lines or is `batch.flush_interval` old,
   and hands it to the writer. While the spool is full it takes nothing: the broker keeps the messages.
 - writer (hub.sinks.writer): sends sealed segments, the backlog of a previous run first.
 - control (hub.control.service): commands' resends and time-outs, schedules; acks arrive through the ingest
@@ -42,7 +43,6 @@ from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool
 from protocols import topics
-from protocols.errors import ProtocolError
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -73,7 +73,10 @@ def make_sink(config: HubConfig) -> Sink:
 
 
 class Hub:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, *, known: frozenset[str] | None = None) -> None:
+        """`known`: the provisioned device ids (the provisioning store's); MQTT messages of any other id are
+        counted and dropped. None stores every id (a lab bench without a store). Modbus devices come from the
+        config and are never filtered."""
         self.config = config
         state = config.spool.path
         state.mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,8 @@ class Hub:
         self.registry = Registry(state / "registry.json")
         self.tracker = SequenceTracker()
         self.processor = Processor(
-            config.site.id, self.registry, self.tracker, self.metrics, require_birth=config.site.require_birth
+            config.site.id, self.registry, self.tracker, self.metrics, require_birth=config.site.require_birth,
+            known=known,
         )
         self.sink = make_sink(config)
         self.writer = Writer(
@@ -272,12 +276,8 @@ class Hub:
         return readings
 
     def _ack(self, topic: str, payload: bytes) -> None:
-        try:
-            site, device, _ = topics.parse(topic)
-        except ProtocolError:
-            self.metrics.reject("bad_topic")
-            return
-        if site == self.config.site.id:
+        device = self.processor.ack_device(topic)  # None: bad topic, other site or unprovisioned (counted)
+        if device is not None:
             self.control.on_ack(device, payload)
 
     async def _wait_for_input(self) -> None:
@@ -357,11 +357,12 @@ class Hub:
             self._extra.extend(self._snapshot())
             self.mqtt.wakeup.set()
             self.registry.save()
+            self.processor.floodlog.tick()
 
 
-async def serve(config: HubConfig) -> None:
-    """Run a hub until SIGTERM or SIGINT."""
-    hub = Hub(config)
+async def serve(config: HubConfig, *, known: frozenset[str] | None = None) -> None:
+    """Run a hub until SIGTERM or SIGINT (`known`: see Hub)."""
+    hub = Hub(config, known=known)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, hub.request_stop)

@@ -5,6 +5,11 @@ logged at most once per device (or, for a bad topic, per reason) per minute, and
 never raises, so one bad board cannot stop or delay the others. A reading outside the catalogue's
 plausible range is stored with quality `range` and counted as `out_of_range`.
 
+Owns the known-device rule too: given the set of provisioned device ids (`known`), a message of any kind
+from another id is counted (`Metrics.unprovisioned`), named in a flood-proof log (`FloodLog`) and dropped
+before it reaches the sequence tracker, the registry or the control service. `known=None` (a lab bench
+without a provisioning store) admits every id, as before.
+
 Synchronous and cheap: no I/O except the registry's save on a status change (rare). Imports protocols/,
 hub.model, hub.metrics, hub.registry and hub.ingest.sequence; knows nothing of MQTT clients or InfluxDB.
 """
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOPIC_CACHE = 100_000
-"""Parsed topics kept (about 3 per device); the cache starts over when it is full."""
+"""Admitted topics kept (about 3 per device); the cache starts over when it is full."""
 
 _QUALITY = itemgetter(2)
 """The quality of a decoded reading (quantity, value, quality)."""
@@ -63,6 +68,74 @@ class RateLimitedLog:
         self._last[key] = now
         log.warning(msg, *args)
         return True
+
+
+FLOOD_DEVICES = 10
+"""Unprovisioned device ids named one by one per FloodLog window; the others are summed up in one line."""
+
+FLOOD_TRACKED = 100_000
+"""Distinct ids counted for a window's summary line (beyond it the count reads `ids=100000+`): bounds memory."""
+
+
+class FloodLog:
+    """Log lines about dropped messages of unprovisioned devices that a flood of made-up ids cannot flood.
+
+    Per window of `every` seconds: one WARNING for each of the first `devices` ids (an id once per window),
+    then silence; when the window is over (at the next drop, or at `tick()`, which the service's housekeeping
+    calls), one WARNING sums up what was not named: messages and distinct ids. Memory is bounded by
+    FLOOD_TRACKED ids per window.
+    """
+
+    def __init__(
+        self, every: float = LOG_EVERY, devices: int = FLOOD_DEVICES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self.devices = devices
+        self.clock = clock
+        self._start = clock()
+        self._named: set[str] = set()
+        self._unnamed: set[str] = set()
+        self._unnamed_messages = 0
+
+    def dropped(self, device: str, kind: str) -> None:
+        """Note one dropped message of `device` (an id provisioning did not create)."""
+        now = self.clock()
+        if now - self._start >= self.every:
+            self._close(now)
+        named = self._named
+        if device in named:
+            return
+        if len(named) < self.devices:
+            named.add(device)
+            log.warning(
+                "unprovisioned device dropped device=%s kind=%s: the id is not in the provisioning store "
+                "(counted in qala_hub.unprovisioned_dropped; an id is named at most once per %.0f s)",
+                device, kind, self.every,
+            )
+            return
+        self._unnamed_messages += 1
+        if len(self._unnamed) < FLOOD_TRACKED:
+            self._unnamed.add(device)
+
+    def tick(self) -> None:
+        """Write the summary line of a window that is over (no drop may come to do it)."""
+        now = self.clock()
+        if now - self._start >= self.every:
+            self._close(now)
+
+    def _close(self, now: float) -> None:
+        if self._unnamed_messages:
+            ids = len(self._unnamed)
+            log.warning(
+                "unprovisioned devices dropped, not named one by one messages=%d ids=%d%s seconds=%.0f "
+                "(at most %d ids are named per %.0f s)",
+                self._unnamed_messages, ids, "+" if ids >= FLOOD_TRACKED else "", now - self._start,
+                self.devices, self.every,
+            )
+        self._start = now
+        self._named = set()
+        self._unnamed = set()
+        self._unnamed_messages = 0
 
 
 def decode_telemetry(payload: bytes) -> payloads.Telemetry:
@@ -96,18 +169,55 @@ class Processor:
         metrics: Metrics,
         *,
         require_birth: bool = False,
+        known: frozenset[str] | None = None,
         ratelog: RateLimitedLog | None = None,
+        floodlog: FloodLog | None = None,
     ) -> None:
+        """`known`: the provisioned device ids; a message from any other id is dropped (None: every id is
+        admitted, the lab-bench mode without a provisioning store)."""
         self.site = site
         self.registry = registry
         self.tracker = tracker
         self.metrics = metrics
         self.require_birth = require_birth
+        self.known = known
         self.ratelog = ratelog or RateLimitedLog()
+        self.floodlog = floodlog or FloodLog()
         self.watches: Callable[[str, str, list[tuple[str, float, str]]], bool] = _watches_all
         """Whether the control service must see a sample as Readings (set by the service; default: always)."""
-        self._topics: dict[str, tuple[str, str, str]] = {}
-        """Topics parsed before (only valid ones): a device sends on the same few topics all day."""
+        self._topics: dict[str, tuple[str, str]] = {}
+        """(device, kind) of topics admitted before: valid, of this site, of a known device. A device sends on
+        the same few topics all day, so the checks cost nothing per message after the first."""
+
+    def set_known(self, known: frozenset[str] | None) -> None:
+        """Replace the provisioned ids (the store was re-read); topics admitted under the old set are forgotten."""
+        self.known = known
+        self._topics = {}
+
+    def _admit(self, topic: str) -> tuple[str, str] | None:
+        """(device, kind) of a topic not seen before, cached; None (counted, logged) if it must be dropped."""
+        try:
+            site, device, kind = topics.parse(topic)
+        except ProtocolError as exc:
+            self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "bad topic: %s", exc)
+            return None
+        if site != self.site:
+            self._reject(m.OTHER_SITE, "site:" + site, "message for another site=%s topic=%s", site, topic)
+            return None
+        known = self.known
+        if known is not None and device not in known:
+            self.metrics.unprovisioned[kind] += 1
+            self.floodlog.dropped(device, kind)
+            return None
+        if len(self._topics) >= TOPIC_CACHE:
+            self._topics.clear()
+        admitted = self._topics[topic] = (device, kind)
+        return admitted
+
+    def ack_device(self, topic: str) -> str | None:
+        """The device of an ack topic, or None when the ack must be dropped (bad topic, other site, unknown id)."""
+        admitted = self._topics.get(topic) or self._admit(topic)
+        return None if admitted is None else admitted[0]
 
     def process(self, topic: str, payload: bytes, now_ms: int, lines: list[str] | None = None) -> list[Reading]:
         """The Readings to store for one message (empty for a status that changed nothing, or a reject).
@@ -115,20 +225,11 @@ class Processor:
         With `lines`, telemetry that no control rule watches (`self.watches`) is appended there as line
         protocol instead, without Reading objects (the hot path: the same lines encode() would give).
         """
-        metrics = self.metrics
-        metrics.messages_in += 1
-        parsed = self._topics.get(topic)
-        if parsed is None:
-            try:
-                parsed = topics.parse(topic)
-            except ProtocolError as exc:
-                return self._reject(m.BAD_TOPIC, m.BAD_TOPIC, "bad topic: %s", exc)
-            if len(self._topics) >= TOPIC_CACHE:
-                self._topics.clear()
-            self._topics[topic] = parsed
-        site, device, kind = parsed
-        if site != self.site:
-            return self._reject(m.OTHER_SITE, "site:" + site, "message for another site=%s topic=%s", site, topic)
+        self.metrics.messages_in += 1
+        admitted = self._topics.get(topic) or self._admit(topic)
+        if admitted is None:
+            return []
+        device, kind = admitted
         if kind == topics.TELEMETRY:
             return self._telemetry(device, payload, now_ms, lines)
         if kind == topics.STATUS:

@@ -181,9 +181,9 @@ async def async_wait_until(
 
 
 @contextlib.asynccontextmanager
-async def running_hub(config_path: Path) -> AsyncIterator[Hub]:
-    """A Hub in this event loop; stopped (gracefully) on exit."""
-    hub = Hub(hub_config.load(config_path))
+async def running_hub(config_path: Path, *, known: frozenset[str] | None = None) -> AsyncIterator[Hub]:
+    """A Hub in this event loop (`known`: the provisioned device ids, see Hub); stopped (gracefully) on exit."""
+    hub = Hub(hub_config.load(config_path), known=known)
     task = asyncio.create_task(hub.run())
     await hub.ready.wait()
     # A new persistent session has no subscription until SUBACK: the broker would not queue earlier messages.
