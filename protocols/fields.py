@@ -109,20 +109,22 @@ def parse(kind: str, payload: object, limit: int) -> object:
         raise ProtocolError(kind, "payload is not valid JSON") from None
 
 
-def envelope(kind: str, obj: object, allowed: tuple[str, ...]) -> dict[str, object]:
-    """A parsed payload as a message object: a closed set of keys and a version this side knows."""
+def envelope(kind: str, obj: object, allowed: tuple[str, ...],
+             versions: tuple[int, ...] = VERSIONS) -> dict[str, object]:
+    """A parsed payload as a message object: a closed set of keys and a version this side knows (of `versions`)."""
     msg = closed_object(kind, obj, allowed)
     version = required(msg, "v")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ProtocolError("v", "must be an integer version, got %s" % describe(version))
-    if version not in VERSIONS:
-        raise ProtocolError("v", "version %d not supported (this side knows up to %d)" % (version, VERSION))
+    if version not in versions:
+        raise ProtocolError("v", "version %d not supported (this side knows up to %d)" % (version, versions[-1]))
     return msg
 
 
-def load(kind: str, payload: object, limit: int, allowed: tuple[str, ...]) -> dict[str, object]:
+def load(kind: str, payload: object, limit: int, allowed: tuple[str, ...],
+         versions: tuple[int, ...] = VERSIONS) -> dict[str, object]:
     """`parse` then `envelope`: a payload's message object, or ProtocolError."""
-    return envelope(kind, parse(kind, payload, limit), allowed)
+    return envelope(kind, parse(kind, payload, limit), allowed, versions)
 
 
 def dumps_text(value: str) -> str:

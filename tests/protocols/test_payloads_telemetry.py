@@ -2,7 +2,7 @@
 
 from expect import refused
 
-from protocols import payloads as p
+from protocols import telemetry as p
 
 MICROPYTHON_HEAP = "64k"
 

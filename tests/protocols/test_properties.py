@@ -70,11 +70,28 @@ def test_mutated_telemetry_raises_only_protocol_error(noise: bytes) -> None:
         _decode_only_protocol_errors("telemetry", good[:pos] + noise + good[pos + len(noise):])
 
 
-@given(ID, ID, FINITE, TS, st.integers(0, 10**9))
-def test_cmd_round_trip(cmd_id: str, act: str, value: float, ts: int, ttl: int) -> None:
+KEY = bytes(range(32))
+
+
+@given(ID, ID, FINITE, TS, st.integers(0, 10**9), st.integers(1, p.N_MAX), ID)
+def test_cmd_round_trip(cmd_id: str, act: str, value: float, ts: int, ttl: int, n: int, device: str) -> None:
     exp = min(ts + ttl, p.TS_MAX)
-    cmd = p.decode_cmd(p.encode_cmd(cmd_id, act, value, ts, exp))
-    assert (cmd.id, cmd.actuator, cmd.value, cmd.ts, cmd.expires) == (cmd_id, act, value, ts, exp)
+    cmd = p.decode_cmd(p.encode_cmd(KEY, "s", device, cmd_id, act, value, ts, exp, n), KEY, "s", device)
+    assert (cmd.id, cmd.actuator, cmd.value, cmd.ts, cmd.expires, cmd.n) == (cmd_id, act, value, ts, exp, n)
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 300))
+def test_a_changed_byte_never_passes_the_signature(noise: bytes, where: int) -> None:
+    good = p.encode_cmd(KEY, "s", "d1", "c-1", "fan1", 80, p.TS_MIN, p.TS_MIN + 1000, 5)
+    at = where % len(good)
+    bad = good[:at] + noise + good[at + len(noise):]
+    if bad == good:
+        return
+    try:
+        p.decode_cmd(bad, KEY, "s", "d1")
+    except ProtocolError:
+        return
+    raise AssertionError("a changed cmd passed: %r" % bad)
 
 
 @given(ID, ID, TS, st.one_of(FINITE.map(lambda v: ("applied", v, None)),
@@ -82,11 +99,11 @@ def test_cmd_round_trip(cmd_id: str, act: str, value: float, ts: int, ttl: int) 
 def test_ack_round_trip(cmd_id: str, act: str, ts: int, outcome: tuple[str, float | None, str | None]) -> None:
     status, value, reason = outcome
     try:
-        data = p.encode_ack(cmd_id, act, status, ts, value=value, reason=reason)
+        data = p.encode_ack(KEY, "s", "d1", cmd_id, act, status, ts, 9, value=value, reason=reason)
     except ProtocolError as exc:  # long escaped reasons may exceed the size limit; surrogates are refused
         assert "limit" in str(exc) or "Unicode" in str(exc)
         return
-    ack = p.decode_ack(data)
+    ack = p.decode_ack(data, KEY, "s", "d1")
     assert (ack.id, ack.status, ack.value, ack.reason) == (cmd_id, status, value, reason)
 
 
