@@ -392,7 +392,7 @@ class Demo:
             "metrics": {"interval": 5.0},
             "hub": {"shutdown_timeout": 5.0},
             "control": {"ttl": 15.0, "retries": 1, "ack_timeout": 3.0},
-            "api": {"listen": "127.0.0.1", "port": self.api_port, "token": self.token},
+            "api": {"listen": "127.0.0.1", "port": self.api_port, "control_token": self.token},
             "modbus.buses.rs485-esil": {"transport": "rtu", "port": str(self.folder / "rs485-hub"),
                                         "baudrate": 9600, "timeout": 0.5},
             "modbus.buses.heat-plant": {"transport": "tcp", "host": "127.0.0.1", "port": self.tcp.port,

@@ -5,26 +5,37 @@
     GET  /v1/commands/{id}       a command's state
     GET  /v1/devices             devices with their actuators, limits and last values
 
-Every /v1 request needs `Authorization: Bearer <api.token>`. Errors are JSON `{"error": "...", "field": ...}`:
-400 malformed body or unknown key, 401 missing or wrong token, 404 unknown device, actuator, command or path,
-422 a value of the wrong type or outside the device's limits (then the refused command is returned too: it
-was audited as `rejected`). Binds 127.0.0.1 by default (`api.listen`).
+Every /v1 request needs `Authorization: Bearer <token>`, one of two roles: `api.read_token` may GET,
+`api.control_token` may do everything (POST /v1/setpoints too). Each command's `source` (audited) is
+`api:<role>`, or `cli:<role>` when `qala set` sent it. Errors are JSON `{"error": "...", "field": ...}`:
+400 malformed body or unknown key, 401 missing or wrong token, 403 a read token on a request that needs the
+control role (`needed` names it), 404 unknown device, actuator, command or path, 422 a value of the wrong
+type or outside the device's limits (then the refused command is returned too: it was audited as
+`rejected`), 429 too many wrong tokens from the client's address (Retry-After says when to try again;
+hub.control.throttle decides, the middleware here applies it). Binds 127.0.0.1 by default (`api.listen`);
+HTTPS with `api.tls_cert` and `api.tls_key`. Tokens are compared in constant time and never logged.
 
-Imports aiohttp and hub.control.service; nothing else of the hub.
+Imports aiohttp, hub.control.service and hub.control.throttle, and hub.config for its types and ConfigError;
+nothing else of the hub.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from hub.config import ConfigError
 from hub.control.command import REJECTED
 from hub.control.service import ControlError
+from hub.control.throttle import Throttle, client_key
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -35,7 +46,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTROL: web.AppKey[ControlService] = web.AppKey("control")
-TOKEN: web.AppKey[str] = web.AppKey("token")
+TOKENS: web.AppKey[tuple[tuple[str, bytes], ...]] = web.AppKey("tokens")
+"""(role, token) of each configured token."""
+THROTTLE: web.AppKey[Throttle] = web.AppKey("throttle")
+PROXY: web.AppKey[str | None] = web.AppKey("proxy")
+ROLE: web.RequestKey[str] = web.RequestKey("role")
+"""The role of the request's token: `read` or `control`."""
+READ_METHODS = ("GET", "HEAD")
+"""Methods the read role may use; every other method needs the control role."""
 MAX_WAIT = 120.0
 _SETPOINT_KEYS = ("device", "actuator", "value", "ttl_s", "wait", "timeout_s")
 
@@ -47,7 +65,8 @@ _COMMAND_SCHEMA: dict[str, Any] = {
         "actuator": {"type": "string"},
         "value": {"type": "number"},
         "transport": {"enum": ["mqtt", "modbus"]},
-        "source": {"type": "string", "description": "api, cli, rule:<name>, schedule:<name>"},
+        "source": {"type": "string",
+                   "description": "api:<role>, cli:<role> (role: control), rule:<name>, schedule:<name>"},
         "state": {"enum": ["pending", "sent", "applied", "rejected", "timed_out"]},
         "attempts": {"type": "integer"},
         "created_ms": {"type": "integer"},
@@ -58,7 +77,8 @@ _COMMAND_SCHEMA: dict[str, Any] = {
         "latency_ms": {"type": ["integer", "null"]},
     },
 }
-_ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
+_ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "field": {"type": "string"},
+                                          "needed": {"enum": ["read", "control"]}},
           "required": ["error"]}
 
 
@@ -72,7 +92,9 @@ _CMD = {"$ref": "#/components/schemas/Command"}
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Qala hub control API", "version": "1",
-             "description": "Setpoints to actuators, acknowledged, limited and audited (docs/control.md)."},
+             "description": "Setpoints to actuators, acknowledged, limited and audited (docs/control.md). Bearer "
+                            "tokens of two roles: read (GET) and control (everything). Wrong tokens are throttled "
+                            "per client address: delayed answers, then 429 with Retry-After."},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {"Command": _COMMAND_SCHEMA, "Error": _ERROR},
@@ -94,31 +116,37 @@ OPENAPI: dict[str, Any] = {
                 "202": _resp("the command, sent", _CMD),
                 "400": _resp("malformed body or unknown key", _ERR),
                 "401": _resp("missing or wrong token", _ERR),
+                "403": _resp("a read token: setpoints need the control role", _ERR),
                 "404": _resp("unknown device or actuator", _ERR),
                 "422": _resp("wrong type or outside the limits (the refused command is in `command`)", _ERR),
+                "429": _resp("too many wrong tokens from this address (see Retry-After)", _ERR),
             },
         }},
         "/v1/commands/{id}": {"get": {
             "summary": "A command's state",
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _resp("the command", _CMD), "401": _resp("missing or wrong token", _ERR),
-                          "404": _resp("unknown command id", _ERR)},
+                          "404": _resp("unknown command id", _ERR),
+                          "429": _resp("too many wrong tokens from this address (see Retry-After)", _ERR)},
         }},
         "/v1/devices": {"get": {
             "summary": "Devices with their actuators, limits and last values",
             "responses": {"200": _resp("the devices", {"type": "object", "properties": {"devices": {
-                "type": "array", "items": {"type": "object"}}}}), "401": _resp("missing or wrong token", _ERR)},
+                "type": "array", "items": {"type": "object"}}}}), "401": _resp("missing or wrong token", _ERR),
+                "429": _resp("too many wrong tokens from this address (see Retry-After)", _ERR)},
         }},
     },
 }
 
 
-def _error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
+def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None,
+           **extra: Any) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if field is not None:
         body["field"] = field
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"} | (headers or {})
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -126,16 +154,72 @@ def _error(status: int, message: str, field: str | None = None, **extra: Any) ->
 async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                  ) -> web.StreamResponse:
     if request.path.startswith("/v1/"):
-        given = request.headers.get("Authorization", "")
-        if not given.startswith("Bearer "):
-            return _error(401, "missing bearer token (Authorization: Bearer <api.token>)")
-        if not hmac.compare_digest(given[7:].encode(), request.app[TOKEN].encode()):
-            log.warning("api: wrong token remote=%s path=%s", request.remote, request.path)
-            return _error(401, "wrong token")
+        refused = await _authorize(request)
+        if refused is not None:
+            return refused
     try:
         return await handler(request)
     except web.HTTPException as exc:
         return _error(exc.status, exc.reason)
+
+
+async def _authorize(request: web.Request) -> web.Response | None:
+    """None when the request's token and role allow it (request[ROLE] is then set), else the refusal."""
+    throttle = request.app[THROTTLE]
+    address = _client_address(request, request.app[PROXY])
+    key = client_key(address)
+    wait = throttle.retry_after(key)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        return _error(429, f"too many wrong tokens from this address: try again in {seconds} s",
+                      headers={"Retry-After": str(seconds)})
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer "):
+        return _error(401, "missing bearer token (Authorization: Bearer <token>)")
+    role = _role(given[7:].encode("utf-8", "replace"), request.app[TOKENS])
+    if role is None:
+        verdict = throttle.failure(key)
+        if verdict.log:
+            more = f" ({verdict.suppressed} similar lines left out)" if verdict.suppressed else ""
+            if verdict.blocked_for:
+                log.warning("api: wrong tokens remote=%s failures=%d: blocked for %d s (429)%s", address,
+                            verdict.failures, verdict.blocked_for, more)
+            else:
+                log.warning("api: wrong token remote=%s path=%s%s", address, request.path, more)
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        return _error(401, "wrong token")
+    throttle.success(key)
+    if request.method not in READ_METHODS and role != "control":
+        return _error(403, f"this token has the {role} role: {request.method} {request.path} needs the control "
+                           "role (api.control_token)", needed="control", role=role)
+    request[ROLE] = role
+    return None
+
+
+def _role(given: bytes, tokens: tuple[tuple[str, bytes], ...]) -> str | None:
+    """The role whose token is `given`, each compared in constant time (all of them, whatever matched)."""
+    found = None
+    for role, token in tokens:
+        if hmac.compare_digest(given, token):
+            found = role
+    return found
+
+
+def _client_address(request: web.Request, proxy: str | None) -> str | None:
+    """The peer's address; for the trusted proxy's requests, the client it appends to X-Forwarded-For."""
+    peer = request.remote
+    if proxy is None or peer is None or _ip(peer) != proxy:
+        return peer
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ())).rsplit(",", 1)[-1].strip()
+    return forwarded if _ip(forwarded) is not None else peer
+
+
+def _ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 async def _openapi(_request: web.Request) -> web.Response:
@@ -170,9 +254,8 @@ async def _setpoint(request: web.Request) -> web.Response:
     body = _check_body(await request.read())
     if isinstance(body, web.Response):
         return body
-    source = request.headers.get("X-Qala-Source", "api")
-    if source not in ("api", "cli"):
-        source = "api"
+    client = request.headers.get("X-Qala-Source", "api")
+    source = f"{client if client in ('api', 'cli') else 'api'}:{request[ROLE]}"
     try:
         cmd = control.submit(body["device"], body["actuator"], body["value"], ttl_s=body.get("ttl_s"),
                              source=source)
@@ -197,10 +280,13 @@ async def _devices(request: web.Request) -> web.Response:
     return web.json_response({"devices": request.app[CONTROL].devices()})
 
 
-def make_app(control: ControlService, token: str) -> web.Application:
+def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | None = None) -> web.Application:
+    """The API's application: tokens and trusted proxy from `config`; `throttle` (a fresh one by default)."""
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CONTROL] = control
-    app[TOKEN] = token
+    app[TOKENS] = tuple((role, token.encode()) for role, token in config.tokens())
+    app[THROTTLE] = Throttle() if throttle is None else throttle
+    app[PROXY] = config.trusted_proxy
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_post("/v1/setpoints", _setpoint)
     app.router.add_get("/v1/commands/{id}", _command)
@@ -209,13 +295,21 @@ def make_app(control: ControlService, token: str) -> web.Application:
 
 
 async def serve_api(config: ApiConfig, control: ControlService) -> tuple[int, Coroutine[Any, Any, None]]:
-    """Start listening; (bound port, a coroutine that serves until cancelled and then cleans up)."""
-    runner = web.AppRunner(make_app(control, config.token), access_log=None)
+    """Start listening; (bound port, a coroutine that serves until cancelled and then cleans up).
+
+    ConfigError naming api.tls_cert when the certificate or its key cannot be loaded."""
+    context = tls_context(config)
+    runner = web.AppRunner(make_app(control, config), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen, config.port)
-    await site.start()
+    site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     port = int(runner.addresses[0][1]) if runner.addresses else config.port
-    log.info("api: listening host=%s port=%d", config.listen, port)
+    log.info("api: listening host=%s port=%d tls=%s roles=%s", config.listen, port, context is not None,
+             ",".join(role for role, _ in config.tokens()))
 
     async def forever() -> None:
         try:
@@ -224,3 +318,17 @@ async def serve_api(config: ApiConfig, control: ControlService) -> tuple[int, Co
             await runner.cleanup()
 
     return port, forever()
+
+
+def tls_context(config: ApiConfig) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 or later) when api.tls_cert and api.tls_key are set, else None."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"api.tls_cert: cannot load {config.tls_cert} with api.tls_key {config.tls_key}: "
+                          f"{exc}") from None
+    return context

@@ -1,8 +1,10 @@
 """`qala set DEVICE ACTUATOR VALUE`: a setpoint through the running hub's HTTP API, waiting for the outcome.
 
 The CLI is a client of the hub's API, so there is one control service (one place for limits, retries and
-the audit). The address and token come from `--config hub.toml` ([api] listen, port, token) or from
-`--api URL` and `--token` / $QALA_API_TOKEN. Prints the outcome on one line; exit codes:
+the audit). The address and token come from `--config hub.toml` ([api] listen, port, control_token; https
+when tls_cert is set) or from `--api URL` (http:// or https://) and `--token` / $QALA_API_CONTROL: setpoints
+need the control role. An https URL is verified against the system's CAs, or the file $SSL_CERT_FILE names
+(e.g. the site CA). Prints the outcome on one line; exit codes:
 
     0 applied   1 rejected (by the hub's limit check or by the device)   2 usage error (arguments, config,
     unknown device or actuator, wrong token)   3 timed out (no ack in time)   4 the hub's API is unreachable
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -42,12 +45,27 @@ def _target(args: argparse.Namespace) -> tuple[str, str] | str:
             return f"configuration error: {exc}"
         if cfg.api is None:
             return f"{args.config} has no [api] section: the hub serves no API"
+        token = args.token or cfg.api.control_token
+        if token is None:
+            return f"{args.config}: [api] has no control_token (setpoints need the control role; give --token)"
         host = "127.0.0.1" if cfg.api.listen in ("0.0.0.0", "::", "") else cfg.api.listen  # noqa: S104
-        return args.api or f"http://{host}:{cfg.api.port}", args.token or cfg.api.token
-    token = args.token or os.environ.get("QALA_API_TOKEN")
-    if not args.api or not token:
-        return "give --config HUB_TOML, or --api URL with --token (or $QALA_API_TOKEN)"
-    return args.api, token
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "http" if cfg.api.tls_cert is None else "https"
+        url = f"{scheme}://{host}:{cfg.api.port}" if args.api is None else args.api
+        return _url_problem(url) or (url, token)
+    token = args.token or os.environ.get("QALA_API_CONTROL")
+    if args.api is None or not token:
+        old = " ($QALA_API_TOKEN is no longer read: it is $QALA_API_CONTROL)" if "QALA_API_TOKEN" in os.environ else ""
+        return f"give --config HUB_TOML, or --api URL with --token (or $QALA_API_CONTROL){old}"
+    return _url_problem(args.api) or (args.api, token)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why the API's URL is unusable, or None."""
+    if not re.match(r"^https?://[^/\s]+", url):
+        return f"--api: the URL needs http:// or https:// and a host (e.g. http://127.0.0.1:8470), got {url!r}"
+    return None
 
 
 def run_set(args: argparse.Namespace) -> int:

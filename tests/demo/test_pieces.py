@@ -28,7 +28,7 @@ def test_generated_hub_toml_loads_with_everything_the_demo_needs(tmp_path: Path)
     assert config.mqtt.port == demo.mosquitto.port
     assert config.influxdb.url == demo.influxd.url
     assert config.api is not None
-    assert config.api.token == demo.token
+    assert config.api.control_token == demo.token
     assert config.api.port == demo.api_port
     assert config.modbus is not None
     assert {d.name for d in config.modbus.devices} == set(city.RTU_METERS) | set(city.TCP_METERS)
