@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hub import __version__, demo_cli, fw_cli
 from hub.modbus import cli as modbus_cli
+from hub.trust import cli as trust_cli
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,22 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     # Imported here so that `qala version` and `qala demo` do not load paho, aiohttp and influxdb-client.
     from hub import config as hub_config  # noqa: PLC0415
     from hub.service import serve  # noqa: PLC0415
+    from hub.control.signing import CounterError  # noqa: PLC0415
+    from hub.trust.store import StoreError  # noqa: PLC0415
 
     try:
         config = hub_config.load(Path(args.config))
     except hub_config.ConfigError as exc:
         sys.stderr.write(f"qala hub: configuration error: {exc}\n")
         return 2
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except hub_config.ConfigError as exc:  # found at start-up, e.g. api.tls_cert that does not load
+        sys.stderr.write(f"qala hub: configuration error: {exc}\n")
+        return 2
+    except (StoreError, CounterError) as exc:
+        sys.stderr.write(f"qala hub: provisioning store ([trust] store): {exc}\n")
+        return 2
     return 0
 
 
@@ -55,13 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_hub_run)
     modbus_cli.add_parser(sub)
     fw_cli.add_parser(sub)
+    trust_cli.add_parser(sub)
     setpoint = sub.add_parser("set", help="send a setpoint through the running hub and wait for its outcome")
     setpoint.add_argument("device")
     setpoint.add_argument("actuator")
     setpoint.add_argument("value", help="a number, e.g. 80 or 0.5")
     setpoint.add_argument("--config", metavar="HUB_TOML", help="read the API address and token from the hub's config")
     setpoint.add_argument("--api", metavar="URL", help="the hub's API, e.g. http://127.0.0.1:8470")
-    setpoint.add_argument("--token", help="the API token (default: $QALA_API_TOKEN)")
+    setpoint.add_argument("--token", help="the API's control token (default: $QALA_API_CONTROL)")
     setpoint.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome")
     setpoint.add_argument("--ttl", type=float, help="seconds before the command expires (default: control.ttl)")
     setpoint.set_defaults(func=_cmd_set)

@@ -6,14 +6,15 @@ stops at start-up with a line an operator can act on. Secrets: any string value 
 `${NAME}` and is then read from the environment variable NAME (a missing variable is an error naming the
 key). docs/hub.md documents every key; hub/config.example.toml is a complete example that a test loads.
 
-Imports only the standard library, protocols (the id rule, the catalogue) and the rule/schedule types of
-hub.control.rules; does no I/O except reading
-the file and the environment.
+Imports only the standard library, protocols (the id rule, the catalogue), the rule/schedule types of
+hub.control.rules and the store's layout (hub.trust.store); does no I/O except reading the file and the
+environment: the store named by [trust] is loaded by the hub at start (hub.service), not here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 import tomllib
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hub.control.rules import Rule, Schedule
+from hub.trust.store import CA_CERT
 from protocols import catalogue
 from protocols.errors import ProtocolError
 from protocols.topics import check_id
@@ -99,11 +101,39 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """The control HTTP API; present only when the config has an [api] section."""
+    """The control HTTP API; present only when the config has an [api] section (at least one token)."""
 
-    token: str = field(repr=False)
+    control_token: str | None = field(default=None, repr=False)
+    """Bearer token of the `control` role: setpoints, and every GET."""
+    read_token: str | None = field(default=None, repr=False)
+    """Bearer token of the `read` role: GET requests only."""
     listen: str = "127.0.0.1"
     port: int = 8470
+    trusted_proxy: str | None = None
+    """The reverse proxy's address: its requests are throttled by the client address it appends to
+    X-Forwarded-For (the last entry), not by its own."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; with tls_key the API speaks HTTPS itself."""
+    tls_key: Path | None = None
+
+    def tokens(self) -> tuple[tuple[str, str], ...]:
+        """(role, token) of each configured token."""
+        roles = (("control", self.control_token), ("read", self.read_token))
+        return tuple((role, token) for role, token in roles if token is not None)
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """[trust]: the provisioning store the hub trusts (docs/security.md), or plain mode on a lab bench."""
+
+    store: Path | None = None
+    """The store folder (`qala provision init`): the hub's MQTT login, the site CA, the provisioned device
+    ids (telemetry of any other id is dropped) and each board's command key (commands are signed, acks
+    verified). None only with plain = true."""
+    hub: str = "main"
+    """The hub identity in the store whose MQTT login the hub uses (`qala provision hub NAME`)."""
+    plain: bool = False
+    """A lab bench without a store: every device id is stored, MQTT boards cannot be commanded (no keys)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,9 @@ class HubConfig:
     schedules: tuple[Schedule, ...] = ()
     modbus: ModbusConfig | None = None
     """The [modbus] section (hub.modbus.config): buses and devices the hub polls; None without one."""
+    trust: TrustConfig = field(default_factory=lambda: TrustConfig(plain=True))
+    """[trust]; a config always has one (parse() requires it), the default serves code that builds a
+    HubConfig itself (tests of single parts)."""
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -176,7 +209,16 @@ _SPOOL: _Schema = {"path": (str, _REQUIRED), "max_bytes": (int, 1 << 30)}
 _BATCH: _Schema = {"size": (int, 5000), "flush_interval": (float, 1.0)}
 _METRICS: _Schema = {"interval": (float, 10.0)}
 _HUB: _Schema = {"shutdown_timeout": (float, 10.0)}
-_API: _Schema = {"listen": (str, "127.0.0.1"), "port": (int, 8470), "token": (str, _REQUIRED)}
+_API: _Schema = {
+    "listen": (str, "127.0.0.1"),
+    "port": (int, 8470),
+    "control_token": (str, None),
+    "read_token": (str, None),
+    "trusted_proxy": (str, None),
+    "tls_cert": (str, None),
+    "tls_key": (str, None),
+}
+_TRUST: _Schema = {"store": (str, None), "hub": (str, "main"), "plain": (bool, False)}
 _CONTROL: _Schema = {"ttl": (float, 30.0), "retries": (int, 2), "ack_timeout": (float, 5.0)}
 _RULE: _Schema = {
     "name": (str, _REQUIRED),
@@ -208,8 +250,14 @@ _SECTIONS: dict[str, tuple[_Schema, bool]] = {  # name -> (schema, section requi
     "metrics": (_METRICS, False),
     "hub": (_HUB, False),
     "control": (_CONTROL, False),
+    "trust": (_TRUST, True),
 }
 _OPTIONAL = {"api": _API, "modbus": {}}  # sections that switch a feature on by being present (modbus: own parser)
+
+_MISSING_HINTS = {
+    "trust": " (store = the provisioning store's folder, made by `qala provision init`, docs/security.md; or "
+             "plain = true on a lab bench)",
+}
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -262,7 +310,36 @@ def _url(path: str, value: str) -> str:
     return value.rstrip("/")
 
 
-def _check_mqtt(mqtt: dict[str, Any], site: str) -> None:
+def _trust(values: dict[str, Any], base: Path | None) -> TrustConfig:
+    if values["plain"]:
+        if values["store"] is not None:
+            raise ConfigError("trust.plain: true runs without a store: remove trust.store, or plain = true")
+        return TrustConfig(plain=True)
+    if values["store"] is None:
+        raise ConfigError("trust.store: required: the provisioning store's folder (`qala provision init --store DIR "
+                          "--site ID`, docs/security.md); plain = true instead only on a lab bench")
+    if not values["store"]:
+        raise ConfigError("trust.store: must not be empty")
+    path = Path(values["store"])
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return TrustConfig(store=path, hub=_id_value("trust.hub", values["hub"]))
+
+
+def _check_mqtt(mqtt: dict[str, Any], site: str, trust: TrustConfig, given: Mapping[str, Any]) -> None:
+    if trust.store is not None:
+        # the login and the CA come from the store; TLS unless the config turns it off (a lab bench)
+        for key in ("username", "password", "ca_file"):
+            if key in given:
+                raise ConfigError(f"mqtt.{key}: comes from the provisioning store ([trust] store); remove it")
+        if "tls" not in given:
+            mqtt["tls"] = True
+        if mqtt["tls"]:
+            mqtt["ca_file"] = str(trust.store / CA_CERT)
+        if mqtt["client_id"] is None:
+            mqtt["client_id"] = f"hub/{site}/{trust.hub}"  # the broker ties client ids to usernames
+    if "port" not in given and mqtt["tls"]:
+        mqtt["port"] = 8883
     if not 1 <= mqtt["port"] <= 65535:
         raise ConfigError(f"mqtt.port: must be 1..65535, got {mqtt['port']}")
     if mqtt["client_id"] is None:
@@ -317,7 +394,8 @@ def _check_spool(spool: dict[str, Any], base: Path | None) -> None:
 
 
 def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, base: Path | None = None) -> HubConfig:
-    """Validate a parsed TOML document; relative spool paths are taken from `base` (the file's folder)."""
+    """Validate a parsed TOML document; relative spool.path, api.tls_cert and api.tls_key are taken from
+    `base` (the file's folder)."""
     env = os.environ if env is None else env
     for name in document:
         if name not in _SECTIONS and name not in _OPTIONAL and name not in _ARRAYS:
@@ -326,7 +404,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     values: dict[str, dict[str, Any]] = {}
     for name, (schema, required) in _SECTIONS.items():
         if name not in document and required:
-            raise ConfigError(f"{name}: required section [{name}] is missing")
+            raise ConfigError(f"{name}: required section [{name}] is missing{_MISSING_HINTS.get(name, '')}")
         values[name] = _section(name, document.get(name, {}), schema, env)
 
     site = values["site"]
@@ -334,7 +412,8 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         check_id("site.id", site["id"])
     except ProtocolError as exc:
         raise ConfigError(str(exc)) from None
-    _check_mqtt(values["mqtt"], site["id"])
+    trust = _trust(values["trust"], base)
+    _check_mqtt(values["mqtt"], site["id"], trust, document["mqtt"])
     _check_influx(values["influxdb"], document["influxdb"])
     _check_spool(values["spool"], base)
     batch = values["batch"]
@@ -344,7 +423,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     _positive("metrics.interval", values["metrics"]["interval"])
     _positive("hub.shutdown_timeout", values["hub"]["shutdown_timeout"])
     control = _control(values["control"])
-    api = _api(document["api"], env) if "api" in document else None
+    api = _api(document["api"], env, base) if "api" in document else None
     rules = tuple(_rule(f"rules[{i}]", t, env) for i, t in enumerate(_array("rules", document.get("rules", []))))
     schedules = tuple(
         _schedule(f"schedules[{i}]", t, env) for i, t in enumerate(_array("schedules", document.get("schedules", [])))
@@ -366,6 +445,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         rules=rules,
         schedules=schedules,
         modbus=modbus,
+        trust=trust,
     )
 
 
@@ -391,13 +471,44 @@ def _control(values: dict[str, Any]) -> ControlConfig:
     return ControlConfig(**values)
 
 
-def _api(table: Any, env: Mapping[str, str]) -> ApiConfig:
+def _api(table: Any, env: Mapping[str, str], base: Path | None) -> ApiConfig:
+    if isinstance(table, dict) and "token" in table:
+        raise ConfigError("api.token: renamed api.control_token (the control role); api.read_token is the "
+                          "read-only role (docs/control.md)")
     values = _section("api", table, _API, env)
     if not 0 <= values["port"] <= 65535:
         raise ConfigError(f"api.port: must be 0..65535 (0: any free port), got {values['port']}")
-    if len(values["token"]) < 16:
-        raise ConfigError("api.token: must be at least 16 characters")
+    _check_api_tokens(values)
+    if values["trusted_proxy"] is not None:
+        try:
+            values["trusted_proxy"] = str(ipaddress.ip_address(values["trusted_proxy"]))
+        except ValueError:
+            raise ConfigError(f"api.trusted_proxy: must be an IP address (the reverse proxy's), "
+                              f"got {values['trusted_proxy']!r}") from None
+    for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
+        if values[key] is not None and values[other] is None:
+            raise ConfigError(f"api.{other}: required with api.{key}")
+        if values[key] == "":
+            raise ConfigError(f"api.{key}: must not be empty")
+        if values[key] is not None:
+            path = Path(values[key])
+            values[key] = base / path if not path.is_absolute() and base is not None else path
     return ApiConfig(**values)
+
+
+def _check_api_tokens(values: dict[str, Any]) -> None:
+    if values["control_token"] is None and values["read_token"] is None:
+        raise ConfigError("api.control_token: required (or api.read_token for a read-only API, or both)")
+    for key in ("control_token", "read_token"):
+        token = values[key]
+        if token is None:
+            continue
+        if len(token) < 16:
+            raise ConfigError(f"api.{key}: must be at least 16 characters, got {len(token)}")
+        if not re.fullmatch(r"[\x21-\x7e]+", token):
+            raise ConfigError(f"api.{key}: must be printable ASCII without spaces (it is sent in a header)")
+    if values["control_token"] == values["read_token"]:
+        raise ConfigError("api.read_token: must differ from api.control_token (one token per role)")
 
 
 def _array(name: str, value: Any) -> list[Any]:

@@ -24,6 +24,8 @@ DEVICE_STATUS = "qala_device_status"
 HUB = "qala_hub"
 COMMAND = "qala_command"
 """Control audit: one point per command outcome (hub.control.service.audit); quality tag = outcome."""
+SECURITY = "qala_security"
+"""Security events (hub.control.service): e.g. a forged ack; sensor tag = what was forged, quality = the event."""
 
 # `sensor` tag values of the hub's own records.
 STATUS_SENSOR = "status"

@@ -3,7 +3,7 @@
 Tasks (one asyncio loop; paho's network thread feeds it):
 - ingest: drains received messages in batches, turns them into Readings (hub.ingest.process), appends
   their line protocol to the spool with one write+fsync per batch, and only then acknowledges the batch's
-  MQTT messages (those of device ids not in `known`, the provisioned ones, are only counted and acknowledged).
+  MQTT messages (those of device ids the provisioning store does not know are only counted and acknowledged).
   Seals the open segment when it holds `batch.size` lines or is `batch.flush_interval` old,
   and hands it to the writer. While the spool is full it takes nothing: the broker keeps the messages.
 - writer (hub.sinks.writer): sends sealed segments, the backlog of a previous run first.
@@ -14,6 +14,13 @@ Tasks (one asyncio loop; paho's network thread feeds it):
   path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
   `Hub.modbus_write` (the control service uses the same ModbusService).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
+
+Trust ([trust], docs/security.md): the provisioning store (hub.trust.store) is loaded before anything starts.
+It gives the hub's MQTT login (TLS verified against the site CA by hub.ingest.mqtt), the provisioned device
+ids (MQTT messages of any other id are counted and dropped by the ingest) and each board's command key (the
+control service signs commands and checks acks with hub.control.signing). SIGHUP loads it again: boards
+provisioned, rotated or revoked since take effect without a restart. In plain mode (a lab bench) every id is
+stored and no MQTT board can be commanded.
 
 Shutdown (SIGTERM/SIGINT, `request_stop`): stop taking messages, spool and acknowledge what was taken,
 disconnect, seal, keep sending for up to `shutdown_timeout` seconds, save the registry. Whatever was not
@@ -26,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
 from typing import TYPE_CHECKING
 
 from hub.control.service import ControlService
+from hub.control.signing import Counter, Signer
 from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
 from hub.ingest.sequence import SequenceTracker
@@ -42,6 +51,7 @@ from hub.sinks.influx_v2 import InfluxV2Sink
 from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool
+from hub.trust.store import StoreError, TrustStore
 from protocols import topics
 
 if TYPE_CHECKING:
@@ -72,11 +82,32 @@ def make_sink(config: HubConfig) -> Sink:
     return InfluxV2Sink(config.influxdb)
 
 
+def load_trust(config: HubConfig) -> TrustStore | None:
+    """The provisioning store [trust] names (None in plain mode); StoreError naming the file at fault."""
+    if config.trust.store is None:
+        return None
+    store = TrustStore.load(config.trust.store)
+    if store.site != config.site.id:
+        raise StoreError(f"{store.root}: the store is for site {store.site!r}, this hub's site.id is "
+                         f"{config.site.id!r}")
+    store.hub(config.trust.hub)  # StoreError naming the missing identity
+    return store
+
+
 class Hub:
-    def __init__(self, config: HubConfig, *, known: frozenset[str] | None = None) -> None:
-        """`known`: the provisioned device ids (the provisioning store's); MQTT messages of any other id are
-        counted and dropped. None stores every id (a lab bench without a store). Modbus devices come from the
-        config and are never filtered."""
+    def __init__(self, config: HubConfig) -> None:
+        """Raises StoreError when [trust]'s store cannot be used. Only the store's device ids are taken from
+        MQTT; Modbus devices come from the config and are never filtered."""
+        self.trust = load_trust(config)
+        known: frozenset[str] | None = None
+        if self.trust is not None:
+            user, password = self.trust.hub(config.trust.hub)
+            config = dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, username=user,
+                                                                          password=password))
+            known = self.trust.devices()
+        else:
+            log.warning("trust: plain mode ([trust] plain = true): telemetry of every device id is stored and no "
+                        "MQTT board can be commanded; a lab bench only")
         self.config = config
         state = config.spool.path
         state.mkdir(parents=True, exist_ok=True)
@@ -113,9 +144,12 @@ class Hub:
             from hub.modbus.poller import ModbusService  # noqa: PLC0415 - pymodbus only with Modbus devices
 
             self.modbus = ModbusService(config.modbus, site)
+        self.signer: Signer | None = None
+        if self.trust is not None:
+            self.signer = Signer(site, self._keys(self.trust), Counter(state / "cmd-counter"))
         self.control = ControlService(
             site, config.control, self.registry, publish=self.mqtt.publish, emit=self.emit,
-            modbus=self.modbus, rule_list=config.rules, schedules=config.schedules,
+            modbus=self.modbus, rule_list=config.rules, schedules=config.schedules, signer=self.signer,
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
         self.api_port: int | None = None
@@ -127,6 +161,30 @@ class Hub:
         self._full_logged = False
         self.ready = asyncio.Event()
         """Set once the spool backlog is queued and MQTT is connecting."""
+
+    @staticmethod
+    def _keys(store: TrustStore) -> dict[str, bytes]:
+        return {device: key for device in store.devices() if (key := store.cmd_key(device)) is not None}
+
+    def reload_trust(self) -> None:
+        """Load the provisioning store again (SIGHUP): device ids and command keys as they are now. A store
+        that does not load leaves everything as it was (logged)."""
+        if self.config.trust.store is None:
+            log.info("trust: plain mode, nothing to reload")
+            return
+        try:
+            store = load_trust(self.config)
+        except StoreError as exc:
+            log.error("trust: reload refused, keeping the store loaded before: %s", exc)
+            return
+        assert store is not None, "a store is configured"
+        before = self.trust.devices() if self.trust is not None else frozenset()
+        self.trust = store
+        self.processor.set_known(store.devices())
+        if self.signer is not None:
+            self.signer.replace_keys(self._keys(store))
+        log.info("trust: store reloaded devices=%d added=%d removed=%d", len(store.devices()),
+                 len(store.devices() - before), len(before - store.devices()))
 
     def _on_mqtt_connect(self) -> None:  # paho's thread
         self.metrics.mqtt_connects += 1
@@ -360,14 +418,15 @@ class Hub:
             self.processor.floodlog.tick()
 
 
-async def serve(config: HubConfig, *, known: frozenset[str] | None = None) -> None:
-    """Run a hub until SIGTERM or SIGINT (`known`: see Hub)."""
-    hub = Hub(config, known=known)
+async def serve(config: HubConfig) -> None:
+    """Run a hub until SIGTERM or SIGINT; SIGHUP reloads the provisioning store."""
+    hub = Hub(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, hub.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, hub.reload_trust)
     try:
         await hub.run()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -51,7 +51,8 @@ class Command:
     transport: str
     """`mqtt` or `modbus`."""
     source: str
-    """Who asked: `api`, `cli`, `rule:<name>`, `schedule:<name>`."""
+    """Who asked: `api:<role>`, `cli:<role>` (the API token's role, hub.control.api), `rule:<name>`,
+    `schedule:<name>`."""
     created_ms: int
     expires_ms: int
     retries: int = 2
@@ -64,6 +65,8 @@ class Command:
     applied: float | None = None
     """The value the device reports it applied (may differ from `value`, e.g. after rounding)."""
     reason: str | None = None
+    n: int = 0
+    """The signed cmd's counter (hub.control.signing), taken at the first send; 0 before, and for Modbus."""
 
     @property
     def final(self) -> bool:

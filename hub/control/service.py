@@ -4,14 +4,19 @@
   not a finite number -> BadValueError), checks the announced limits (hub.control.limits: a refused value
   becomes a command that is `rejected` at once, audited, never sent) and sends it:
   * MQTT devices (known from their birth message's caps): `cmd` on `qala/{site}/{device}/cmd`, QoS 1, not
-    retained, with an id and an expiry (`control.ttl`); resent with the same id every `control.ack_timeout`
-    up to `control.retries` times; the board's `ack` ends it; without one it times out after its expiry.
+    retained, with an id and an expiry (`control.ttl`), signed with the board's command key and a counter
+    (hub.control.signing); resent (the same message) every `control.ack_timeout` up to `control.retries`
+    times; the board's `ack` ends it; without one it times out after its expiry. A device the hub has no
+    key for (not provisioned, or a hub in plain mode) is refused at once: a rejected, audited command.
   * Modbus devices (writable registers of their profile): hub.modbus's write (ahead of polls), read back
     and compared; an exception response (e.g. 03, illegal data value) is a rejection with that reason, no
     answer is retried like MQTT, a read-back that differs is a rejection.
-- `on_ack(device, payload)`: the board's answer; an ack for an unknown id, of another device, or for a
-  command that is already final (a board that acks twice) is refused, counted and logged, and changes
-  nothing.
+- `on_ack(device, payload)`: the board's answer, acted on only if the board signed it for this command (its
+  key, its `n`). An ack that is unsigned, wrongly signed or carries another command's `n` is a security
+  event: counted (`forged_ack`), logged as a WARNING with `security=forged_ack`, and stored as a
+  `qala_security` point; the command it names stays as it was. A signed ack for an unknown id, of another
+  device, or for a command that is already final (a board that acks twice) is refused, counted and
+  logged, and changes nothing.
 - `observe(readings)`: setpoint telemetry (quantity `setpoint`, sensor = actuator) keeps the last values;
   other readings feed the rules. Schedules are checked once a second by `run()`.
 - Every final state becomes `qala_command` Readings (hub.model) through `emit`, so InfluxDB holds each
@@ -32,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.control import command as lc
 from hub.control import limits, rules
-from hub.model import COMMAND, Reading
+from hub.control.signing import CounterError
+from hub.model import COMMAND, SECURITY, Reading
 from protocols import payloads, topics
 from protocols.errors import ProtocolError
 
@@ -40,6 +46,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from hub.config import ControlConfig
+    from hub.control.signing import Signer
     from hub.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -114,8 +121,12 @@ class ControlService:
         rule_list: Iterable[rules.Rule] = (),
         schedules: Iterable[rules.Schedule] = (),
         clock_ms: Callable[[], int] | None = None,
+        signer: Signer | None = None,
     ) -> None:
+        """`signer`: the boards' command keys (hub.control.signing); None: no MQTT device can be commanded
+        (a hub in plain mode)."""
         self.site = site
+        self.signer = signer
         self.config = config
         self.registry = registry
         self.publish = publish
@@ -131,7 +142,7 @@ class ControlService:
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.commands: dict[str, lc.Command] = {}
         self.last: dict[tuple[str, str], limits.Last] = {}
-        self.counts = {"unknown_ack": 0, "duplicate_ack": 0, "late_ack": 0, "bad_ack": 0}
+        self.counts = {"unknown_ack": 0, "duplicate_ack": 0, "late_ack": 0, "bad_ack": 0, "forged_ack": 0}
         self._done: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -199,6 +210,10 @@ class ControlService:
         log.info("command created id=%s device=%s actuator=%s value=%g transport=%s source=%s", cmd.id, device,
                  actuator, number, transport, source)
         why = limits.check(acts[actuator], number, self.last.get((device, actuator)), now)
+        if why is None and transport == MQTT and (self.signer is None or not self.signer.can_sign(device)):
+            why = ("no command key for this device: the hub runs without a provisioning store ([trust] plain)"
+                   if self.signer is None else "no command key for this device: not provisioned in the store "
+                   "(`qala provision board`), or the hub has not reloaded it (SIGHUP)")
         if why is not None:
             self._finish(cmd, "reject", now, reason="hub: " + why)
             return cmd
@@ -226,7 +241,15 @@ class ControlService:
         return cmd
 
     def _send_mqtt(self, cmd: lc.Command, now: int) -> None:
-        payload = payloads.encode_cmd(cmd.id, cmd.actuator, cmd.value, cmd.created_ms, cmd.expires_ms)
+        assert self.signer is not None, "submit() refuses MQTT commands without a signer"
+        try:
+            payload = self.signer.cmd(cmd)
+        except (KeyError, CounterError) as exc:  # a key revoked by a reload, or the counter's disk failed
+            why = "no command key for this device (revoked?)" if isinstance(exc, KeyError) else str(exc)
+            log.error("command not signed id=%s device=%s error=%s", cmd.id, cmd.device, why)
+            if cmd.state == lc.PENDING:
+                self._finish(cmd, "reject", now, reason="hub: " + why)
+            return
         lc.step(cmd, "send", now)
         self.publish(topics.build(self.site, cmd.device, topics.CMD), payload)
         log.info("command sent id=%s device=%s attempt=%d", cmd.id, cmd.device, cmd.attempts)
@@ -260,12 +283,21 @@ class ControlService:
     def on_ack(self, device: str, payload: bytes) -> None:
         """A message on `qala/{site}/{device}/ack`."""
         try:
-            ack = payloads.decode_ack(payload)
+            if self.signer is None:
+                raise payloads.SignatureError("no command keys: the hub runs in plain mode", payloads.read_ack(payload))
+            ack = self.signer.ack(device, payload)
+        except payloads.SignatureError as exc:
+            claimed = exc.unverified if isinstance(exc.unverified, payloads.Ack) else None
+            self._forged(device, claimed, exc.problem)
+            return
         except ProtocolError as exc:
             self.counts["bad_ack"] += 1
             log.warning("ack refused: bad payload device=%s error=%s", device, exc)
             return
         cmd = self.commands.get(ack.id)
+        if cmd is not None and cmd.device == device and cmd.n and ack.n != cmd.n:
+            self._forged(device, ack, f"n={ack.n} is not the command's n={cmd.n} (an old ack replayed?)")
+            return
         if cmd is None or cmd.device != device or cmd.actuator != ack.actuator:
             self.counts["unknown_ack"] += 1
             log.warning("ack refused: unknown command id device=%s id=%s actuator=%s", device, ack.id, ack.actuator)
@@ -285,6 +317,20 @@ class ControlService:
             self._finish(cmd, "applied", now, value=ack.value)
         else:
             self._finish(cmd, "rejected", now, reason="board: " + (ack.reason or ""))
+
+    def _forged(self, device: str, claimed: payloads.Ack | None, problem: str) -> None:
+        """An ack the board did not sign for the command it names: a security event, never an outcome."""
+        self.counts["forged_ack"] += 1
+        cmd_id = claimed.id if claimed is not None else ""
+        status = claimed.status if claimed is not None else ""
+        log.warning("ack refused: not signed by the board security=forged_ack device=%s id=%s claims=%s problem=%s",
+                    device, cmd_id or "-", status or "-", problem)
+        sensor = claimed.actuator if claimed is not None else "ack"
+        ts = self.clock_ms()
+        fields: list[tuple[str, float | str]] = [("count", 1.0), ("problem", problem)]
+        if cmd_id:
+            fields += [("id", cmd_id), ("claimed", status)]
+        self.emit([Reading(SECURITY, self.site, device, sensor, "forged_ack", f, v, ts) for f, v in fields])
 
     def _finish(self, cmd: lc.Command, event: str, now: int, *, value: float | None = None,
                 reason: str | None = None) -> None:

@@ -18,6 +18,10 @@ acknowledgement, so a hub killed between the PUBACK and its spool write would lo
 - `close_intake()` stops handing messages over (those arriving later stay unacknowledged, so the broker
   keeps them for the next session); `stop()` then disconnects after the queued acknowledgements.
 
+- TLS (`mqtt.tls`): `ssl.create_default_context(cafile=mqtt.ca_file)`, so CERT_REQUIRED and check_hostname:
+  the broker's certificate must chain to that CA and name `mqtt.host`. A refused certificate is logged once
+  per outage as one ERROR line naming the failed check (`connect_failure`), never as a traceback.
+
 `publish` sends the control service's commands (QoS 1, never retained) on the same connection.
 
 Imports paho and hub.backoff/hub.config; knows nothing of payloads, spool or InfluxDB.
@@ -36,7 +40,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from hub.backoff import Backoff
 
@@ -73,6 +77,16 @@ class _Client(paho.Client):
         self._rsock: object = None
         self.on_qos1_publish: Callable[[bytes, int, bytes], None] | None = None
         """(topic, packet id, payload) of each QoS 1 PUBLISH, instead of on_message (see _packet_read)."""
+        self.connect_error: OSError | None = None
+        """Why the last connect attempt failed: paho's loop swallows it before calling on_connect_fail."""
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.connect_error = None
+        try:
+            return super().reconnect()
+        except OSError as exc:  # ssl.SSLError and socket errors; paho's loop catches OSError only
+            self.connect_error = exc
+            raise
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
@@ -156,6 +170,18 @@ class _Client(paho.Client):
         if on_message is not None:
             with self._in_callback_mutex:
                 on_message(self, self._userdata, message)
+
+
+def connect_failure(exc: BaseException | None, ca_file: str | None) -> str:
+    """One line naming why a connect failed, e.g. the TLS check that refused the broker's certificate."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: broker certificate refused: {exc.verify_message} "
+                f"(trusted: {ca_file or 'the system CAs'}, mqtt.ca_file)")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return "unknown cause"
 
 
 class Message(NamedTuple):
@@ -295,8 +321,11 @@ class MqttSource:
         self._backoff.reset()
         self._outage_logged = False
         client.subscribe(self.subscriptions)
-        log.info("mqtt: connected host=%s session_present=%s generation=%d", self.config.host,
-                 flags.session_present, self.generation)
+        log.info("mqtt: connected host=%s session_present=%s generation=%d tls=%s", self.config.host,
+                 flags.session_present, self.generation, self.config.tls)
+        if not self.config.tls:
+            log.warning("mqtt: plain MQTT (mqtt.tls = false): the login and every message cross the network "
+                        "unencrypted; a lab bench only host=%s", self.config.host)
         if self._on_connect_hook is not None:
             self._on_connect_hook()
 
@@ -315,7 +344,13 @@ class MqttSource:
         self._lost(f"disconnected reason={reason}")
 
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
-        self._lost("connect failed")
+        exc = self._client.connect_error
+        if isinstance(exc, ssl.SSLCertVerificationError) and not self._outage_logged:
+            # not an outage that heals: the broker is not the one the CA and the host name promise
+            log.error("mqtt: connect failed: %s host=%s port=%d, retrying with backoff",
+                      connect_failure(exc, self.config.ca_file), self.config.host, self.config.port)
+            self._outage_logged = True
+        self._lost(f"connect failed: {connect_failure(exc, self.config.ca_file)}")
 
     def _lost(self, what: str) -> None:
         delay = self._backoff.next()

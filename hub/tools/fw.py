@@ -53,6 +53,8 @@ _ARGUMENT_OF = (
     ("mqtt.server_hostname", "--server-hostname"),
     ("mqtt", "--broker"),
     ("sensors", "--sensor"),
+    ("commands.max_ttl", "--max-ttl"),
+    ("commands", "qala provision board|rotate"),
 )
 
 
@@ -175,6 +177,7 @@ def make_config(
     server_hostname: str | None = None,
     sensors: list[str] | None = None,
     need_wifi: bool = True,
+    commands: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A board config: `base` (e.g. firmware/board.example.json) with these values set, then validated.
 
@@ -196,6 +199,8 @@ def make_config(
     if any(v is not None for v in (broker, mqtt_user, mqtt_password, tls, ca, server_hostname)):
         _set_mqtt(raw, broker, mqtt_user, mqtt_password, tls)
         _set_tls(raw["mqtt"], tls, ca, server_hostname)
+    if commands is not None:
+        raw["commands"] = commands
     if sensors:
         before: dict[str, Any] = raw["sensors"] if isinstance(raw.get("sensors"), dict) else {}
         raw["sensors"] = {}

@@ -1,6 +1,8 @@
 """The control service and its HTTP API, without a broker: a recording publish function, a fake clock.
 
-Bad input of every kind gets a clear refusal (JSON error naming the field) and sends nothing.
+Bad input of every kind gets a clear refusal (JSON error naming the field) and sends nothing. Commands are
+signed with the board's key (hub.control.signing); only acks the board signed for the command count, and a
+forged one is a security event, never an outcome.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hub.config import ControlConfig
+from hub.config import ApiConfig, ControlConfig
 from hub.control import command as lc
 from hub.control.api import make_app
 from hub.control.service import ControlService
-from hub.model import COMMAND, Reading
+from hub.control.signing import Counter, Signer
+from hub.model import COMMAND, SECURITY, Reading
 from hub.registry import Registry
 from protocols import payloads
 
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 TOKEN = "s3cret-token-0123456789"
+KEY = bytes(range(32))
+KEYS = {"t1": KEY, "t2": bytes(range(1, 33))}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = 1_795_553_687_000
 CAPS = {"actuators": {"fan1": {"kind": "pwm", "unit": "%", "min": 0, "max": 100, "failsafe": 20},
@@ -38,15 +43,20 @@ class Rig:
         self.registry = Registry(tmp / "registry.json")
         birth = payloads.decode_status(payloads.encode_status("online", T0, 1, "0.1.0", CAPS))
         self.registry.update("t1", birth, T0)
+        self.signer = Signer("lab", KEYS, Counter(tmp / "cmd-counter", lambda: self.now))
         self.control = ControlService("lab", ControlConfig(ttl=10, retries=1, ack_timeout=2), self.registry,
                                       publish=lambda t, p: self.sent.append((t, p)), emit=self.stored.extend,
-                                      clock_ms=lambda: self.now)
+                                      clock_ms=lambda: self.now, signer=self.signer)
 
     def ack(self, cmd_id: str, status: str = "applied", value: float | None = 80, device: str = "t1",
-            act: str = "fan1") -> None:
+            act: str = "fan1", key: bytes | None = None, n: int | None = None) -> None:
+        """The board's signed ack (its own key, the command's n unless given)."""
         reason = "150 above max 100" if status == "rejected" else None
-        self.control.on_ack(device, payloads.encode_ack(cmd_id, act, status, self.now,
-                                                        value if status == "applied" else None, reason))
+        cmd = self.control.commands.get(cmd_id)
+        n = (cmd.n if cmd is not None else 1) if n is None else n
+        self.control.on_ack(device, payloads.encode_ack(key or KEYS.get(device, KEY), "lab", device, cmd_id, act,
+                                                        status, self.now, n, value if status == "applied" else None,
+                                                        reason))
 
 
 @pytest.fixture
@@ -56,7 +66,7 @@ async def rig(tmp_path: Path) -> Rig:
 
 @pytest.fixture
 async def client(rig: Rig) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(make_app(rig.control, TOKEN))) as c:
+    async with TestClient(TestServer(make_app(rig.control, ApiConfig(control_token=TOKEN)))) as c:
         yield c
 
 
@@ -64,8 +74,9 @@ async def test_submit_sends_a_cmd_and_the_ack_ends_it(rig: Rig) -> None:
     cmd = rig.control.submit("t1", "fan1", 80)
     topic, payload = rig.sent[0]
     assert topic == "qala/lab/t1/cmd"
-    sent = payloads.decode_cmd(payload)
+    sent = payloads.decode_cmd(payload, KEY, "lab", "t1")
     assert (sent.id, sent.actuator, sent.value, sent.expires) == (cmd.id, "fan1", 80, T0 + 10_000)
+    assert sent.n == cmd.n == T0  # the hub clock, the first command
     rig.now += 150
     rig.ack(cmd.id)
     assert cmd.state == "applied"
@@ -90,8 +101,52 @@ async def test_acks_that_change_nothing(rig: Rig) -> None:
     rig.ack(cmd.id, "applied")  # a board that acks twice
     assert cmd.state == "rejected"
     assert cmd.reason == "board: 150 above max 100"
-    assert rig.control.counts == {"unknown_ack": 2, "duplicate_ack": 1, "late_ack": 0, "bad_ack": 1}
+    assert rig.control.counts == {"unknown_ack": 2, "duplicate_ack": 1, "late_ack": 0, "bad_ack": 1,
+                                  "forged_ack": 0}
     assert len([r for r in rig.stored if r.field == "id"]) == 1  # one outcome, one audit point
+
+
+async def test_forged_acks_are_security_events_never_outcomes(rig: Rig) -> None:
+    cmd = rig.control.submit("t1", "fan1", 80)
+    unsigned = ('{"v":1,"id":"%s","act":"fan1","st":"applied","val":80,"ts":%d}' % (cmd.id, rig.now)).encode()
+    rig.control.on_ack("t1", unsigned)  # version 1: no signature at all
+    rig.ack(cmd.id, key=bytes(32))  # signed, with the wrong key
+    rig.ack(cmd.id, device="t1", key=KEYS["t2"])  # another board's key
+    rig.ack(cmd.id, n=cmd.n - 1)  # the board's signature, but of an earlier command's n
+    assert cmd.state == "sent"
+    assert rig.control.counts["forged_ack"] == 4
+    security = [r for r in rig.stored if r.measurement == SECURITY]
+    assert {r.quality for r in security} == {"forged_ack"}
+    assert {r.device for r in security} == {"t1"}
+    assert [r.value for r in security if r.field == "claimed"] == ["applied"] * 4
+    assert not [r for r in rig.stored if r.measurement == COMMAND]  # nothing audited as an outcome
+    rig.ack(cmd.id)  # the board's own ack still ends it
+    assert cmd.state == "applied"
+
+
+async def test_a_device_without_a_key_is_refused_and_audited(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.signer.replace_keys({})  # e.g. revoked, and the store reloaded
+    cmd = rig.control.submit("t1", "fan1", 80)
+    assert cmd.state == "rejected"
+    assert cmd.reason is not None
+    assert "no command key" in cmd.reason
+    assert rig.sent == []
+    plain = ControlService("lab", ControlConfig(), rig.registry, publish=lambda t, p: None, emit=rig.stored.extend)
+    cmd = plain.submit("t1", "fan1", 80)
+    assert cmd.state == "rejected"
+    assert cmd.reason is not None
+    assert "plain" in cmd.reason
+
+
+async def test_the_counter_grows_across_restarts_even_when_the_clock_goes_back(tmp_path: Path) -> None:
+    clock = [T0]
+    counter = Counter(tmp_path / "n", lambda: clock[0])
+    first = [counter.next() for _ in range(3)]
+    assert first == [T0, T0 + 1, T0 + 2]
+    clock[0] = T0 - 3_600_000  # the clock set back an hour, then a restart
+    again = Counter(tmp_path / "n", lambda: clock[0])
+    assert again.next() > first[-1]
 
 
 async def test_out_of_limits_is_refused_by_the_hub_and_audited(rig: Rig) -> None:
@@ -110,7 +165,8 @@ async def test_resend_then_time_out(rig: Rig) -> None:
     rig.now += 2000
     assert lc.due(cmd, rig.now) == lc.RESEND
     rig.control._send_mqtt(cmd, rig.now)
-    assert [payloads.decode_cmd(p).id for _, p in rig.sent] == [cmd.id, cmd.id]
+    assert [payloads.decode_cmd(p, KEY, "lab", "t1").id for _, p in rig.sent] == [cmd.id, cmd.id]
+    assert rig.sent[0][1] == rig.sent[1][1]  # the same message: same id, same n
     rig.now = cmd.expires_ms + 2000
     assert lc.due(cmd, rig.now) == lc.TIMEOUT
     rig.control._finish(cmd, "timeout", rig.now, reason="no ack")

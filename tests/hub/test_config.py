@@ -13,13 +13,14 @@ from hub.config import ConfigError, load, parse
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"QALA_MQTT_PASSWORD": "mqtt-secret", "QALA_INFLUX_PASSWORD": "influx-secret",
-       "QALA_API_TOKEN": "api-token-0123456789"}
+       "QALA_API_CONTROL": "api-control-0123456789", "QALA_API_READ": "api-read-0123456789"}
 
 V1: dict[str, Any] = {
     "site": {"id": "ast-01"},
     "mqtt": {"host": "127.0.0.1"},
     "influxdb": {"api": "v1", "url": "http://127.0.0.1:8086", "database": "qala"},
     "spool": {"path": "/tmp/qala"},
+    "trust": {"plain": True},  # these tests are about other sections; [trust] has tests/hub/test_config_trust.py
 }
 V2: dict[str, Any] = V1 | {
     "influxdb": {"api": "v2", "url": "http://127.0.0.1:8086/", "org": "o", "bucket": "b", "token": "t"},
@@ -46,12 +47,15 @@ def error(doc: dict[str, Any], env: dict[str, str] | None = None) -> str:
 def test_the_shipped_example_loads() -> None:
     config = load(REPO / "hub" / "config.example.toml", env=ENV)
     assert config.site.id == "ast-01"
-    assert config.mqtt.password == "mqtt-secret"
+    assert config.trust.store == Path("/var/lib/qala/store")
+    assert (config.mqtt.tls, config.mqtt.port, config.mqtt.client_id) == (True, 8883, "hub/ast-01/main")
+    assert config.mqtt.ca_file == "/var/lib/qala/store/tls/ca.pem"
+    assert config.mqtt.username is None  # from the store, when the hub starts
     assert config.influxdb.api == "v1"
     assert config.influxdb.password == "influx-secret"
     assert config.spool.path == Path("/var/lib/qala/hub")
     assert config.api is not None
-    assert config.api.token == "api-token-0123456789"
+    assert config.api.tokens() == (("control", "api-control-0123456789"), ("read", "api-read-0123456789"))
     assert [r.name for r in config.rules] == ["co2-fan"]
     assert [s.name for s in config.schedules] == ["fan-night"]
 
@@ -128,7 +132,8 @@ def test_environment_variables_for_secrets() -> None:
 def test_relative_spool_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text('[site]\nid="s"\n[mqtt]\nhost="h"\n[influxdb]\napi="v1"\nurl="http://h"\ndatabase="d"\n'
-                    '[spool]\npath="state"\n')
+                    '[spool]\npath="state"\n[trust]\nstore="store"\n')
+    assert load(path).trust.store == tmp_path / "store"
     assert load(path).spool.path == tmp_path / "state"
 
 

@@ -19,6 +19,7 @@ BASE: dict[str, Any] = {
     "mqtt": {"host": "127.0.0.1"},
     "influxdb": {"api": "v1", "url": "http://127.0.0.1:8086", "database": "qala"},
     "spool": {"path": "/tmp/qala"},
+    "trust": {"plain": True},  # these tests are about other sections; [trust] has tests/hub/test_config_trust.py
 }
 MODBUS: dict[str, Any] = {
     "buses": {"plant": {"transport": "tcp", "host": "127.0.0.1", "port": 5020},

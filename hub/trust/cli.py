@@ -1,0 +1,180 @@
+"""`qala provision`: a site's identities (docs/security.md): make the store, add, rotate and revoke boards, hubs.
+
+    qala provision init   --store DIR --site ID [--broker-host NAME ...] [--port 8883]
+    qala provision board  DEVICE --store DIR [--from FILE] [--broker HOST:PORT] [--sensor ...] [--out board.json]
+    qala provision rotate DEVICE --store DIR [--from FILE] [--out board.json]
+    qala provision revoke DEVICE --store DIR
+    qala provision hub    NAME --store DIR [--rotate]
+    qala provision list   --store DIR
+
+`board` and `rotate` write the board's config (its MQTT login, its command key, the site CA's file name) with
+the site CA next to it as ca.pem, validated by the board's own code before the store changes: a config that
+would not run leaves the store as it was. Nothing here prints a secret: they go to files of mode 600 only.
+After a change, mosquitto and the hub read the store again on SIGHUP (printed as a reminder). Every failure
+is one line on stderr naming the argument or file, exit code 2 (bad input) or 1 (the system refused a write).
+
+Parses arguments and prints; the work is in hub.trust.provision and hub.tools.fw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from hub.tools import fw
+from hub.trust import broker, provision
+from hub.trust.store import StoreError, TrustStore
+
+RELOAD = ("reload: kill -HUP the broker (mosquitto reads passwd and acl again) and the hub (it reads the store "
+          "again), or restart them")
+
+
+def _err(text: str, code: int = 2) -> int:
+    sys.stderr.write(f"qala provision: {text}\n")
+    return code
+
+
+def board_config(store: TrustStore, device: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The board's config from --from and the other arguments, with its identity from the store; validated."""
+    identity = store.board(device)
+    assert identity is not None, "the caller provisioned it"
+    base = fw.read_json(Path(args.base), "--from") if args.base else None
+    raw = fw.make_config(
+        device, base=base, site=store.site, wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
+        broker=args.broker or f"{store.broker_host}:{args.port}", mqtt_user=identity.user,
+        mqtt_password=identity.password, tls=True, ca=fw.BOARD_CA, server_hostname=args.server_hostname,
+        sensors=args.sensor, need_wifi=not args.no_wifi,
+        commands={"key": identity.cmd_key.hex(), "max_ttl": args.max_ttl},
+    )
+    return raw
+
+
+def _write_board(store: TrustStore, raw: dict[str, Any], args: argparse.Namespace) -> str:
+    out = Path(args.out)
+    fw.write_config(raw, out)
+    (out.parent / fw.BOARD_CA).write_bytes(store.ca_file.read_bytes())
+    return f"{out} and {out.parent / fw.BOARD_CA} (mode 600; copy both to the board: qala fw deploy --config {out})"
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    store = provision.init_store(Path(args.store), args.site, args.broker_host or [], port=args.port)
+    sys.stdout.write(
+        f"store {store.root} for site {store.site}: site CA {store.ca_file}, broker certificate for "
+        f"{store.broker_host} (and localhost, 127.0.0.1), hub identity {provision.DEFAULT_HUB}\n"
+        f"broker: include {store.broker_conf} in mosquitto's config (Debian: /etc/mosquitto/conf.d/)\n"
+        f"hub: [trust] store = \"{store.root}\" in hub.toml\n")
+    return 0
+
+
+def _cmd_board(args: argparse.Namespace) -> int:
+    with provision.open_store(Path(args.store)) as session:
+        identity = session.new_board(args.device)
+        # check the config with the new identity before the store changes
+        preview = TrustStore(session.root, session.store.site, session.store.broker_host,
+                             {identity.device: identity}, {})
+        raw = board_config(preview, identity.device, args)
+        store = session.save_board(identity)
+    where = _write_board(store, raw, args)
+    sys.stdout.write(f"provisioned {store.site}/{identity.device} (generation 1): {where}\n{RELOAD}\n")
+    return 0
+
+
+def _cmd_rotate(args: argparse.Namespace) -> int:
+    with provision.open_store(Path(args.store)) as session:
+        identity = session.rotated_board(args.device)
+        preview = TrustStore(session.root, session.store.site, session.store.broker_host,
+                             {identity.device: identity}, {})
+        raw = board_config(preview, identity.device, args)
+        store = session.save_board(identity)
+    where = _write_board(store, raw, args)
+    sys.stdout.write(f"rotated {store.site}/{identity.device} to generation {identity.generation}: new MQTT "
+                     f"password and command key in {where}; its old ones stop working at the reload\n{RELOAD}\n")
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    provision.revoke_board(Path(args.store), args.device)
+    sys.stdout.write(f"revoked {args.device}: removed from the broker's passwd and acl and from the hub's devices; "
+                     f"its telemetry is dropped after the reload\n{RELOAD}\n")
+    return 0
+
+
+def _cmd_hub(args: argparse.Namespace) -> int:
+    user, _password = provision.add_hub(Path(args.store), args.name, rotate=args.rotate)
+    secret = Path(args.store).absolute() / "secrets" / "hubs" / f"{args.name}.json"
+    sys.stdout.write(f"{'rotated' if args.rotate else 'added'} hub identity {args.name} (MQTT user {user}, "
+                     f"password in {secret}); a hub uses it with [trust] hub = \"{args.name}\"\n{RELOAD}\n")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    store = TrustStore.load(Path(args.store))
+    sys.stdout.write(f"site {store.site}, broker {store.broker_host}, hubs: {', '.join(sorted(store.hubs()))}\n")
+    for device in sorted(store.devices()):
+        entry = store.entry(device)
+        generation = entry.generation if entry is not None else "?"
+        sys.stdout.write(f"{device}\tgeneration {generation}\tuser {broker.board_user(store.site, device)}\n")
+    sys.stdout.write(f"{len(store.devices())} devices\n")
+    return 0
+
+
+def _run(func: Any, args: argparse.Namespace) -> int:
+    try:
+        code: int = func(args)
+    except (provision.ProvisionError, fw.FwError) as exc:
+        return _err(str(exc))
+    except StoreError as exc:
+        return _err(f"store: {exc}")
+    except OSError as exc:
+        return _err(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
+    return code
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `provision` (init, board, rotate, revoke, hub, list) to the `qala` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "provision", help="the site's identities: CA, broker policy, board and hub logins, command keys")
+    sub = parser.add_subparsers(dest="provision_command", metavar="PROVISION_COMMAND", required=True)
+
+    def command(name: str, func: Any, text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=text)
+        p.set_defaults(func=lambda args: _run(func, args))
+        return p
+
+    init = command("init", _cmd_init, "make a store: site CA, broker certificate, broker policy, hub identity")
+    init.add_argument("--site", required=True, help="the site id (1-32 of A-Z a-z 0-9 _ -)")
+    init.add_argument("--broker-host", action="append", metavar="NAME",
+                      help="a name or address of the broker for its certificate (repeat; the first is the one "
+                      "boards dial); localhost and 127.0.0.1 are always added")
+    init.add_argument("--port", type=int, default=broker.DEFAULT_PORT, help="the broker's TLS port (8883)")
+
+    for name, func, text in (("board", _cmd_board, "provision a new board and write its config"),
+                             ("rotate", _cmd_rotate, "new MQTT password and command key for one board")):
+        p = command(name, func, text)
+        p.add_argument("device", help="the board's id (1-32 of A-Z a-z 0-9 _ -)")
+        p.add_argument("--from", dest="base", metavar="FILE",
+                       help="start from this config (e.g. firmware/board.example.json, or the board's current one)")
+        p.add_argument("--broker", metavar="HOST:PORT", help="what the board dials (default: the store's broker "
+                       "host and --port)")
+        p.add_argument("--port", type=int, default=broker.DEFAULT_PORT, help="the broker's TLS port without --broker")
+        p.add_argument("--server-hostname", metavar="NAME",
+                       help="the name the broker's certificate must carry (default: the --broker host)")
+        p.add_argument("--wifi-ssid")
+        p.add_argument("--wifi-password")
+        p.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL")
+        p.add_argument("--max-ttl", type=int, default=600, metavar="SECONDS",
+                       help="the board refuses a command that expires further ahead than this (600)")
+        p.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
+        p.add_argument("--out", default="board.json", metavar="FILE", help="the board config to write")
+
+    revoke = command("revoke", _cmd_revoke, "remove one board: broker login, ACL, hub's device list")
+    revoke.add_argument("device")
+    hub = command("hub", _cmd_hub, "add a hub identity (or --rotate its password)")
+    hub.add_argument("name", help="e.g. main, hub-2")
+    hub.add_argument("--rotate", action="store_true")
+    command("list", _cmd_list, "the store's devices and hubs (no secrets)")
+    for p in sub.choices.values():
+        p.add_argument("--store", required=True, metavar="DIR", help="the provisioning store's folder")
+    return parser
