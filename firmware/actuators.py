@@ -1,12 +1,18 @@
 """The board's actuators: setpoints from `cmd`, checked again on arrival, answered on `ack`; fail-safe.
 
-A command is refused (an `ack` with `st: rejected` and the reason) when it was delivered retained (a
-broker-retained command is never acted on: Tasmota #2809, #8889), has expired (`exp` before the board
-clock), names an unknown actuator, is outside min..max (a relay takes only min or max), changes faster
-than `rate` per second since the last change, or switches a relay before `min_on` / `min_off` seconds.
-An applied command acks the value applied. The last 8 command ids are remembered with their ack: a
-repeated id is answered with the same ack and not applied again. A payload that cannot be decoded has no
-id to answer; it is logged and dropped.
+Only the hub commands: a `cmd` must carry the HMAC-SHA256 of its bytes under the board's command key
+(`commands.key`, from `qala provision`), bound to this site and device (protocols/control.py, sign.py). A
+command is refused (an `ack` with `st: rejected` and the reason) when it is unsigned or wrongly signed, when
+its counter `n` is not above the last one this board accepted (a replay; the last `n` is kept on flash in
+`<state>/cmd_n`, so a replay after a reset is refused too), when its expiry lies more than
+`commands.max_ttl` seconds ahead, when it was delivered retained (a broker-retained command is never acted
+on: Tasmota #2809, #8889), has expired (`exp` before the board clock), names an unknown actuator, is outside
+min..max (a relay takes only min or max), changes faster than `rate` per second since the last change, or
+switches a relay before `min_on` / `min_off` seconds. Every ack is signed with the same key and carries the
+command's `n`, so the hub can tell the board's answer from a forgery. An applied command acks the value
+applied. The last 8 verified commands are remembered with their ack: the same command again (id and `n`: a
+QoS 1 redelivery or the hub's resend) is answered with the same ack and not applied again. A payload that
+cannot be decoded has no id to answer; it is logged and dropped.
 
 At start every actuator is driven to its fail-safe value; on each connect the board subscribes to its
 `cmd` topic (QoS 1) before it publishes its birth, so that a command the hub sends on seeing the birth
@@ -14,30 +20,39 @@ arrives, and reports every actuator's value after it. `watch()` drives them all 
 values once the uplink has been down for `failsafe_after` seconds; each change is reported as telemetry
 (sensor = actuator, quantity `setpoint`), with quality `lost` for a fail-safe move, through the offline
 buffer: a board reports its fail-safe state when it reconnects. The drivers come from the hardware layer
-(`hw.actuator(name, spec)`, an object with `set(value)`).
+(`hw.actuator(name, spec)`, an object with `set(value)`). A Modbus board (firmware/mbserve.py) uses the
+checks and drivers only: its writes arrive by Modbus, not as `cmd`.
 """
 
 import asyncio
+import binascii
 import time
 
 from firmware import log
-from protocols import control, topics
+from protocols import control, sign, topics
 from protocols.errors import ProtocolError
 
 _RING = 8
 
 
 class Actuators:
-    def __init__(self, board):
+    def __init__(self, board, state=None):
+        """state: the board's state folder, where the command counter is kept (MQTT boards)."""
         self.board = board
         self.specs = board.cfg["actuators"]
         self.after_ms = int(board.cfg["failsafe_after"] * 1000)
         self.out = {}
         self.val = {}
         self.changed = {}
-        self.ids = []  # [(command id, ack bytes)], oldest first
+        self.ids = []  # [(command id, n, ack bytes)] of verified commands, oldest first
         self.failsafe = False
         site, device = board.cfg["site"], board.cfg["device"]
+        self.site, self.device = site, device
+        c = board.cfg.get("commands")
+        self.key = sign.Key(binascii.unhexlify(c["key"])) if c else None
+        self.max_ttl_ms = c["max_ttl"] * 1000 if c else 0
+        self.n_path = state + "/cmd_n" if state else None
+        self.last_n = self._load_n()
         self.t_cmd = topics.build(site, device, topics.CMD)
         self.t_ack = topics.build(site, device, topics.ACK)
         for name in self.specs:
@@ -98,39 +113,65 @@ class Actuators:
                 return "%s: %s for %.1f s, less than %g s" % (key, "on" if key == "min_on" else "off", el, need)
         return None
 
-    def command(self, msg, retained, now):
-        """The ack to send for one `cmd` payload (None if it has no usable id)."""
+    def _load_n(self):
+        if self.n_path is None:
+            return 0
         try:
-            cmd = control.decode_cmd(msg)
+            with open(self.n_path) as f:
+                return int(f.read())
+        except OSError:
+            return 0  # a new board: no command accepted yet
+        except ValueError:
+            log.error("%s is damaged: commands are refused until its counter is rewritten", self.n_path)
+            return control.N_MAX
+
+    def _save_n(self, n):
+        """Keep n as the last accepted counter, on flash first; False if it cannot be written."""
+        if self.n_path is not None:
+            try:
+                with open(self.n_path, "w") as f:
+                    f.write("%d" % n)
+            except OSError as exc:
+                log.error("cannot save the command counter in %s: %s", self.n_path, log.why(exc))
+                return False
+        self.last_n = n
+        return True
+
+    def command(self, msg, retained, now):
+        """The signed ack to send for one `cmd` payload (None if it has no usable id)."""
+        verified = True
+        try:
+            cmd = control.decode_cmd(msg, self.key, self.site, self.device)
+        except control.SignatureError as exc:
+            cmd, why, verified = exc.unverified, exc.problem, False
         except ProtocolError as exc:
             log.warn("cmd refused, no ack: %s", exc)
             return None
-        for cid, ack in self.ids:
-            if cid == cmd.id:
-                log.info("cmd %s repeated: answered again, not applied again", cmd.id)
-                return ack
-        why = None
-        if retained:
-            why = "retained command ignored"
-        elif now is None:
-            why = "board clock not set"
-        elif now > cmd.expires:
-            why = "expired %d ms ago" % (now - cmd.expires)
-        else:
-            why = self.check(cmd.actuator, cmd.value)
+        if verified:
+            for cid, n, ack in self.ids:
+                if cid == cmd.id and n == cmd.n:
+                    log.info("cmd %s repeated: answered again, not applied again", cmd.id)
+                    return ack
+            why = "retained command ignored" if retained else control.refusal(
+                cmd, now, self.last_n, self.max_ttl_ms)
+            if why is None:  # fresh and signed: its counter is used up, whatever the limits say
+                why = self.check(cmd.actuator, cmd.value) if self._save_n(cmd.n) else "cannot save the command counter"
         ts = now or cmd.ts
         if why is None:
             self.drive(cmd.actuator, cmd.value)
             self.report(cmd.actuator)
             self.failsafe = False
             log.info("cmd %s: %s = %s", cmd.id, cmd.actuator, cmd.value)
-            ack = control.encode_ack(cmd.id, cmd.actuator, control.APPLIED, ts, cmd.value)
+            ack = control.encode_ack(self.key, self.site, self.device, cmd.id, cmd.actuator, control.APPLIED, ts,
+                                     cmd.n, cmd.value)
         else:
             log.warn("cmd %s refused: %s", cmd.id, why)
-            ack = control.encode_ack(cmd.id, cmd.actuator, control.REJECTED, ts, None, why)
-        self.ids.append((cmd.id, ack))
-        if len(self.ids) > _RING:
-            self.ids.pop(0)
+            ack = control.encode_ack(self.key, self.site, self.device, cmd.id, cmd.actuator, control.REJECTED, ts,
+                                     cmd.n, None, why)
+        if verified:  # an attacker's payloads never push the hub's commands out of the ring
+            self.ids.append((cmd.id, cmd.n, ack))
+            if len(self.ids) > _RING:
+                self.ids.pop(0)
         return ack
 
     async def watch(self):

@@ -78,7 +78,7 @@ class Board:
         if cfg["actuators"]:
             from firmware.actuators import Actuators
 
-            self.acts = Actuators(self)
+            self.acts = Actuators(self, state)
 
     # ------------------------------------------------------------------------------------ readings
 

@@ -14,7 +14,7 @@ from protocols.errors import ProtocolError
 
 _TOP = (
     "site", "device", "wifi", "mqtt", "uplink", "sensors", "actuators", "buffer",
-    "health_interval", "failsafe_after", "log", "ntp_host", "watchdog", "modbus",
+    "health_interval", "failsafe_after", "log", "ntp_host", "watchdog", "modbus", "commands",
 )
 _MODBUS = ("transport", "unit", "host", "port", "writers", "max_connections", "idle_timeout", "device", "uart",
            "baudrate", "parity", "stopbits", "pins")
@@ -23,6 +23,8 @@ _MODBUS_RTU = ("device", "uart", "baudrate", "parity", "stopbits", "pins")
 _MQTT = ("host", "port", "user", "password", "tls", "ca", "server_hostname", "keepalive", "max_packet")
 _SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
 _BUFFER = ("ram", "file", "replay_ms")
+_COMMANDS = ("key", "max_ttl")
+_HEX = "0123456789abcdef"
 _TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up", "bouncing")  # simulators/twins
 UPLINKS = ("mqtt", "modbus")
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -155,6 +157,7 @@ def validate(raw, need_wifi=False):
     cfg["modbus"] = _modbus(raw, need_wifi) if cfg["uplink"] == "modbus" or "modbus" in raw else None
     cfg["sensors"] = _sensors(raw.get("sensors", {}))
     cfg["actuators"] = _actuators(raw.get("actuators", {}))
+    cfg["commands"] = _commands(raw, cfg)
     buf = _obj("buffer", raw.get("buffer", {}), _BUFFER)
     cfg["buffer"] = {
         "ram": _int("buffer.ram", buf.get("ram", 16), 1, 1000),
@@ -274,6 +277,26 @@ def _actuators(value):
         except ProtocolError as exc:
             raise ConfigError(str(exc)) from None
     return actuators
+
+
+def _commands(raw, cfg):
+    """commands: {key, max_ttl}: the board's command key (64 lower-case hex digits, from `qala provision`) and
+    how far ahead of the board clock a command's expiry may be (seconds). Required by a board with actuators
+    and an MQTT uplink: it acts only on commands signed with that key (protocols/control.py)."""
+    c = raw.get("commands")
+    if c is None:
+        if cfg["actuators"] and cfg["uplink"] == "mqtt":
+            _bad("commands.key", "required with actuators: the board's command key (`qala provision board` "
+                 "writes it)", show=False)
+        return None
+    c = _obj("commands", c, _COMMANDS)
+    key = _need(c, "key", "commands.")
+    if not isinstance(key, str) or len(key) != 64:
+        _bad("commands.key", "must be 64 lower-case hex digits (32 bytes)", show=False)
+    for ch in key:
+        if ch not in _HEX:
+            _bad("commands.key", "must be 64 lower-case hex digits (32 bytes)", show=False)
+    return {"key": key, "max_ttl": _int("commands.max_ttl", c.get("max_ttl", 600), 1, 86400)}
 
 
 def _obj_any(path, value):

@@ -15,6 +15,7 @@ GOOD = {
     "mqtt": {"host": "127.0.0.1", "ca": "ca.pem"},
     "sensors": {"air1": {"driver": "sim", "interval": 0.2, "quantities": ["pm25", "co2"]}},
     "actuators": {"fan1": {"kind": "pwm", "pin": 4, "min": 0, "max": 100, "failsafe": 20, "unit": "%"}},
+    "commands": {"key": "ab" * 32},
 }
 
 
@@ -31,10 +32,33 @@ def _error(raw, need_wifi=False):
 
 
 def test_shipped_examples_are_valid():
-    for path in ("firmware/board.example.json", "firmware/board.unix.json"):
-        cfg = config.validate(config.read(path), path.endswith("example.json"))
-        assert cfg["uplink"] == "mqtt"
-        assert cfg["sensors"]
+    unix = config.validate(config.read("firmware/board.unix.json"))  # a lab bench: plain, a dev key of zeros
+    assert unix["sensors"]
+    raw = config.read("firmware/board.example.json")  # the --from of `qala provision board`, which adds the key
+    assert _error(raw, True).startswith("commands.key: required with actuators")
+    raw["commands"] = {"key": "ab" * 32}
+    cfg = config.validate(raw, True)
+    assert cfg["uplink"] == "mqtt"
+    assert cfg["sensors"]
+    assert cfg["commands"] == {"key": "ab" * 32, "max_ttl": 600}
+
+
+def test_the_command_key():
+    raw = _copy()
+    del raw["commands"]
+    assert _error(raw) == "commands.key: required with actuators: the board's command key (`qala provision board` " \
+        "writes it)"
+    raw["actuators"] = {}
+    assert config.validate(raw)["commands"] is None  # no actuators: nothing to command
+    for key in ("ab" * 31, "AB" * 32, "xy" * 32, 12, None):
+        raw = _copy()
+        raw["commands"] = {"key": key}
+        assert _error(raw) == "commands.key: must be 64 lower-case hex digits (32 bytes)"
+        assert str(key) not in _error(raw) or key is None  # a key is never echoed
+    raw["commands"] = {"key": "ab" * 32, "max_ttl": 0}
+    assert _error(raw).startswith("commands.max_ttl: must be in 1..86400")
+    raw["commands"] = {"key": "ab" * 32, "ttl": 5}
+    assert _error(raw) == "commands: unknown key 'ttl'"
 
 
 def test_defaults_are_filled_in():
