@@ -1,9 +1,14 @@
 """Pytest fixtures that start the real servers from simulators/services.py.
 
 Fixtures:
-- mosquitto: a broker of its own for each test (tmp_path), stopped afterwards.
+- mosquitto: a broker of its own for each test (tmp_path), stopped afterwards: the site's provisioned broker
+  (TLS, passwords, ACL, client ids tied to users) configured from the session's store (tests/_plugins/
+  trust.py: `test_store`; clients log in with `login`).
+- plain_mosquitto: a plain broker (one loopback listener, anonymous clients): only for tests of the plain
+  mode or of the broker itself, which say why.
 - mosquitto_factory / influxd_factory: start more servers (extra config, crash and outage tests); all
-  of them are stopped after the test.
+  of them are stopped after the test. mosquitto_factory's brokers are provisioned like `mosquitto` unless
+  given `plain=True` (or a `store=` of their own).
 - influxd: one influxd for the session; influxd_database: a new, unique database in it for each test.
 - victoria_metrics: one victoria-metrics for the session; tests use unique measurement names.
 
@@ -25,6 +30,8 @@ from simulators.services import Influxd, Mosquitto, Service, ServiceError, Servi
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from hub.trust.store import TrustStore
 
 S = TypeVar("S", bound=Service)
 
@@ -48,17 +55,21 @@ def running(service: S) -> Iterator[S]:
 
 
 class ServiceFactory(Generic[S]):
-    """Creates services of one kind, each in its own folder under root; close() stops them all."""
+    """Creates services of one kind, each in its own folder under root; close() stops them all.
 
-    def __init__(self, kind: type[S], root: Path) -> None:
+    `defaults` are constructor options every service gets unless the call gives its own."""
+
+    def __init__(self, kind: type[S], root: Path, **defaults: Any) -> None:
         self.kind = kind
         self.root = root
+        self.defaults = defaults
         self.services: list[S] = []
 
-    def __call__(self, *, start: bool = True, **options: Any) -> S:
-        """A new service (started unless start=False); options go to its constructor (port, extra_config...)."""
+    def __call__(self, *, start: bool = True, plain: bool = False, **options: Any) -> S:
+        """A new service (started unless start=False); options go to its constructor (port, extra_config...).
+        plain=True: none of the defaults (a plain broker)."""
         workdir = self.root / f"{self.kind.name}-{len(self.services)}"
-        service = self.kind(workdir, **options)
+        service = self.kind(workdir, **({} if plain else self.defaults) | options)
         self.services.append(service)
         return start_or_fail(service) if start else service
 
@@ -69,16 +80,24 @@ class ServiceFactory(Generic[S]):
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A started broker with Qala's site config, in tmp_path/mosquitto; stopped after the test."""
-    with running(Mosquitto(tmp_path / "mosquitto")) as broker:
+def mosquitto(tmp_path: Path, test_store: TrustStore) -> Iterator[Mosquitto]:
+    """A started provisioned broker (the session store's policy, Qala's site config) in tmp_path/mosquitto."""
+    with running(Mosquitto(tmp_path / "mosquitto", store=test_store.root)) as broker:
         yield broker
 
 
 @pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[ServiceFactory[Mosquitto]]:
-    """mosquitto_factory(extra_config=[...], port=..., start=True) -> Mosquitto; all stopped afterwards."""
-    factory = ServiceFactory(Mosquitto, tmp_path)
+def plain_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A started plain broker (anonymous, no TLS): for tests of the plain mode or of the broker itself."""
+    with running(Mosquitto(tmp_path / "plain-mosquitto")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path, test_store: TrustStore) -> Iterator[ServiceFactory[Mosquitto]]:
+    """mosquitto_factory(extra_config=[...], port=..., start=True, plain=False) -> Mosquitto (provisioned
+    from the session store unless plain=True or store= is given); all stopped afterwards."""
+    factory = ServiceFactory(Mosquitto, tmp_path, store=test_store.root)
     try:
         yield factory
     finally:

@@ -2,8 +2,9 @@
 
 - a setpoint by HTTP and by `qala set` reaches the board over MQTT, is applied and acknowledged; outcome and
   latency land in InfluxDB (`qala_command`);
-- out-of-limit setpoints are refused by the hub; a forged out-of-limit `cmd` straight to the broker is
-  refused by the board; a repeated id is applied once; a retained command is never acted on;
+- out-of-limit setpoints are refused by the hub; a signed out-of-limit `cmd` straight to the broker (as by a
+  second hub) is refused by the board; the same command twice is applied once; a retained command is never
+  acted on (the signature checks themselves: tests/trust/test_board_commands.py);
 - with the broker gone the command times out visibly and, after `failsafe_after`, the board is in its
   fail-safe state, which it reports when it reconnects;
 - a CO2 rule drives the board's fan up and back down with hysteresis.
@@ -23,6 +24,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from protocols import payloads, topics
+from tests._plugins.trust import SITE, login, store_of
 from tests.firmware.boards import Board, Watcher, board_config
 from tests.hub.conftest import REPO, Publisher, async_wait_until, running_hub, v1_table, write_config
 
@@ -34,20 +36,19 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.micropython]
 
-SITE = "lab"
 TOKEN = "control-test-token-0123"
 ACTUATORS = {"fan1": {"kind": "pwm", "pin": 4, "unit": "%", "min": 0, "max": 100, "failsafe": 20}}
 
 
 def hub_toml(tmp: Path, broker: Mosquitto, influx: dict[str, Any], extra: str = "", **control: float) -> Path:
-    path = write_config(tmp, broker, influx, site={"id": SITE}, api={"token": TOKEN, "port": 0},
+    path = write_config(tmp, broker, influx, site={"id": SITE}, api={"control_token": TOKEN, "port": 0},
                         control={"ttl": 5.0, "retries": 1, "ack_timeout": 2.0} | control)
     path.write_text(path.read_text() + extra)
     return path
 
 
 def board(tmp: Path, broker: Mosquitto, **overrides: Any) -> Board:
-    cfg = board_config(broker.port, actuators=ACTUATORS, **overrides)
+    cfg = board_config(broker, actuators=ACTUATORS, **overrides)
     cfg["sensors"] = {"air1": {"driver": "sim", "interval": 1, "quantities": ["pm25"]}}
     return Board(tmp / "board", cfg).start()
 
@@ -77,20 +78,30 @@ def qala_set(port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def acks(watcher: Watcher) -> list[payloads.Ack]:
-    return [payloads.decode_ack(p) for t, p, _ in watcher.snapshot() if t.endswith("/ack")]
+    """The acks seen, read without their signature (the hub checks those)."""
+    return [payloads.read_ack(p) for t, p, _ in watcher.snapshot() if t.endswith("/ack")]
 
 
 def commands(influxd: Influxd, db: str) -> list[dict[str, Any]]:
     return influxd.points(db, 'SELECT * FROM "qala_command" GROUP BY *')
 
 
-def forge(broker: Mosquitto, cmd_id: str, value: float, *, retain: bool = False, ttl_ms: int = 30_000) -> None:
+def signed_cmd(broker: Mosquitto, cmd_id: str, value: float, *, ttl_ms: int = 30_000, n: int | None = None) -> bytes:
+    """A cmd for t1 signed with its key, as the hub signs them (n: the clock in ms unless given)."""
+    store = store_of(broker)
+    assert store is not None, "a provisioned broker"
+    key = store.cmd_key("t1")
     now = int(time.time() * 1000)
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"forger-{cmd_id}")
+    return payloads.encode_cmd(key, SITE, "t1", cmd_id, "fan1", value, now, now + ttl_ms, now if n is None else n)
+
+
+def forge(broker: Mosquitto, payload: bytes, *, retain: bool = False) -> None:
+    """Publish a cmd for t1 straight to the broker, as a second hub would (a hub-role login)."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    login(client, broker)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
-    info = client.publish(topics.build(SITE, "t1", topics.CMD),
-                          payloads.encode_cmd(cmd_id, "fan1", value, now, now + ttl_ms), qos=1, retain=retain)
+    info = client.publish(topics.build(SITE, "t1", topics.CMD), payload, qos=1, retain=retain)
     info.wait_for_publish(10)
     client.disconnect()
     client.loop_stop()
@@ -100,7 +111,7 @@ async def test_setpoints_by_http_and_cli_are_applied_acked_and_audited(
     tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str
 ) -> None:
     path = hub_toml(tmp_path, mosquitto, v1_table(influxd, influxd_database))
-    watcher = Watcher(mosquitto.port, "watch-acks", f"qala/{SITE}/+/ack")
+    watcher = Watcher(mosquitto, "watch-acks", f"qala/{SITE}/+/ack")
     b = board(tmp_path, mosquitto)
     try:
         async with running_hub(path) as hub:
@@ -128,10 +139,11 @@ async def test_setpoints_by_http_and_cli_are_applied_acked_and_audited(
                                                    "wrong-token")
             assert status == 401
 
-            # forged commands straight to the broker: out of limits, then one id twice
-            await asyncio.to_thread(forge, mosquitto, "c-forged", 150)
-            await asyncio.to_thread(forge, mosquitto, "c-twice", 40)
-            await asyncio.to_thread(forge, mosquitto, "c-twice", 40)
+            # signed commands straight to the broker: out of limits, then one command twice
+            await asyncio.to_thread(forge, mosquitto, signed_cmd(mosquitto, "c-forged", 150))
+            twice = signed_cmd(mosquitto, "c-twice", 40)
+            await asyncio.to_thread(forge, mosquitto, twice)
+            await asyncio.to_thread(forge, mosquitto, twice)
             watcher.wait_for(lambda: len([a for a in acks(watcher) if a.id == "c-twice"]) == 2, 20,
                              "two acks of c-twice", b)
             forged = next(a for a in acks(watcher) if a.id == "c-forged")
@@ -144,7 +156,7 @@ async def test_setpoints_by_http_and_cli_are_applied_acked_and_audited(
             # a retained command: delivered live (retain flag 0 on an established subscription, MQTT 3.1.1
             # 3.3.1.3) it is a command like any other; replayed by the broker at the next subscription (retain
             # flag 1) it is never acted on again (Tasmota #2809, #8889)
-            await asyncio.to_thread(forge, mosquitto, "c-retained", 70, retain=True)
+            await asyncio.to_thread(forge, mosquitto, signed_cmd(mosquitto, "c-retained", 70), retain=True)
             watcher.wait_for(lambda: "actuator fan1 -> 70" in b.output(), 20, "the live command applied", b)
             b.stop()
             b.start()
@@ -156,7 +168,8 @@ async def test_setpoints_by_http_and_cli_are_applied_acked_and_audited(
                                    what="the audit points")
         rows = commands(influxd, influxd_database)
         outcomes = sorted((r["quality"], r["value"], r["source"]) for r in rows)
-        assert outcomes == [("applied", 55, "cli"), ("applied", 80, "api"), ("rejected", 150, "cli")]
+        assert outcomes == [("applied", 55, "cli:control"), ("applied", 80, "api:control"),
+                            ("rejected", 150, "cli:control")]
         assert all(r["latency_ms"] >= 0 and r["id"].startswith("c-") for r in rows)
         assert all(r["device"] == "t1" and r["sensor"] == "fan1" for r in rows)
     finally:

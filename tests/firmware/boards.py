@@ -4,7 +4,10 @@
 - Board: one `micropython -X heapsize=<heap> <build>/firmware/main.py board.json` process, its console in a
   file; stop() / kill() by pid.
 - Watcher: a paho-mqtt subscriber with a persistent session (clean_session False, QoS 1) that records every
-  message, with its retain flag, and decodes telemetry with protocols.payloads.
+  message, with its retain flag, and decodes telemetry with protocols.payloads; on a provisioned broker it
+  logs in as a test observer (tests/_plugins/trust.py).
+- board_config(broker, ...): a test board's config for that broker: on a provisioned one the board's own
+  login and command key from the broker's store, TLS verified against the site CA; plain otherwise.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 
 from hub.tools import bundle
 from hub.tools.executables import find_executable
 from protocols import payloads
+from tests._plugins.trust import SITE, login, store_of
+
+if TYPE_CHECKING:
+    from simulators.services import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 # The smallest unix heap in steps of 32k that runs the precompiled firmware for long runs (docs/firmware.md).
 BOARD_HEAP = "160k"  # steady state fits 96k; outages and reconnects need more at moments (docs/firmware.md)
 _build: Path | None = None
+PLAIN_KEY = bytes(range(32))
+"""The command key of test boards on a plain broker (no store to take one from)."""
 
 
 def tool(name: str) -> str:
@@ -44,13 +53,28 @@ def build() -> Path:
     return _build
 
 
-def board_config(port: int, **overrides: Any) -> dict[str, Any]:
-    """A unix-port test board: fast sampling, short health interval, small buffer."""
+def mqtt_settings(broker: Mosquitto, device: str) -> dict[str, Any]:
+    """A board's `mqtt` and `commands` for the broker: its store's login and key, or plain."""
+    store = store_of(broker)
+    if store is None:  # the board still acts only on signed commands: a key of its own
+        return {"mqtt": {"host": "127.0.0.1", "port": broker.port, "tls": False, "keepalive": 10},
+                "commands": {"key": PLAIN_KEY.hex()}}
+    identity = store.board(device)
+    assert identity is not None, f"{device} is not provisioned in {store.root}"
+    return {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "tls": True, "ca": str(store.ca_file),
+                 "server_hostname": "localhost", "user": identity.user, "password": identity.password,
+                 "keepalive": 10},
+        "commands": {"key": identity.cmd_key.hex()},
+    }
+
+
+def board_config(broker: Mosquitto, device: str = "t1", **overrides: Any) -> dict[str, Any]:
+    """A unix-port test board for the broker: fast sampling, short health interval, small buffer."""
     cfg: dict[str, Any] = {
-        "site": "lab",
-        "device": "t1",
-        # plain: converted to TLS with the provisioned broker fixture (issue 13)
-        "mqtt": {"host": "127.0.0.1", "port": port, "tls": False, "keepalive": 10},
+        "site": SITE,
+        "device": device,
+        **mqtt_settings(broker, device),
         "sensors": {
             "air1": {"driver": "sim", "interval": 0.2, "quantities": ["pm25", "pm10", "co2"]},
             "power": {"driver": "sim", "interval": 0.5, "quantities": ["voltage", "energy_import"]},
@@ -109,10 +133,12 @@ class Board:
 class Watcher:
     """A persistent-session QoS 1 subscriber that records (topic, payload, retain) in arrival order."""
 
-    def __init__(self, port: int, client_id: str, topic: str = "qala/#", *, clean: bool = False) -> None:
+    def __init__(self, broker: Mosquitto, client_id: str, topic: str = "qala/#", *, clean: bool = False) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+        login(self.client, broker)
+        port = broker.port
         self.client.reconnect_delay_set(0.2, 1)
         self.topic = topic
         self.client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(topic, qos=1)

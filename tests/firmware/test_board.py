@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests._plugins.trust import SITE
 from tests.firmware.boards import Board, Watcher, board_config, health
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ def _assert_healthy_console(board: Board) -> None:
 
 
 def test_telemetry_birth_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-basic")
-    board = Board(tmp_path / "board", board_config(mosquitto.port)).start()
+    watcher = Watcher(mosquitto, "w-basic")
+    board = Board(tmp_path / "board", board_config(mosquitto)).start()
     try:
         watcher.wait_for(lambda: len(watcher.telemetry()) >= 20, 20, "20 telemetry messages", board)
         telemetry = watcher.telemetry()
@@ -65,7 +66,7 @@ def test_telemetry_birth_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> 
         assert set(health(watcher)[0]) >= {"uptime", "heap_free", "heap_max_block", "buffered", "dropped",
                                            "resets", "reconnects", "sensor_faults"}
         # a newcomer gets the birth as a retained message
-        late = Watcher(mosquitto.port, "w-late", "qala/lab/t1/status", clean=True)
+        late = Watcher(mosquitto, "w-late", f"qala/{SITE}/t1/status", clean=True)
         late.wait_for(late.statuses, 10, "the retained birth")
         status, retained = late.statuses()[0]
         assert (status.state, retained) == ("online", True)
@@ -80,8 +81,8 @@ def test_telemetry_birth_and_last_will(mosquitto: Mosquitto, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_broker_outage_every_sequence_number_once_in_order(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-outage")
-    board = Board(tmp_path / "board", board_config(mosquitto.port)).start()
+    watcher = Watcher(mosquitto, "w-outage")
+    board = Board(tmp_path / "board", board_config(mosquitto)).start()
     try:
         watcher.wait_for(lambda: len(_seqs(watcher)) >= 10, 20, "telemetry before the outage", board)
         mosquitto.stop()
@@ -104,8 +105,8 @@ def test_broker_outage_every_sequence_number_once_in_order(mosquitto: Mosquitto,
 
 
 def test_overflow_drops_oldest_and_reports_it(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-overflow")
-    config = board_config(mosquitto.port, buffer={"ram": 4, "file": 20, "replay_ms": 5})
+    watcher = Watcher(mosquitto, "w-overflow")
+    config = board_config(mosquitto, buffer={"ram": 4, "file": 20, "replay_ms": 5})
     board = Board(tmp_path / "board", config).start()
     try:
         watcher.wait_for(lambda: len(_seqs(watcher)) >= 5, 20, "telemetry before the outage", board)
@@ -139,8 +140,8 @@ def test_overflow_drops_oldest_and_reports_it(mosquitto: Mosquitto, tmp_path: Pa
 
 
 def test_restart_keeps_unsent_readings(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-restart")
-    board = Board(tmp_path / "board", board_config(mosquitto.port))
+    watcher = Watcher(mosquitto, "w-restart")
+    board = Board(tmp_path / "board", board_config(mosquitto))
     board.start()
     try:
         watcher.wait_for(lambda: len(_seqs(watcher)) >= 5, 20, "telemetry", board)
@@ -160,15 +161,15 @@ def test_restart_keeps_unsent_readings(mosquitto: Mosquitto, tmp_path: Path) -> 
 
 
 def test_bad_config_puts_the_board_in_safe_mode(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-safe")
-    config = board_config(mosquitto.port)
+    watcher = Watcher(mosquitto, "w-safe")
+    config = board_config(mosquitto)
     config["sensors"]["air1"]["interval"] = "fast"
     board = Board(tmp_path / "board", config).start()
     try:
         watcher.wait_for(watcher.statuses, 20, "a status message", board)
         status, _ = watcher.statuses()[0]
         assert status.state == "safe"
-        late = Watcher(mosquitto.port, "w-safe-late", "qala/lab/t1/status", clean=True)
+        late = Watcher(mosquitto, "w-safe-late", f"qala/{SITE}/t1/status", clean=True)
         late.wait_for(late.statuses, 10, "the retained safe status")
         assert (late.statuses()[0][0].state, late.statuses()[0][1]) == ("safe", True)
         late.close()
@@ -243,10 +244,14 @@ class _BadBroker:
             s.close()
 
 
-def test_misbehaving_brokers_are_survived(mosquitto: Mosquitto, tmp_path: Path) -> None:
+def test_misbehaving_brokers_are_survived(plain_mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Plain mode on purpose: the bad brokers are packet-level faults written by a proxy, which TLS would keep
+    out; the client parses the same packets over TLS."""
+    mosquitto = plain_mosquitto
     fake = FakeBroker(mosquitto.port)
-    watcher = Watcher(mosquitto.port, "w-bad")
-    config = board_config(fake.port)
+    watcher = Watcher(mosquitto, "w-bad")
+    config = board_config(mosquitto)
+    config["mqtt"]["port"] = fake.port
     config["sensors"]["air1"]["options"] = {"fault_every": 4}
     board = Board(tmp_path / "board", config).start()
     try:

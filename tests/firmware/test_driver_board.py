@@ -41,8 +41,8 @@ SENSORS = {
 
 
 def test_every_driver_publishes_through_mqtt(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-drivers")
-    cfg = board_config(mosquitto.port, sensors=SENSORS, actuators={})
+    watcher = Watcher(mosquitto, "w-drivers")
+    cfg = board_config(mosquitto, sensors=SENSORS, actuators={})
     board = Board(tmp_path / "board", cfg, heap=DRIVER_BOARD_HEAP).start()
     try:
         def seen() -> dict[str, set[str]]:
@@ -87,8 +87,8 @@ METERS = {
 
 def test_meter_heat_and_voc_drivers_publish_and_the_count_survives_a_restart(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
-    watcher = Watcher(mosquitto.port, "w-meters")
-    cfg = board_config(mosquitto.port, sensors=METERS, actuators={})
+    watcher = Watcher(mosquitto, "w-meters")
+    cfg = board_config(mosquitto, sensors=METERS, actuators={})
     board = Board(tmp_path / "board", cfg, heap=METER_BOARD_HEAP).start()
     try:
         def latest(boot: int | None = None) -> dict[str, dict[str, tuple[float, str]]]:

@@ -1,5 +1,9 @@
 """Helpers for the hub's tests: configs, a test publisher (paho, QoS 1), running the hub in-process or as a
-subprocess, and reading back what InfluxDB / VictoriaMetrics stored."""
+subprocess, and reading back what InfluxDB / VictoriaMetrics stored.
+
+The configs and the publisher follow the broker: with a provisioned broker (the `mosquitto` fixture's) the
+hub trusts the broker's store ([trust] store, TLS, its login from the store) and the publisher logs in as a
+test observer (tests/_plugins/trust.py: `login`); with a plain one, [trust] plain = true and no login."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub import config as hub_config
 from hub.service import Hub
 from protocols import payloads, topics
+from tests._plugins.trust import login
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Iterator
@@ -38,11 +43,18 @@ def device_name(i: int) -> str:
 
 
 def write_config(tmp: Path, broker: Mosquitto, influx: dict[str, Any], **sections: dict[str, Any]) -> Path:
-    """A hub.toml in tmp for the broker and an [influxdb] table; extra tables/keys override defaults."""
+    """A hub.toml in tmp for the broker and an [influxdb] table; extra tables/keys override defaults.
+
+    A provisioned broker's store becomes [trust] store (hub identity `main`; trust={"hub": ...} picks
+    another), a plain broker gives [trust] plain = true."""
+    trust: dict[str, Any] = {"store": str(broker.store)} if broker.store is not None else {"plain": True}
+    mqtt: dict[str, Any] = {"host": broker.host, "port": broker.port, "reconnect_min": 0.2, "reconnect_max": 2.0}
+    if broker.store is None:
+        mqtt["client_id"] = f"hub-{tmp.name}"[:60]
     tables: dict[str, dict[str, Any]] = {
         "site": {"id": SITE, "require_birth": True},
-        "mqtt": {"host": broker.host, "port": broker.port, "client_id": f"hub-{tmp.name}"[:60],
-                 "reconnect_min": 0.2, "reconnect_max": 2.0},
+        "trust": trust,
+        "mqtt": mqtt,
         "influxdb": {"timeout": 5.0, "retry_min": 0.2, "retry_max": 2.0} | influx,
         "spool": {"path": str(tmp / "state")},
         "batch": {"size": 5000, "flush_interval": 0.2},
@@ -78,8 +90,10 @@ def v2_table(vm: VictoriaMetrics) -> dict[str, Any]:
 class Publisher:
     """A paho client publishing at QoS 1 and waiting until the broker acknowledged everything."""
 
-    def __init__(self, broker: Mosquitto, client_id: str = "test-publisher") -> None:
+    def __init__(self, broker: Mosquitto, client_id: str = "test-publisher", identity: str | None = None) -> None:
+        """identity: the test observer to log in as on a provisioned broker (default: the next free one)."""
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+        login(self.client, broker, identity)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.connect(broker.host, broker.port)
@@ -181,9 +195,9 @@ async def async_wait_until(
 
 
 @contextlib.asynccontextmanager
-async def running_hub(config_path: Path, *, known: frozenset[str] | None = None) -> AsyncIterator[Hub]:
-    """A Hub in this event loop (`known`: the provisioned device ids, see Hub); stopped (gracefully) on exit."""
-    hub = Hub(hub_config.load(config_path), known=known)
+async def running_hub(config_path: Path) -> AsyncIterator[Hub]:
+    """A Hub in this event loop; stopped (gracefully) on exit."""
+    hub = Hub(hub_config.load(config_path))
     task = asyncio.create_task(hub.run())
     await hub.ready.wait()
     # A new persistent session has no subscription until SUBACK: the broker would not queue earlier messages.

@@ -21,6 +21,7 @@ from hub.model import Reading
 from hub.registry import Registry
 from hub.service import Hub
 from protocols import payloads
+from tests._plugins.trust import provision_site
 from tests.hub.conftest import write_config
 
 if TYPE_CHECKING:
@@ -251,9 +252,11 @@ def test_snapshot_fields() -> None:
 
 
 def _hub(tmp_path: Path, known: frozenset[str] | None) -> Hub:
-    broker = cast("Mosquitto", SimpleNamespace(host="127.0.0.1", port=1))  # never connected here
+    """A hub whose store provisions `known` (None: plain mode, no store)."""
+    store = None if known is None else provision_site(tmp_path / "store", sorted(known)).root
+    broker = cast("Mosquitto", SimpleNamespace(host="127.0.0.1", port=1, store=store))  # never connected here
     path = write_config(tmp_path, broker, {"api": "v1", "url": "http://127.0.0.1:1", "database": "x"})
-    return Hub(hub_config.load(path), known=known)
+    return Hub(hub_config.load(path))
 
 
 def _message(topic: str, payload: bytes) -> Any:
@@ -272,7 +275,7 @@ def test_hub_hands_known_to_the_processor_and_drops_unprovisioned_acks(tmp_path:
     assert hub.metrics.unprovisioned["ack"] == 1
 
 
-def test_hub_default_stores_every_id(tmp_path: Path) -> None:
+def test_hub_in_plain_mode_stores_every_id(tmp_path: Path) -> None:
     hub = _hub(tmp_path, None)
     assert hub.processor.known is None
 

@@ -4,9 +4,10 @@ influxd 1.x refuses a point that would add a value to a tag past `max-values-per
 answers the whole batch with `400 partial write: max-values-per-tag limit exceeded`. Every made-up id that
 the hub stores is a new value of the `device` tag, so a flood of ids fills the limit and, from then on, a
 real board that speaks for the first time is refused: its readings go to the dead-letter file, not to the
-database. The first test shows the hub with its known devices (`Hub(known=...)`) storing every reading of
-every real board through such a flood; the second shows the same flood without the rule (known=None, the
-lab-bench mode) costing a new real board its readings, so the first test would fail without the feature.
+database. The first test shows the hub with its provisioning store (the session's: FLEET) storing every
+reading of every real board through such a flood; the second shows the same flood without the rule (plain
+mode: no store, a plain broker) costing a new real board its readings, so the first test would fail without
+the feature.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ async def test_a_flood_of_unprovisioned_ids_costs_no_real_board_a_reading(
     influxd = flooded_influxd(influxd_factory)
     caplog.set_level(logging.WARNING, logger="hub.ingest.process")
     real_readings = (REAL + LATE) * READINGS
-    async with running_hub(config(tmp_path, mosquitto, influxd), known=KNOWN) as hub:
+    async with running_hub(config(tmp_path, mosquitto, influxd)) as hub:
         await asyncio.to_thread(publish_flood, publisher, other_kinds=True)
         await async_wait_until(lambda: influx_count(influxd, DB) == real_readings or influx_count(influxd, DB), 60,
                                what=f"{real_readings} real readings in influxd")
@@ -150,16 +151,17 @@ async def test_a_flood_of_unprovisioned_ids_costs_no_real_board_a_reading(
 
 async def test_without_the_rule_the_same_flood_costs_a_new_board_its_readings(
     tmp_path: Path,
-    mosquitto: Mosquitto,
+    plain_mosquitto: Mosquitto,
     influxd_factory: ServiceFactory[Influxd],
-    publisher: Publisher,
 ) -> None:
-    """known=None (no provisioning store): the documented reason the rule exists, and the control experiment
-    for the test above."""
+    """Plain mode (no provisioning store; a plain broker, since only the store's boards could log in to a
+    provisioned one): the documented reason the rule exists, and the control experiment for the test above."""
     influxd = flooded_influxd(influxd_factory)
     messages = REAL + FLOOD + REAL * READINGS + LATE * (1 + READINGS)  # births and telemetry
-    async with running_hub(config(tmp_path, mosquitto, influxd)) as hub:
+    publisher = Publisher(plain_mosquitto)
+    async with running_hub(config(tmp_path, plain_mosquitto, influxd)) as hub:
         await asyncio.to_thread(publish_flood, publisher, other_kinds=False)
+    publisher.close()
         await async_wait_until(lambda: _all_taken(hub, messages), 60, what="every message taken and written")
     assert sum(hub.metrics.unprovisioned.values()) == 0
     stored = tag_values(influxd, "air")
