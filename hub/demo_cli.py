@@ -52,7 +52,7 @@ class View:
         self.tty = tty
         self.plain_every = plain_every
         self._drawn = 0
-        self._last_plain = 0.0
+        self._last_plain: float | None = None  # the first progress is always shown (monotonic may be small)
 
     def event(self, text: str) -> None:
         self._erase()
@@ -72,7 +72,7 @@ class View:
             self._erase()
             self.out.write("\n".join(lines) + "\n")
             self._drawn = len(lines)
-        elif time.monotonic() - self._last_plain >= self.plain_every:
+        elif self._last_plain is None or time.monotonic() - self._last_plain >= self.plain_every:
             self._last_plain = time.monotonic()
             self.out.write(
                 f"qala demo: t={p.elapsed:.0f}s boards_online={p.boards_online}/{p.boards} "
@@ -152,18 +152,49 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     try:
         host, port = fleet.parse_broker(args.broker)
-        fleet.board_config(args.site, "check", "air", host, port)  # the site id's rules, before any socket
+        if not args.light and args.boards > LIGHT_ABOVE:
+            raise fleet.FleetError(f"{args.boards} firmware processes are too heavy for one machine (about 160k "
+                                   f"heap and a process each); use --light above {LIGHT_ABOVE} boards")
+        args.trust = _fleet_store(args)
+        if args.trust is not None:
+            args.site = args.trust.site
+        fleet.board_config(args.site or "astana", "check", "air", host, port)  # the site id's rules, no socket
     except (fleet.FleetError, ValueError) as exc:
         sys.stderr.write(f"qala sim fleet: {exc}\n")
         return 2
-    if not args.light and args.boards > LIGHT_ABOVE:
-        sys.stderr.write(f"qala sim fleet: {args.boards} firmware processes are too heavy for one machine "
-                         f"(about 160k heap and a process each); use --light above {LIGHT_ABOVE} boards\n")
-        return 2
+    args.site = args.site or "astana"
     duration = args.duration if args.duration is not None else float("inf")
     if args.light:
         return _light(args, host, port, duration)
     return _firmware(args, host, port, duration)
+
+
+def _fleet_store(args: argparse.Namespace) -> Any:
+    """The provisioning store (--store), its fleet boards checked or provisioned; None with --plain."""
+    from hub.trust import provision  # noqa: PLC0415
+    from hub.trust.store import StoreError, TrustStore  # noqa: PLC0415
+    from simulators import fleet  # noqa: PLC0415
+
+    if args.plain:
+        return None
+    if args.store is None:
+        raise fleet.FleetError("give --store STORE (a provisioned broker: the boards' logins and the site CA) or "
+                               "--plain (a lab-bench broker without passwords)")
+    try:
+        store = TrustStore.load(Path(args.store))
+        if args.site is not None and args.site != store.site:
+            raise fleet.FleetError(f"--site {args.site}: the store {store.root} is for site {store.site}")
+        names = [fleet.board_name(i)[0] for i in range(args.boards)]
+        missing = [name for name in names if store.board(name) is None]
+        if missing and args.provision:
+            provision.add_boards(store.root, missing)
+            sys.stdout.write(f"qala sim fleet: provisioned {len(missing)} boards in {store.root}; SIGHUP the "
+                             "broker (and the hub) so that they can log in\n")
+            store = TrustStore.load(store.root)
+        fleet.fleet_identities(store, args.boards)
+    except (StoreError, provision.ProvisionError) as exc:
+        raise fleet.FleetError(f"--store: {exc}") from None
+    return store
 
 
 def _light(args: argparse.Namespace, host: str, port: int, duration: float) -> int:
@@ -177,7 +208,7 @@ def _light(args: argparse.Namespace, host: str, port: int, duration: float) -> i
                      f"{args.rate:g} messages/s each\n")
     try:
         messages, readings = asyncio.run(fleet.run_light(host, port, args.site, args.boards, args.rate, duration,
-                                                         on_sent=report))
+                                                         on_sent=report, store=args.trust))
     except KeyboardInterrupt:
         sys.stdout.write("qala sim fleet: stopped\n")
         return 0
@@ -205,7 +236,10 @@ def _firmware(args: argparse.Namespace, host: str, port: int, duration: float) -
     boards = []
     for index in range(args.boards):
         device, kind = fleet.board_name(index)
-        config = fleet.board_config(args.site, device, kind, host, port, interval=1 / args.rate, seed=index)
+        identity = args.trust.board(device) if args.trust is not None else None
+        ca = args.trust.ca_file if args.trust is not None else None
+        config = fleet.board_config(args.site, device, kind, host, port, interval=1 / args.rate, seed=index,
+                                    identity=identity, ca=ca)
         boards.append(fleet.FirmwareBoard(folder / device, config, folder / "bundle"))
     sys.stdout.write(f"qala sim fleet: {args.boards} firmware boards -> {host}:{port}, site {args.site}; "
                      f"consoles in {folder}\n")
@@ -251,7 +285,13 @@ def add_parsers(sub: Any) -> None:
     fleet.add_argument("--boards", type=_positive_int, required=True, help="number of boards")
     fleet.add_argument("--rate", type=_positive_float, required=True, help="telemetry messages per second per board")
     fleet.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker")
-    fleet.add_argument("--site", default="astana", help="site id (default astana)")
+    fleet.add_argument("--site", help="site id (default: the store's; astana with --plain)")
+    trust = fleet.add_mutually_exclusive_group()
+    trust.add_argument("--store", metavar="DIR", help="the provisioning store: boards log in with their identities "
+                       "there, over TLS verified against its site CA")
+    trust.add_argument("--plain", action="store_true", help="a lab-bench broker: plain MQTT, no logins")
+    fleet.add_argument("--provision", action="store_true",
+                       help="with --store: provision the fleet's boards the store lacks (then SIGHUP the broker)")
     fleet.add_argument("--duration", type=_positive_float, help="seconds to run (default: until Ctrl-C)")
     fleet.add_argument("--light", action="store_true",
                        help="CPython boards with the firmware's payloads instead of firmware processes")

@@ -1,13 +1,17 @@
 """The simulated city behind `qala demo`: servers, boards, meters and the hub, started, watched and stopped.
 
 `Demo.run()` starts, in a run folder (`./run/demo-<UTC time>/` by default), and on 127.0.0.1 only:
-- mosquitto and influxd from the system packages (simulators.services), each in a session of its own;
+- a provisioning store for the site (`store/`, hub.trust.provision): the site CA and the broker's
+  certificate, the hub's login, and each board's login and command key, as `qala provision` makes them;
+- mosquitto (the store's provisioned broker: TLS, passwords, ACL, client ids tied to users) and influxd from
+  the system packages (simulators.services), each in a session of its own;
 - a socat pty pair as an RS-485 line: the hub opens `rs485-hub`, the SDM630 (unit 1) and SDM120 (unit 2)
   simulators answer on `rs485-meters`; the ONICON heat meter profile over Modbus TCP (simulators.modbus_devices);
 - the board bundle (hub.tools.bundle) and N boards, each the real firmware under `micropython` with the sim
   driver: air (fan), energy (relay) and water (valve) boards across Astana's districts (simulators.fleet);
-- the hub as a subprocess `python -m hub hub run --config hub.toml` (generated: MQTT ingest, the Modbus buses,
-  InfluxDB v1, the HTTP API with a fresh token, a CO2 rule driving the first air board's fan).
+- the hub as a subprocess `python -m hub hub run --config hub.toml` (generated: [trust] the store, MQTT ingest
+  over TLS, the Modbus buses, InfluxDB v1, the HTTP API with a fresh token, a CO2 rule driving the first air
+  board's fan). Every board verifies the broker and acts only on commands the hub signed with its key.
 It watches the broker (boards online, readings per second, commands and acks), counts what influxd stored,
 sends a few setpoints through the hub's HTTP API once the boards are up, writes `summary.json`, and stops
 everything it started by pid, in order (boards, hub, meters, socat, influxd, mosquitto), also on a stop
@@ -44,6 +48,7 @@ from simulators.services import Influxd, Mosquitto, ServiceUnavailable, free_por
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hub.trust.store import TrustStore
     from simulators.modbus_devices import RtuBusSimulator, TcpDeviceServer
 
 log = logging.getLogger(__name__)
@@ -154,10 +159,19 @@ def influx_cli(influx_port: int) -> str:
     return f"influx -host 127.0.0.1 -port {influx_port} -database {DATABASE}"
 
 
-class _Watcher:
-    """A paho subscriber on qala/<site>/#: who is online, readings received, commands and their acks."""
+WATCH = "demo-watch"
+"""The hub identity the demo's watcher logs in with (it reads the whole site, as a hub may)."""
 
-    def __init__(self, port: int) -> None:
+
+class _Watcher:
+    """A paho subscriber on qala/<site>/#: who is online, readings received, commands and their acks.
+
+    Logs in with the store's WATCH identity over TLS verified against the site CA; reads cmd and ack payloads
+    without their signatures (protocols.control.read_*: it acts on nothing)."""
+
+    def __init__(self, port: int, login: tuple[str, str], ca: Path) -> None:
+        import ssl  # noqa: PLC0415
+
         import paho.mqtt.client as paho  # noqa: PLC0415
         from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
@@ -167,6 +181,8 @@ class _Watcher:
         self.commands: set[str] = set()
         self.acks: dict[str, str] = {}
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qala-demo-watch-{os.getpid()}")
+        self.client.username_pw_set(*login)
+        self.client.tls_set_context(ssl.create_default_context(cafile=str(ca)))
         self.client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(f"qala/{SITE}/#", qos=0)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port, keepalive=30)
@@ -186,9 +202,9 @@ class _Watcher:
                 elif kind == topics.TELEMETRY:
                     self.readings += len(payloads.decode_telemetry(body).readings)
                 elif kind == topics.CMD:
-                    self.commands.add(control.decode_cmd(body).id)
+                    self.commands.add(control.read_cmd(body).id)
                 elif kind == topics.ACK:
-                    ack = control.decode_ack(body)
+                    ack = control.read_ack(body)
                     self.acks[ack.id] = ack.status
         except (ProtocolError, ValueError) as exc:
             log.debug("watcher: %s on %s", exc, msg.topic)
@@ -265,6 +281,7 @@ class Demo:
         self.rtu: _SocatRtuBus | None = None
         self.tcp: TcpDeviceServer | None = None
         self.watcher: _Watcher | None = None
+        self.store: TrustStore | None = None
         self.api_port = free_port()
         self.token = secrets.token_hex(16)
         self.outcomes: list[Outcome] = []
@@ -313,9 +330,23 @@ class Demo:
         if self._stop.is_set():
             raise _Stopped
 
+    def _provision(self) -> TrustStore:
+        """The site's store: CA, broker certificate, the hub's and the watcher's logins, every board's identity."""
+        from hub.trust import provision  # noqa: PLC0415
+        from hub.trust.store import TrustStore  # noqa: PLC0415
+
+        root = self.folder / "store"
+        provision.init_store(root, SITE)
+        provision.add_boards(root, [fleet.board_name(i)[0] for i in range(self.options.boards)])
+        provision.add_hub(root, WATCH)
+        return TrustStore.load(root)
+
     async def _start(self) -> None:
         self.on_event(f"run folder {self.folder}")
-        self.mosquitto = Mosquitto(self.folder / "mosquitto", new_session=True)
+        self.store = store = await asyncio.to_thread(self._provision)
+        self.on_event(f"provisioning store {store.root}: site CA, broker certificate, {len(store.devices())} board "
+                      "logins and command keys (TLS, passwords, ACL and signed commands are on)")
+        self.mosquitto = Mosquitto(self.folder / "mosquitto", new_session=True, store=store.root)
         self.influxd = Influxd(self.folder / "influxd", new_session=True)
         for service in (self.mosquitto, self.influxd):
             await asyncio.to_thread(service.start)
@@ -341,14 +372,15 @@ class Demo:
         micropython = fleet.find_micropython()
         for index in range(self.options.boards):
             device, kind = fleet.board_name(index)
-            config = fleet.board_config(SITE, device, kind, "127.0.0.1", self.mosquitto.port, seed=index)
+            config = fleet.board_config(SITE, device, kind, "127.0.0.1", self.mosquitto.port, seed=index,
+                                        identity=store.board(device), ca=store.ca_file)
             board = fleet.FirmwareBoard(self.folder / "boards" / device, config, build).start(micropython)
             self.boards.append(board)
             self.kinds[device] = kind
             self._pid(f"board {device}", board.pid)
             self._check_stop()
         self.on_event(f"{len(self.boards)} boards under micropython: " + ", ".join(self.kinds))
-        self.watcher = await asyncio.to_thread(_Watcher, self.mosquitto.port)
+        self.watcher = await asyncio.to_thread(_Watcher, self.mosquitto.port, store.hub(WATCH), store.ca_file)
 
     async def _start_meters(self) -> None:
         from hub.modbus import profile as profiles  # noqa: PLC0415
@@ -380,11 +412,12 @@ class Demo:
         assert self.mosquitto is not None, "started first"
         assert self.influxd is not None, "started first"
         assert self.tcp is not None, "started first"
+        assert self.store is not None, "provisioned first"
         first_air = fleet.board_name(0)[0]
         tables: dict[str, dict[str, Any]] = {
             "site": {"id": SITE},
-            "mqtt": {"host": "127.0.0.1", "port": self.mosquitto.port, "client_id": "qala-hub-demo",
-                     "reconnect_min": 0.2, "reconnect_max": 2.0},
+            "trust": {"store": str(self.store.root)},
+            "mqtt": {"host": "127.0.0.1", "port": self.mosquitto.port, "reconnect_min": 0.2, "reconnect_max": 2.0},
             "influxdb": {"api": "v1", "url": self.influxd.url, "database": DATABASE, "retry_min": 0.2,
                          "retry_max": 2.0},
             "spool": {"path": str(self.folder / "hub-state")},

@@ -12,6 +12,10 @@ Owns:
   an `offline` last will. It does not buffer offline, keeps no persistent session and takes no commands.
 - `parse_broker` and `FleetError`: argument checks with clear messages.
 
+Trust: given a board's identity from the provisioning store (hub.trust.store.BoardIdentity) and the site CA,
+a board speaks TLS verified against that CA with its own login and carries its command key; without one it
+is a lab-bench board (plain MQTT, a random command key nobody holds: it can be watched, not commanded).
+
 No printing: callers report through the `on_sent` callback. CPython only.
 """
 
@@ -24,6 +28,8 @@ import json
 import math
 import random
 import re
+import secrets
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -36,6 +42,8 @@ from protocols import status, telemetry, topics
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hub.trust.store import BoardIdentity, TrustStore
+
 __all__ = [
     "BOARD_HEAP",
     "DISTRICTS",
@@ -45,6 +53,7 @@ __all__ = [
     "board_config",
     "board_name",
     "find_micropython",
+    "fleet_identities",
     "parse_broker",
     "run_light",
 ]
@@ -100,14 +109,25 @@ def board_name(index: int) -> tuple[str, str]:
 
 
 def board_config(site: str, device: str, kind: str, host: str, port: int, *, interval: float = 2.0,
-                 seed: int = 0) -> dict[str, Any]:
-    """A unix-port board of one kind on the sim driver, validated by the firmware's own config checks."""
+                 seed: int = 0, identity: BoardIdentity | None = None, ca: Path | None = None) -> dict[str, Any]:
+    """A unix-port board of one kind on the sim driver, validated by the firmware's own config checks.
+
+    With `identity` and `ca` (the store's), the board's own login, TLS verified against the site CA and its
+    command key; without them a plain lab-bench board."""
     sensor, quantities, actuator, limits = _KIND_SPECS[kind]
+    mqtt: dict[str, Any] = {"host": host, "port": port, "tls": False, "keepalive": 30}
+    key = secrets.token_hex(32)  # nobody holds it: a plain board can be watched, not commanded
+    if identity is not None:
+        if ca is None:
+            raise FleetError("a provisioned board needs the site CA")
+        mqtt = {"host": host, "port": port, "tls": True, "ca": str(ca), "user": identity.user,
+                "password": identity.password, "keepalive": 30}
+        key = identity.cmd_key.hex()
     raw: dict[str, Any] = {
         "site": site,
         "device": device,
-        # plain: converted to TLS with the provisioned broker fixture (issue 13)
-        "mqtt": {"host": host, "port": port, "tls": False, "keepalive": 30},
+        "mqtt": mqtt,
+        "commands": {"key": key},
         "sensors": {sensor: {"driver": "sim", "interval": interval, "quantities": quantities,
                              "options": {"seed": seed}}},
         "actuators": {actuator: {"pin": 4, **limits}},
@@ -186,13 +206,25 @@ def _sim_value(quantity: str, t: float, phase: float) -> float:
     return round(base + swing * math.sin(t / 570 + phase), 2)
 
 
+def fleet_identities(store: TrustStore, boards: int) -> dict[str, BoardIdentity]:
+    """The identities of the fleet's first `boards` boards (board_name); FleetError naming those missing."""
+    names = [board_name(i)[0] for i in range(boards)]
+    missing = [name for name in names if store.board(name) is None]
+    if missing:
+        raise FleetError(f"{len(missing)} of the fleet's boards are not provisioned in {store.root} (e.g. "
+                         f"{missing[0]}): add --provision, or `qala provision board` each")
+    return {name: identity for name in names if (identity := store.board(name)) is not None}
+
+
 async def _light_board(
     host: str, port: int, site: str, device: str, kind: str, rate: float, stop_at: float,
-    counter: _Counter, seed: int,
+    counter: _Counter, seed: int, store: TrustStore | None = None,
 ) -> None:
     import aiomqtt  # noqa: PLC0415 - only the light mode needs it
 
-    raw = board_config(site, device, kind, host, port, interval=1 / rate, seed=seed)
+    identity = store.board(device) if store is not None else None
+    ca = store.ca_file if store is not None else None
+    raw = board_config(site, device, kind, host, port, interval=1 / rate, seed=seed, identity=identity, ca=ca)
     caps = board_cfg.caps(board_cfg.validate(raw))
     sensor, quantities, _actuator, _limits = _KIND_SPECS[kind]
     t_status = topics.build(site, device, topics.STATUS)
@@ -201,7 +233,12 @@ async def _light_board(
     boot = 1
     total = 0.0
     phase = random.Random(seed).uniform(0, 6.28)  # noqa: S311 - simulation
-    async with aiomqtt.Client(host, port, identifier=f"qala-{site}-{device}", will=will, keepalive=30) as client:
+    login: dict[str, Any] = {}
+    if identity is not None:
+        login = {"username": identity.user, "password": identity.password,
+                 "tls_context": ssl.create_default_context(cafile=str(ca))}
+    async with aiomqtt.Client(host, port, identifier=f"qala-{site}-{device}", will=will, keepalive=30,
+                              **login) as client:
         now = time.time_ns() // 1_000_000
         await client.publish(t_status, status.encode_status(status.ONLINE, now, boot, VERSION, caps), qos=1,
                              retain=True)
@@ -227,15 +264,17 @@ async def _light_board(
 
 async def run_light(
     host: str, port: int, site: str, boards: int, rate: float, duration: float,
-    on_sent: Callable[[int, int], None] | None = None, report_every: float = 5.0,
+    on_sent: Callable[[int, int], None] | None = None, report_every: float = 5.0, store: TrustStore | None = None,
 ) -> tuple[int, int]:
     """`boards` light boards publishing `rate` messages/s each for `duration` s; returns (messages, readings).
 
-    on_sent(messages, readings) is called every report_every seconds with the totals so far.
+    on_sent(messages, readings) is called every report_every seconds with the totals so far. With `store`
+    each board logs in with its identity there, over TLS (fleet_identities checks they exist).
     """
     counter = _Counter()
     stop_at = time.monotonic() + duration
-    tasks = [asyncio.create_task(_light_board(host, port, site, *board_name(i), rate, stop_at, counter, seed=i),
+    tasks = [asyncio.create_task(_light_board(host, port, site, *board_name(i), rate, stop_at, counter, seed=i,
+                                              store=store),
                                  name=f"light-board-{i}") for i in range(boards)]
     reporter = None
     if on_sent is not None:

@@ -81,11 +81,23 @@ def test_demo_stores_every_kind_and_applies_setpoints(tmp_path: Path) -> None:
     assert {s["device"] for s in applied} == set(boards), summary["setpoints"]
     assert "-> applied" in out
     commands = summary["qala_command"]
-    assert {c["device"] for c in commands if c["quality"] == "applied" and c["source"] == "api"} == set(boards)
+    assert {c["device"] for c in commands if c["quality"] == "applied" and c["source"] == "api:control"} == set(boards)
     refused = [c for c in commands if c["quality"] == "rejected"]
     assert refused, commands
     assert refused[0]["reason"].startswith("hub:")
     assert "rejected" in out
+
+    # with all of the trust model on: TLS, passwords, the ACL, signed commands (the boards refuse unsigned ones)
+    broker_conf = (folder / "mosquitto" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in broker_conf
+    assert "acl_file" in broker_conf
+    assert "use_username_as_clientid true" in broker_conf
+    assert "[trust]" in (folder / "hub.toml").read_text()
+    for device in boards:
+        board = json.loads((folder / "boards" / device / "board.json").read_text())
+        assert board["mqtt"]["tls"] is True
+        assert board["commands"]["key"]
+    assert "TLS, passwords, ACL and signed commands are on" in out
 
     assert "influx -host 127.0.0.1 -port" in out
     assert "SELECT count(*)" in out

@@ -16,15 +16,22 @@ from simulators.services import Influxd, Mosquitto
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from hub.trust.store import TrustStore
+
 
 def test_generated_hub_toml_loads_with_everything_the_demo_needs(tmp_path: Path) -> None:
     demo = city.Demo(city.Options(boards=3, root=tmp_path), lambda _t: None, lambda _p: None)
     demo.folder.mkdir(parents=True)
-    demo.mosquitto = Mosquitto(tmp_path / "m")
+    demo.store = demo._provision()
+    demo.mosquitto = Mosquitto(tmp_path / "m", store=demo.store.root)
     demo.influxd = Influxd(tmp_path / "i")
     demo.tcp = SimpleNamespace(port=15020)  # type: ignore[assignment]
     config = hub_config.load(demo._write_hub_toml())
     assert config.site.id == city.SITE
+    assert config.trust.store == demo.store.root  # secure: the store's login, TLS, signed commands
+    assert config.mqtt.tls
+    assert demo.store.devices() == {fleet.board_name(i)[0] for i in range(3)}
+    assert city.WATCH in demo.store.hubs()
     assert config.mqtt.port == demo.mosquitto.port
     assert config.influxdb.url == demo.influxd.url
     assert config.api is not None
@@ -36,11 +43,19 @@ def test_generated_hub_toml_loads_with_everything_the_demo_needs(tmp_path: Path)
 
 
 @pytest.mark.parametrize("index", range(6))
-def test_board_configs_pass_the_firmware_checks(index: int) -> None:
+def test_board_configs_pass_the_firmware_checks(index: int, test_store: TrustStore) -> None:
     device, kind = fleet.board_name(index)
     config = fleet.board_config("astana", device, kind, "127.0.0.1", 1883, seed=index)
     assert config["device"] == device
     assert len(config["actuators"]) == 1
+    assert config["mqtt"]["tls"] is False  # no identity: a lab-bench board
+    identity = test_store.board("dev-0000")
+    secure = fleet.board_config("t-site", "dev-0000", kind, "127.0.0.1", 8883, identity=identity,
+                                ca=test_store.ca_file)
+    assert identity is not None
+    assert secure["mqtt"]["tls"] is True
+    assert secure["mqtt"]["user"] == identity.user
+    assert secure["commands"]["key"] == identity.cmd_key.hex()
     assert len({fleet.board_name(i)[0] for i in range(100)}) == 100  # names never repeat
 
 
