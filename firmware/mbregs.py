@@ -8,9 +8,15 @@ protocols/boardmap.py. Answers:
   count inside the map; a write that splits a float answers 02), FC 06 answers 02 (half a float32);
 - FC 01 coils (one per actuator), FC 05/15 coil writes (relays only; another kind answers 02);
 - FC 02 discrete inputs: the board has none (02).
-Exception 01: unknown function; 02: an address outside the map; 03: a malformed request, or a value that is
-not finite or that the actuator's limits refuse (`check` says why). A refused write changes nothing: every
-value of a request is checked before the first is applied.
+Exception 01: unknown function, or a write (FC 05/06/15/16, and 22/23 should they come) when `writes` is
+False (a TCP master not in modbus.writers: checked first, as the spec checks the function code before the
+address, so such a write answers 01 whatever it targets); 02: an address outside the map; 03: a malformed
+request, or a value that is not finite or that the actuator's limits refuse (`check` says why). A refused
+write changes nothing: every value of a request is checked before the first is applied.
+
+Also pure, for the TCP server: `ip4`/`peer_ip` turn a configured writer and a peer address into 4 bytes, and
+`Slots` keeps the open connections with their last activity (who goes when the table is full, who idled too
+long) on a clock the caller passes in.
 """
 
 import struct
@@ -19,6 +25,7 @@ from protocols import boardmap, modbus
 from protocols.errors import ProtocolError
 
 _NAN = float("nan")
+WRITES = (5, 6, 15, 16, 22, 23)  # the function codes that change something; 22/23 are not served (01 anyway)
 
 
 class Registers:
@@ -85,11 +92,16 @@ def _write(regs, pairs):
     return 0
 
 
-def handle(pdu, regs):
-    """The response PDU to a request PDU (an exception response for anything refused); None for no answer."""
+def handle(pdu, regs, writes=True):
+    """The response PDU to a request PDU (an exception response for anything refused); None for no answer.
+
+    `writes` False (a TCP peer not in modbus.writers): every write function answers 01 and changes nothing.
+    """
     if not pdu:
         return None
     function = pdu[0]
+    if not writes and function in WRITES:
+        return modbus.exception_response(function, modbus.ILLEGAL_FUNCTION)
     try:
         req = modbus.decode_request(pdu)
     except modbus.ModbusError as exc:
@@ -133,3 +145,98 @@ def handle(pdu, regs):
         return modbus.exception_response(function, code) if code else modbus.write_response(req)
     # FC 02 (no discrete inputs) and FC 06 (half a float32 setpoint)
     return modbus.exception_response(function, modbus.ILLEGAL_DATA_ADDRESS)
+
+
+# ------------------------------------------------------------------------------------ TCP peers
+
+
+def ip4(text):
+    """bytes((192, 168, 1, 10)) for '192.168.1.10'; None if text is not a dotted quad."""
+    parts = text.split(".") if isinstance(text, str) else ()
+    if len(parts) != 4:
+        return None
+    out = bytearray(4)
+    for i in range(4):
+        if not parts[i].isdigit() or int(parts[i]) > 255:
+            return None
+        out[i] = int(parts[i])
+    return bytes(out)
+
+
+def peer_ip(addr):
+    """The IPv4 address of a peer as 4 bytes, from what the socket layer gives: a (host, port) tuple on boards
+    (lwIP), a raw sockaddr_in on the unix port (AF_INET = 2 as a host-order u16, or sin_len then 2 on
+    BSD/macOS; port; address); None for anything else (IPv6, unknown), which is then no writer."""
+    if isinstance(addr, (tuple, list)):
+        return ip4(addr[0]) if addr else None
+    if isinstance(addr, (bytes, bytearray)) and len(addr) >= 8 and (addr[1] == 2 or (addr[0] == 2 and not addr[1])):
+        return bytes(addr[4:8])
+    return None
+
+
+def dotted(ip):
+    """'192.168.1.10' for 4 bytes, '?' for None: for log lines only."""
+    return "%d.%d.%d.%d" % (ip[0], ip[1], ip[2], ip[3]) if ip else "?"
+
+
+class Slots:
+    """The open TCP connections, at most n, each with its last activity.
+
+    `diff(a, b)` is a - b on the caller's clock (time.ticks_diff on boards). Keys are whatever the caller
+    closes (the board: its connection tasks); tags ride along for log lines (the peer's address). Fixed lists
+    of n entries, allocated once.
+    """
+
+    def __init__(self, n, diff):
+        self.keys = [None] * n
+        self.tags = [None] * n
+        self.seen = [0] * n
+        self.diff = diff
+
+    def pick(self):
+        """The slot for a new connection: a free one, else the one idle longest (its key must be closed)."""
+        best = 0
+        for i in range(len(self.keys)):
+            if self.keys[i] is None:
+                return i
+            if self.diff(self.seen[best], self.seen[i]) > 0:
+                best = i
+        return best
+
+    def put(self, i, key, tag, now):
+        self.keys[i] = key
+        self.tags[i] = tag
+        self.seen[i] = now
+
+    def touch(self, key, now):
+        """key was active at now (a request came)."""
+        for i in range(len(self.keys)):
+            if self.keys[i] is key:
+                self.seen[i] = now
+                return
+
+    def free(self, i):
+        self.keys[i] = None
+        self.tags[i] = None
+
+    def remove(self, key):
+        """key closed on its own; nothing if it already left (pushed out or idled)."""
+        for i in range(len(self.keys)):
+            if self.keys[i] is key:
+                self.free(i)
+                return
+
+    def idle(self, now, ms):
+        """A slot whose key was inactive for ms or more, else -1."""
+        for i in range(len(self.keys)):
+            if self.keys[i] is not None and self.diff(now, self.seen[i]) >= ms:
+                return i
+        return -1
+
+    def count(self):
+        """How many connections are open."""
+        n = 0
+        for key in self.keys:
+            if key is not None:
+                n += 1
+        return n

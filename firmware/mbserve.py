@@ -9,17 +9,33 @@ silence drop a partial one). Setpoint writes go through firmware.actuators (its 
 checks), so a refused value answers exception 03 and drives nothing. The fail-safe watch counts the uplink
 as down when no request has come for 1.5 s; after `failsafe_after` of that, actuators go to fail-safe.
 Nothing here imports the MQTT client.
+
+TCP is guarded (docs/modbus.md, "Modbus TCP on the board"): any peer reads, only the addresses in
+`modbus.writers` write (others get exception 01 and change nothing; counted in `denied`); at most
+`modbus.max_connections` are open, and a new one pushes out the one idle longest (`dropped`); one idle for
+`modbus.idle_timeout` seconds is closed (`idled`). Connections live in a fixed table (mbregs.Slots) and
+share one receive buffer. Those events are logged at WARN (INFO for idle closes) at most once a minute per
+kind (and so are connections closed for a bad MBAP header), the rest at DEBUG; the health line carries the
+counts. Should asyncio's accept loop die all the same (a MemoryError in a heap too small for the table), the
+watchdog is no longer fed, so the board resets rather than stay deaf. RTU (a physical bus) has no allow-list.
 """
 
 import asyncio
 import time
 
 from firmware import app, hw, log
-from firmware.mbregs import Registers, handle
+from firmware.mbregs import WRITES, Registers, Slots, dotted, handle, ip4, peer_ip
 from protocols import modbus_framing as mf
+from protocols._compat import const
 from protocols.errors import ProtocolError
 
 _ALIVE_MS = 1500
+_REAP_MS = const(1000)  # how often idle connections are looked for (idle_timeout is at least 1 s)
+_QUIET_MS = const(60000)  # one WARN/INFO line per kind of event per minute, the rest at DEBUG
+_DENY = const(0)
+_DROP = const(1)
+_IDLE = const(2)
+_BAD = const(3)
 
 
 class _Link:
@@ -53,6 +69,14 @@ class ModbusBoard(app.Board):
         self.client = _Link()
         self.served = 0
         self.refused = 0
+        self.denied = 0  # writes refused because the TCP peer is not in modbus.writers
+        self.dropped = 0  # TCP connections pushed out by a new one (modbus.max_connections)
+        self.idled = 0  # TCP connections closed after modbus.idle_timeout without a request
+        self.said = [None, None, None, None]  # when each kind of event was last logged above DEBUG
+        self.writers = ()  # TCP: modbus.writers as 4-byte addresses
+        self.conns = None
+        self.rxbuf = None
+        self.deaf = False  # asyncio's accept loop died (MemoryError): only a reset brings the server back
         self.acts = None
         self.regs = Registers(cfg["actuators"], self._check, self._apply)
         if cfg["actuators"]:
@@ -83,14 +107,38 @@ class ModbusBoard(app.Board):
         self.acts.failsafe = False
         log.info("modbus: %s = %s", name, value)
 
-    def answer(self, pdu):
-        resp = handle(pdu, self.regs)
+    def answer(self, pdu, writes=True, peer=None):
+        """The response to a request PDU; `writes` False for a TCP peer (`peer`, 4 bytes) not in modbus.writers."""
+        resp = handle(pdu, self.regs, writes)
         self.client.last = time.ticks_ms()
         self.served += 1
         if resp is not None and resp[0] & 0x80:
             self.refused += 1
-            log.debug("modbus: refused function %d with exception %d", pdu[0], resp[1])
+            if not writes and pdu[0] in WRITES:
+                self.denied += 1
+                self._say(_DENY, log.WARN, "modbus: refused a write (function %d) from %s: not in modbus.writers; "
+                          "denied=%d", pdu[0], dotted(peer), self.denied)
+            else:
+                log.debug("modbus: refused function %d with exception %d", pdu[0], resp[1])
         return resp
+
+    def _say(self, kind, level, msg, *args):
+        """Log at `level` if this kind of event was not logged so in the last minute, else at DEBUG."""
+        now = time.ticks_ms()
+        last = self.said[kind]
+        if last is None or time.ticks_diff(now, last) >= _QUIET_MS:
+            self.said[kind] = now
+            log.log(level, msg + " (more within a minute at debug level)", args)
+        else:
+            log.log(log.DEBUG, msg, args)
+
+    async def watchdog(self):
+        """app.Board's feeder, except that a deaf TCP server stops the feeding: the board resets and listens again."""
+        self.hw.watchdog(self.cfg["watchdog"])
+        while not self.deaf:
+            self.hw.feed()
+            await asyncio.sleep(1)
+        await asyncio.Event().wait()
 
     async def health(self):
         period = int(self.cfg["health_interval"] * 1000)
@@ -102,43 +150,82 @@ class ModbusBoard(app.Board):
                          ("resets", self.boot), ("sensor_faults", self.faults), ("rssi", self.hw.rssi()),
                          ("reconnects", self.client.reconnects)):
                 regs.set_input(q, v)
-            log.info("health: served=%d refused=%d faults=%d heap_free=%d max_block=%d heap_low=%d", self.served,
-                     self.refused, self.faults, free, block, self.low)
+            log.info("health: served=%d refused=%d denied=%d dropped=%d idled=%d faults=%d heap_free=%d "
+                     "max_block=%d heap_low=%d", self.served, self.refused, self.denied, self.dropped, self.idled,
+                     self.faults, free, block, self.low)
             await asyncio.sleep_ms(period)
 
     # ------------------------------------------------------------------------------- transports
 
     async def tcp(self):
         m = self.cfg["modbus"]
+        self.writers = [ip4(a) for a in m["writers"]]
+        self.conns = Slots(m["max_connections"], time.ticks_diff)
+        self.rxbuf = bytearray(260)  # one for all connections: each read is fed to its framer before any await
+        idle = int(m["idle_timeout"] * 1000)
         server = await asyncio.start_server(self._connection, m["host"], m["port"])
-        log.info("modbus: TCP server on %s:%d", m["host"], m["port"])
+        log.info("modbus: TCP server on %s:%d, %d writers, at most %d connections, idle timeout %s s", m["host"],
+                 m["port"], len(self.writers), m["max_connections"], m["idle_timeout"])
         try:
+            while not self.deaf:
+                await asyncio.sleep_ms(_REAP_MS)
+                self._reap(idle)
+                self.deaf = server.task.done()
+            log.error("modbus: the TCP server stopped accepting connections (out of memory?); the watchdog will "
+                      "reset the board. Lower modbus.max_connections if this repeats")
             await asyncio.Event().wait()
         finally:
             server.close()
 
+    def _reap(self, idle):
+        conns = self.conns
+        while True:
+            i = conns.idle(time.ticks_ms(), idle)
+            if i < 0:
+                return
+            conns.keys[i].cancel()  # its task closes the socket
+            self.idled += 1
+            self._say(_IDLE, log.INFO, "modbus: closed the TCP connection from %s: idle for modbus.idle_timeout; "
+                      "idled=%d", dotted(conns.tags[i]), self.idled)
+            conns.free(i)
+
     async def _connection(self, reader, writer):
         self.client.reconnects += 1
+        me = asyncio.current_task()
+        peer = peer_ip(writer.get_extra_info("peername"))
+        conns = self.conns
+        i = conns.pick()
+        if conns.keys[i] is not None:
+            conns.keys[i].cancel()
+            self.dropped += 1
+            self._say(_DROP, log.WARN, "modbus: %d TCP connections open (modbus.max_connections): closed the one "
+                      "from %s, idle longest, for %s; dropped=%d", len(conns.keys), dotted(conns.tags[i]),
+                      dotted(peer), self.dropped)
+        conns.put(i, me, peer, time.ticks_ms())
+        writes = peer is not None and peer in self.writers
         framer = mf.TcpFramer()
+        buf = self.rxbuf
         try:
             while True:
-                data = await reader.read(260)
-                if not data:
+                n = await reader.readinto(buf)
+                if not n:
                     break
-                framer.feed(data)
+                conns.touch(me, time.ticks_ms())
+                framer.feed(memoryview(buf)[:n])
                 while True:
                     frame = framer.next_frame()
                     if frame is None:
                         break
-                    resp = self.answer(frame[2])
+                    resp = self.answer(frame[2], writes, peer)
                     if resp is not None:
                         writer.write(mf.tcp_frame(frame[0], frame[1], resp))
                         await writer.drain()
         except ProtocolError as exc:
-            log.warn("modbus: closing a TCP connection: %s", exc)
+            self._say(_BAD, log.WARN, "modbus: closing the TCP connection from %s: %s", dotted(peer), exc)
         except OSError as exc:
             log.debug("modbus: TCP connection lost: %s", log.why(exc))
         finally:
+            conns.remove(me)
             writer.close()
             try:
                 await writer.wait_closed()

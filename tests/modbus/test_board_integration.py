@@ -87,7 +87,7 @@ async def test_hub_polls_the_firmware_over_tcp_into_influxdb(
     tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str
 ) -> None:
     port = free_port()
-    fw = board(tmp_path, {"transport": "tcp", "port": port, "unit": 3})
+    fw = board(tmp_path, {"transport": "tcp", "port": port, "unit": 3, "writers": ["127.0.0.1"]})
     try:
         wait_until(lambda: "TCP server" in fw.output(), 20, 0.1, what="the board's server")
         path = hub_toml(tmp_path, mosquitto, influxd, influxd_database,
@@ -131,7 +131,7 @@ def _ok_read(port: int) -> bool:
 
 def test_tcp_server_survives_bad_input(tmp_path: Path) -> None:
     port = free_port()
-    fw = board(tmp_path, {"transport": "tcp", "port": port, "unit": 3})
+    fw = board(tmp_path, {"transport": "tcp", "port": port, "unit": 3, "writers": ["127.0.0.1"]})
     try:
         wait_until(lambda: "TCP server" in fw.output(), 20, 0.1, what="the board's server")
         assert _tcp_ask(port, mf.tcp_frame(1, 3, bytes((0x2B, 0x0E, 1, 0)))) == mf.tcp_frame(1, 3, bytes((0xAB, 1)))
