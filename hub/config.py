@@ -326,18 +326,22 @@ def _trust(values: dict[str, Any], base: Path | None) -> TrustConfig:
     return TrustConfig(store=path, hub=_id_value("trust.hub", values["hub"]))
 
 
+def _mqtt_from_store(mqtt: dict[str, Any], site: str, store: Path, hub: str, given: Mapping[str, Any]) -> None:
+    """The login and the CA come from the store; TLS unless the config turns it off (a lab bench)."""
+    for key in ("username", "password", "ca_file"):
+        if key in given:
+            raise ConfigError(f"mqtt.{key}: comes from the provisioning store ([trust] store); remove it")
+    if "tls" not in given:
+        mqtt["tls"] = True
+    if mqtt["tls"]:
+        mqtt["ca_file"] = str(store / CA_CERT)
+    if mqtt["client_id"] is None:
+        mqtt["client_id"] = f"hub/{site}/{hub}"  # the broker ties client ids to usernames
+
+
 def _check_mqtt(mqtt: dict[str, Any], site: str, trust: TrustConfig, given: Mapping[str, Any]) -> None:
     if trust.store is not None:
-        # the login and the CA come from the store; TLS unless the config turns it off (a lab bench)
-        for key in ("username", "password", "ca_file"):
-            if key in given:
-                raise ConfigError(f"mqtt.{key}: comes from the provisioning store ([trust] store); remove it")
-        if "tls" not in given:
-            mqtt["tls"] = True
-        if mqtt["tls"]:
-            mqtt["ca_file"] = str(trust.store / CA_CERT)
-        if mqtt["client_id"] is None:
-            mqtt["client_id"] = f"hub/{site}/{trust.hub}"  # the broker ties client ids to usernames
+        _mqtt_from_store(mqtt, site, trust.store, trust.hub, given)
     if "port" not in given and mqtt["tls"]:
         mqtt["port"] = 8883
     if not 1 <= mqtt["port"] <= 65535:

@@ -152,9 +152,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     try:
         host, port = fleet.parse_broker(args.broker)
-        if not args.light and args.boards > LIGHT_ABOVE:
-            raise fleet.FleetError(f"{args.boards} firmware processes are too heavy for one machine (about 160k "
-                                   f"heap and a process each); use --light above {LIGHT_ABOVE} boards")
+        _check_size(args)
         args.trust = _fleet_store(args)
         if args.trust is not None:
             args.site = args.trust.site
@@ -167,6 +165,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if args.light:
         return _light(args, host, port, duration)
     return _firmware(args, host, port, duration)
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    from simulators import fleet  # noqa: PLC0415
+
+    if not args.light and args.boards > LIGHT_ABOVE:
+        raise fleet.FleetError(f"{args.boards} firmware processes are too heavy for one machine (about 160k "
+                               f"heap and a process each); use --light above {LIGHT_ABOVE} boards")
 
 
 def _fleet_store(args: argparse.Namespace) -> Any:
@@ -182,8 +188,11 @@ def _fleet_store(args: argparse.Namespace) -> Any:
                                "--plain (a lab-bench broker without passwords)")
     try:
         store = TrustStore.load(Path(args.store))
-        if args.site is not None and args.site != store.site:
-            raise fleet.FleetError(f"--site {args.site}: the store {store.root} is for site {store.site}")
+    except StoreError as exc:
+        raise fleet.FleetError(f"--store: {exc}") from None
+    if args.site is not None and args.site != store.site:
+        raise fleet.FleetError(f"--site {args.site}: the store {store.root} is for site {store.site}")
+    try:
         names = [fleet.board_name(i)[0] for i in range(args.boards)]
         missing = [name for name in names if store.board(name) is None]
         if missing and args.provision:

@@ -35,24 +35,52 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(path: str) -> Any:
+    """The provisioning store at path (hub.trust.store.TrustStore); FwError naming --store."""
+    from hub.trust.store import StoreError, TrustStore  # noqa: PLC0415
+
+    try:
+        return TrustStore.load(Path(path))
+    except StoreError as exc:
+        raise fw.FwError(f"--store: {exc}") from None
+
+
+def _identity(args: argparse.Namespace) -> tuple[Any, ...]:
+    """(site, user, password, CA file, commands) from the arguments, or from --store for a provisioned board."""
+    if not args.store:
+        return args.site, args.mqtt_user, args.mqtt_password, args.ca, None
+    store = _store(args.store)
+    identity = store.board(args.device)
+    if identity is None:
+        raise fw.FwError(f"DEVICE {args.device!r} is not provisioned in {store.root}: "
+                         f"`qala provision board {args.device} --store {args.store}` does it")
+    if args.site not in (None, store.site) or args.mqtt_user or args.mqtt_password or args.ca or args.tls is False:
+        raise fw.FwError("--store gives the site, the MQTT login, TLS and --ca: leave those out")
+    return store.site, identity.user, identity.password, str(store.ca_file), {"key": identity.cmd_key.hex()}
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     try:
+        site, user, password, ca_path, commands = _identity(args)
         base = fw.read_json(Path(args.base), "--from") if args.base else None
+        if commands is not None and base is not None and isinstance(base.get("commands"), dict):
+            commands = {**base["commands"], **commands}  # keep its max_ttl
         raw = fw.make_config(
-            args.device, base=base, site=args.site, wifi_ssid=args.wifi_ssid,
+            args.device, base=base, site=site, wifi_ssid=args.wifi_ssid,
             wifi_password=args.wifi_password or os.environ.get("QALA_WIFI_PASSWORD"),
-            broker=args.broker, mqtt_user=args.mqtt_user,
-            mqtt_password=args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD"),
-            tls=args.tls, ca=fw.BOARD_CA if args.ca else None, server_hostname=args.server_hostname,
-            sensors=args.sensor, need_wifi=not args.no_wifi,
+            broker=args.broker, mqtt_user=user,
+            mqtt_password=password or os.environ.get("QALA_MQTT_PASSWORD"),
+            tls=True if args.store else args.tls, ca=fw.BOARD_CA if ca_path else None,
+            server_hostname=args.server_hostname, sensors=args.sensor, need_wifi=not args.no_wifi,
+            commands=commands,
         )
-        ca = fw.read_ca(Path(args.ca)) if args.ca else None
+        ca = fw.read_ca(Path(ca_path)) if ca_path else None
     except fw.FwError as exc:
         return _err(str(exc), 2)
     if args.out == "-":
         sys.stdout.write(json.dumps(raw, indent=2) + "\n")
         if ca is not None:
-            sys.stderr.write(f"copy {args.ca} next to the config as {fw.BOARD_CA} (qala fw deploy takes it)\n")
+            sys.stderr.write(f"copy {ca_path} next to the config as {fw.BOARD_CA} (qala fw deploy takes it)\n")
     else:
         fw.write_config(raw, Path(args.out))
         if ca is not None:
@@ -81,9 +109,16 @@ def _deploy(args: argparse.Namespace, folder: Path) -> int:
         raise fw.FwError("--broker: the config has no mqtt.host; give --broker HOST:PORT or --no-wait")
     tls = mqtt.get("tls", True) is not False
     port = port or int(mqtt.get("port", 8883 if tls else 1883))
+    user, password = args.mqtt_user, args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD")
+    if args.store:  # watch with the store's tools login (never the hub's: that would take over its session)
+        from hub.trust.store import TOOLS, StoreError  # noqa: PLC0415
+
+        try:
+            user, password = _store(args.store).hub(TOOLS)
+        except StoreError as exc:
+            raise fw.FwError(f"--store: {exc}") from None
     birth = fw.wait_for_birth(
-        host, port, raw["site"], raw["device"], args.timeout,
-        user=args.mqtt_user, password=args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD"), tls=tls,
+        host, port, raw["site"], raw["device"], args.timeout, user=user, password=password, tls=tls,
         ca_file=str(ca[0]) if ca is not None else None,
         ready=lambda: fw.run_mpremote(reset, mpremote=args.mpremote),
     )
@@ -139,6 +174,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     config.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL",
                         help="a sensor, e.g. air1:pms5003:pm1,pm25,pm10:10 (repeat; replaces --from's sensors, "
                         "keeping the pins and options of one with the same name)")
+    config.add_argument("--store", metavar="DIR", help="a board provisioned in this store (qala provision): its "
+                        "site, MQTT login, command key and the site CA come from there")
     config.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
     config.add_argument("--out", default="board.json", metavar="FILE", help="where to write it ('-': stdout)")
     config.set_defaults(func=_cmd_config)
@@ -148,7 +185,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     deploy.add_argument("--config", default="board.json", metavar="FILE", help="the board config")
     deploy.add_argument("--bundle", metavar="DIR", help="a `qala fw build` folder (default: build one now)")
     deploy.add_argument("--broker", metavar="HOST:PORT", help="where to watch for the birth (default: the config's)")
-    deploy.add_argument("--mqtt-user", help="credentials for watching the broker")
+    deploy.add_argument("--store", metavar="DIR",
+                        help="watch the broker with this provisioning store's `tools` login (qala provision)")
+    deploy.add_argument("--mqtt-user", help="credentials for watching the broker (without --store)")
     deploy.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
     deploy.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the birth message")
     deploy.add_argument("--no-wait", action="store_true", help="reset and return without watching the broker")

@@ -172,12 +172,14 @@ class Hub:
         if self.config.trust.store is None:
             log.info("trust: plain mode, nothing to reload")
             return
+        store: TrustStore | None = None
         try:
             store = load_trust(self.config)
         except StoreError as exc:
-            log.error("trust: reload refused, keeping the store loaded before: %s", exc)
+            problem = str(exc)
+        if store is None:
+            log.error("trust: reload refused, keeping the store loaded before: %s", problem)
             return
-        assert store is not None, "a store is configured"
         before = self.trust.devices() if self.trust is not None else frozenset()
         self.trust = store
         self.processor.set_known(store.devices())

@@ -242,10 +242,14 @@ class ControlService:
 
     def _send_mqtt(self, cmd: lc.Command, now: int) -> None:
         assert self.signer is not None, "submit() refuses MQTT commands without a signer"
+        payload, why = None, ""
         try:
             payload = self.signer.cmd(cmd)
-        except (KeyError, CounterError) as exc:  # a key revoked by a reload, or the counter's disk failed
-            why = "no command key for this device (revoked?)" if isinstance(exc, KeyError) else str(exc)
+        except KeyError:  # a key revoked by a reload since the command was made
+            why = "no command key for this device (revoked?)"
+        except CounterError as exc:  # the counter's disk failed: an n could repeat after a restart
+            why = str(exc)
+        if payload is None:
             log.error("command not signed id=%s device=%s error=%s", cmd.id, cmd.device, why)
             if cmd.state == lc.PENDING:
                 self._finish(cmd, "reject", now, reason="hub: " + why)
@@ -283,9 +287,7 @@ class ControlService:
     def on_ack(self, device: str, payload: bytes) -> None:
         """A message on `qala/{site}/{device}/ack`."""
         try:
-            if self.signer is None:
-                raise payloads.SignatureError("no command keys: the hub runs in plain mode", payloads.read_ack(payload))
-            ack = self.signer.ack(device, payload)
+            ack = self._verified_ack(device, payload)
         except payloads.SignatureError as exc:
             claimed = exc.unverified if isinstance(exc.unverified, payloads.Ack) else None
             self._forged(device, claimed, exc.problem)
@@ -317,6 +319,12 @@ class ControlService:
             self._finish(cmd, "applied", now, value=ack.value)
         else:
             self._finish(cmd, "rejected", now, reason="board: " + (ack.reason or ""))
+
+    def _verified_ack(self, device: str, payload: bytes) -> payloads.Ack:
+        """The ack if the board signed it; SignatureError (also in plain mode: no keys), ProtocolError."""
+        if self.signer is None:
+            raise payloads.SignatureError("no command keys: the hub runs in plain mode", payloads.read_ack(payload))
+        return self.signer.ack(device, payload)
 
     def _forged(self, device: str, claimed: payloads.Ack | None, problem: str) -> None:
         """An ack the board did not sign for the command it names: a security event, never an outcome."""

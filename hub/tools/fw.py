@@ -407,7 +407,7 @@ class _StatusWatch:
         if not self.subscribed:
             self.stop()
             raise FwError(f"the broker {host}:{port} did not accept a subscription to {self.topic} "
-                          "(--mqtt-user/--mqtt-password?)")
+                          "(a login that may read it: --store, or --mqtt-user/--mqtt-password?)")
 
     def stop(self) -> None:
         self.client.loop_stop()

@@ -18,14 +18,16 @@ Parses arguments and prints; the work is in hub.trust.provision and hub.tools.fw
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.tools import fw
 from hub.trust import broker, provision
-from hub.trust.store import StoreError, TrustStore
+from hub.trust.store import DEFAULT_HUB, TOOLS, StoreError, TrustStore
+
+if TYPE_CHECKING:
+    import argparse
 
 RELOAD = ("reload: kill -HUP the broker (mosquitto reads passwd and acl again) and the hub (it reads the store "
           "again), or restart them")
@@ -41,14 +43,13 @@ def board_config(store: TrustStore, device: str, args: argparse.Namespace) -> di
     identity = store.board(device)
     assert identity is not None, "the caller provisioned it"
     base = fw.read_json(Path(args.base), "--from") if args.base else None
-    raw = fw.make_config(
+    return fw.make_config(
         device, base=base, site=store.site, wifi_ssid=args.wifi_ssid, wifi_password=args.wifi_password,
         broker=args.broker or f"{store.broker_host}:{args.port}", mqtt_user=identity.user,
         mqtt_password=identity.password, tls=True, ca=fw.BOARD_CA, server_hostname=args.server_hostname,
         sensors=args.sensor, need_wifi=not args.no_wifi,
         commands={"key": identity.cmd_key.hex(), "max_ttl": args.max_ttl},
     )
-    return raw
 
 
 def _write_board(store: TrustStore, raw: dict[str, Any], args: argparse.Namespace) -> str:
@@ -60,11 +61,12 @@ def _write_board(store: TrustStore, raw: dict[str, Any], args: argparse.Namespac
 
 def _cmd_init(args: argparse.Namespace) -> int:
     store = provision.init_store(Path(args.store), args.site, args.broker_host or [], port=args.port)
+    also = "" if store.broker_host == provision.DEFAULT_HOST else " (and localhost, 127.0.0.1)"
     sys.stdout.write(
         f"store {store.root} for site {store.site}: site CA {store.ca_file}, broker certificate for "
-        f"{store.broker_host} (and localhost, 127.0.0.1), hub identity {provision.DEFAULT_HUB}\n"
+        f"{store.broker_host}{also}, hub identities {DEFAULT_HUB} (the hub) and {TOOLS} (qala fw deploy)\n"
         f"broker: include {store.broker_conf} in mosquitto's config (Debian: /etc/mosquitto/conf.d/)\n"
-        f"hub: [trust] store = \"{store.root}\" in hub.toml\n")
+        f'hub: [trust] store = "{store.root}" in hub.toml\n')
     return 0
 
 
@@ -105,7 +107,7 @@ def _cmd_hub(args: argparse.Namespace) -> int:
     user, _password = provision.add_hub(Path(args.store), args.name, rotate=args.rotate)
     secret = Path(args.store).absolute() / "secrets" / "hubs" / f"{args.name}.json"
     sys.stdout.write(f"{'rotated' if args.rotate else 'added'} hub identity {args.name} (MQTT user {user}, "
-                     f"password in {secret}); a hub uses it with [trust] hub = \"{args.name}\"\n{RELOAD}\n")
+                     f'password in {secret}); a hub uses it with [trust] hub = "{args.name}"\n{RELOAD}\n')
     return 0
 
 

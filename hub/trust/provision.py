@@ -1,7 +1,8 @@
 """The provisioning store, write side: make a store, add, rotate and revoke boards, add hubs.
 
 - `init_store(root, site, broker_hosts)`: a new store: the site CA and the broker's certificate
-  (hub.trust.tls), the hub identity `main`, an empty device list and the broker files.
+  (hub.trust.tls), the hub identities `main` (the hub) and `tools` (`qala fw deploy` watching for a birth),
+  an empty device list and the broker files.
 - `open_store(root)`: the store loaded under an exclusive lock (`STORE/.lock`), as a `Session` whose
   `new_board`, `rotated_board`, `save_board`, `revoke_board`, `new_hub` and `save_hub` change it. `new_*`
   and `rotated_*` only make an identity in memory, so a caller can check what it will write with it (a board
@@ -48,6 +49,7 @@ from hub.trust.store import (
     PASSWD,
     SECRETS,
     SITE_FILE,
+    TOOLS,
     VERSION,
     BoardIdentity,
     DeviceEntry,
@@ -203,6 +205,7 @@ def init_store(root: Path, site: str, broker_hosts: Sequence[str] = (), *, port:
         with _lock(build):
             session = Session(empty)
             session.save_hub(session.new_hub(DEFAULT_HUB))
+            session.save_hub(session.new_hub(TOOLS))
         if root.exists():
             root.rmdir()
         build.rename(root)
@@ -364,7 +367,8 @@ class Session:
 
     # -- commit
 
-    def _commit(self, boards: dict[str, BoardIdentity], entries: dict[str, DeviceEntry], changed: set[str]) -> TrustStore:
+    def _commit(self, boards: dict[str, BoardIdentity], entries: dict[str, DeviceEntry],
+                changed: set[str]) -> TrustStore:
         devices = {d: {"generation": entries[d].generation, "district": entries[d].district} for d in sorted(boards)}
         write_atomic(self.root / DEVICES_FILE, _json_bytes({"version": VERSION, "devices": devices}))
         hubs = {n: self.store.hub(n) for n in self.store.hubs()}

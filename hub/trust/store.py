@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 VERSION = 1
 DEFAULT_HUB = "main"
+TOOLS = "tools"
+"""The hub identity `qala fw deploy --store` watches the broker with (never the hub's own: its login is its
+session, which a second connection would take over)."""
 
 # The layout, relative to the store's root (simulators/services.py names BROKER_CONF too; a test keeps them equal).
 SITE_FILE = "site.json"

@@ -145,7 +145,6 @@ def tls_client(
         client.username_pw_set(user, password)
     context = ssl.create_default_context(cafile=str(ca_file or broker.ca_file))
     client.tls_set_context(context)
-    client.tls_insecure_set(False)
     done = threading.Event()
     answer: list[paho.ReasonCode] = []
 

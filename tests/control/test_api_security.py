@@ -50,7 +50,8 @@ async def rig(tmp_path: Path) -> Rig:
 
 
 @contextlib.asynccontextmanager
-async def serving(rig: Rig, config: ApiConfig | None = None, policy: Policy = FAST) -> AsyncIterator[tuple[str, Throttle]]:
+async def serving(rig: Rig, config: ApiConfig | None = None,
+                  policy: Policy = FAST) -> AsyncIterator[tuple[str, Throttle]]:
     throttle = Throttle(policy)
     server = TestServer(make_app(rig.control, config or ApiConfig(control_token=CONTROL, read_token=READ),
                                  throttle), host="127.0.0.1")

@@ -108,7 +108,7 @@ async def test_acks_that_change_nothing(rig: Rig) -> None:
 
 async def test_forged_acks_are_security_events_never_outcomes(rig: Rig) -> None:
     cmd = rig.control.submit("t1", "fan1", 80)
-    unsigned = ('{"v":1,"id":"%s","act":"fan1","st":"applied","val":80,"ts":%d}' % (cmd.id, rig.now)).encode()
+    unsigned = f'{{"v":1,"id":"{cmd.id}","act":"fan1","st":"applied","val":80,"ts":{rig.now}}}'.encode()
     rig.control.on_ack("t1", unsigned)  # version 1: no signature at all
     rig.ack(cmd.id, key=bytes(32))  # signed, with the wrong key
     rig.ack(cmd.id, device="t1", key=KEYS["t2"])  # another board's key

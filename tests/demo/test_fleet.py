@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from protocols import payloads, topics
 from hub.trust.store import TrustStore
+from protocols import payloads, topics
 from simulators import fleet
 from tests._plugins.trust import provision_site
 from tests.firmware.boards import Watcher

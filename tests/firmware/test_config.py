@@ -46,8 +46,8 @@ def test_shipped_examples_are_valid():
 def test_the_command_key():
     raw = _copy()
     del raw["commands"]
-    assert _error(raw) == "commands.key: required with actuators: the board's command key (`qala provision board` " \
-        "writes it)"
+    assert _error(raw) == ("commands.key: required with actuators: the board's command key (`qala provision board` "
+                           "writes it)")
     raw["actuators"] = {}
     assert config.validate(raw)["commands"] is None  # no actuators: nothing to command
     for key in ("ab" * 31, "AB" * 32, "xy" * 32, 12, None):

@@ -85,7 +85,7 @@ def test_the_hub_stops_at_start_when_the_store_cannot_be_used(tmp_path: Path,
     assert hub.processor.known == frozenset({"b1"})
     cases = [
         (doc({"store": str(tmp_path / "nowhere")}), "not a provisioning store (no such folder"),
-        (doc({"store": str(store.root), "hub": "hub-9"}), "no hub identity 'hub-9' (have: main)"),
+        (doc({"store": str(store.root), "hub": "hub-9"}), "no hub identity 'hub-9' (have: main, obs-1"),
         (doc({"store": str(store.root)}) | {"site": {"id": "other"}}, "the store is for site 't-site'"),
     ]
     for document, message in cases:

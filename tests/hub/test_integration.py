@@ -18,6 +18,7 @@ import pytest
 
 from hub.config import load
 from protocols import payloads, topics
+from tests._plugins.trust import provision_site
 from tests.hub.conftest import (
     SITE,
     T0,
@@ -79,9 +80,12 @@ async def test_v1_100_devices_x_100_readings_exactly_once(
 
 
 async def test_v2_100_devices_x_100_readings_exactly_once(
-    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics, publisher: Publisher
+    tmp_path: Path, mosquitto_factory: ServiceFactory[Mosquitto], victoria_metrics: VictoriaMetrics
 ) -> None:
     site = f"v2-{int(time.time() * 1000) % 10**9}"  # VictoriaMetrics is shared by the session: a site of our own
+    store = provision_site(tmp_path / "store", [device_name(i) for i in range(DEVICES)], site=site)
+    mosquitto = mosquitto_factory(store=store.root)  # the site's own provisioned broker
+    publisher = Publisher(mosquitto)
     path = write_config(tmp_path, mosquitto, v2_table(victoria_metrics), site={"id": site})
     match = f'{{__name__="air_pm25",site="{site}"}}'
     expected = sorted((d, ts, v) for d, ts, v in expected_pm25(DEVICES, READINGS))
@@ -94,6 +98,7 @@ async def test_v2_100_devices_x_100_readings_exactly_once(
         await asyncio.to_thread(publish_fleet, publisher, DEVICES, READINGS, 0, True, site)  # noqa: FBT003
         await async_wait_until(stored, 60, interval=0.5, what="10,000 samples in victoria-metrics")
         await asyncio.sleep(1.0)  # anything written twice would arrive by now
+    publisher.close()
     samples = vm_samples(victoria_metrics, match)
     assert samples == expected  # raw samples: no reading written twice
     assert hub.metrics.points_written >= DEVICES * READINGS
@@ -121,11 +126,11 @@ GARBAGE_PAYLOADS = [
 async def test_1000_garbage_messages_interleaved_with_good_ones(
     tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str, publisher: Publisher
 ) -> None:
-    """250 undecodable payloads, 250 bad topics, 250 unknown devices, 250 out-of-range readings.
+    """250 undecodable payloads, 250 bad topics, 250 unprovisioned devices, 250 out-of-range readings.
 
-    Out-of-range readings are stored with quality=range (never dropped) and counted. 100 messages for
-    another site are published too: the broker never delivers them (the hub subscribes to its own site),
-    so they are neither stored nor counted.
+    Out-of-range readings are stored with quality=range (never dropped) and counted. Unprovisioned ids are
+    counted and dropped. 100 messages for another site are published too: the broker never delivers them
+    (its ACL gives this site's logins only this site's topics), so they are neither stored nor counted.
     """
     devices, readings = 20, 100
     path = write_config(tmp_path, mosquitto, v1_table(influxd, influxd_database))
@@ -164,8 +169,9 @@ async def test_1000_garbage_messages_interleaved_with_good_ones(
                                what="every message counted")
         rejects = dict(hub.metrics.rejects)
     assert influx_pm25(influxd, influxd_database) == expected_pm25(devices, readings)
-    assert rejects == {"bad_payload": 250, "bad_topic": 250, "unknown_device": 250, "out_of_range": 250,
+    assert rejects == {"bad_payload": 250, "bad_topic": 250, "unknown_device": 0, "out_of_range": 250,
                        "other_site": 0}
+    assert hub.metrics.unprovisioned["telemetry"] == 250  # the ghost-n ids: not in the store
     ranged = influxd.points(influxd_database, "SELECT count(\"co2\") FROM \"air\" WHERE \"quality\" = 'range'")
     assert ranged[0]["count"] == 250
     other = influxd.points(influxd_database, "SELECT count(\"pm25\") FROM \"air\" WHERE \"site\" = 'other-site'")

@@ -159,10 +159,12 @@ async def test_without_the_rule_the_same_flood_costs_a_new_board_its_readings(
     influxd = flooded_influxd(influxd_factory)
     messages = REAL + FLOOD + REAL * READINGS + LATE * (1 + READINGS)  # births and telemetry
     publisher = Publisher(plain_mosquitto)
-    async with running_hub(config(tmp_path, plain_mosquitto, influxd)) as hub:
-        await asyncio.to_thread(publish_flood, publisher, other_kinds=False)
-    publisher.close()
-        await async_wait_until(lambda: _all_taken(hub, messages), 60, what="every message taken and written")
+    try:
+        async with running_hub(config(tmp_path, plain_mosquitto, influxd)) as hub:
+            await asyncio.to_thread(publish_flood, publisher, other_kinds=False)
+            await async_wait_until(lambda: _all_taken(hub, messages), 60, what="every message taken and written")
+    finally:
+        publisher.close()
     assert sum(hub.metrics.unprovisioned.values()) == 0
     stored = tag_values(influxd, "air")
     # the flood filled the device tag (influxd checks the limit per batch: a batch begun under it is taken whole)

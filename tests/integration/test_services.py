@@ -1,7 +1,8 @@
 """The server launchers (simulators/services.py) and their fixtures (tests/_plugins/services.py) work.
 
 Real mosquitto, influxd and victoria-metrics, on free loopback ports; clients are paho-mqtt, urllib and
-influxdb-client, as the hub uses them.
+influxdb-client, as the hub uses them. The brokers are the provisioned ones the fixtures start (TLS, logins,
+ACL): the clients log in as test observers of the session store (tests/_plugins/trust.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from simulators.services import (
     ServiceUnavailable,
     VictoriaMetrics,
 )
+from tests._plugins.trust import SITE, login
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,15 +35,20 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 10.0
+PUBLISHER = "obs-16"
+TELEMETRY = f"qala/{SITE}/+/telemetry"
+B01 = f"qala/{SITE}/b-01"
 
 
 class Subscriber:
     """A paho client that queues what it receives; clean_session=False keeps its session in the broker."""
 
-    def __init__(self, broker: Mosquitto, client_id: str, *, clean_session: bool = True) -> None:
+    def __init__(self, broker: Mosquitto, identity: str, *, clean_session: bool = True) -> None:
+        """identity: the observer login, which is also the session's client id on a provisioned broker."""
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected: queue.Queue[bool] = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=identity, clean_session=clean_session)
+        login(self.client, broker, identity)
         self.client.on_message = lambda _client, _userdata, message: self.messages.put(message)
         self.client.on_connect = lambda _c, _u, flags, _rc, _p: self.connected.put(flags.session_present)
         self.client.connect(broker.host, broker.port)
@@ -61,6 +68,7 @@ class Subscriber:
 
 def publish(broker: Mosquitto, topic: str, payload: bytes) -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    login(client, broker, PUBLISHER)
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
@@ -72,22 +80,22 @@ def publish(broker: Mosquitto, topic: str, payload: bytes) -> None:
 
 def test_mosquitto_qos1_round_trip(mosquitto: Mosquitto) -> None:
     assert mosquitto.host == "127.0.0.1"
-    assert mosquitto.url == f"mqtt://127.0.0.1:{mosquitto.port}"
-    subscriber = Subscriber(mosquitto, "hub-1")
+    assert mosquitto.url == f"mqtts://127.0.0.1:{mosquitto.port}"
+    subscriber = Subscriber(mosquitto, "obs-1")
     try:
-        subscriber.subscribe("qala/site/+/telemetry")
-        publish(mosquitto, "qala/site/b-01/telemetry", b'{"seq":1}')
+        subscriber.subscribe(TELEMETRY)
+        publish(mosquitto, f"{B01}/telemetry", b'{"seq":1}')
         message = subscriber.messages.get(timeout=TIMEOUT)
     finally:
         subscriber.close()
-    assert (message.topic, message.payload, message.qos) == ("qala/site/b-01/telemetry", b'{"seq":1}', 1)
+    assert (message.topic, message.payload, message.qos) == (f"{B01}/telemetry", b'{"seq":1}', 1)
 
 
 def test_mosquitto_restart_keeps_persistent_session_and_queued_message(mosquitto: Mosquitto) -> None:
-    hub = Subscriber(mosquitto, "hub-persistent", clean_session=False)
-    hub.subscribe("qala/site/+/telemetry")
+    hub = Subscriber(mosquitto, "obs-2", clean_session=False)
+    hub.subscribe(TELEMETRY)
     hub.close()
-    publish(mosquitto, "qala/site/b-01/telemetry", b"queued while the hub was away")
+    publish(mosquitto, f"{B01}/telemetry", b"queued while the hub was away")
     port, pid = mosquitto.port, mosquitto.pid
 
     assert mosquitto.stop() == 0
@@ -97,7 +105,7 @@ def test_mosquitto_restart_keeps_persistent_session_and_queued_message(mosquitto
     assert mosquitto.port == port
     assert mosquitto.pid != pid
 
-    hub = Subscriber(mosquitto, "hub-persistent", clean_session=False)
+    hub = Subscriber(mosquitto, "obs-2", clean_session=False)
     try:
         message = hub.messages.get(timeout=TIMEOUT)
     finally:
@@ -110,7 +118,7 @@ def test_mosquitto_kill_then_start_again(mosquitto: Mosquitto) -> None:
     assert mosquitto.kill() == -9
     assert not mosquitto.running
     mosquitto.start()
-    publish(mosquitto, "qala/site/b-01/status", b"online")
+    publish(mosquitto, f"{B01}/status", b"online")
 
 
 def test_mosquitto_config_is_the_site_config_plus_extra_lines(
@@ -128,12 +136,12 @@ def test_mosquitto_config_is_the_site_config_plus_extra_lines(
 def test_extra_config_overrides_a_site_limit(mosquitto_factory: ServiceFactory[Mosquitto]) -> None:
     # A later number wins in mosquitto.conf; with a 5-message queue, an offline session keeps only 5.
     broker = mosquitto_factory(extra_config=["max_queued_messages 5"])
-    hub = Subscriber(broker, "hub-small-queue", clean_session=False)
-    hub.subscribe("qala/site/+/telemetry")
+    hub = Subscriber(broker, "obs-3", clean_session=False)
+    hub.subscribe(TELEMETRY)
     hub.close()
     for seq in range(8):
-        publish(broker, "qala/site/b-01/telemetry", str(seq).encode())
-    hub = Subscriber(broker, "hub-small-queue", clean_session=False)
+        publish(broker, f"{B01}/telemetry", str(seq).encode())
+    hub = Subscriber(broker, "obs-3", clean_session=False)
     try:
         received = [hub.messages.get(timeout=TIMEOUT).payload for _ in range(5)]
         with pytest.raises(queue.Empty):

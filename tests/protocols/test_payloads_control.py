@@ -138,7 +138,7 @@ def test_ack_round_trip_and_bad_input():
     refused(p.encode_ack, KEY, "lab", "t1", "c-1", "fan1", "rejected", TS, N, field="why")
     refused(p.encode_ack, KEY, "lab", "t1", "c-1", "fan1", "maybe", TS, N, 1, field="st")
     refused(p.encode_ack, KEY, "lab", "t1", "c-1", "fan1", "applied", TS, -1, 1, field="n")
-    refused(p.encode_ack, KEY, "lab", "t1", "c-1", "fan1", "rejected", TS, N, None, "\"" * 200, field="ack",
+    refused(p.encode_ack, KEY, "lab", "t1", "c-1", "fan1", "rejected", TS, N, None, '"' * 200, field="ack",
             contains="limit")
     # reasons are cut to 200 characters
     long = p.encode_ack(KEY, "lab", "t1", "c-1", "fan1", "rejected", TS, N, None, "x" * 300)
@@ -164,7 +164,7 @@ def test_decode_dispatch():
 
 
 def test_refusal_the_boards_rule_for_a_verified_command():
-    from protocols import control
+    from protocols import control  # noqa: PLC0415 - beside payloads, as a board imports it
 
     cmd = p.decode_cmd(_cmd(), KEY, "lab", "t1")  # n = N, expires TS + 30 s
     assert control.refusal(cmd, TS, 0, 600000) is None

@@ -17,20 +17,40 @@ import signal
 import stat
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hub import cli
 from hub.tools import bundle, fw
+from hub.trust.store import TOOLS, TrustStore
 from tests._plugins.micropython import find_micropython
+from tests._plugins.trust import SITE, provision_site
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from simulators.services import Mosquitto
+    from tests._plugins.services import ServiceFactory
 
 EXAMPLE = bundle.REPO_ROOT / "firmware" / "board.example.json"
+KEY = {"key": "ab" * 32}
+
+
+def example(*, actuators: bool = True) -> dict[str, Any]:
+    """board.example.json as `qala provision board` completes it (a command key), or without its actuator."""
+    raw: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    if actuators:
+        raw["commands"] = dict(KEY)
+    else:
+        del raw["actuators"]
+    return raw
+
+
+def provisioned(tmp_path: Path, factory: ServiceFactory[Mosquitto], device: str) -> tuple[TrustStore, Mosquitto]:
+    """A site store of the test's own with `device` provisioned, and its broker."""
+    store = provision_site(tmp_path / "store", [device])
+    return store, factory(store=store.root)
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +91,35 @@ def _install(built: Path, config: Path, board: Path) -> None:
 
 @pytest.mark.integration
 @pytest.mark.micropython
-def test_bundle_runs_from_a_clean_folder_and_is_born(built: Path, mosquitto: Mosquitto, tmp_path: Path) -> None:
+def test_bundle_runs_from_a_clean_folder_and_is_born(
+    built: Path, mosquitto_factory: ServiceFactory[Mosquitto], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`qala provision init`, `qala provision board`, the files a deploy copies, and the birth over verified TLS."""
     micropython = find_micropython()
     assert micropython is not None
-    # plain: converted to TLS with the provisioned broker fixture (issue 13)
-    raw = fw.make_config("fw-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}", tls=False, need_wifi=False,
-                         sensors=["air1:sim:pm25,pm10:1"])
-    config = tmp_path / "board.json"
+    root = tmp_path / "store"
+    assert cli.main(["provision", "init", "--store", str(root), "--site", "lab"]) == 0
+    config = tmp_path / "cfg" / "board.json"
+    config.parent.mkdir()
+    assert cli.main(["provision", "board", "fw-01", "--store", str(root), "--broker", "127.0.0.1:8883",
+                     "--no-wifi", "--sensor", "air1:sim:pm25,pm10:1", "--out", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "provisioned lab/fw-01" in out
+    store = TrustStore.load(root)
+    identity = store.board("fw-01")
+    assert identity is not None
+    assert identity.password not in out  # secrets go to files only
+    mosquitto = mosquitto_factory(store=root)
+    raw = json.loads(config.read_text())
+    raw["mqtt"]["port"] = mosquitto.port  # the test's broker: a free port, known only now
     fw.write_config(raw, config)
+    assert (raw["mqtt"]["user"], raw["mqtt"]["tls"], raw["mqtt"]["ca"]) == (identity.user, True, "ca.pem")
+    assert raw["commands"]["key"] == identity.cmd_key.hex()
     board = tmp_path / "board"
     board.mkdir()
-    _install(built, config, board)
+    for local, remote in fw.board_layout(built, config, fw.board_ca(raw, config)):
+        (board / remote).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, board / remote)
     assert {p.name for p in board.iterdir()} >= {"main.py", "boot.py", "board.json", "firmware", "protocols"}
     env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"} | {"MICROPYPATH": ".frozen"}
     procs: list[subprocess.Popen[bytes]] = []
@@ -92,8 +130,10 @@ def test_bundle_runs_from_a_clean_folder_and_is_born(built: Path, mosquitto: Mos
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         ))
 
+    tools = store.hub(TOOLS)
     try:
-        birth = fw.wait_for_birth("127.0.0.1", mosquitto.port, "lab", "fw-01", 20, ready=start)
+        birth = fw.wait_for_birth("127.0.0.1", mosquitto.port, "lab", "fw-01", 20, user=tools[0], password=tools[1],
+                                  tls=True, ca_file=str(store.ca_file), ready=start)
     finally:
         for p in procs:
             p.kill()
@@ -111,8 +151,12 @@ RESET_SHIM = "import sys\nclass M:\n def reset():\n  raise SystemExit\nsys.modul
 
 @pytest.mark.integration
 @pytest.mark.micropython
-def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(built: Path, mosquitto: Mosquitto, tmp_path: Path) -> None:
-    """The whole `qala fw deploy` with the real mpremote: raw REPL copy, reset, birth on the broker."""
+def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(
+    built: Path, mosquitto_factory: ServiceFactory[Mosquitto], tmp_path: Path
+) -> None:
+    """The whole `qala fw deploy` with the real mpremote: raw REPL copy, reset, birth on the broker (watched with
+    the store's tools login over verified TLS)."""
+    store, mosquitto = provisioned(tmp_path, mosquitto_factory, "pty-01")
     micropython = find_micropython()
     socat = shutil.which("socat")
     assert micropython is not None
@@ -134,11 +178,11 @@ def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(built: Path, mosquitto: 
             time.sleep(0.05)
         fw.run_mpremote(["connect", str(tty), "resume", "exec", RESET_SHIM])
         config = tmp_path / "board.json"
-        # plain: converted to TLS with the provisioned broker fixture (issue 13)
-        fw.write_config(fw.make_config("pty-01", site="lab", broker=f"127.0.0.1:{mosquitto.port}", tls=False,
-                                       need_wifi=False, sensors=["air1:sim:pm25:1"]), config)
+        assert cli.main(["fw", "config", "pty-01", "--store", str(store.root), "--broker",
+                         f"127.0.0.1:{mosquitto.port}", "--no-wifi", "--sensor", "air1:sim:pm25:1",
+                         "--out", str(config)]) == 0
         code = cli.main(["fw", "deploy", "--port", str(tty), "--resume", "--bundle", str(built),
-                         "--config", str(config), "--timeout", "30", "--no-wifi"])
+                         "--config", str(config), "--timeout", "30", "--no-wifi", "--store", str(store.root)])
         assert code == 0
     finally:
         os.killpg(rig.pid, signal.SIGKILL)
@@ -147,11 +191,16 @@ def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(built: Path, mosquitto: 
         assert hashlib.sha256((board / rel).read_bytes()).hexdigest() == digest, rel
     assert (board / "main.py").read_bytes() == (built / "firmware" / "main.py").read_bytes()
     assert json.loads((board / "board.json").read_text())["device"] == "pty-01"
+    assert (board / "ca.pem").read_bytes() == store.ca_file.read_bytes()
 
 
-def test_wait_for_birth_times_out_naming_the_device(mosquitto: Mosquitto) -> None:
+def test_wait_for_birth_times_out_naming_the_device(mosquitto: Mosquitto, test_store: TrustStore) -> None:
+    user, password = test_store.hub("obs-1")
     with pytest.raises(fw.FwError, match="no birth message from nobody"):
-        fw.wait_for_birth("127.0.0.1", mosquitto.port, "lab", "nobody", 0.5)
+        fw.wait_for_birth("127.0.0.1", mosquitto.port, SITE, "nobody", 0.5, user=user, password=password, tls=True,
+                          ca_file=str(test_store.ca_file))
+    with pytest.raises(fw.FwError, match=r"did not accept a subscription .* \(a login that may read it: --store"):
+        fw.wait_for_birth("127.0.0.1", mosquitto.port, SITE, "nobody", 0.5, tls=True, ca_file=str(test_store.ca_file))
 
 
 def test_wait_for_birth_without_a_broker() -> None:
@@ -163,8 +212,10 @@ def test_config_from_the_example_with_credentials(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("QALA_WIFI_PASSWORD", "w-secret")
     monkeypatch.setenv("QALA_MQTT_PASSWORD", "m-secret")
     out = tmp_path / "board.json"
-    code = cli.main(["fw", "config", "aq-0042", "--from", str(EXAMPLE), "--site", "ast-02", "--wifi-ssid", "net",
-                     "--broker", "10.1.2.3:8883", "--tls", "--mqtt-user", "aq-0042", "--out", str(out)])
+    (tmp_path / "sensors-only.json").write_text(json.dumps(example(actuators=False)))  # no actuator: no key needed
+    code = cli.main(["fw", "config", "aq-0042", "--from", str(tmp_path / "sensors-only.json"), "--site", "ast-02",
+                     "--wifi-ssid", "net", "--broker", "10.1.2.3:8883", "--tls", "--mqtt-user", "aq-0042",
+                     "--out", str(out)])
     assert code == 0
     raw = json.loads(out.read_text())
     assert raw["device"] == "aq-0042"
@@ -180,8 +231,30 @@ def test_config_from_the_example_with_credentials(monkeypatch: pytest.MonkeyPatc
     fw.validate_config(raw, need_wifi=True)
 
 
+def test_config_of_a_provisioned_board_from_the_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = provision_site(tmp_path / "store", ["aq-7"])
+    out = tmp_path / "cfg" / "board.json"
+    out.parent.mkdir()
+    args = ["fw", "config", "aq-7", "--from", str(EXAMPLE), "--store", str(store.root), "--out", str(out)]
+    assert cli.main(args) == 0
+    raw = json.loads(out.read_text())
+    identity = store.board("aq-7")
+    assert identity is not None
+    assert (raw["site"], raw["mqtt"]["user"], raw["mqtt"]["password"]) == (SITE, identity.user, identity.password)
+    assert raw["commands"]["key"] == identity.cmd_key.hex()
+    assert (out.parent / "ca.pem").read_bytes() == store.ca_file.read_bytes()
+    assert identity.password not in capsys.readouterr().err
+    assert cli.main(["fw", "config", "aq-8", "--store", str(store.root), "--out", "-"]) == 2
+    assert "'aq-8' is not provisioned" in capsys.readouterr().err
+    assert cli.main([*args, "--mqtt-user", "x"]) == 2
+    assert "--store gives the site, the MQTT login" in capsys.readouterr().err
+    assert cli.main(["fw", "config", "aq-7", "--from", str(EXAMPLE), "--site", "s", "--no-wifi", "--broker", "h",
+                     "--out", "-"]) == 2  # an actuator and no store: no command key
+    assert "commands.key: required with actuators" in capsys.readouterr().err
+
+
 def test_config_sensors_replace_the_examples() -> None:
-    raw = fw.make_config("aq-1", base=json.loads(EXAMPLE.read_text()),
+    raw = fw.make_config("aq-1", base=example(),
                          sensors=["air1:pms5003:pm1,pm25,pm10:10", "co2:scd4x:co2,temperature,humidity:2.5"])
     assert raw["sensors"] == {
         "air1": {"driver": "pms5003", "interval": 10, "quantities": ["pm1", "pm25", "pm10"], "warmup": 30,
@@ -250,7 +323,8 @@ def test_config_carries_the_site_ca(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "mqtt.ca: required when mqtt.tls is true" in err
     assert err.endswith("(set by --ca)\n"), err
     # --no-tls: plain, and a --from file's TLS keys are dropped
-    assert cli.main([*args, "--from", str(EXAMPLE), "--no-tls"]) == 0
+    (tmp_path / "example.json").write_text(json.dumps(example()))
+    assert cli.main([*args, "--from", str(tmp_path / "example.json"), "--no-tls"]) == 0
     assert "ca" not in json.loads(out.read_text())["mqtt"]
     capsys.readouterr()
     # --ca must be the CA, in PEM
@@ -299,7 +373,7 @@ def test_deploy_to_a_missing_port_says_what_mpremote_said(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = tmp_path / "board.json"
-    fw.write_config(json.loads(EXAMPLE.read_text()), config)
+    fw.write_config(example(), config)
     (tmp_path / fw.BOARD_CA).write_text("the example names ca.pem: deploy copies it")
     code = cli.main(["fw", "deploy", "--port", str(tmp_path / "ttyNONE"), "--config", str(config),
                      "--bundle", str(built), "--timeout", "1"])
@@ -313,7 +387,7 @@ def test_deploy_refuses_a_bad_config_before_touching_the_board(
     built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = tmp_path / "board.json"
-    raw = json.loads(EXAMPLE.read_text())
+    raw = example()
     del raw["wifi"]
     fw.write_config(raw, config)
     code = cli.main(["fw", "deploy", "--port", "/dev/ttyUSB9", "--config", str(config), "--bundle", str(built),

@@ -88,10 +88,9 @@ def test_the_board_acts_only_on_signed_fresh_commands(mosquitto: Mosquitto, tmp_
     try:
         watcher.wait_for(lambda: any(s.state == "online" for s, _ in watcher.statuses()), 30, "the birth", board)
         now = int(time.time() * 1000)
-        unsigned = ('{"v":1,"id":"c-v1","act":"fan1","val":90,"ts":%d,"exp":%d}' % (now, now + 30_000)).encode()
-        commander.send(unsigned)
-        commander.send(('{"v":2,"id":"c-nosig","act":"fan1","val":91,"ts":%d,"exp":%d,"n":%d}' % (
-            now, now + 30_000, n0)).encode())
+        exp = now + 30_000
+        commander.send(f'{{"v":1,"id":"c-v1","act":"fan1","val":90,"ts":{now},"exp":{exp}}}'.encode())
+        commander.send(f'{{"v":2,"id":"c-nosig","act":"fan1","val":91,"ts":{now},"exp":{exp},"n":{n0}}}'.encode())
         commander.send(commander.cmd("c-wrongkey", 92, n0, key=bytes(32)))
         other = store_of(mosquitto)
         assert other is not None

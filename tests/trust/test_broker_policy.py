@@ -18,7 +18,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as paho
 import pytest
 
 from hub.trust import provision
@@ -27,6 +26,8 @@ from protocols import topics
 from tests._plugins.trust import SITE, ConnectRefused, tls_client
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
     from simulators.services import Mosquitto
 
 pytestmark = pytest.mark.integration

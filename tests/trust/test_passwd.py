@@ -17,8 +17,8 @@ from hub.trust import passwd
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests._plugins.services import ServiceFactory
     from simulators.services import Mosquitto
+    from tests._plugins.services import ServiceFactory
 
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
