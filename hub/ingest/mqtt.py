@@ -20,11 +20,12 @@ acknowledgement, so a hub killed between the PUBACK and its spool write would lo
 
 - TLS (`mqtt.tls`): `ssl.create_default_context(cafile=mqtt.ca_file)`, so CERT_REQUIRED and check_hostname:
   the broker's certificate must chain to that CA and name `mqtt.host`. A refused certificate is logged once
-  per outage as one ERROR line naming the failed check (`connect_failure`), never as a traceback.
+  per outage as one ERROR line naming the failed check (`connect_failure`), never as a traceback. The records
+  are decrypted from memory (hub.ingest.tlsbio: one system call for many records, not two per record).
 
 `publish` sends the control service's commands (QoS 1, never retained) on the same connection.
 
-Imports paho and hub.backoff/hub.config; knows nothing of payloads, spool or InfluxDB.
+Imports paho, hub.backoff, hub.ingest.tlsbio and hub.config; knows nothing of payloads, spool or InfluxDB.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ import struct
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from hub.backoff import Backoff
+from hub.ingest.tlsbio import BioContext, BioSocket
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -88,11 +90,33 @@ class _Client(paho.Client):
             self.connect_error = exc
             raise
 
+    def _fill(self) -> bytes:
+        """Up to _BUFSIZE bytes from the socket: BlockingIOError when nothing is there, b"" when it closed.
+
+        Over TLS one `recv` gives one TLS record, and mosquitto writes a record per message: the records
+        already there are read too (the socket is non-blocking), or TLS would cost a `select` per message.
+        """
+        buf = super()._sock_recv(self._BUFSIZE)
+        if not buf or not isinstance(self._sock, BioSocket | ssl.SSLSocket):
+            return buf
+        parts = [buf]
+        total = len(buf)
+        while total < self._BUFSIZE:
+            try:
+                more = super()._sock_recv(self._BUFSIZE - total)
+            except BlockingIOError:
+                break
+            if not more:
+                break  # closed: these bytes first, the next read reports it
+            parts.append(more)
+            total += len(more)
+        return b"".join(parts) if len(parts) > 1 else buf
+
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
         pos = self._rpos
         if pos >= len(buf) or self._rsock is not self._sock:
-            buf = super()._sock_recv(self._BUFSIZE)  # raises BlockingIOError when nothing is there
+            buf = self._fill()  # raises BlockingIOError when nothing is there
             if not buf:
                 return buf  # connection closed
             self._rsock = self._sock
@@ -228,8 +252,10 @@ class MqttSource:
         )
         if config.username is not None:
             client.username_pw_set(config.username, config.password)
-        if config.tls:
-            client.tls_set_context(ssl.create_default_context(cafile=config.ca_file))
+        if config.tls:  # verified (CERT_REQUIRED, check_hostname); records read from memory (hub.ingest.tlsbio)
+            # paho calls only the context's wrap_socket (and reads check_hostname): a BioContext stands in for it
+            context = BioContext(ssl.create_default_context(cafile=config.ca_file))
+            client.tls_set_context(cast("ssl.SSLContext", context))
         client.reconnect_delay_set(0, 0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
