@@ -3,12 +3,16 @@
     python bench/firmware.py                  # both code placements, heaps 32k..128k, 20 s each
     python bench/firmware.py --modes romfs --heaps 24k,32k --runs 3
     python bench/firmware.py --seconds 30 --heaps 88k,128k --interval 0.5
+    python bench/firmware.py --plain          # plain MQTT to an anonymous broker (the lab bench), for comparison
 
 It builds the bundle (hub/tools/bundle.py, `.mpy`, as a board gets it), starts a mosquitto on loopback and,
 for each mode and heap size (`micropython -X heapsize=...`), runs the bundle's `firmware/main.py` with a
 board config of 4 `sim` sensors of 4 quantities each, sampling every `--interval` seconds (0.25: 16 messages
 a second plus health, about what its QoS 1 sender sustains with the default `buffer.replay_ms`; faster
-sampling only fills and drops the RAM buffer). Two modes, the same `.mpy` files:
+sampling only fills and drops the RAM buffer). As shipped, the broker is a provisioned one (a store made by
+hub.trust.provision: TLS, passwords, ACL) and each board logs in with its own identity over TLS verified
+against the site CA (mbedtls' memory comes from the MicroPython heap on this port, so it is counted);
+`--plain` runs a plain, anonymous broker instead. Two modes, the same `.mpy` files:
 
 - `mpy`: the bundle folder on sys.path, as a board with `.mpy` files on its filesystem: every import loads
   the module's bytecode, constants and strings into the heap;
@@ -53,6 +57,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hub.tools import bundle  # noqa: E402
+from hub.trust import provision  # noqa: E402
+from hub.trust.store import TrustStore  # noqa: E402
 from simulators.services import Mosquitto  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -120,14 +126,32 @@ def kb(text: str) -> int:
     return int(text.rstrip("k")) * 1024
 
 
+def device_name(mode: str, heap: str, run: int) -> str:
+    return f"bench-{mode}-{heap}-{run}"
+
+
+def login_args(store: TrustStore | None) -> list[str]:
+    """mosquitto_sub's TLS and login options for the store's `tools` identity ([] for a plain broker)."""
+    if store is None:
+        return []
+    user, password = store.hub("tools")
+    return ["--cafile", str(store.ca_file), "-u", user, "-P", password]
+
+
 def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto, heap: str, seconds: float,
-            interval: float, run: int) -> dict[str, Any]:
+            interval: float, run: int, store: TrustStore | None) -> dict[str, Any]:
     mode = "romfs" if image else "mpy"
     tag = f"{mode}-{heap}-{run}"
+    device = device_name(mode, heap, run)
+    mqtt: dict[str, Any] = {"host": broker.host, "port": broker.port, "tls": False, "keepalive": 30}
+    if store is not None:
+        identity = store.board(device)
+        assert identity is not None, "provisioned by main()"
+        mqtt = {"host": broker.host, "port": broker.port, "tls": True, "ca": str(store.ca_file),
+                "user": identity.user, "password": identity.password, "keepalive": 30}
     cfg = {
-        "site": "lab", "device": f"bench-{tag}",
-        # plain: converted to TLS with the provisioned broker fixture (issue 13)
-        "mqtt": {"host": broker.host, "port": broker.port, "tls": False, "keepalive": 30},
+        "site": "lab", "device": device,
+        "mqtt": mqtt,
         "sensors": {name: {"driver": "sim", "interval": interval, "quantities": q} for name, q in SENSORS.items()},
         "buffer": {"ram": 8, "file": 0},
         "health_interval": 1,
@@ -139,8 +163,8 @@ def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto,
     # the image is allocated in the heap here (in flash on a board): give it room on top of the given size
     size = kb(heap) + (image.stat().st_size + 1024 if image else 0)
     counter = subprocess.Popen(
-        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
-         "-t", f"qala/lab/bench-{tag}/telemetry"],
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", *login_args(store),
+         "-t", f"qala/lab/{device}/telemetry"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
     out_path = work / f"board-{tag}.log"
@@ -202,6 +226,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per heap size after start-up")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples, per sensor")
     parser.add_argument("--runs", type=int, default=1, help="runs of each mode and heap size")
+    parser.add_argument("--plain", action="store_true", help="a plain anonymous broker and plain MQTT (no TLS)")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or set(modes) - set(MODES):
@@ -213,17 +238,25 @@ def main() -> int:
         bundle.build(bundle_dir)
         image = work / "firmware.romfs"
         image_size = build_image(bundle_dir, image) if "romfs" in modes else 0
-        with Mosquitto(work / "mosquitto") as broker:
+        heaps = [heap.strip() for heap in args.heaps.split(",") if heap.strip()]
+        store = None
+        if not args.plain:
+            provision.init_store(work / "store", "lab")
+            provision.add_boards(work / "store", [device_name(m, h, r) for m in modes for h in heaps
+                                                  for r in range(args.runs)])
+            store = TrustStore.load(work / "store")
+        with Mosquitto(work / "mosquitto", store=None if store is None else store.root) as broker:
             for run in range(args.runs):
                 for mode in modes:
-                    for heap in args.heaps.split(","):
-                        r = run_one(work, bundle_dir, image if mode == "romfs" else None, broker, heap.strip(),
-                                    args.seconds, args.interval, run)
+                    for heap in heaps:
+                        r = run_one(work, bundle_dir, image if mode == "romfs" else None, broker, heap,
+                                    args.seconds, args.interval, run, store)
                         results.setdefault((mode, r["heap"]), []).append(r)
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
+    link = "plain MQTT" if args.plain else "MQTT over TLS (verified) to a provisioned broker"
     print(f"real firmware (.mpy bundle) on the unix port, 4 sim sensors x 4 quantities every {args.interval:g} s, "
-          f"{args.seconds:g} s per heap size, {args.runs} run(s) each")
+          f"{link}, {args.seconds:g} s per heap size, {args.runs} run(s) each")
     if image_size:
         print(f"ROMFS image {image_size} bytes; romfs rows: heapsize = the given size + the image's allocation, "
               f"and every heap figure has the image taken off")

@@ -2,9 +2,16 @@
 
     python bench/ingest.py                      # burst of 200,000 messages + fixed rates 5k, 10k, 20k msg/s
     python bench/ingest.py --burst 400000 --rates ""  --runs 3
+    python bench/ingest.py --plain              # no provisioning: plain MQTT, anonymous, no ACL, no store
 
 Per run it starts its own mosquitto (simulators/mosquitto-qala.conf: queue limits raised, $SYS every
 second) and influxd 1.6.7 in a temporary folder, then:
+
+0. as shipped (unless --plain): a provisioning store for the site with the 1,000 boards (hub.trust), the
+   store's broker (TLS only, passwords, ACL, client ids tied to users) and a hub trusting the store (its login,
+   TLS verified against the site CA, only the provisioned ids stored). The publisher and `mosquitto_sub` log
+   in with hub identities of the store (`bench-pub`, `bench-sub`: one connection speaks for all 1,000 boards,
+   which only the hub's role may do) over TLS; the ACL is checked for every message all the same.
 
 1. baseline: `mosquitto_sub -q 1` (a bare C subscriber, output to /dev/null) receives the burst; its rate is
    what this broker delivers here.
@@ -15,8 +22,10 @@ second) and influxd 1.6.7 in a temporary folder, then:
    sampled points in InfluxDB every 20 ms and records board timestamp -> queryable latency.
 
 The publisher is one raw MQTT 3.1.1 socket with pre-encoded PUBLISH packets (QoS 1, a window of unacknowledged
-packets, PUBACKs read by a thread), so it costs little CPU next to the hub. Every process started here is
-stopped by PID (also on Ctrl-C and errors). The broker's `$SYS/broker/publish/messages/dropped` must read 0.
+packets; PUBACKs read by a thread on a plain socket, by the sending thread between writes over TLS, since one
+TLS connection must not be read and written by two threads at once), so it costs little CPU next to the hub.
+Every process started here is stopped by PID (also on Ctrl-C and errors). The broker's
+`$SYS/broker/publish/messages/dropped` must read 0.
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -41,6 +52,8 @@ from typing import Self
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hub.trust import provision  # noqa: E402
+from hub.trust.store import TrustStore  # noqa: E402
 from simulators.services import Influxd, Mosquitto  # noqa: E402
 
 SITE = "bench"
@@ -69,8 +82,11 @@ def _str(s: bytes) -> bytes:
     return len(s).to_bytes(2, "big") + s
 
 
-def connect_packet(client_id: str) -> bytes:
-    variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + _str(client_id.encode())
+def connect_packet(client_id: str, login: tuple[str, str] | None = None) -> bytes:
+    flags = 0x02 if login is None else 0xC2  # clean session (+ username and password)
+    variable = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c" + _str(client_id.encode())
+    if login is not None:
+        variable += _str(login[0].encode()) + _str(login[1].encode())
     return b"\x10" + _remaining(len(variable)) + variable
 
 
@@ -92,13 +108,36 @@ def publish_packet(board: int, mid: int, body: bytes) -> bytes:
     return b"\x32" + _remaining(len(variable) + len(body)) + variable + body
 
 
+class Trust:
+    """The bench site's provisioning store: the 1,000 boards, the hub, the publisher's and subscriber's logins."""
+
+    def __init__(self, work: Path, hubs: int) -> None:
+        root = work / "store"
+        provision.init_store(root, SITE)
+        provision.add_boards(root, [f"b{k:04d}" for k in range(BOARDS)])
+        for name in ("bench-pub", "bench-sub", *(f"hub-{h}" for h in range(1, hubs))):
+            provision.add_hub(root, name)
+        self.store = TrustStore.load(root)
+        self.context = ssl.create_default_context(cafile=str(self.store.ca_file))
+
+    def sub_args(self) -> list[str]:
+        user, password = self.store.hub("bench-sub")
+        return ["--cafile", str(self.store.ca_file), "-u", user, "-P", password]
+
+
 class Publisher:
     """One raw MQTT connection; QoS 1 with at most `window` packets unacknowledged."""
 
-    def __init__(self, broker: Mosquitto, client_id: str = "bench-pub", window: int = 20000) -> None:
-        self.sock = socket.create_connection((broker.host, broker.port))
+    def __init__(self, broker: Mosquitto, client_id: str = "bench-pub", window: int = 20000,
+                 trust: Trust | None = None) -> None:
+        self.sock: socket.socket = socket.create_connection((broker.host, broker.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(connect_packet(client_id))
+        login = None
+        if trust is not None:
+            self.sock = trust.context.wrap_socket(self.sock, server_hostname=broker.host)
+            login = trust.store.hub("bench-pub")
+        self.tls = trust is not None
+        self.sock.sendall(connect_packet(client_id, login))
         connack = self.sock.recv(4)
         if connack[:2] != b"\x20\x02" or connack[3:4] != b"\x00":
             raise RuntimeError(f"publisher refused: {connack!r}")
@@ -106,35 +145,58 @@ class Publisher:
         self.sent = 0
         self.acked = 0
         self.last_ack = 0.0
-        self._reader = threading.Thread(target=self._read_acks, daemon=True)
-        self._reader.start()
+        self._pending = b""
+        if not self.tls:
+            self._reader = threading.Thread(target=self._read_acks, daemon=True)
+            self._reader.start()
+
+    def _count(self, data: bytes) -> None:
+        pending = self._pending + data
+        n = len(pending) // 4  # PUBACK: 0x40 0x02 mid mid, nothing else comes to a publisher
+        self.acked += n
+        self.last_ack = time.monotonic()
+        self._pending = pending[n * 4 :]
 
     def _read_acks(self) -> None:
-        pending = b""
         with contextlib.suppress(OSError):
             while True:
                 data = self.sock.recv(65536)
                 if not data:
                     return
-                pending += data
-                n = len(pending) // 4  # PUBACK: 0x40 0x02 mid mid, nothing else comes to a publisher
-                self.acked += n
-                self.last_ack = time.monotonic()
-                pending = pending[n * 4 :]
+                self._count(data)
+
+    def _poll_acks(self, timeout: float) -> None:
+        """TLS: read what PUBACKs have arrived, in this thread (waiting at most `timeout` for the first)."""
+        assert isinstance(self.sock, ssl.SSLSocket)
+        ready = self.sock.pending() or select.select([self.sock], [], [], timeout)[0]
+        while ready:
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            self._count(data)
+            ready = self.sock.pending() or select.select([self.sock], [], [], 0)[0]
 
     def mid(self) -> int:
         return self.sent % 65535 + 1
 
     def send(self, packets: bytes, count: int) -> None:
+        if self.tls:
+            self._poll_acks(0)
         while self.sent + count - self.acked > self.window:
-            time.sleep(0.0005)
+            if self.tls:
+                self._poll_acks(0.0005)
+            else:
+                time.sleep(0.0005)
         self.sock.sendall(packets)
         self.sent += count
 
     def wait_acked(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while self.acked < self.sent and time.monotonic() < deadline:
-            time.sleep(0.01)
+            if self.tls:
+                self._poll_acks(0.01)
+            else:
+                time.sleep(0.01)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -189,11 +251,11 @@ def influx_count(influxd: Influxd) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def sys_counters(broker: Mosquitto) -> dict[str, int]:
+def sys_counters(broker: Mosquitto, trust: Trust | None) -> dict[str, int]:
     """The broker's $SYS/broker/publish/messages/* counters (retained, refreshed every second here)."""
     out = subprocess.run(
         ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-W", "3", "-v",
-         "-t", "$SYS/broker/publish/messages/+"],
+         *(trust.sub_args() if trust else []), "-t", "$SYS/broker/publish/messages/+"],
         capture_output=True, text=True, timeout=10, check=False,
     )
     counters = {}
@@ -207,13 +269,17 @@ def sys_counters(broker: Mosquitto) -> dict[str, int]:
 
 class Hub:
     def __init__(self, work: Path, broker: Mosquitto, influxd: Influxd, client_id: str, batch: int,
-                 flush: float, extra_args: list[str], share_group: str | None = None) -> None:
+                 flush: float, extra_args: list[str], share_group: str | None = None, *,
+                 trust: Trust | None = None, identity: str = "main") -> None:
         self.dir = work / client_id
         self.dir.mkdir(parents=True)
         config = self.dir / "hub.toml"
+        trusted = (f'[trust]\nstore = "{trust.store.root}"\nhub = "{identity}"\n' if trust is not None
+                   else "[trust]\nplain = true\n")
         config.write_text(
-            f'[site]\nid = "{SITE}"\nrequire_birth = false\n'
-            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\n'
+            f'[site]\nid = "{SITE}"\nrequire_birth = false\n' + trusted
+            + f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            + (f'client_id = "{client_id}"\n' if trust is None else "")
             + (f'share_group = "{share_group}"\n' if share_group else "")
             + f'[influxdb]\napi = "v1"\nurl = "{influxd.url}"\ndatabase = "{DB}"\n'
             f'[spool]\npath = "{self.dir / "state"}"\n'
@@ -255,10 +321,12 @@ class Hub:
 class Stack:
     """mosquitto + influxd in a temporary folder; everything stopped by PID on exit."""
 
-    def __init__(self, inflight: int | None = None) -> None:
+    def __init__(self, inflight: int | None = None, *, plain: bool = False, hubs: int = 1) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="qala-bench-"))
         extra = ["sys_interval 1"] + ([f"max_inflight_messages {inflight}"] if inflight else [])
-        self.broker = Mosquitto(self.work / "mosquitto", extra_config=extra)
+        self.trust = None if plain else Trust(self.work, hubs)
+        store = None if self.trust is None else self.trust.store.root
+        self.broker = Mosquitto(self.work / "mosquitto", extra_config=extra, store=store)
         self.influxd = Influxd(self.work / "influxd")
         self.hubs: list[Hub] = []
         self.subs: list[subprocess.Popen[bytes]] = []
@@ -289,23 +357,24 @@ class Stack:
 def baseline(stack: Stack, n: int) -> float:
     """mosquitto_sub (QoS 1, persistent session) receiving the burst: messages per second."""
     broker = stack.broker
+    login = stack.trust.sub_args() if stack.trust else []
     argv = ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-c", "-i", "bench-c-sub",
-            "-t", f"qala/{SITE}/+/telemetry", "-C", str(n)]
+            *login, "-t", f"qala/{SITE}/+/telemetry", "-C", str(n)]
     # first connect creates the session and subscription (ends after 1 s without messages)
     subprocess.run([*argv[:-2], "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     chunks = burst_packets(n, int(time.time() * 1000) - n)
     sub = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     stack.subs.append(sub)
     time.sleep(0.5)
-    pub = Publisher(broker, "bench-pub-base")
+    pub = Publisher(broker, "bench-pub-base", trust=stack.trust)
     started = send_burst(pub, chunks, n)
     sub.wait(300)
     elapsed = time.monotonic() - started
     pub.wait_acked()
     pub.close()
     # the session stays subscribed: remove it so later runs are not queued for it
-    subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "bench-c-sub", "-t", "x",
-                    "-C", "1", "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "bench-c-sub", *login,
+                    "-t", "x", "-C", "1", "-W", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return n / elapsed
 
 
@@ -316,7 +385,7 @@ def hubs_cpu(hubs: list[Hub]) -> float:
 def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float) -> dict[str, float]:
     chunks = burst_packets(n, int(time.time() * 1000) - 3_600_000 - n)
     before = influx_count(stack.influxd)
-    pub = Publisher(stack.broker, "bench-pub-burst")
+    pub = Publisher(stack.broker, "bench-pub-burst", trust=stack.trust)
     cpu0 = hubs_cpu(hubs)
     base0, influx0 = Proc(stack.broker.pid or 0).cpu(), Proc(stack.influxd.pid or 0).cpu()
     started = send_burst(pub, chunks, n)
@@ -343,7 +412,7 @@ def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float) -> dict[str, 
 def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[str, float]:
     """Paced publishing at `rate` msg/s stamped with the wall clock; latency of sampled points."""
     n = int(rate * seconds)
-    pub = Publisher(stack.broker, f"bench-pub-{rate}")
+    pub = Publisher(stack.broker, f"bench-pub-{rate}", trust=stack.trust)
     probes: list[tuple[int, int]] = []  # (board, ts)
     lock = threading.Lock()
     latencies: list[float] = []
@@ -422,7 +491,7 @@ def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[s
 
 
 def one_run(args: argparse.Namespace) -> dict[str, object]:
-    with Stack(args.inflight) as stack:
+    with Stack(args.inflight, plain=args.plain, hubs=args.hubs) as stack:
         base = baseline(stack, args.burst)
         extra = []
         if args.profile:  # py-spy (pip install py-spy) samples the hub, collapsed stacks for flamegraphs
@@ -430,7 +499,8 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
                      "-o", args.profile, "--"]
         group = "bench" if args.hubs > 1 else None  # several hubs share telemetry through $share/bench/...
         hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush,
-                    extra if h == 0 else [], group) for h in range(args.hubs)]
+                    extra if h == 0 else [], group, trust=stack.trust, identity="main" if h == 0 else f"hub-{h}")
+                for h in range(args.hubs)]
         stack.hubs += hubs
         burst = hub_burst(stack, hubs, args.burst, args.limit)
         rates = [hub_rate(stack, hubs, rate, args.seconds) for rate in args.rates]
@@ -439,7 +509,7 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
         while (total := influx_count(stack.influxd)) < expected and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2.5)  # $SYS is published every second
-        counters = sys_counters(stack.broker)
+        counters = sys_counters(stack.broker, stack.trust)
         dropped = counters.get("dropped", -1)
     return {"baseline": base, "burst": burst, "rates": rates, "dropped": dropped, "total": total,
             "expected": expected, "sys": counters}
@@ -457,6 +527,8 @@ def main() -> int:
     parser.add_argument("--limit", type=float, default=120.0, help="seconds before a burst counts as failed")
     parser.add_argument("--inflight", type=int, help="override the broker's max_inflight_messages (site config: 1000)")
     parser.add_argument("--profile", help="run the hub under py-spy, collapsed stacks into this file")
+    parser.add_argument("--plain", action="store_true",
+                        help="no provisioning store: plain MQTT, anonymous clients, no ACL (the comparison)")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -491,7 +563,8 @@ def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> N
         return [float(b[key]) for b in bursts]  # type: ignore[index]
 
     ratio = [b["msg_s"] / r["baseline"] for b, r in zip(bursts, results, strict=True)]  # type: ignore[index,operator]
-    print(f"\nburst of {args.burst:,} QoS 1 messages from {BOARDS} boards, 6 readings each; "
+    mode = "plain (no TLS, no logins, no ACL)" if args.plain else "provisioned (TLS, logins, ACL, known devices)"
+    print(f"\nburst of {args.burst:,} QoS 1 messages from {BOARDS} boards, 6 readings each, {mode}; "
           f"{len(results)} run(s), min / median / max")
     rows = [
         ("mosquitto -> mosquitto_sub, msg/s", _mmm(base, "%.0f")),
