@@ -23,7 +23,8 @@ second) and influxd 1.6.7 in a temporary folder, then:
 
 The publisher is one raw MQTT 3.1.1 socket with pre-encoded PUBLISH packets (QoS 1, a window of unacknowledged
 packets; PUBACKs read by a thread on a plain socket, by the sending thread between writes over TLS, since one
-TLS connection must not be read and written by two threads at once), so it costs little CPU next to the hub.
+TLS connection must not be read and written by two threads at once, through the hub's own TLS reader
+hub.ingest.tlsbio, since every PUBACK is a TLS record of its own), so it costs little CPU next to the hub.
 Every process started here is stopped by PID (also on Ctrl-C and errors). The broker's
 `$SYS/broker/publish/messages/dropped` must read 0.
 """
@@ -52,6 +53,7 @@ from typing import Self
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from hub.ingest.tlsbio import BioContext, BioSocket  # noqa: E402
 from hub.trust import provision  # noqa: E402
 from hub.trust.store import TrustStore  # noqa: E402
 from simulators.services import Influxd, Mosquitto  # noqa: E402
@@ -133,8 +135,8 @@ class Publisher:
         self.sock: socket.socket = socket.create_connection((broker.host, broker.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         login = None
-        if trust is not None:
-            self.sock = trust.context.wrap_socket(self.sock, server_hostname=broker.host)
+        if trust is not None:  # the hub's TLS reader: the broker's PUBACKs are a TLS record each
+            self.sock = BioContext(trust.context).wrap_socket(self.sock, server_hostname=broker.host)  # type: ignore[assignment]
             login = trust.store.hub("bench-pub")
         self.tls = trust is not None
         self.sock.sendall(connect_packet(client_id, login))
@@ -167,14 +169,18 @@ class Publisher:
 
     def _poll_acks(self, timeout: float) -> None:
         """TLS: read what PUBACKs have arrived, in this thread (waiting at most `timeout` for the first)."""
-        assert isinstance(self.sock, ssl.SSLSocket)
+        assert isinstance(self.sock, BioSocket)
         ready = self.sock.pending() or select.select([self.sock], [], [], timeout)[0]
-        while ready:
-            data = self.sock.recv(65536)
-            if not data:
-                return
-            self._count(data)
-            ready = self.sock.pending() or select.select([self.sock], [], [], 0)[0]
+        if not ready:
+            return
+        self.sock.setblocking(flag=False)
+        try:
+            while data := self.sock.recv(65536):
+                self._count(data)
+        except ssl.SSLWantReadError:
+            pass
+        finally:
+            self.sock.setblocking(flag=True)
 
     def mid(self) -> int:
         return self.sent % 65535 + 1

@@ -9,9 +9,10 @@ sans-I/O TLS), which halves the hub's CPU per record (measured in docs/performan
 - `BioContext(context)` stands in for an `ssl.SSLContext` where paho calls `wrap_socket(sock,
   server_hostname=..., do_handshake_on_connect=False)`; it returns a `BioSocket`. Certificate and host name
   checks are the wrapped context's own (CERT_REQUIRED, check_hostname), made during the handshake.
-- `BioSocket` offers what paho uses of a TLS socket: `do_handshake`, `recv`, `send`, `pending`, `fileno`,
-  `setblocking`, `settimeout`, `getpeercert`, `close`. `recv` raises `ssl.SSLWantReadError` when nothing is
-  there, as an SSLSocket does (paho turns it into BlockingIOError); `send` accepts the plaintext and writes
+- `BioSocket` offers what paho uses of a TLS socket: `do_handshake`, `recv`, `send` (and `sendall`),
+  `pending`, `fileno`, `setblocking`, `settimeout`, `getpeercert`, `close`. On a non-blocking socket `recv`
+  raises `ssl.SSLWantReadError` when nothing is there, as an SSLSocket does (paho turns it into
+  BlockingIOError); on a blocking one it waits for data, as a socket does. `send` accepts the plaintext and writes
   all of its ciphertext before it returns (waiting for the socket at most the socket's timeout, or
   `SEND_TIMEOUT` when non-blocking), so no ciphertext is ever left behind without a caller to send it.
   `pending()` counts decrypted bytes and buffered ciphertext that may hold a whole record, so paho reads them
@@ -105,31 +106,38 @@ class BioSocket:
                 return
 
     def recv(self, bufsize: int) -> bytes:
-        """Up to bufsize decrypted bytes; b"" once the connection is closed; SSLWantReadError if none yet."""
-        try:
-            return self._read(bufsize)
-        except ssl.SSLWantReadError:
-            pass
-        try:
-            data = self._sock.recv(READ_SIZE)
-        except BlockingIOError:
-            self._starved = True
-            raise ssl.SSLWantReadError(2, "the read would block") from None
-        if not data:
-            return b""
-        self._in.write(data)
-        self._starved = False
-        try:
-            return self._read(bufsize)
-        except ssl.SSLWantReadError:
-            self._starved = True
-            raise
+        """Up to bufsize decrypted bytes; b"" once the connection is closed; SSLWantReadError if none yet
+        on a non-blocking socket (a blocking one waits)."""
+        while True:
+            try:
+                return self._read(bufsize)
+            except ssl.SSLWantReadError:
+                pass
+            try:
+                data = self._sock.recv(READ_SIZE)
+            except BlockingIOError:
+                self._starved = True
+                raise ssl.SSLWantReadError(2, "the read would block") from None
+            if not data:
+                return b""
+            self._in.write(data)
+            self._starved = False
+            if self._sock.gettimeout() == 0.0:  # non-blocking: one socket read per call, as paho expects
+                try:
+                    return self._read(bufsize)
+                except ssl.SSLWantReadError:
+                    self._starved = True
+                    raise
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt all of data and write its ciphertext; returns len(data)."""
         written = self._tls.write(data)
         self._flush()
         return written
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
+        """As socket.sendall: send() always writes everything."""
+        self.send(data)
 
     # -- inside
 

@@ -145,8 +145,10 @@ def test_a_broker_the_site_ca_does_not_vouch_for_is_refused(pki: dict[str, Path]
 
 def test_the_peer_closing_during_the_handshake_is_an_eof(pki: dict[str, Path]) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
-    def hang_up() -> None:
-        listener.accept()[0].close()
+    def hang_up() -> None:  # read the ClientHello, then close: a FIN, not a reset
+        conn = listener.accept()[0]
+        conn.recv(65536)
+        conn.close()
 
     threading.Thread(target=hang_up, daemon=True).start()
     sock = socket.create_connection(listener.getsockname(), timeout=5)
