@@ -158,15 +158,22 @@ def read_cmd(payload: object) -> Command:
     return Command(cmd_id, actuator, value, ts, expires, n, "sig" in obj)
 
 
+def _verified(message: object, signed: bool, unsigned: str, domain: bytes, payload: object, key: object,
+              site: str, device: str) -> object:
+    """message (what payload claims) if payload is signed for site/device under key; SignatureError if not."""
+    if not signed:
+        raise SignatureError(unsigned, message)
+    try:
+        sign.check(key, domain, site, device, payload)
+    except ProtocolError as exc:
+        raise SignatureError(exc.problem, message) from None
+    return message
+
+
 def decode_cmd(payload: object, key: object, site: str, device: str) -> Command:
     """The cmd, if signed for site/device under key; SignatureError (field `sig`) if not."""
     cmd = read_cmd(payload)
-    if not cmd.signed:
-        raise SignatureError(UNSIGNED_CMD, cmd)
-    try:
-        sign.check(key, sign.CMD, site, device, payload)
-    except ProtocolError as exc:
-        raise SignatureError(exc.problem, cmd) from None
+    _verified(cmd, cmd.signed, UNSIGNED_CMD, sign.CMD, payload, key, site, device)
     return cmd
 
 
@@ -242,10 +249,5 @@ def read_ack(payload: object) -> Ack:
 def decode_ack(payload: object, key: object, site: str, device: str) -> Ack:
     """The ack, if signed by site/device under key; SignatureError (field `sig`) if not."""
     ack = read_ack(payload)
-    if not ack.signed:
-        raise SignatureError(UNSIGNED_ACK, ack)
-    try:
-        sign.check(key, sign.ACK, site, device, payload)
-    except ProtocolError as exc:
-        raise SignatureError(exc.problem, ack) from None
+    _verified(ack, ack.signed, UNSIGNED_ACK, sign.ACK, payload, key, site, device)
     return ack

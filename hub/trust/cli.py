@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub.tools import fw
 from hub.trust import broker, provision
-from hub.trust.store import DEFAULT_HUB, TOOLS, StoreError, TrustStore
+from hub.trust.store import DEFAULT_HUB, TOOLS, BoardIdentity, StoreError, TrustStore
 
 if TYPE_CHECKING:
     import argparse
@@ -70,27 +70,26 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_board(args: argparse.Namespace) -> int:
+def _save_with_config(args: argparse.Namespace, rotate: bool) -> tuple[TrustStore, BoardIdentity, str]:
+    """A new (or rotated) identity for args.device, its config checked before the store changes, then both
+    written: (the store, the identity, where the config went)."""
     with provision.open_store(Path(args.store)) as session:
-        identity = session.new_board(args.device)
-        # check the config with the new identity before the store changes
+        identity = session.rotated_board(args.device) if rotate else session.new_board(args.device)
         preview = TrustStore(session.root, session.store.site, session.store.broker_host,
                              {identity.device: identity}, {})
         raw = board_config(preview, identity.device, args)
         store = session.save_board(identity)
-    where = _write_board(store, raw, args)
+    return store, identity, _write_board(store, raw, args)
+
+
+def _cmd_board(args: argparse.Namespace) -> int:
+    store, identity, where = _save_with_config(args, rotate=False)
     sys.stdout.write(f"provisioned {store.site}/{identity.device} (generation 1): {where}\n{RELOAD}\n")
     return 0
 
 
 def _cmd_rotate(args: argparse.Namespace) -> int:
-    with provision.open_store(Path(args.store)) as session:
-        identity = session.rotated_board(args.device)
-        preview = TrustStore(session.root, session.store.site, session.store.broker_host,
-                             {identity.device: identity}, {})
-        raw = board_config(preview, identity.device, args)
-        store = session.save_board(identity)
-    where = _write_board(store, raw, args)
+    store, identity, where = _save_with_config(args, rotate=True)
     sys.stdout.write(f"rotated {store.site}/{identity.device} to generation {identity.generation}: new MQTT "
                      f"password and command key in {where}; its old ones stop working at the reload\n{RELOAD}\n")
     return 0

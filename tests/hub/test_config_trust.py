@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,10 @@ import pytest
 from hub import cli
 from hub.config import ConfigError, parse
 from hub.service import Hub
+from hub.trust import provision
 from hub.trust.store import StoreError
 from tests._plugins.trust import provision_site
+from tests.hub.conftest import HubProcess, wait_until, write_config
 
 BASE: dict[str, Any] = {
     "site": {"id": "t-site"},
@@ -100,3 +104,44 @@ def test_the_hub_stops_at_start_when_the_store_cannot_be_used(tmp_path: Path,
     assert "provisioning store ([trust] store):" in err
     assert "b1.json: mode 644: group or others may read it (chmod 600)" in err
     assert "Traceback" not in err
+
+
+def test_a_reload_takes_new_revoked_and_rotated_boards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = provision_site(tmp_path / "store", ["b1", "b2"])
+    hub = Hub(parse(doc({"store": str(store.root)}) | {"spool": {"path": str(tmp_path / "spool")}}, {}))
+    assert hub.signer is not None
+    assert hub.processor.known == frozenset({"b1", "b2"})
+    provision.add_board(store.root, "b3")
+    provision.revoke_board(store.root, "b1")
+    rotated = provision.rotate_board(store.root, "b2")
+    caplog.set_level(logging.INFO, logger="hub.service")
+    hub.reload_trust()
+    assert hub.processor.known == frozenset({"b2", "b3"})
+    assert hub.signer.can_sign("b3")
+    assert not hub.signer.can_sign("b1")
+    assert "trust: store reloaded devices=2 added=1 removed=1" in caplog.text
+    assert hub.trust is not None
+    assert hub.trust.cmd_key("b2") == rotated.cmd_key
+    (store.root / "devices.json").write_text("{broken")
+    hub.reload_trust()  # a store that does not load: the one loaded before stays
+    assert hub.processor.known == frozenset({"b2", "b3"})
+    assert "trust: reload refused, keeping the store loaded before" in caplog.text
+
+
+@pytest.mark.integration
+def test_sighup_reloads_the_store_of_a_running_hub(tmp_path: Path, mosquitto_factory: Any) -> None:
+    store = provision_site(tmp_path / "store", ["b1"])
+    broker = mosquitto_factory(store=store.root)
+    path = write_config(tmp_path, broker, {"api": "v1", "url": "http://127.0.0.1:9", "database": "x"})
+    process = HubProcess(path)
+    process.start()
+    try:
+        wait_until(lambda: "mqtt: subscribed" in process.log(), 30, what="the hub's subscription")
+        provision.add_board(store.root, "b2")
+        assert process.process is not None
+        process.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "trust: store reloaded devices=2 added=1 removed=0" in process.log(), 10,
+                   what="the reload")
+        assert process.alive()
+    finally:
+        assert process.terminate() == 0

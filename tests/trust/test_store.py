@@ -139,7 +139,7 @@ def test_a_damaged_store_is_named_at_load(store: TrustStore) -> None:
     secret.chmod(0o600)
     doc = json.loads(secret.read_text())
     secret.write_text(json.dumps(doc | {"generation": 5}))
-    with pytest.raises(StoreError, match="generation 5 differs from .*devices.json's 1"):
+    with pytest.raises(StoreError, match=r"generation 5 differs from .*devices\.json's 1"):
         TrustStore.load(root)
     secret.write_text(json.dumps(doc | {"cmd_key": "xyz"}))
     with pytest.raises(StoreError, match="cmd_key: must be 64 lower-case hex digits"):
