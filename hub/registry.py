@@ -50,6 +50,7 @@ class Registry:
         self.path = path
         self.devices: dict[str, Device] = {}
         self._dirty = False
+        self._save_failing = False
         self._load()
 
     def _load(self) -> None:
@@ -100,7 +101,13 @@ class Registry:
                 info.boot, info.fw, info.caps, info.error, info.status_ts = new
                 changed = True
         if changed:
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:  # a full or read-only disk: kept in memory, saved by the next save()
+                if not self._save_failing:
+                    log.warning("registry: cannot save now, kept in memory path=%s error=%s", self.path,
+                                exc.strerror or exc)
+                self._save_failing = True
         return changed
 
     def save(self) -> None:
@@ -116,3 +123,4 @@ class Registry:
             os.fsync(out.fileno())
         tmp.replace(self.path)
         self._dirty = False
+        self._save_failing = False

@@ -22,6 +22,12 @@ control service signs commands and checks acks with hub.control.signing). SIGHUP
 provisioned, rotated or revoked since take effect without a restart. In plain mode (a lab bench) every id is
 stored and no MQTT board can be commanded.
 
+A spool disk that refuses writes (full, read-only, failing) stops the intake, not the hub: the batch taken
+stays in memory unacknowledged (the broker keeps its messages), the writer goes on sending what is spooled
+(which may free the space), one ERROR names the path and the cause, `qala_hub.spool_write_failing` and
+`spool_write_errors` say so, and the same batch is written again every few seconds until the disk takes it;
+then the intake resumes by itself. Registry saves and dead letters that fail are logged and retried later.
+
 Shutdown (SIGTERM/SIGINT, `request_stop`): stop taking messages, spool and acknowledge what was taken,
 disconnect, seal, keep sending for up to `shutdown_timeout` seconds, save the registry. Whatever was not
 sent stays in the spool for the next start; nothing acknowledged is ever only in memory.
@@ -39,6 +45,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from hub.backoff import Backoff
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
 from hub.ingest.mqtt import MqttSource
@@ -50,7 +57,7 @@ from hub.sinks.influx_v1 import InfluxV1Sink
 from hub.sinks.influx_v2 import InfluxV2Sink
 from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
-from hub.spool import Spool
+from hub.spool import Spool, SpoolWriteError
 from hub.trust.store import StoreError, TrustStore
 from protocols import topics
 
@@ -159,6 +166,10 @@ class Hub:
         self._closing = False
         self._fill_warned = 0.0
         self._full_logged = False
+        self._disk_error: str | None = None
+        """Why the spool's disk refused the last write (None while it takes them)."""
+        self._disk_backoff = Backoff(0.5, 5.0)
+        self._registry_error = False
         self.ready = asyncio.Event()
         """Set once the spool backlog is queued and MQTT is connecting."""
 
@@ -273,8 +284,17 @@ class Hub:
             await ingest  # spools and acknowledges everything taken so far
         await asyncio.to_thread(self.mqtt.stop)
         self._extra.extend(self._snapshot())
-        await self._spool_extra()
-        self.writer.submit(filter(None, [self.spool.close()]))
+        if self._disk_error is None:
+            await self._spool_extra()
+        else:  # nothing more can be written: what MQTT brought stays at the broker (never acknowledged)
+            log.error("hub: stopping with the spool's disk failing; Modbus and audit readings held in RAM are not "
+                      "stored held=%d error=%s", len(self._extra), self._disk_error)
+        try:
+            sealed = self.spool.close()
+        except SpoolWriteError as exc:
+            log.error("hub: cannot seal the open segment at shutdown; it is sealed at the next start error=%s", exc)  # noqa: TRY400 - a disk condition
+            sealed = None
+        self.writer.submit(filter(None, [sealed]))
         if not writer.done():
             try:
                 async with asyncio.timeout(self.config.shutdown_timeout):
@@ -286,7 +306,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         await self.sink.close()
-        self.registry.save()
+        self._save_registry()
         log.info("hub: stopped spool_segments=%d spool_bytes=%d", self.spool.segments, self.spool.used_bytes)
 
     # ------------------------------------------------------------------------------------ ingest
@@ -310,8 +330,8 @@ class Hub:
             now_ms = int(time.time() * 1000)
             lines: list[str] = []
             readings += self._take(messages, now_ms, lines)
-            if readings or lines:
-                await self._append(readings, lines)
+            if (readings or lines) and not await self._append(readings, lines):
+                return  # stopping while the disk refuses: these messages stay unacknowledged at the broker
             if messages:
                 mqtt.ack(messages)
             if spool.open_points and (
@@ -349,14 +369,54 @@ class Hub:
             async with asyncio.timeout(timeout):
                 await self.mqtt.wakeup.wait()
 
-    async def _append(self, readings: list[Reading], lines: list[str] | None = None) -> None:
+    async def _append(self, readings: list[Reading], lines: list[str] | None = None) -> bool:
+        """Spool the batch (fsynced). While the disk refuses, try again every few seconds (the intake waits:
+        nothing is acknowledged meanwhile); False if a stop came first (nothing was written)."""
         body, points = encode_bytes(readings)
         if lines:
             body += join(lines)
             points += len(lines)
-        if points:
-            await asyncio.to_thread(self.spool.append, body, points)
-            self.metrics.points_spooled += points
+        if not points:
+            return True
+        while True:
+            try:
+                await asyncio.to_thread(self.spool.append, body, points)
+            except SpoolWriteError as exc:
+                self._disk_failed(exc)
+                self.writer.submit(self.spool.take_orphans())  # what the disk holds is still sent
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._disk_backoff.next()):
+                        await self._stop.wait()
+                if self._stop.is_set():
+                    return False
+                continue
+            break
+        self.writer.submit(self.spool.take_orphans())
+        if self._disk_error is not None:
+            log.warning("spool: writes succeed again, taking messages path=%s", self.spool.dir)
+            self._disk_error = None
+            self._disk_backoff.reset()
+        self.metrics.points_spooled += points
+        return True
+
+    def _disk_failed(self, exc: SpoolWriteError) -> None:
+        self.metrics.spool_write_errors += 1
+        if self._disk_error is None:
+            log.error("SPOOL CANNOT BE WRITTEN: %s; not taking MQTT messages until the disk takes writes again "
+                      "(the broker keeps them; InfluxDB is still sent what is spooled), retrying every few seconds",
+                      exc)
+        self._disk_error = str(exc)
+
+    def _save_registry(self) -> None:
+        try:
+            self.registry.save()
+        except OSError as exc:
+            if not self._registry_error:
+                log.error("registry: cannot save path=%s error=%s; kept in memory, saved again later",  # noqa: TRY400 - a disk condition
+                          self.registry.path, exc.strerror or exc)
+            self._registry_error = True
+        else:
+            self._registry_error = False
 
     async def _spool_extra(self) -> None:
         readings, self._extra = self._extra, []
@@ -364,7 +424,11 @@ class Hub:
             await self._append(readings)
 
     def _seal(self) -> None:
-        segment = self.spool.seal()
+        try:
+            segment = self.spool.seal()
+        except SpoolWriteError as exc:
+            self._disk_failed(exc)  # the segment stays open: sealed at the next round
+            return
         if segment is not None:
             self.writer.submit([segment])
 
@@ -400,6 +464,7 @@ class Hub:
             "spool_segments": float(spool.segments),
             "spool_fill": spool.fill,
             "spool_full": 1.0 if spool.full else 0.0,
+            "spool_write_failing": 0.0 if self._disk_error is None else 1.0,
             "writer_pending": float(self.writer.pending),
             "mqtt_connected": 1.0 if self.mqtt.connected else 0.0,
             "mqtt_queue": float(len(self.mqtt.queue)),
@@ -416,7 +481,7 @@ class Hub:
             await asyncio.sleep(self.config.metrics.interval)
             self._extra.extend(self._snapshot())
             self.mqtt.wakeup.set()
-            self.registry.save()
+            self._save_registry()
             self.processor.floodlog.tick()
 
 

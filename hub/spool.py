@@ -11,12 +11,19 @@ can only be the tail: frames are written whole and fsynced in order), and return
 oldest first, so the hub sends the backlog before new data. `used_bytes` counts every segment on disk against
 `max_bytes`; the service stops taking messages while the spool is full.
 
+A disk that refuses writes (full, read-only, failing: ENOSPC, EROFS, EIO) raises SpoolWriteError from
+`append` or `seal`, naming the path and the cause, and leaves the spool consistent: a frame that was not
+written whole and fsynced is cut off again (or, when even that fails, the segment is closed and a new one is
+begun next time, the old one's good frames kept for `recover`), so the caller can simply try again later.
+`recover` leaves in place what it cannot seal and says so.
+
 Synchronous file I/O only (the service calls append/seal in a worker thread); thread-safe accounting.
 Imports only the standard library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -69,6 +76,15 @@ def _frames(data: bytes) -> tuple[list[bytes], int]:
     return out, pos
 
 
+class SpoolWriteError(OSError):
+    """The spool's disk refused a write; `path` and `cause` (the OS error's text) say where and why."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        self.cause = exc.strerror or type(exc).__name__
+        super().__init__(exc.errno, f"{path}: {self.cause}")
+        self.path = path
+
+
 class Spool:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.dir = directory
@@ -78,6 +94,7 @@ class Spool:
         self._segments = 0
         self._next_id = 1
         self._file: BinaryIO | None = None
+        self._orphans: list[Segment] = []
         self._open_id = 0
         self._open_size = 0
         self._open_points = 0
@@ -122,18 +139,16 @@ class Spool:
         """Seal what a previous run left open and return every sealed segment, oldest first."""
         self.dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.dir.glob("*" + OPEN)):
-            data = path.read_bytes()
-            frames, end = _frames(data)
-            if end < len(data):
-                log.warning("spool: cut a torn tail segment=%s kept=%d cut=%d", path.name, end, len(data) - end)
-                with path.open("r+b") as f:
-                    f.truncate(end)
-                    os.fsync(f.fileno())
-            if frames:
-                path.replace(path.with_suffix(SEALED))
-            else:
-                path.unlink()
-        _fsync_dir(self.dir)
+            try:
+                self._seal_left_open(path)
+            except OSError as exc:  # a read-only or failing disk: the segment stays, sealed at a later start
+                log.error("spool: cannot seal a segment left open, it stays for a later start segment=%s error=%s",  # noqa: TRY400 - a disk condition: one line, no traceback
+                          path, exc.strerror or exc)
+                self._next_id = max(self._next_id, int(path.stem) + 1)
+        try:
+            _fsync_dir(self.dir)
+        except OSError as exc:
+            log.error("spool: cannot fsync the spool folder path=%s error=%s", self.dir, exc.strerror or exc)  # noqa: TRY400 - a disk condition: one line, no traceback
         found: list[Segment] = []
         for path in sorted(self.dir.glob("*" + SEALED)):
             frames, _ = _frames(path.read_bytes())
@@ -142,41 +157,123 @@ class Spool:
         with self._lock:
             self._bytes = sum(s.size for s in found)
             self._segments = len(found)
-        self._next_id = max((s.id for s in found), default=0) + 1
+        self._next_id = max(self._next_id, max((s.id for s in found), default=0) + 1)
         return found
 
+    @staticmethod
+    def _seal_left_open(path: Path) -> None:
+        data = path.read_bytes()
+        frames, end = _frames(data)
+        if end < len(data):
+            log.warning("spool: cut a torn tail segment=%s kept=%d cut=%d", path.name, end, len(data) - end)
+            with path.open("r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+        if frames:
+            path.replace(path.with_suffix(SEALED))
+        else:
+            path.unlink()
+
+    def _open_path(self) -> Path:
+        return self.dir / f"{self._open_id:016d}{OPEN}"
+
     def append(self, payload: bytes, points: int) -> None:
-        """Write one frame of whole lines to the open segment and fsync it (opens a segment if needed)."""
+        """Write one frame of whole lines to the open segment and fsync it (opens a segment if needed).
+
+        SpoolWriteError when the disk refuses: nothing of this frame counts as written."""
         if self._file is None:
             self._open_id = self._next_id
             self._next_id += 1
-            path = self.dir / f"{self._open_id:016d}{OPEN}"
-            self._file = path.open("xb")
-            _fsync_dir(self.dir)
+            try:
+                file = self._open_path().open("xb", buffering=0)  # unbuffered: a refused write leaves no bytes behind
+            except OSError as exc:
+                raise SpoolWriteError(self._open_path(), exc) from None
+            self._file = file
             self._opened_at = time.monotonic()
             self._open_size = 0
             self._open_points = 0
             with self._lock:
                 self._segments += 1
-        frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-        self._file.write(frame)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+            try:
+                _fsync_dir(self.dir)
+            except OSError as exc:
+                self._abandon()
+                raise SpoolWriteError(self.dir, exc) from None
+        frame = memoryview(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        try:
+            written = 0
+            while written < len(frame):
+                written += self._file.write(frame[written:]) or 0
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._cut_back()
+            raise SpoolWriteError(self._open_path(), exc) from None
         self._open_size += len(frame)
         self._open_points += points
         with self._lock:
             self._bytes += len(frame)
 
+    def _cut_back(self) -> None:
+        """After a failed append: cut the open segment back to its last whole frame, or give it up."""
+        assert self._file is not None, "an open segment"
+        try:
+            self._file.truncate(self._open_size)
+            self._file.seek(self._open_size)
+            os.fsync(self._file.fileno())
+        except OSError:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Close the open segment: its whole frames become a sealed segment if the disk lets it be renamed
+        (`take_orphans` hands it to the writer), else they stay for `recover` at the next start; the next
+        append begins a new segment. An empty one is removed when possible."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        self._file = None
+        path = self._open_path()
+        if self._open_size == 0:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            with self._lock:
+                self._segments -= 1
+        else:
+            try:
+                path.replace(path.with_suffix(SEALED))
+            except OSError:
+                log.error("spool: a segment could not be cut back after a failed write; its whole frames are "  # noqa: TRY400 - a disk condition
+                          "kept for the next start segment=%s frames_bytes=%d", path, self._open_size)
+            else:
+                self._orphans.append(Segment(self._open_id, path.with_suffix(SEALED), self._open_size,
+                                             self._open_points))
+        self._open_size = 0
+        self._open_points = 0
+
+    def take_orphans(self) -> list[Segment]:
+        """Segments sealed after a refused write (see _abandon), for the writer; each is handed out once."""
+        orphans, self._orphans = self._orphans, []
+        return orphans
+
     def seal(self) -> Segment | None:
-        """Close the open segment and make it a sealed one; None if nothing is open."""
+        """Close the open segment and make it a sealed one; None if nothing is open. SpoolWriteError when
+        the disk refuses (the segment then stays open: seal again later)."""
         if self._file is None:
             return None
-        self._file.close()
-        self._file = None
-        path = self.dir / f"{self._open_id:016d}{OPEN}"
+        path = self._open_path()
         sealed = path.with_suffix(SEALED)
-        path.replace(sealed)
-        _fsync_dir(self.dir)
+        try:
+            os.fsync(self._file.fileno())
+            path.replace(sealed)
+        except OSError as exc:
+            raise SpoolWriteError(path, exc) from None
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._file = None
+        try:
+            _fsync_dir(self.dir)
+        except OSError as exc:
+            log.error("spool: cannot fsync the spool folder after sealing path=%s error=%s", self.dir,  # noqa: TRY400 - one line
+                      exc.strerror or exc)
         return Segment(self._open_id, sealed, self._open_size, self._open_points)
 
     def close(self) -> Segment | None:

@@ -89,10 +89,19 @@ class Writer:
                 self.idle.set()
 
     async def _send_segment(self, segment: Segment) -> None:
-        data = await asyncio.to_thread(self.spool.read, segment)
+        try:
+            data = await asyncio.to_thread(self.spool.read, segment)
+        except OSError as exc:  # a failing disk: the segment stays, the next start sends it
+            log.error("spool: cannot read a segment, it stays for the next start segment=%s error=%s",  # noqa: TRY400 - a disk condition
+                      segment.path, exc.strerror or exc)
+            return
         for body, points in batches(data, self.batch_size):
             await self._send(body, points)
-        self.spool.remove(segment)
+        try:
+            self.spool.remove(segment)
+        except OSError as exc:  # sent, but it stays on disk: sent again (overwriting itself) at the next start
+            log.error("spool: cannot remove a sent segment segment=%s error=%s", segment.path,  # noqa: TRY400 - a disk condition
+                      exc.strerror or exc)
         self.space.set()
 
     async def _send(self, body: bytes, points: int) -> None:
@@ -122,7 +131,7 @@ class Writer:
                     "influxdb refused a batch, written to the dead-letter file sink=%s points=%d file=%s error=%s",
                     self.sink.description, points, self.dead_letter, exc,
                 )
-                await asyncio.to_thread(self._write_dead_letter, body, exc)
+                await self._dead_letter_with_retries(body, exc)
                 return
             metrics.write_latency(time.monotonic() - started)
             metrics.points_written += points
@@ -131,6 +140,22 @@ class Writer:
                 log.warning("influxdb writes succeed again sink=%s spool_bytes=%d", self.sink.description,
                             self.spool.used_bytes)
                 self._failing = False
+            return
+
+    async def _dead_letter_with_retries(self, body: bytes, exc: PermanentWriteError) -> None:
+        """Write the dead letter; while the disk refuses, log once and try again (the segment stays meanwhile)."""
+        backoff = Backoff(1.0, 30.0)
+        logged = False
+        while True:
+            try:
+                await asyncio.to_thread(self._write_dead_letter, body, exc)
+            except OSError as error:
+                if not logged:
+                    log.error("cannot write the dead-letter file, retrying (the segment is kept) file=%s error=%s",  # noqa: TRY400 - a disk condition
+                              self.dead_letter, error.strerror or error)
+                    logged = True
+                await asyncio.sleep(backoff.next())
+                continue
             return
 
     def _write_dead_letter(self, body: bytes, exc: PermanentWriteError) -> None:
