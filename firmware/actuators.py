@@ -70,8 +70,7 @@ class Actuators:
         self.board.emit(name, [("setpoint", v, quality) if quality else ("setpoint", v)])
 
     async def subscribe(self, client):
-        """Before each birth: listen for commands."""
-        client.set_callback(self.on_message)
+        """Before each birth: listen for commands (the callback is set from the start, app.Board)."""
         await client.subscribe(self.t_cmd, 1)
 
     def report_all(self):

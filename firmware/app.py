@@ -79,6 +79,9 @@ class Board:
             from firmware.actuators import Actuators
 
             self.acts = Actuators(self, state)
+            # before the first connect: a command the broker kept in the board's session while it was off
+            # arrives right after the CONNACK, before the birth subscribes again
+            self.client.set_callback(self.acts.on_message)
 
     # ------------------------------------------------------------------------------------ readings
 

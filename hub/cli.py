@@ -25,6 +25,7 @@ def _cmd_version(_args: argparse.Namespace) -> int:
 def _cmd_hub_run(args: argparse.Namespace) -> int:
     # Imported here so that `qala version` and `qala demo` do not load paho, aiohttp and influxdb-client.
     from hub import config as hub_config  # noqa: PLC0415
+    from hub.control.journal import JournalError  # noqa: PLC0415
     from hub.control.signing import CounterError  # noqa: PLC0415
     from hub.service import serve  # noqa: PLC0415
     from hub.trust.store import StoreError  # noqa: PLC0415
@@ -41,6 +42,9 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
         return 2
     except (StoreError, CounterError) as exc:
         sys.stderr.write(f"qala hub: provisioning store ([trust] store): {exc}\n")
+        return 2
+    except JournalError as exc:
+        sys.stderr.write(f"qala hub: {exc}\n")
         return 2
     return 0
 

@@ -239,6 +239,8 @@ _SCHEDULE: _Schema = {
     "actuator": (str, _REQUIRED),
     "at": (str, _REQUIRED),
     "value": (float, _REQUIRED),
+    "retry_every": (float, 60.0),
+    "retry_window": (float, 900.0),
 }
 _ARRAYS: dict[str, _Schema] = {"rules": _RULE, "schedules": _SCHEDULE}  # [[rules]], [[schedules]]
 _SECTIONS: dict[str, tuple[_Schema, bool]] = {  # name -> (schema, section required)
@@ -552,7 +554,11 @@ def _schedule(path: str, table: Any, env: Mapping[str, str]) -> Schedule:
     if match is None:
         raise ConfigError(f"{path}.at: must be a local time HH:MM, got {v['at']!r}")
     at = dt.time(int(match.group(1)), int(match.group(2)))
-    return Schedule(v["name"], v["device"], v["actuator"], at, v["value"])
+    if not 1 <= v["retry_every"] <= 3600:
+        raise ConfigError(f"{path}.retry_every: must be 1..3600 seconds, got {v['retry_every']!r}")
+    if not 0 <= v["retry_window"] <= 86400:
+        raise ConfigError(f"{path}.retry_window: must be 0..86400 seconds (0: no retry), got {v['retry_window']!r}")
+    return Schedule(v["name"], v["device"], v["actuator"], at, v["value"], v["retry_every"], v["retry_window"])
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:

@@ -7,7 +7,8 @@ Tasks (one asyncio loop; paho's network thread feeds it):
   Seals the open segment when it holds `batch.size` lines or is `batch.flush_interval` old,
   and hands it to the writer. While the spool is full it takes nothing: the broker keeps the messages.
 - writer (hub.sinks.writer): sends sealed segments, the backlog of a previous run first.
-- control (hub.control.service): commands' resends and time-outs, schedules; acks arrive through the ingest
+- control (hub.control.service): commands' resends and time-outs, schedules, the command journal
+  (`<state>/commands.jsonl`: commands survive a restart); acks arrive through the ingest
   (they are acknowledged with their batch but not spooled), readings feed its rules; audit Readings come back
   through `emit` into the spool. With an [api] section, the HTTP API (hub.control.api) too.
 - modbus (hub.modbus.poller, when [modbus] configures devices): polls devices; their Readings take the same
@@ -46,6 +47,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hub.backoff import Backoff
+from hub.control.journal import Journal
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
 from hub.ingest.mqtt import MqttSource
@@ -157,6 +159,7 @@ class Hub:
         self.control = ControlService(
             site, config.control, self.registry, publish=self.mqtt.publish, emit=self.emit,
             modbus=self.modbus, rule_list=config.rules, schedules=config.schedules, signer=self.signer,
+            journal=Journal(state / "commands.jsonl"),
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
         self.api_port: int | None = None

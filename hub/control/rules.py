@@ -73,6 +73,10 @@ class Schedule:
     actuator: str
     at: dt.time
     value: float
+    retry_every: float = 60.0
+    """Seconds between attempts while the schedule's command has not been applied."""
+    retry_window: float = 900.0
+    """Seconds after `at` during which a command that was not applied is tried again."""
 
 
 def schedule_due(schedules: list[Schedule], previous: dt.datetime, now: dt.datetime) -> list[Schedule]:

@@ -21,6 +21,16 @@
   other readings feed the rules. Schedules are checked once a second by `run()`.
 - Every final state becomes `qala_command` Readings (hub.model) through `emit`, so InfluxDB holds each
   command with its outcome and latency beside the readings.
+- With a journal (hub.control.journal, `<state>/commands.jsonl`), every command is on disk, fsynced, when it
+  is made, before it is sent and when it ends. After a restart the hub takes the journal's commands back:
+  `GET /v1/commands/{id}` answers for them, the open ones wait for their ack (not sent again: a board that
+  applied one and rebooted meanwhile would refuse the copy as a replay) and time out at their expiry; a Modbus
+  write cut by the restart ends `timed_out`. Final states of the last 10 minutes are audited again at start
+  (the same point: it overwrites itself), so a crash between the end and the audit costs no row. A command
+  the journal cannot take is refused (`hub: cannot journal ...`), never sent.
+- A rule or schedule whose setpoint cannot be sent (unknown device or actuator, a value it refuses, no key)
+  leaves a `rejected` command with the reason, audited. A schedule's command that does not end `applied` is
+  tried again every `retry_every` seconds within `retry_window` of its time.
 
 Imports hub.control's pure modules, hub.model and protocols; the MQTT publish function, the Modbus writer
 and the Reading sink are handed in by hub.service.
@@ -37,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.control import command as lc
 from hub.control import limits, rules
+from hub.control.journal import KEEP, JournalError
 from hub.control.signing import CounterError
 from hub.model import COMMAND, SECURITY, Reading
 from protocols import payloads, topics
@@ -46,6 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from hub.config import ControlConfig
+    from hub.control.journal import Journal
     from hub.control.signing import Signer
     from hub.registry import Registry
 
@@ -53,8 +65,12 @@ log = logging.getLogger(__name__)
 
 MQTT = "mqtt"
 MODBUS = "modbus"
-KEEP_FINAL = 1000
-"""Final commands kept in memory for `GET /v1/commands/{id}` (oldest dropped first)."""
+NONE = "none"
+"""The transport of a command that could not be sent at all (a rule's or schedule's, refused at once)."""
+KEEP_FINAL = KEEP
+"""Final commands kept in memory for `GET /v1/commands/{id}` (oldest dropped first), as in the journal."""
+REAUDIT_MS = 600_000
+"""At start, final states of this recent past are audited again (a crash may have come before the audit)."""
 
 
 class ControlError(ValueError):
@@ -122,11 +138,13 @@ class ControlService:
         schedules: Iterable[rules.Schedule] = (),
         clock_ms: Callable[[], int] | None = None,
         signer: Signer | None = None,
+        journal: Journal | None = None,
     ) -> None:
         """`signer`: the boards' command keys (hub.control.signing); None: no MQTT device can be commanded
-        (a hub in plain mode)."""
+        (a hub in plain mode). `journal`: where commands are kept across restarts (None: in memory only)."""
         self.site = site
         self.signer = signer
+        self.journal = journal
         self.config = config
         self.registry = registry
         self.publish = publish
@@ -146,6 +164,27 @@ class ControlService:
         self._done: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._schedule_tries: dict[str, tuple[str, int, int]] = {}
+        """schedule name -> (its latest command id, retry until ms, next try ms)."""
+        if journal is not None:
+            self._take_back(journal.load())
+
+    def _take_back(self, commands: dict[str, lc.Command]) -> None:
+        """The journal's commands after a restart: open ones wait for their ack, never sent again."""
+        self.commands = commands
+        now = self.clock_ms()
+        for cmd in commands.values():
+            if cmd.final:
+                continue
+            self._done[cmd.id] = asyncio.Event()
+            if cmd.transport == MODBUS:
+                self._finish(cmd, "timeout", now, reason="hub restarted during the Modbus write (read the register "
+                             "back to see whether it was written)")
+            else:
+                cmd.retries = min(cmd.retries, max(0, cmd.attempts - 1))  # wait for the ack, do not resend
+        opened = sum(1 for c in commands.values() if not c.final)
+        if commands:
+            log.info("command journal: %d commands taken back, %d waiting for an ack", len(commands), opened)
 
     # ------------------------------------------------------------------------------------- devices
 
@@ -209,11 +248,7 @@ class ControlService:
         self._done[cmd.id] = asyncio.Event()
         log.info("command created id=%s device=%s actuator=%s value=%g transport=%s source=%s", cmd.id, device,
                  actuator, number, transport, source)
-        why = limits.check(acts[actuator], number, self.last.get((device, actuator)), now)
-        if why is None and transport == MQTT and (self.signer is None or not self.signer.can_sign(device)):
-            why = ("no command key for this device: the hub runs without a provisioning store ([trust] plain)"
-                   if self.signer is None else "no command key for this device: not provisioned in the store "
-                   "(`qala provision board`), or the hub has not reloaded it (SIGHUP)")
+        why = self._record(cmd) or self._refusal(cmd, acts[actuator], now)
         if why is not None:
             self._finish(cmd, "reject", now, reason="hub: " + why)
             return cmd
@@ -221,11 +256,25 @@ class ControlService:
             self._send_mqtt(cmd, now)
         else:
             lc.step(cmd, "send", now)
+            why = self._record(cmd)
+            if why is not None:
+                cmd.state = lc.PENDING  # not written: never sent
+                self._finish(cmd, "reject", now, reason="hub: " + why)
+                return cmd
             task = asyncio.get_running_loop().create_task(self._modbus(cmd), name=f"qala-hub.control[{cmd.id}]")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._wake.set()
         return cmd
+
+    def _refusal(self, cmd: lc.Command, spec: dict[str, object], now: int) -> str | None:
+        """Why the hub refuses to send cmd (its limits, a missing key), or None."""
+        why = limits.check(spec, cmd.value, self.last.get((cmd.device, cmd.actuator)), now)
+        if why is None and cmd.transport == MQTT and (self.signer is None or not self.signer.can_sign(cmd.device)):
+            why = ("no command key for this device: the hub runs without a provisioning store ([trust] plain)"
+                   if self.signer is None else "no command key for this device: not provisioned in the store "
+                   "(`qala provision board`), or the hub has not reloaded it (SIGHUP)")
+        return why
 
     async def wait(self, cmd_id: str, within: float | None = None) -> lc.Command:
         """The command once final (or as it is after `within` seconds)."""
@@ -254,9 +303,27 @@ class ControlService:
             if cmd.state == lc.PENDING:
                 self._finish(cmd, "reject", now, reason="hub: " + why)
             return
+        before = (cmd.state, cmd.attempts, cmd.sent_ms)
         lc.step(cmd, "send", now)
+        unjournaled = self._record(cmd)  # on disk before it may reach a board
+        if unjournaled is not None:
+            cmd.state, cmd.attempts, cmd.sent_ms = before
+            if cmd.state == lc.PENDING:
+                self._finish(cmd, "reject", now, reason="hub: " + unjournaled)
+            return
         self.publish(topics.build(self.site, cmd.device, topics.CMD), payload)
         log.info("command sent id=%s device=%s attempt=%d", cmd.id, cmd.device, cmd.attempts)
+
+    def _record(self, cmd: lc.Command) -> str | None:
+        """Journal the command as it is now; why it could not be, or None."""
+        if self.journal is None:
+            return None
+        try:
+            self.journal.record(cmd)
+        except JournalError as exc:
+            log.error("command not journaled id=%s device=%s error=%s", cmd.id, cmd.device, exc)  # noqa: TRY400 - a disk condition
+            return f"cannot journal the command: {exc}"
+        return None
 
     async def _modbus(self, cmd: lc.Command) -> None:
         from hub.modbus.bus import DeviceError, NoResponseError  # noqa: PLC0415 - pymodbus only when used
@@ -343,6 +410,7 @@ class ControlService:
     def _finish(self, cmd: lc.Command, event: str, now: int, *, value: float | None = None,
                 reason: str | None = None) -> None:
         lc.step(cmd, event, now, value=value, reason=reason)
+        self._record(cmd)  # a failure is logged; the final state stands in memory and in the audit
         if cmd.state == lc.APPLIED and value is not None:
             previous = self.last.get((cmd.device, cmd.actuator))
             if previous is None or previous.value != value:
@@ -403,20 +471,69 @@ class ControlService:
                              rule.target_device, rule.actuator, value)
                     self._submit_quietly(rule.target_device, rule.actuator, value, "rule:" + rule.name)
 
-    def _submit_quietly(self, device: str, actuator: str, value: float, source: str) -> None:
+    def _submit_quietly(self, device: str, actuator: str, value: float, source: str) -> lc.Command:
+        """A rule's or schedule's setpoint: sent, or a rejected command with the reason (audited)."""
         try:
-            self.submit(device, actuator, value, source=source)
+            return self.submit(device, actuator, value, source=source)
         except ControlError as exc:
             log.warning("%s: setpoint not sent: %s", source, exc)
+            now = self.clock_ms()
+            cmd = lc.Command(id=new_id(), device=device, actuator=actuator, value=value, transport=NONE,
+                             source=source, created_ms=now, expires_ms=now, retries=0, ack_timeout_ms=0)
+            self.commands[cmd.id] = cmd
+            self._record(cmd)
+            self._finish(cmd, "reject", now, reason=f"hub: {exc}")
+            return cmd
+
+    def _schedule(self, s: rules.Schedule, now: int, *, first: bool) -> None:
+        """Send a schedule's setpoint; keep trying within its window while it is not applied."""
+        cmd = self._submit_quietly(s.device, s.actuator, s.value, "schedule:" + s.name)
+        until = now + int(s.retry_window * 1000)
+        if not first and s.name in self._schedule_tries:
+            until = self._schedule_tries[s.name][1]
+        self._schedule_tries[s.name] = (cmd.id, until, now + int(s.retry_every * 1000))
+
+    def _schedule_retries(self, now: int) -> int:
+        """Try again the schedules whose command did not end applied, within their window; the next due ms."""
+        next_ms = now + 1000
+        by_name = {s.name: s for s in self.schedules}
+        for name, (cmd_id, until, next_try) in list(self._schedule_tries.items()):
+            cmd = self.commands.get(cmd_id)
+            schedule = by_name.get(name)
+            if schedule is None or cmd is None or (cmd.final and cmd.state == lc.APPLIED):
+                del self._schedule_tries[name]
+                continue
+            if not cmd.final:
+                continue
+            if now >= until:
+                log.warning("schedule %s: not applied within its retry window (last: %s %s)", name, cmd.state,
+                            cmd.reason)
+                del self._schedule_tries[name]
+                continue
+            if now >= next_try:
+                log.info("schedule %s: trying again (last: %s %s)", name, cmd.state, cmd.reason)
+                self._schedule(schedule, now, first=False)
+            next_ms = min(next_ms, next_try)
+        return next_ms
 
     # ------------------------------------------------------------------------------------------ run
 
+    def _reaudit(self) -> None:
+        """Audit again the final states of the recent past (the same points: they overwrite themselves)."""
+        since = self.clock_ms() - REAUDIT_MS
+        recent = [c for c in self.commands.values() if c.final and (c.done_ms or 0) >= since]
+        for cmd in recent:
+            self.emit(self.audit(cmd))
+        if recent:
+            log.info("command journal: %d recent outcomes audited again", len(recent))
+
     async def run(self) -> None:
         """Resends, time-outs and schedules, until cancelled."""
+        self._reaudit()
         previous = dt.datetime.now()  # noqa: DTZ005 - schedules are in the hub's local time
         while True:
             now = self.clock_ms()
-            next_ms = now + 1000
+            next_ms = self._schedule_retries(now)
             for cmd in list(self.commands.values()):
                 if cmd.transport != MQTT:
                     continue
@@ -431,7 +548,7 @@ class ControlService:
             wall = dt.datetime.now()  # noqa: DTZ005
             for s in rules.schedule_due(self.schedules, previous, wall):
                 log.info("schedule %s: %s.%s=%g", s.name, s.device, s.actuator, s.value)
-                self._submit_quietly(s.device, s.actuator, s.value, "schedule:" + s.name)
+                self._schedule(s, now, first=True)
             previous = wall
             self._wake.clear()
             try:

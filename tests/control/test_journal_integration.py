@@ -1,0 +1,89 @@
+"""A command pending when the hub is SIGKILLed has one final state after the restart, the API returns it, and
+the audit holds exactly one row for it. Real hub processes, mosquitto, influxd and a board under `micropython`.
+
+The board is stopped while the command is sent, so it waits at the broker (the board's persistent session);
+the hub is killed; the board comes back and applies it, its ack waits at the broker (the hub's session); the
+hub comes back, reads its journal, takes the ack and audits the outcome once. The landed hub answered 404 for
+such a command after the restart and wrote no audit row.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from simulators.services import free_port
+from tests.control.test_integration import ACTUATORS, TOKEN, commands
+from tests.firmware.boards import Board, board_config
+from tests.hub.conftest import HubProcess, v1_table, wait_until, write_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from simulators.services import Influxd, Mosquitto
+
+pytestmark = [pytest.mark.integration, pytest.mark.micropython]
+
+
+def api(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+def test_a_command_pending_at_a_hub_crash_ends_once(
+    tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
+    hub_processes: list[HubProcess],
+) -> None:
+    port = free_port()
+    path = write_config(tmp_path, mosquitto, v1_table(influxd, influxd_database), site={"require_birth": False},
+                        api={"control_token": TOKEN, "port": port},
+                        control={"ttl": 120.0, "retries": 0, "ack_timeout": 5.0})
+    cfg = board_config(mosquitto, actuators=ACTUATORS)
+    cfg["sensors"] = {"air1": {"driver": "sim", "interval": 1, "quantities": ["pm25"]}}
+    board = Board(tmp_path / "board", cfg)
+    hub = HubProcess(path)
+    hub_processes.append(hub)
+    hub.start()
+    board.start()
+    try:
+        wait_until(lambda: bool(api(port, "GET", "/v1/devices")[1].get("devices")), 30,
+                   what="the board known to the hub")
+        board.stop()  # offline: the command will wait at the broker in the board's session
+        status, cmd = api(port, "POST", "/v1/setpoints", {"device": "t1", "actuator": "fan1", "value": 70})
+        assert status == 202, cmd
+        assert cmd["state"] == "sent"
+        hub.kill()  # SIGKILL with the command open
+        board.start()  # it takes the command from its session, applies it, acks (the ack waits for the hub)
+        wait_until(lambda: "actuator fan1 -> 70" in board.output(), 30, what="the command applied by the board")
+        again = HubProcess(path)
+        hub_processes.append(again)
+        again.start()
+
+        def final() -> bool | str:
+            status, body = api(port, "GET", f"/v1/commands/{cmd['id']}")
+            return (status == 200 and body.get("state") == "applied") or f"{status} {body.get('state')}"
+
+        wait_until(final, 30, what="the command's outcome after the restart")
+        _, body = api(port, "GET", f"/v1/commands/{cmd['id']}")
+        assert (body["applied"], body["attempts"]) == (70, 1)
+        wait_until(lambda: any(r["id"] == cmd["id"] for r in commands(influxd, influxd_database)), 30,
+                   what="the audit row")
+        assert again.terminate() == 0
+        rows = [r for r in commands(influxd, influxd_database) if r["id"] == cmd["id"]]
+        assert len(rows) == 1
+        assert (rows[0]["quality"], rows[0]["applied"]) == ("applied", 70)
+        assert "command journal: 1 commands taken back, 1 waiting for an ack" in again.log()
+    finally:
+        board.stop()
