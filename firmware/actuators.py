@@ -17,11 +17,12 @@ cannot be decoded has no id to answer; it is logged and dropped.
 At start every actuator is driven to its fail-safe value; on each connect the board subscribes to its
 `cmd` topic (QoS 1) before it publishes its birth, so that a command the hub sends on seeing the birth
 arrives, and reports every actuator's value after it. `watch()` drives them all to their fail-safe
-values once the uplink has been down for `failsafe_after` seconds; each change is reported as telemetry
-(sensor = actuator, quantity `setpoint`), with quality `lost` for a fail-safe move, through the offline
-buffer: a board reports its fail-safe state when it reconnects. The drivers come from the hardware layer
-(`hw.actuator(name, spec)`, an object with `set(value)`). A Modbus board (firmware/mbserve.py) uses the
-checks and drivers only: its writes arrive by Modbus, not as `cmd`.
+values once the uplink has been down for `failsafe_after` seconds, the uplink being the broker and a hub
+alive behind it (`board.linked()`: a dead hub with the broker up counts as down too); each change is
+reported as telemetry (sensor = actuator, quantity `setpoint`), with quality `lost` for a fail-safe move,
+through the offline buffer: a board reports its fail-safe state when it reconnects. The drivers come from
+the hardware layer (`hw.actuator(name, spec)`, an object with `set(value)`). A Modbus board
+(firmware/mbserve.py) uses the checks and drivers only: its writes arrive by Modbus, not as `cmd`.
 """
 
 import asyncio
@@ -174,18 +175,20 @@ class Actuators:
         return ack
 
     async def watch(self):
-        """Drive every actuator to its fail-safe value once the uplink is down for failsafe_after."""
-        client = self.board.client
+        """Drive every actuator to its fail-safe value once the uplink has been down for failsafe_after: the
+        broker lost, or the hub lost behind it (board.linked(): its liveness, protocols/liveness.py)."""
+        board = self.board
         down = None
         while True:
             await asyncio.sleep_ms(250)
-            if client.isconnected():
+            if board.linked():
                 down = None
                 continue
             if down is None:
                 down = time.ticks_ms()
             elif not self.failsafe and time.ticks_diff(time.ticks_ms(), down) >= self.after_ms:
-                log.warn("uplink down for %d s: actuators to fail-safe", self.after_ms // 1000)
+                log.warn("uplink down for %d s (%s): actuators to fail-safe", self.after_ms // 1000,
+                         "hub lost" if board.client.isconnected() else "broker lost")
                 self.failsafe = True
                 for name in self.specs:
                     self.drive(name, self.specs[name]["failsafe"])

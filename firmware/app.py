@@ -18,7 +18,7 @@ import time
 
 from firmware import VERSION, hw, log
 from firmware.buffer import Buffer
-from protocols import status, topics
+from protocols import liveness, status, topics
 from protocols.errors import ProtocolError
 from protocols.telemetry_encode import encode_telemetry  # not protocols.telemetry: no decoder on the board
 
@@ -72,16 +72,19 @@ class Board:
         site, device = cfg["site"], cfg["device"]
         self.t_telemetry = topics.build(site, device, topics.TELEMETRY)
         self.t_status = topics.build(site, device, topics.STATUS)
+        self.t_hubs = topics.hub_filter(site)
+        self.hub_prefix = self.t_hubs[:-1]  # qala/{site}/_hub/
+        self.hubs = {}  # hub name -> [state, heartbeat s, ticks of its last message]
         self.client = client_for(cfg["mqtt"], site, device)
         self.client.can_connect = impl.link_up
+        # before the first connect: what the broker kept in the board's session while it was off (a command)
+        # arrives right after the CONNACK, before the birth subscribes again
+        self.client.set_callback(self.on_message)
         self.acts = None
         if cfg["actuators"]:
             from firmware.actuators import Actuators
 
             self.acts = Actuators(self, state)
-            # before the first connect: a command the broker kept in the board's session while it was off
-            # arrives right after the CONNACK, before the birth subscribes again
-            self.client.set_callback(self.acts.on_message)
 
     # ------------------------------------------------------------------------------------ readings
 
@@ -198,11 +201,45 @@ class Board:
                      block, self.low)
             self.emit(HEALTH, readings)
 
+    # -------------------------------------------------------------------------------------- inbound
+
+    def on_message(self, topic, msg, retained=False):
+        """Every PUBLISH the board gets: a command, or a hub's liveness."""
+        if topic.startswith(self.hub_prefix):
+            self.on_hub(topic[len(self.hub_prefix):], msg)
+        elif self.acts is not None:
+            self.acts.on_message(topic, msg, retained)
+
+    def on_hub(self, name, msg):
+        try:
+            state, hb = liveness.decode_hub_state(msg)
+        except ProtocolError as exc:
+            log.warn("hub %s: liveness message refused: %s", name, exc)
+            return
+        old = self.hubs.get(name)
+        if old is None or old[0] != state:
+            log.info("hub %s %s", name, state)
+        self.hubs[name] = [state, hb, time.ticks_ms()]
+
+    def hub_alive(self):
+        """Whether a hub is online with a heartbeat younger than 3 of its periods (protocols/liveness.py)."""
+        now = time.ticks_ms()
+        for name in self.hubs:
+            h = self.hubs[name]
+            if liveness.alive(h[0], h[1], time.ticks_diff(now, h[2])):
+                return True
+        return False
+
+    def linked(self):
+        """The uplink as actuators see it: the broker connected and a hub alive behind it."""
+        return self.client.isconnected() and self.hub_alive()
+
     async def birth(self, client, session):
         self.buf.offline = False
         while self.hw.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
             await asyncio.sleep(1)
         if self.acts is not None:  # before the birth: a hub that sends a setpoint on seeing it reaches us
+            await client.subscribe(self.t_hubs, 1)
             await self.acts.subscribe(client)
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)

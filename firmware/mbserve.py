@@ -132,6 +132,10 @@ class ModbusBoard(app.Board):
         else:
             log.log(log.DEBUG, msg, args)
 
+    def linked(self):
+        """The uplink as actuators see it: a master polled recently (no hub liveness over Modbus)."""
+        return self.client.isconnected()
+
     async def watchdog(self):
         """app.Board's feeder, except that a deaf TCP server stops the feeding: the board resets and listens again."""
         self.hw.watchdog(self.cfg["watchdog"])

@@ -156,6 +156,9 @@ class HubConfig:
     metrics: MetricsConfig
     shutdown_timeout: float = 10.0
     """On SIGTERM, how long the hub keeps sending spooled batches before it exits (the rest stays spooled)."""
+    heartbeat: int = 10
+    """Seconds between the hub's retained `online` messages (protocols/liveness.py); boards count a hub silent
+    for 3 of them as lost."""
     control: ControlConfig = field(default_factory=ControlConfig)
     api: ApiConfig | None = None
     rules: tuple[Rule, ...] = ()
@@ -208,7 +211,7 @@ _V2_ONLY = ("org", "bucket", "token")
 _SPOOL: _Schema = {"path": (str, _REQUIRED), "max_bytes": (int, 1 << 30)}
 _BATCH: _Schema = {"size": (int, 5000), "flush_interval": (float, 1.0)}
 _METRICS: _Schema = {"interval": (float, 10.0)}
-_HUB: _Schema = {"shutdown_timeout": (float, 10.0)}
+_HUB: _Schema = {"shutdown_timeout": (float, 10.0), "heartbeat": (int, 10)}
 _API: _Schema = {
     "listen": (str, "127.0.0.1"),
     "port": (int, 8470),
@@ -428,6 +431,8 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     _positive("batch.flush_interval", batch["flush_interval"])
     _positive("metrics.interval", values["metrics"]["interval"])
     _positive("hub.shutdown_timeout", values["hub"]["shutdown_timeout"])
+    if not 1 <= values["hub"]["heartbeat"] <= 3600:
+        raise ConfigError(f"hub.heartbeat: must be 1..3600 seconds, got {values['hub']['heartbeat']}")
     control = _control(values["control"])
     api = _api(document["api"], env, base) if "api" in document else None
     rules = tuple(_rule(f"rules[{i}]", t, env) for i, t in enumerate(_array("rules", document.get("rules", []))))
@@ -446,6 +451,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         batch=BatchConfig(**batch),
         metrics=MetricsConfig(**values["metrics"]),
         shutdown_timeout=values["hub"]["shutdown_timeout"],
+        heartbeat=values["hub"]["heartbeat"],
         control=control,
         api=api,
         rules=rules,

@@ -15,6 +15,9 @@ Tasks (one asyncio loop; paho's network thread feeds it):
   path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
   `Hub.modbus_write` (the control service uses the same ModbusService).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
+- heartbeat: the hub's liveness for boards (protocols/liveness.py), retained on `qala/{site}/_hub/{hub}`:
+  `online` at each connect and every `hub.heartbeat` seconds, `offline` at a clean stop and as the will the
+  broker publishes when the hub dies; boards fail safe when no hub is alive.
 
 Trust ([trust], docs/security.md): the provisioning store (hub.trust.store) is loaded before anything starts.
 It gives the hub's MQTT login (TLS verified against the site CA by hub.ingest.mqtt), the provisioned device
@@ -61,7 +64,7 @@ from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool, SpoolWriteError
 from hub.trust.store import StoreError, TrustStore
-from protocols import topics
+from protocols import liveness, topics
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -143,10 +146,12 @@ class Hub:
         if config.mqtt.share_group is not None:
             # hubs of one group split telemetry; each still gets every status (retained births) and ack
             telemetry = f"$share/{config.mqtt.share_group}/{telemetry}"
+        self.hub_topic = topics.hub_topic(site, config.trust.hub)
         self.mqtt = MqttSource(
             config.mqtt,
             [telemetry, topics.subscription(site, topics.STATUS), topics.subscription(site, topics.ACK)],
             on_connect=self._on_mqtt_connect,
+            will=(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE)),
         )
         self.modbus: ModbusService | None = None
         if config.modbus is not None and config.modbus.devices:
@@ -204,6 +209,18 @@ class Hub:
 
     def _on_mqtt_connect(self) -> None:  # paho's thread
         self.metrics.mqtt_connects += 1
+        self._announce()
+
+    def _announce(self) -> None:
+        """The hub's liveness, retained: boards count the hub lost after 3 heartbeats without one."""
+        state = liveness.encode_hub_state(liveness.ONLINE, int(time.time() * 1000), self.config.heartbeat)
+        self.mqtt.publish(self.hub_topic, state, retain=True)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat)
+            if self.mqtt.connected:
+                self._announce()
 
     def emit(self, readings: list[Reading]) -> None:
         """Store Readings made outside the ingest (control audit): spooled with the next batch."""
@@ -251,7 +268,8 @@ class Hub:
         ingest = asyncio.create_task(self._ingest(), name="qala-hub.ingest")
         housekeeping = asyncio.create_task(self._housekeeping(), name="qala-hub.housekeeping")
         control = asyncio.create_task(self.control.run(), name="qala-hub.control")
-        others: list[asyncio.Task[None]] = [housekeeping, control]
+        heartbeat = asyncio.create_task(self._heartbeat(), name="qala-hub.heartbeat")
+        others: list[asyncio.Task[None]] = [housekeeping, control, heartbeat]
         if self.modbus is not None:
             others.append(asyncio.create_task(self.modbus.run(self.ingest), name="qala-hub.modbus"))
         if self.config.api is not None:
@@ -285,6 +303,8 @@ class Hub:
             task.cancel()
         if not ingest.done():
             await ingest  # spools and acknowledges everything taken so far
+        if self.mqtt.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
+            self.mqtt.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
         await asyncio.to_thread(self.mqtt.stop)
         self._extra.extend(self._snapshot())
         if self._disk_error is None:

@@ -1,4 +1,4 @@
-"""MQTT topic tree: build, parse and validate `qala/{site}/{device}/{kind}`.
+"""MQTT topic tree: build, parse and validate `qala/{site}/{device}/{kind}`, and the hubs' `qala/{site}/_hub/{hub}`.
 
 Site and device ids are 1 to 32 characters from `A-Z a-z 0-9 _ -`, starting with a letter or digit, so they
 are safe as MQTT topic levels (no `/`, `+`, `#`), as InfluxDB tag values and as file names.
@@ -11,8 +11,11 @@ TELEMETRY = "telemetry"
 STATUS = "status"
 CMD = "cmd"
 ACK = "ack"
-KINDS = (TELEMETRY, STATUS, CMD, ACK)
+CONF = "conf"
+KINDS = (TELEMETRY, STATUS, CMD, ACK, CONF)
 ID_MAX_LEN = 32
+HUB = "_hub"
+"""The level under a site where hubs announce themselves (protocols/liveness.py); no device id starts with `_`."""
 
 
 def _id_char_ok(c: str) -> bool:
@@ -42,6 +45,19 @@ def build(site: str, device: str, kind: str) -> str:
     if kind not in KINDS:
         raise ProtocolError("kind", "must be one of %s, got %s" % ("|".join(KINDS), describe(kind)))
     return "%s/%s/%s/%s" % (ROOT, site, device, kind)
+
+
+def hub_topic(site: str, hub: str) -> str:
+    """A hub's liveness topic: `qala/{site}/_hub/{hub}`."""
+    check_id("site", site)
+    check_id("hub", hub)
+    return "%s/%s/%s/%s" % (ROOT, site, HUB, hub)
+
+
+def hub_filter(site: str) -> str:
+    """Every hub of a site: `qala/{site}/_hub/+` (what boards subscribe to)."""
+    check_id("site", site)
+    return "%s/%s/%s/+" % (ROOT, site, HUB)
 
 
 def subscription(site: str, kind: str) -> str:

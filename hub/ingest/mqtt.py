@@ -226,7 +226,9 @@ class MqttSource:
         config: MqttConfig,
         subscriptions: Iterable[str],
         on_connect: Callable[[], None] | None = None,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
+        """`will`: (topic, payload) the broker publishes, retained, when this connection dies."""
         self.config = config
         self.subscriptions = [(topic, 1) for topic in subscriptions]
         self.queue: deque[Message] = deque()
@@ -256,6 +258,8 @@ class MqttSource:
             # paho calls only the context's wrap_socket (and reads check_hostname): a BioContext stands in for it
             context = BioContext(ssl.create_default_context(cafile=config.ca_file))
             client.tls_set_context(cast("ssl.SSLContext", context))
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(0, 0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -296,9 +300,10 @@ class MqttSource:
                 self._client.queue_raw(bytes(packet))
         return len(packet) // _PUBACK.size
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Queue an outgoing message (never retained); paho sends it, and resends QoS 1 after a reconnect."""
-        self._client.publish(topic, payload, qos=qos, retain=False)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
+        """Queue an outgoing message; paho sends it, and resends QoS 1 after a reconnect. Commands are never
+        retained; the hub's liveness is."""
+        self._client.publish(topic, payload, qos=qos, retain=retain)
 
     def close_intake(self) -> None:
         """Stop handing over new messages; they stay unacknowledged at the broker."""

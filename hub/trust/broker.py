@@ -4,8 +4,9 @@ Pure functions, no I/O: the store (hub.trust.provision) writes what they return.
 
 - `board_user`, `hub_user`: the MQTT usernames, `<site>/<device>` and `hub/<site>/<name>`.
 - `hub_rules(site)`, `board_rules(site, device)`: who may do what, as (access, topic) pairs. A board writes
-  only its own telemetry, status and ack and reads only its own cmd; a hub reads and writes the whole site
-  tree and reads $SYS. Nobody else gets a line, so nobody else (no user, no anonymous client) may publish cmd.
+  only its own telemetry, status and ack and reads only its own cmd and conf and the hubs' liveness
+  (`qala/{site}/_hub/+`); a hub reads and writes the whole site tree and reads $SYS. Nobody else gets a
+  line, so nobody else (no user, no anonymous client) may publish cmd.
   Later issues add topics here, and only here.
 - `acl_text(site, hubs, devices)`: the acl_file, one `user` block per identity, explicit topics (no
   `pattern` lines: they would apply to every user).
@@ -32,7 +33,7 @@ Rule = tuple[str, str]
 
 _ACCESS = ("read", "write", "readwrite")
 BOARD_WRITES = (topics.TELEMETRY, topics.STATUS, topics.ACK)
-BOARD_READS = (topics.CMD,)
+BOARD_READS = (topics.CMD, topics.CONF)
 DEFAULT_PORT = 8883
 
 
@@ -53,9 +54,11 @@ def hub_rules(site: str) -> list[Rule]:
 
 
 def board_rules(site: str, device: str) -> list[Rule]:
-    """A board: publish its own telemetry, status (birth, last will) and ack; subscribe to its own cmd."""
+    """A board: publish its own telemetry, status (birth, last will) and ack; subscribe to its own cmd and conf
+    (the hub's confirmations) and to the hubs' liveness."""
     rules = [("write", topics.build(site, device, kind)) for kind in BOARD_WRITES]
-    return rules + [("read", topics.build(site, device, kind)) for kind in BOARD_READS]
+    rules += [("read", topics.build(site, device, kind)) for kind in BOARD_READS]
+    return [*rules, ("read", topics.hub_filter(site))]
 
 
 def _block(user: str, rules: Iterable[Rule]) -> list[str]:
