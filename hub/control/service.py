@@ -23,8 +23,9 @@
   command with its outcome and latency beside the readings.
 - With a journal (hub.control.journal, `<state>/commands.jsonl`), every command is on disk, fsynced, when it
   is made, before it is sent and when it ends. After a restart the hub takes the journal's commands back:
-  `GET /v1/commands/{id}` answers for them, the open ones wait for their ack (not sent again: a board that
-  applied one and rebooted meanwhile would refuse the copy as a replay) and time out at their expiry; a Modbus
+  `GET /v1/commands/{id}` answers for them, the open ones are sent once more (the same message, same id and
+  `n`: the hub may have died between journaling `sent` and the publish; a board that has it answers its ack
+  again without applying it again), wait for their ack and time out at their expiry; a Modbus
   write cut by the restart ends `timed_out`. Final states of the last 10 minutes are audited again at start
   (the same point: it overwrites itself), so a crash between the end and the audit costs no row. A command
   the journal cannot take is refused (`hub: cannot journal ...`), never sent.
@@ -166,11 +167,13 @@ class ControlService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._schedule_tries: dict[str, tuple[str, int, int]] = {}
         """schedule name -> (its latest command id, retry until ms, next try ms)."""
+        self._again: list[str] = []
+        """Open commands taken back from the journal, sent once more when run() starts."""
         if journal is not None:
             self._take_back(journal.load())
 
     def _take_back(self, commands: dict[str, lc.Command]) -> None:
-        """The journal's commands after a restart: open ones wait for their ack, never sent again."""
+        """The journal's commands after a restart: open ones are sent once more and wait for their ack."""
         self.commands = commands
         now = self.clock_ms()
         for cmd in commands.values():
@@ -180,8 +183,11 @@ class ControlService:
             if cmd.transport == MODBUS:
                 self._finish(cmd, "timeout", now, reason="hub restarted during the Modbus write (read the register "
                              "back to see whether it was written)")
-            else:
-                cmd.retries = min(cmd.retries, max(0, cmd.attempts - 1))  # wait for the ack, do not resend
+            else:  # sent once more when the service runs (the `sent` line is written before the publish,
+                # so the hub may have died before the message left it); the same message, same id and n: a
+                # board that has it answers its ack again without applying it again
+                cmd.retries = min(cmd.retries, cmd.attempts)
+                self._again.append(cmd.id)
         opened = sum(1 for c in commands.values() if not c.final)
         if commands:
             log.info("command journal: %d commands taken back, %d waiting for an ack", len(commands), opened)
@@ -527,9 +533,19 @@ class ControlService:
         if recent:
             log.info("command journal: %d recent outcomes audited again", len(recent))
 
+    def _send_again(self) -> None:
+        """The open commands taken back from the journal, once more (same message: a board answers it again)."""
+        now = self.clock_ms()
+        for cmd_id in self._again:
+            cmd = self.commands[cmd_id]
+            if cmd.state == lc.SENT and now < cmd.expires_ms:
+                self._send_mqtt(cmd, now)
+        self._again.clear()
+
     async def run(self) -> None:
         """Resends, time-outs and schedules, until cancelled."""
         self._reaudit()
+        self._send_again()
         previous = dt.datetime.now()  # noqa: DTZ005 - schedules are in the hub's local time
         while True:
             now = self.clock_ms()
