@@ -1,10 +1,20 @@
 """The board loop: config -> sensors -> telemetry through the offline buffer -> MQTT; birth, health, safe mode.
 
 `main(config_path)` validates the config, counts the boot, and runs one sampling task (each sensor on its
-own interval), one sender (the only task that publishes telemetry: buffer head -> QoS 1 -> pop on PUBACK, in
-order, throttled by `buffer.replay_ms` while a backlog drains), a health reporter, the MQTT supervisor, the
-hardware's network keeper and the watchdog feeder. Every task is guarded: an exception is logged with its
-reason and the task starts again; nothing stops the loop.
+own interval), one sender (the only task that publishes telemetry: the oldest record not sent yet -> QoS 1
+-> past it on PUBACK, in order, throttled by `buffer.replay_ms` while a backlog drains), a health reporter,
+the MQTT supervisor, the hardware's network keeper and the watchdog feeder.
+
+End-to-end confirmation (`buffer.confirm`, on by default): a record stays in the buffer until the hub's
+confirmation on `qala/{site}/{device}/conf` (protocols/confirm.py) covers it, not merely until the broker's
+PUBACK, so a broker that loses acknowledged messages (a crash before its next save) costs nothing. When a hub
+is alive (protocols/liveness.py) and no confirmation has come for `buffer.resend_after` seconds while records
+wait for one, the sender goes back to the oldest and sends them again, in order; the wait doubles after each
+such resend without progress, up to 10 minutes, and starts over once the hub confirms again. Duplicates cost
+nothing: the hub stores the same point again. Without a hub alive nothing is resent (the broker queues).
+
+Every task is guarded: an exception is logged with its reason and the task starts again; nothing stops the
+loop.
 
 Readings are stamped with the board clock (Unix ms) and a sequence number that restarts at 0 each boot; the
 boot counter is persisted, so (boot, seq) identifies a message. A board whose clock is not set yet (no NTP
@@ -18,7 +28,7 @@ import time
 
 from firmware import VERSION, hw, log
 from firmware.buffer import Buffer
-from protocols import liveness, status, topics
+from protocols import confirm, liveness, status, topics
 from protocols.errors import ProtocolError
 from protocols.telemetry_encode import encode_telemetry  # not protocols.telemetry: no decoder on the board
 
@@ -61,8 +71,12 @@ class Board:
         self.caps = caps
         self.boot = boot
         b = cfg["buffer"]
-        self.buf = Buffer(b["ram"], b["file"], state + "/buffer")
+        self.buf = Buffer(b["ram"], b["file"], state + "/buffer", b["confirm"])
         self.replay_ms = b["replay_ms"]
+        self.resend_base = b["resend_after"] * 1000
+        self.resend_ms = self.resend_base
+        self.progress = time.ticks_ms()  # when the hub last confirmed something (or waiting began)
+        self.resends = 0
         self.seq = 0
         self.faults = 0
         self.held = []  # (ticks, sensor, readings) sampled before the clock was set
@@ -72,6 +86,7 @@ class Board:
         site, device = cfg["site"], cfg["device"]
         self.t_telemetry = topics.build(site, device, topics.TELEMETRY)
         self.t_status = topics.build(site, device, topics.STATUS)
+        self.t_conf = topics.build(site, device, topics.CONF)
         self.t_hubs = topics.hub_filter(site)
         self.hub_prefix = self.t_hubs[:-1]  # qala/{site}/_hub/
         self.hubs = {}  # hub name -> [state, heartbeat s, ticks of its last message]
@@ -169,15 +184,18 @@ class Board:
             s[5] = time.ticks_ms()
 
     async def sender(self):
+        buf = self.buf
         while True:
-            rec = self.buf.peek()
+            rec = buf.next()
             if rec is None:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            if not buf.sent:
+                self.progress = time.ticks_ms()  # the first record to wait for a confirmation
             await self.client.publish(self.t_telemetry, rec, False, 1)
-            self.buf.pop(rec)
-            await asyncio.sleep_ms(self.replay_ms if len(self.buf) else 0)
+            buf.sent_one(rec)
+            await asyncio.sleep_ms(self.replay_ms if buf.unsent() else 0)
 
     # -------------------------------------------------------------------------------------- status
 
@@ -204,11 +222,41 @@ class Board:
     # -------------------------------------------------------------------------------------- inbound
 
     def on_message(self, topic, msg, retained=False):
-        """Every PUBLISH the board gets: a command, or a hub's liveness."""
-        if topic.startswith(self.hub_prefix):
+        """Every PUBLISH the board gets: a command, a confirmation or a hub's liveness."""
+        if topic == self.t_conf:
+            self.on_conf(msg)
+        elif topic.startswith(self.hub_prefix):
             self.on_hub(topic[len(self.hub_prefix):], msg)
         elif self.acts is not None:
             self.acts.on_message(topic, msg, retained)
+
+    def on_conf(self, msg):
+        try:
+            boot, seq = confirm.decode_conf(msg)
+        except ProtocolError as exc:
+            log.warn("confirmation refused: %s", exc)
+            return
+        if self.buf.confirm(boot, seq):
+            self.progress = time.ticks_ms()
+            self.resend_ms = self.resend_base
+
+    async def resender(self):
+        """Send again what the hub has not confirmed for a while (see the module docstring)."""
+        while True:
+            await asyncio.sleep(1)
+            now = time.ticks_ms()
+            if not self.buf.sent or not self.linked():
+                self.progress = now  # nothing waits, or nobody could confirm: no stall
+                continue
+            if time.ticks_diff(now, self.progress) < self.resend_ms:
+                continue
+            self.resends += 1
+            log.info("no confirmation for %d s: sending %d unconfirmed records again", self.resend_ms // 1000,
+                     self.buf.sent)
+            self.buf.rewind()
+            self.wake.set()
+            self.progress = now
+            self.resend_ms = min(self.resend_ms * 2, 600000)
 
     def on_hub(self, name, msg):
         try:
@@ -238,8 +286,10 @@ class Board:
         self.buf.offline = False
         while self.hw.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
             await asyncio.sleep(1)
+        await client.subscribe(self.t_hubs, 1)
+        if self.buf.confirming:
+            await client.subscribe(self.t_conf, 0)  # retained: the latest confirmation comes at once
         if self.acts is not None:  # before the birth: a hub that sends a setpoint on seeing it reaches us
-            await client.subscribe(self.t_hubs, 1)
             await self.acts.subscribe(client)
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
@@ -261,6 +311,8 @@ class Board:
         guard("watchdog", self.watchdog)
         guard("mqtt", self.client.run, self.birth)
         guard("sender", self.sender)
+        if self.buf.confirming:
+            guard("resender", self.resender)
         guard("health", self.health)
         if self.acts is not None:
             guard("failsafe", self.acts.watch)

@@ -1,4 +1,4 @@
-"""The offline buffer: encoded telemetry waiting for its PUBACK, in order, bounded, surviving a reset.
+"""The offline buffer: encoded telemetry waiting to be stored by the hub, in order, bounded, surviving a reset.
 
 One FIFO in two parts: the oldest records in segment files on flash (`<dir>/<n>`, one record per line,
 plus `<dir>/pos` with the read position), the newest in a RAM list. While the uplink is up, records
@@ -6,15 +6,27 @@ live in RAM until acknowledged; RAM overflow spills the oldest to flash. While i
 goes to flash at once, so a power cut loses nothing that was sampled. When flash holds `file_max` records
 the oldest is dropped and counted in `dropped`; without a file (`file_max` 0) RAM drops its oldest instead.
 
-`peek()` gives the head without removing it; `pop()` removes it once the broker acknowledged it. The read
-position is written on every pop from flash: after a reset a record is sent again at most once (the hub
-keys messages by (boot, seq)). Records are single-line bytes (compact JSON), at most a few hundred bytes.
+`peek()` gives the head without removing it; `pop()` removes it. The read position is written on every pop
+from flash: after a reset a record is sent again at most once (the hub keys messages by (boot, seq)).
+Records are single-line bytes (compact JSON telemetry), at most a few hundred bytes.
+
+End-to-end confirmation (`confirming`, the default on boards): a record the broker acknowledged is not
+removed but passed by a cursor: `next()` is the oldest record not sent yet, `sent_one()` moves the cursor past
+it, `confirm(boot, seq)` (the hub's confirmation, protocols/confirm.py) removes the records at the head that it
+covers, and `rewind()` puts the cursor back to the head so that what stays unconfirmed is sent again, in
+order. Without `confirming`, `sent_one()` removes the record at once (the broker's PUBACK is enough: a lab
+bench without a hub). A record dropped because the buffer is full counts in `dropped` only if it was never
+sent. The cursor reads flash through a handle of its own and remembers where the next record starts, so
+sending through a backlog reads each line once.
+
 No clock, no sockets: tests drive it directly under CPython and MicroPython.
 """
 
 import os
 
 from firmware import log
+from protocols.confirm import record_id
+from protocols.errors import ProtocolError
 
 _SEGMENT = 64  # records per segment file: a segment is deleted as soon as it has been read
 
@@ -32,15 +44,24 @@ def _ensure_dir(path):
             pass
 
 
+_MARKS = 4  # boots whose confirmation mark is kept (a board's buffer holds records of a few boots at most)
+
+
 class Buffer:
-    def __init__(self, ram_max, file_max=0, path=None):
+    def __init__(self, ram_max, file_max=0, path=None, confirming=False):
         self.ram_max = ram_max
         self.file_max = file_max if path else 0
         self.path = path
+        self.confirming = confirming
         self.ram = []
         self.dropped = 0
         self.offline = True
         self.nfile = 0
+        self.sent = 0  # records from the head sent (acknowledged by the broker) and not confirmed yet
+        self.marks = {}  # boot -> highest seq the hub confirmed
+        self._cur = None  # [index k, segment index, offset]: where record k of the flash part starts
+        self._cf = None  # the cursor's read handle, on segment self._cseg
+        self._cseg = -1
         self._head = None  # cached bytes of the flash head record
         self._segs = []  # segment numbers on flash, oldest first
         self._roff = 0  # byte offset of the head record in _segs[0]
@@ -69,7 +90,7 @@ class Buffer:
             if self.file_max:
                 self._file_append(old)
             else:
-                self.dropped += 1
+                self._lost_head()
 
     def peek(self):
         """The oldest record, or None if empty."""
@@ -102,10 +123,94 @@ class Buffer:
             self.ram.pop(0)
 
     def close(self):
-        for f in (self._rf, self._wf):
+        for f in (self._rf, self._wf, self._cf):
             if f is not None:
                 f.close()
-        self._rf = self._wf = None
+        self._rf = self._wf = self._cf = None
+        self._cur = None
+
+    # ------------------------------------------------------------------------------ confirmation
+
+    def unsent(self):
+        """Records not sent yet (after the cursor)."""
+        return len(self) - self.sent
+
+    def next(self):
+        """The oldest record not sent yet, or None."""
+        if self.sent >= len(self):
+            return None
+        if self.sent < self.nfile:
+            rec = self._flash_at(self.sent)
+            if rec is not None:
+                return rec
+        i = self.sent - self.nfile
+        return self.ram[i] if 0 <= i < len(self.ram) else None
+
+    def sent_one(self, record):
+        """The broker acknowledged `record` (the one next() gave): the cursor passes it, or, without
+        confirmation, it leaves the buffer. A record the buffer dropped while it was in flight was delivered
+        after all: it comes off the `dropped` count."""
+        if not self.confirming:
+            self.pop(record)
+            return
+        if self.next() == record:
+            self.sent += 1
+        elif self.dropped:
+            self.dropped -= 1
+
+    def confirm(self, boot, seq):
+        """The hub stored every record of `boot` up to `seq`: remove the records at the head that this (and
+        the earlier confirmations) cover; returns how many left."""
+        if seq > self.marks.get(boot, -1):
+            self.marks[boot] = seq
+            if len(self.marks) > _MARKS:
+                del self.marks[min(self.marks)]
+        n = 0
+        while True:
+            head = self.peek()
+            if head is None:
+                break
+            try:
+                b, s = record_id(head)
+            except ProtocolError:
+                b, s = -1, 0  # not telemetry (never written so): covered by nothing, removed by nothing
+            if s > self.marks.get(b, -1):
+                break
+            self.pop()
+            if self.sent:
+                self.sent -= 1
+            n += 1
+        return n
+
+    def rewind(self):
+        """Send again, from the oldest, what the hub has not confirmed."""
+        self.sent = 0
+
+    def _flash_at(self, k):
+        """Record k (0: the head) of the flash part, read through the cursor's handle."""
+        c = self._cur
+        if c is None or c[0] > k:
+            c = [0, 0, self._roff]
+        idx, si, off = c
+        while si < len(self._segs):
+            seg = self._segs[si]
+            if self._cf is None or self._cseg != seg:
+                if self._cf is not None:
+                    self._cf.close()
+                self._cf = open(self._name(seg), "rb")  # noqa: SIM115 - stays open for the cursor
+                self._cseg = seg
+            self._cf.seek(off)
+            line = self._cf.readline()
+            if not line.endswith(b"\n"):  # the end of this segment (or a line cut by a power failure)
+                si += 1
+                off = 0
+                continue
+            if idx == k:
+                self._cur = [k + 1, si, off + len(line)]
+                return line[:-1]
+            idx += 1
+            off += len(line)
+        return None
 
     # -------------------------------------------------------------------------------------- flash
 
@@ -152,7 +257,7 @@ class Buffer:
         try:
             if self.nfile >= self.file_max and self.peek() is not None:
                 self._consume()
-                self.dropped += 1
+                self._lost_head()
             if self._wf is None or self._wcount >= _SEGMENT:
                 if self._wf is not None:
                     self._wf.close()
@@ -186,13 +291,28 @@ class Buffer:
             self._rf = None
             self._remove(self._segs.pop(0))
             self._roff = 0
+            if self._cur is not None:
+                self._cur[1] -= 1
+                if self._cur[1] < 0:
+                    self._cur = None
         self.nfile = 0
         return None
+
+    def _lost_head(self):
+        """The head left because the buffer is full: a loss only if it was never sent."""
+        if self.sent:
+            self.sent -= 1
+        else:
+            self.dropped += 1
 
     def _consume(self):
         self._roff += len(self._head) + 1
         self._head = None
         self.nfile -= 1
+        if self._cur is not None:  # every flash record moves up by one
+            self._cur[0] -= 1
+            if self._cur[0] <= 0:
+                self._cur = None
         if self.nfile <= 0:
             self.nfile = 0
             self._reset_files()
@@ -206,6 +326,7 @@ class Buffer:
     def _reset_files(self):
         """Flash holds nothing unread: delete every segment and the position."""
         self.close()
+        self._cseg = -1
         for seg in self._segs:
             self._remove(seg)
         self._segs = []

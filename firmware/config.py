@@ -22,7 +22,7 @@ _MODBUS_TCP = ("host", "port", "writers", "max_connections", "idle_timeout")
 _MODBUS_RTU = ("device", "uart", "baudrate", "parity", "stopbits", "pins")
 _MQTT = ("host", "port", "user", "password", "tls", "ca", "server_hostname", "keepalive", "max_packet")
 _SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
-_BUFFER = ("ram", "file", "replay_ms")
+_BUFFER = ("ram", "file", "replay_ms", "confirm", "resend_after")
 _COMMANDS = ("key", "max_ttl")
 _HEX = "0123456789abcdef"
 _TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up", "bouncing")  # simulators/twins
@@ -163,7 +163,11 @@ def validate(raw, need_wifi=False):
         "ram": _int("buffer.ram", buf.get("ram", 16), 1, 1000),
         "file": _int("buffer.file", buf.get("file", 1000), 0, 1000000),
         "replay_ms": _int("buffer.replay_ms", buf.get("replay_ms", 20), 0, 60000),
+        "confirm": buf.get("confirm", True),
+        "resend_after": _int("buffer.resend_after", buf.get("resend_after", 30), 1, 3600),
     }
+    if cfg["buffer"]["confirm"] is not True and cfg["buffer"]["confirm"] is not False:
+        _bad("buffer.confirm", "must be true or false", cfg["buffer"]["confirm"])
     cfg["health_interval"] = _num("health_interval", raw.get("health_interval", 60), positive=True)
     cfg["failsafe_after"] = _num("failsafe_after", raw.get("failsafe_after", 120), positive=True)
     cfg["log"] = raw.get("log", "info")

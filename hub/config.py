@@ -159,6 +159,11 @@ class HubConfig:
     heartbeat: int = 10
     """Seconds between the hub's retained `online` messages (protocols/liveness.py); boards count a hub silent
     for 3 of them as lost."""
+    confirm: bool = True
+    """Confirm to each board what is spooled (protocols/confirm.py), at most once a second per board. Off (and
+    refused) with mqtt.share_group: a hub of a group sees only part of a board's messages."""
+    gap_timeout: float = 600.0
+    """Seconds a hole in a board's messages holds its confirmations back before it is given up."""
     control: ControlConfig = field(default_factory=ControlConfig)
     api: ApiConfig | None = None
     rules: tuple[Rule, ...] = ()
@@ -211,7 +216,8 @@ _V2_ONLY = ("org", "bucket", "token")
 _SPOOL: _Schema = {"path": (str, _REQUIRED), "max_bytes": (int, 1 << 30)}
 _BATCH: _Schema = {"size": (int, 5000), "flush_interval": (float, 1.0)}
 _METRICS: _Schema = {"interval": (float, 10.0)}
-_HUB: _Schema = {"shutdown_timeout": (float, 10.0), "heartbeat": (int, 10)}
+_HUB: _Schema = {"shutdown_timeout": (float, 10.0), "heartbeat": (int, 10), "confirm": (bool, True),
+                 "gap_timeout": (float, 600.0)}
 _API: _Schema = {
     "listen": (str, "127.0.0.1"),
     "port": (int, 8470),
@@ -431,6 +437,13 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     _positive("batch.flush_interval", batch["flush_interval"])
     _positive("metrics.interval", values["metrics"]["interval"])
     _positive("hub.shutdown_timeout", values["hub"]["shutdown_timeout"])
+    _positive("hub.gap_timeout", values["hub"]["gap_timeout"])
+    if values["mqtt"]["share_group"] is not None:
+        if document.get("hub", {}).get("confirm") is True:
+            raise ConfigError("hub.confirm: not with mqtt.share_group: each hub of a group gets part of a board's "
+                              "messages, so none can confirm a run of them; set hub.confirm = false (and "
+                              "buffer.confirm false on the boards)")
+        values["hub"]["confirm"] = False
     if not 1 <= values["hub"]["heartbeat"] <= 3600:
         raise ConfigError(f"hub.heartbeat: must be 1..3600 seconds, got {values['hub']['heartbeat']}")
     control = _control(values["control"])
@@ -452,6 +465,8 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         metrics=MetricsConfig(**values["metrics"]),
         shutdown_timeout=values["hub"]["shutdown_timeout"],
         heartbeat=values["hub"]["heartbeat"],
+        confirm=values["hub"]["confirm"],
+        gap_timeout=values["hub"]["gap_timeout"],
         control=control,
         api=api,
         rules=rules,

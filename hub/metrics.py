@@ -42,6 +42,7 @@ class Metrics:
         self.dead_letter_points = 0
         self.spool_full_events = 0
         self.spool_write_errors = 0  # spool writes the disk refused (full, read-only, failing); retried
+        self.confirmations_sent = 0  # confirmations published to boards (hub.ingest.confirm)
         self.mqtt_connects = 0
         self.unknown_device_stored = 0  # telemetry of devices never seen born, stored (site.require_birth false)
         self.readings_dropped = 0  # non-MQTT readings (Modbus, audit) dropped while the spool stayed full
@@ -80,6 +81,7 @@ class Metrics:
             "dead_letter_batches": self.dead_letter_batches,
             "dead_letter_points": self.dead_letter_points,
             "spool_write_errors": self.spool_write_errors,
+            "confirmations_sent": self.confirmations_sent,
             "spool_full_events": self.spool_full_events,
             "mqtt_connects": self.mqtt_connects,
             "unknown_device_stored": self.unknown_device_stored,

@@ -15,6 +15,10 @@ Tasks (one asyncio loop; paho's network thread feeds it):
   path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
   `Hub.modbus_write` (the control service uses the same ModbusService).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
+- confirm: once a second, the boards' confirmations (hub.ingest.confirm, protocols/confirm.py): for each
+  board whose spooled messages advanced without a hole, the (boot, seq) up to which all are spooled, saved to
+  `<state>/confirmed.json` (fsynced) first and then published, retained, on `qala/{site}/{device}/conf`. A
+  board keeps each record until a confirmation covers it (`hub.confirm = false` turns this off).
 - heartbeat: the hub's liveness for boards (protocols/liveness.py), retained on `qala/{site}/_hub/{hub}`:
   `online` at each connect and every `hub.heartbeat` seconds, `offline` at a clean stop and as the will the
   broker publishes when the hub dies; boards fail safe when no hub is alive.
@@ -53,6 +57,7 @@ from hub.backoff import Backoff
 from hub.control.journal import Journal
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
+from hub.ingest.confirm import Confirmations
 from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
 from hub.ingest.sequence import SequenceTracker
@@ -64,7 +69,7 @@ from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool, SpoolWriteError
 from hub.trust.store import StoreError, TrustStore
-from protocols import liveness, topics
+from protocols import confirm, liveness, topics
 
 if TYPE_CHECKING:
     from hub.config import HubConfig
@@ -167,6 +172,7 @@ class Hub:
             journal=Journal(state / "commands.jsonl"),
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
+        self.confirms = self._confirmations(config)
         self.api_port: int | None = None
         """The HTTP API's bound port once it listens (config.api.port, or the one chosen for port 0)."""
         self._extra: list[Reading] = []
@@ -180,6 +186,17 @@ class Hub:
         self._registry_error = False
         self.ready = asyncio.Event()
         """Set once the spool backlog is queued and MQTT is connecting."""
+
+    @staticmethod
+    def _confirmations(config: HubConfig) -> Confirmations | None:
+        if not config.confirm:
+            log.warning("confirmations off (%s): boards with buffer.confirm on keep and resend their records, and "
+                        "a broker crash loses what it acknowledged since its last save",
+                        "mqtt.share_group" if config.mqtt.share_group else "hub.confirm = false")
+            return None
+        confirms = Confirmations(config.gap_timeout)
+        confirms.load(config.spool.path / "confirmed.json")
+        return confirms
 
     @staticmethod
     def _keys(store: TrustStore) -> dict[str, bytes]:
@@ -215,6 +232,31 @@ class Hub:
         """The hub's liveness, retained: boards count the hub lost after 3 heartbeats without one."""
         state = liveness.encode_hub_state(liveness.ONLINE, int(time.time() * 1000), self.config.heartbeat)
         self.mqtt.publish(self.hub_topic, state, retain=True)
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self._confirm_round()
+
+    async def _confirm_round(self) -> None:
+        """Save the marks that moved, then publish them (a board is never told more than a restart keeps)."""
+        confirms = self.confirms
+        if confirms is None:
+            return
+        due = confirms.due(time.monotonic())
+        if not due:
+            return
+        try:
+            await asyncio.to_thread(confirms.save, self.config.spool.path / "confirmed.json")
+        except OSError as exc:
+            log.warning("confirmation: marks not saved, not sent this round (boards keep their records) error=%s",
+                        exc.strerror or exc)
+            return
+        site = self.config.site.id
+        for device, boot, seq in due:
+            self.mqtt.publish(topics.build(site, device, topics.CONF), confirm.encode_conf(boot, seq), qos=0,
+                              retain=True)
+        self.metrics.confirmations_sent += len(due)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -270,6 +312,8 @@ class Hub:
         control = asyncio.create_task(self.control.run(), name="qala-hub.control")
         heartbeat = asyncio.create_task(self._heartbeat(), name="qala-hub.heartbeat")
         others: list[asyncio.Task[None]] = [housekeeping, control, heartbeat]
+        if self.confirms is not None:
+            others.append(asyncio.create_task(self._confirm_loop(), name="qala-hub.confirm"))
         if self.modbus is not None:
             others.append(asyncio.create_task(self.modbus.run(self.ingest), name="qala-hub.modbus"))
         if self.config.api is not None:
@@ -303,6 +347,7 @@ class Hub:
             task.cancel()
         if not ingest.done():
             await ingest  # spools and acknowledges everything taken so far
+        await self._confirm_round()  # what the last batches stored
         if self.mqtt.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
             self.mqtt.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
         await asyncio.to_thread(self.mqtt.stop)
@@ -353,8 +398,11 @@ class Hub:
             now_ms = int(time.time() * 1000)
             lines: list[str] = []
             readings += self._take(messages, now_ms, lines)
+            ids, self.processor.ids = self.processor.ids, []
             if (readings or lines) and not await self._append(readings, lines):
                 return  # stopping while the disk refuses: these messages stay unacknowledged at the broker
+            if ids and self.confirms is not None:
+                self.confirms.spooled(ids, time.monotonic())  # in the spool, fsynced: may be confirmed
             if messages:
                 mqtt.ack(messages)
             if spool.open_points and (
@@ -495,6 +543,7 @@ class Hub:
             "seq_late": float(self.tracker.late),
             "seq_duplicates": float(self.tracker.duplicates),
             "seq_reboots": float(self.tracker.reboots),
+            "confirm_gaps_given_up": float(self.confirms.gaps_given_up if self.confirms is not None else 0),
             "devices": float(len(self.registry.devices)),
         }
         return self.metrics.snapshot(self.config.site.id, self.config.mqtt.client_id, int(time.time() * 1000), gauges)

@@ -3,7 +3,8 @@
 Runs on every port (the unix port's only sensor; on a board it is useful for bring-up). Each quantity follows
 a slow sine (period about an hour) around a typical city value with a little noise, inside the catalogue's
 plausible range; meter registers (energy, volumes) only grow. `options.fault_every` = N makes every Nth read
-raise, to exercise the app's fault path; `options.seed` shifts the phase between boards.
+raise, to exercise the app's fault path; `options.seed` shifts the phase between boards; `options.limit` = N
+makes it stop after N samples (nothing more is sent: a test then knows exactly what the board produced).
 Its table of typical values stands in for the catalogue, which a board does not keep in RAM while it runs
 (tests/firmware/test_sim_driver.py checks every value against the catalogue's ranges).
 """
@@ -29,12 +30,15 @@ class SimSensor:
         self.quantities = spec["quantities"]
         opts = spec["options"]
         self.fault_every = opts.get("fault_every", 0)
+        self.limit = opts.get("limit", 0)
         self.phase = opts.get("seed", 0) + len(name)
         self.hw = hw
         self.n = 0
         self.total = 0.0
 
     def read(self):
+        if self.limit and self.n >= self.limit:
+            return []
         self.n += 1
         if self.fault_every and self.n % self.fault_every == 0:
             raise OSError("simulated fault on read %d" % self.n)

@@ -188,6 +188,9 @@ class Processor:
         self._topics: dict[str, tuple[str, str]] = {}
         """(device, kind) of topics admitted before: valid, of this site, of a known device. A device sends on
         the same few topics all day, so the checks cost nothing per message after the first."""
+        self.ids: list[tuple[str, int, int]] = []
+        """(device, boot, seq) of every telemetry message to store since the service last took them: what it
+        confirms to the boards once they are in the spool (hub.ingest.confirm)."""
 
     def set_known(self, known: frozenset[str] | None) -> None:
         """Replace the provisioned ids (the store was re-read); topics admitted under the old set are forgotten."""
@@ -254,6 +257,7 @@ class Processor:
             t = decode_telemetry(payload)
         except ProtocolError as exc:
             return self._reject(m.BAD_PAYLOAD, device, "device=%s kind=telemetry error=%s", device, exc)
+        self.ids.append((device, t.boot, t.seq))
         verdict = self.tracker.see(device, t.boot, t.seq)
         if verdict is Verdict.GAP:
             self.ratelog.warning("gap:" + device, "sequence gap device=%s boot=%d seq=%d", device, t.boot, t.seq)

@@ -80,7 +80,9 @@ def board_config(broker: Mosquitto, device: str = "t1", **overrides: Any) -> dic
             "power": {"driver": "sim", "interval": 0.5, "quantities": ["voltage", "energy_import"]},
         },
         "actuators": {"fan1": {"kind": "pwm", "pin": 4, "min": 0, "max": 100, "failsafe": 20, "unit": "%"}},
-        "buffer": {"ram": 8, "file": 2000, "replay_ms": 5},
+        # no hub confirms in most firmware tests: the broker's PUBACK ends a record's life (the default, with a
+        # hub, is end-to-end confirmation: tests/hub/test_confirmation.py)
+        "buffer": {"ram": 8, "file": 2000, "replay_ms": 5, "confirm": False},
         "health_interval": 1,
     }
     cfg.update(overrides)

@@ -106,7 +106,7 @@ def test_broker_outage_every_sequence_number_once_in_order(mosquitto: Mosquitto,
 
 def test_overflow_drops_oldest_and_reports_it(mosquitto: Mosquitto, tmp_path: Path) -> None:
     watcher = Watcher(mosquitto, "w-overflow")
-    config = board_config(mosquitto, buffer={"ram": 4, "file": 20, "replay_ms": 5})
+    config = board_config(mosquitto, buffer={"ram": 4, "file": 20, "replay_ms": 5, "confirm": False})
     board = Board(tmp_path / "board", config).start()
     try:
         watcher.wait_for(lambda: len(_seqs(watcher)) >= 5, 20, "telemetry before the outage", board)

@@ -67,7 +67,7 @@ def test_defaults_are_filled_in():
     assert cfg["mqtt"]["tls"] is True  # the default: verified TLS (issue 13)
     assert cfg["mqtt"]["port"] == 8883
     assert cfg["mqtt"]["server_hostname"] is None  # the host dialled
-    assert cfg["buffer"] == {"ram": 16, "file": 1000, "replay_ms": 20}
+    assert cfg["buffer"] == {"ram": 16, "file": 1000, "replay_ms": 20, "confirm": True, "resend_after": 30}
     assert cfg["health_interval"] == 60
     assert cfg["sensors"]["air1"]["warmup"] == 0
 

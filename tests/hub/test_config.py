@@ -118,7 +118,12 @@ def test_bad_config_names_the_key(doc: dict[str, Any], message: str) -> None:
 
 def test_share_group() -> None:
     assert parse(V1, {}).mqtt.share_group is None
-    assert parse(with_(V1, "mqtt", share_group="hubs-1"), {}).mqtt.share_group == "hubs-1"
+    assert parse(V1, {}).confirm is True
+    grouped = parse(with_(V1, "mqtt", share_group="hubs-1"), {})
+    assert grouped.mqtt.share_group == "hubs-1"
+    assert grouped.confirm is False  # a hub of a group sees only part of each board's messages
+    with pytest.raises(ConfigError, match=r"hub\.confirm: not with mqtt\.share_group"):
+        parse(with_(with_(V1, "mqtt", share_group="hubs-1"), "hub", confirm=True), {})
 
 
 def test_environment_variables_for_secrets() -> None:
