@@ -162,6 +162,8 @@ class HubConfig:
     confirm: bool = True
     """Confirm to each board what is spooled (protocols/confirm.py), at most once a second per board. Off (and
     refused) with mqtt.share_group: a hub of a group sees only part of a board's messages."""
+    confirm_interval: float = 1.0
+    """Seconds between confirmation rounds: each board gets at most one confirmation (per boot) a round."""
     gap_timeout: float = 600.0
     """Seconds a hole in a board's messages holds its confirmations back before it is given up."""
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -217,7 +219,7 @@ _SPOOL: _Schema = {"path": (str, _REQUIRED), "max_bytes": (int, 1 << 30)}
 _BATCH: _Schema = {"size": (int, 5000), "flush_interval": (float, 1.0)}
 _METRICS: _Schema = {"interval": (float, 10.0)}
 _HUB: _Schema = {"shutdown_timeout": (float, 10.0), "heartbeat": (int, 10), "confirm": (bool, True),
-                 "gap_timeout": (float, 600.0)}
+                 "confirm_interval": (float, 1.0), "gap_timeout": (float, 600.0)}
 _API: _Schema = {
     "listen": (str, "127.0.0.1"),
     "port": (int, 8470),
@@ -408,6 +410,23 @@ def _check_spool(spool: dict[str, Any], base: Path | None) -> None:
         raise ConfigError(f"spool.max_bytes: must be at least 1 MiB (1048576), got {spool['max_bytes']}")
 
 
+def _check_hub(hub: dict[str, Any], mqtt: dict[str, Any], given: Mapping[str, Any]) -> None:
+    """[hub]: ranges; confirmations off with a share group (`given`: the section as written)."""
+    _positive("hub.shutdown_timeout", hub["shutdown_timeout"])
+    _positive("hub.gap_timeout", hub["gap_timeout"])
+    if not 0.1 <= hub["confirm_interval"] <= 60:
+        raise ConfigError(f"hub.confirm_interval: must be 0.1..60 seconds (boards resend what stays unconfirmed "
+                          f"for buffer.resend_after, 30 s by default), got {hub['confirm_interval']}")
+    if mqtt["share_group"] is not None:
+        if given.get("confirm") is True:
+            raise ConfigError("hub.confirm: not with mqtt.share_group: each hub of a group gets part of a board's "
+                              "messages, so none can confirm a run of them; set hub.confirm = false (and "
+                              "buffer.confirm false on the boards)")
+        hub["confirm"] = False
+    if not 1 <= hub["heartbeat"] <= 3600:
+        raise ConfigError(f"hub.heartbeat: must be 1..3600 seconds, got {hub['heartbeat']}")
+
+
 def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, base: Path | None = None) -> HubConfig:
     """Validate a parsed TOML document; relative spool.path, api.tls_cert and api.tls_key are taken from
     `base` (the file's folder)."""
@@ -436,16 +455,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         raise ConfigError(f"batch.size: must be 1..100000, got {batch['size']}")
     _positive("batch.flush_interval", batch["flush_interval"])
     _positive("metrics.interval", values["metrics"]["interval"])
-    _positive("hub.shutdown_timeout", values["hub"]["shutdown_timeout"])
-    _positive("hub.gap_timeout", values["hub"]["gap_timeout"])
-    if values["mqtt"]["share_group"] is not None:
-        if document.get("hub", {}).get("confirm") is True:
-            raise ConfigError("hub.confirm: not with mqtt.share_group: each hub of a group gets part of a board's "
-                              "messages, so none can confirm a run of them; set hub.confirm = false (and "
-                              "buffer.confirm false on the boards)")
-        values["hub"]["confirm"] = False
-    if not 1 <= values["hub"]["heartbeat"] <= 3600:
-        raise ConfigError(f"hub.heartbeat: must be 1..3600 seconds, got {values['hub']['heartbeat']}")
+    _check_hub(values["hub"], values["mqtt"], document.get("hub", {}))
     control = _control(values["control"])
     api = _api(document["api"], env, base) if "api" in document else None
     rules = tuple(_rule(f"rules[{i}]", t, env) for i, t in enumerate(_array("rules", document.get("rules", []))))
@@ -466,6 +476,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         shutdown_timeout=values["hub"]["shutdown_timeout"],
         heartbeat=values["hub"]["heartbeat"],
         confirm=values["hub"]["confirm"],
+        confirm_interval=values["hub"]["confirm_interval"],
         gap_timeout=values["hub"]["gap_timeout"],
         control=control,
         api=api,

@@ -173,6 +173,8 @@ class Hub:
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
         self.confirms = self._confirmations(config)
+        self._conf_topics: dict[str, str] = {}
+        """device -> its conf topic (built once: a round may publish to every board of the site)."""
         self.api_port: int | None = None
         """The HTTP API's bound port once it listens (config.api.port, or the one chosen for port 0)."""
         self._extra: list[Reading] = []
@@ -187,8 +189,8 @@ class Hub:
         self.ready = asyncio.Event()
         """Set once the spool backlog is queued and MQTT is connecting."""
 
-    @staticmethod
-    def _confirmations(config: HubConfig) -> Confirmations | None:
+    def _confirmations(self, config: HubConfig) -> Confirmations | None:
+        """The marks to confirm (loaded from the last run), and the processor told to collect ids; None if off."""
         if not config.confirm:
             log.warning("confirmations off (%s): boards with buffer.confirm on keep and resend their records, and "
                         "a broker crash loses what it acknowledged since its last save",
@@ -196,6 +198,7 @@ class Hub:
             return None
         confirms = Confirmations(config.gap_timeout)
         confirms.load(config.spool.path / "confirmed.json")
+        self.processor.ids = []
         return confirms
 
     @staticmethod
@@ -235,7 +238,7 @@ class Hub:
 
     async def _confirm_loop(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.config.confirm_interval)
             await self._confirm_round()
 
     async def _confirm_round(self) -> None:
@@ -251,11 +254,16 @@ class Hub:
         except OSError as exc:
             log.warning("confirmation: marks not saved, not sent this round (boards keep their records) error=%s",
                         exc.strerror or exc)
+            confirms.again(due)
             return
         site = self.config.site.id
+        cached = self._conf_topics
+        publish = self.mqtt.publish
         for device, boot, seq in due:
-            self.mqtt.publish(topics.build(site, device, topics.CONF), confirm.encode_conf(boot, seq), qos=0,
-                              retain=True)
+            topic = cached.get(device)
+            if topic is None:
+                topic = cached[device] = topics.build(site, device, topics.CONF)
+            publish(topic, confirm.encode_conf(boot, seq), qos=0, retain=True)
         self.metrics.confirmations_sent += len(due)
 
     async def _heartbeat(self) -> None:
@@ -398,7 +406,7 @@ class Hub:
             now_ms = int(time.time() * 1000)
             lines: list[str] = []
             readings += self._take(messages, now_ms, lines)
-            ids, self.processor.ids = self.processor.ids, []
+            ids = self.processor.take_ids()
             if (readings or lines) and not await self._append(readings, lines):
                 return  # stopping while the disk refuses: these messages stay unacknowledged at the broker
             if ids and self.confirms is not None:

@@ -1,8 +1,10 @@
 """What the hub confirms to each board: per device and boot, the highest seq up to which every message is spooled.
 
 The service calls `spooled(ids)` with the (device, boot, seq) of a batch's telemetry once the batch is in the
-spool, fsynced, and `due()` once a second for the confirmations to publish (protocols/confirm.py): for each
-device and boot whose mark moved, the new mark. A mark moves only over a run without holes: a seq missing
+spool, fsynced, and `due()` once a round (`hub.confirm_interval`, 1 s) for the confirmations to publish
+(protocols/confirm.py): for each device and boot whose mark moved, the new mark; `again(items)` if they could
+not go out. A duplicate at or below the mark means the board resends what it holds, so it missed the last
+confirmation (QoS 0): the mark is due again. A mark moves only over a run without holes: a seq missing
 above it holds it back, so a message lost between the board and the hub (a broker crash) is never confirmed
 past and the board sends it again. A hole that stays longer than `gap_timeout` (the board dropped those
 records when its buffer was full, or lost them in a power cut) is given up: the mark jumps over it and the
@@ -71,8 +73,10 @@ class Confirmations:
                 b = boots[boot] = _Boot()
                 if len(boots) > BOOTS:
                     del boots[min(boots)]
-            if seq <= b.mark:
-                continue  # a duplicate
+            if seq <= b.mark:  # a duplicate: the board resends what it holds, so it missed the confirmation
+                b.sent = min(b.sent, b.mark - 1)  # (QoS 0, lost): say it again in the next round
+                moved.add(device)
+                continue
             if seq == b.mark + 1:
                 b.mark = seq
                 ahead = b.ahead
@@ -115,6 +119,14 @@ class Confirmations:
                     b.sent = b.mark
         self._moved = set()
         return out
+
+    def again(self, items: Iterable[tuple[str, int, int]]) -> None:
+        """Confirmations from `due()` that could not go out (the marks were not saved): due again next round."""
+        for device, boot, seq in items:
+            b = self._devices.get(device, {}).get(boot)
+            if b is not None:
+                b.sent = min(b.sent, seq - 1)
+                self._moved.add(device)
 
     def save(self, path: Path) -> None:
         """The marks, written whole and fsynced (OSError if the disk refuses)."""

@@ -188,9 +188,17 @@ class Processor:
         self._topics: dict[str, tuple[str, str]] = {}
         """(device, kind) of topics admitted before: valid, of this site, of a known device. A device sends on
         the same few topics all day, so the checks cost nothing per message after the first."""
-        self.ids: list[tuple[str, int, int]] = []
+        self.ids: list[tuple[str, int, int]] | None = None
         """(device, boot, seq) of every telemetry message to store since the service last took them: what it
-        confirms to the boards once they are in the spool (hub.ingest.confirm)."""
+        confirms to the boards once they are in the spool (hub.ingest.confirm); None: not collected (the hub
+        does not confirm)."""
+
+    def take_ids(self) -> list[tuple[str, int, int]] | None:
+        """The ids collected since the last call (None if not collected), and a fresh list for the next ones."""
+        ids = self.ids
+        if ids:
+            self.ids = []
+        return ids
 
     def set_known(self, known: frozenset[str] | None) -> None:
         """Replace the provisioned ids (the store was re-read); topics admitted under the old set are forgotten."""
@@ -257,7 +265,8 @@ class Processor:
             t = decode_telemetry(payload)
         except ProtocolError as exc:
             return self._reject(m.BAD_PAYLOAD, device, "device=%s kind=telemetry error=%s", device, exc)
-        self.ids.append((device, t.boot, t.seq))
+        if self.ids is not None:
+            self.ids.append((device, t.boot, t.seq))
         verdict = self.tracker.see(device, t.boot, t.seq)
         if verdict is Verdict.GAP:
             self.ratelog.warning("gap:" + device, "sequence gap device=%s boot=%d seq=%d", device, t.boot, t.seq)

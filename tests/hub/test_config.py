@@ -116,6 +116,15 @@ def test_bad_config_names_the_key(doc: dict[str, Any], message: str) -> None:
     assert error(doc).startswith(message.split(":", maxsplit=1)[0])
 
 
+def test_confirmation_settings() -> None:
+    assert (parse(V1, {}).confirm_interval, parse(V1, {}).gap_timeout) == (1.0, 600.0)
+    assert parse(with_(V1, "hub", confirm_interval=5), {}).confirm_interval == 5.0
+    with pytest.raises(ConfigError, match=r"hub\.confirm_interval: must be 0\.1\.\.60 seconds"):
+        parse(with_(V1, "hub", confirm_interval=120), {})
+    with pytest.raises(ConfigError, match=r"hub\.gap_timeout"):
+        parse(with_(V1, "hub", gap_timeout=0), {})
+
+
 def test_share_group() -> None:
     assert parse(V1, {}).mqtt.share_group is None
     assert parse(V1, {}).confirm is True

@@ -36,13 +36,22 @@ def test_a_hole_holds_the_mark_back_until_it_fills() -> None:
     assert c.gaps_given_up == 0
 
 
-def test_duplicates_change_nothing() -> None:
+def test_a_duplicate_repeats_the_confirmation_the_board_missed() -> None:
     c = Confirmations()
     c.spooled(ids("t1", 0, range(3)), now=0)
-    c.due(now=1)
-    c.spooled(ids("t1", 0, range(3)), now=2)  # a resend of what was already spooled
-    assert c.due(now=3) == []
+    assert c.due(now=1) == [("t1", 0, 2)]  # lost on its way (QoS 0) while the board was still connected
+    c.spooled(ids("t1", 0, range(3)), now=31)  # so the board resends what it holds
+    assert c.due(now=32) == [("t1", 0, 2)]  # the same mark again
     assert c.mark("t1", 0) == 2
+    assert c.due(now=33) == []
+
+
+def test_confirmations_that_could_not_go_out_are_due_again() -> None:
+    c = Confirmations()
+    c.spooled(ids("t1", 0, range(3)), now=0)
+    due = c.due(now=1)
+    c.again(due)  # the marks file could not be saved
+    assert c.due(now=2) == [("t1", 0, 2)]
 
 
 def test_a_hole_older_than_gap_timeout_is_given_up_and_counted() -> None:
