@@ -3,6 +3,7 @@
     python bench/ingest.py                      # burst of 200,000 messages + fixed rates 5k, 10k, 20k msg/s
     python bench/ingest.py --burst 400000 --rates ""  --runs 3
     python bench/ingest.py --plain              # no provisioning: plain MQTT, anonymous, no ACL, no store
+    python bench/ingest.py --no-confirm         # hub.confirm = false: no confirmations to the boards
 
 Per run it starts its own mosquitto (simulators/mosquitto-qala.conf: queue limits raised, $SYS every
 second) and influxd 1.6.7 in a temporary folder, then:
@@ -276,7 +277,7 @@ def sys_counters(broker: Mosquitto, trust: Trust | None) -> dict[str, int]:
 class Hub:
     def __init__(self, work: Path, broker: Mosquitto, influxd: Influxd, client_id: str, batch: int,
                  flush: float, extra_args: list[str], share_group: str | None = None, *,
-                 trust: Trust | None = None, identity: str = "main") -> None:
+                 trust: Trust | None = None, identity: str = "main", confirm: bool = True) -> None:
         self.dir = work / client_id
         self.dir.mkdir(parents=True)
         config = self.dir / "hub.toml"
@@ -291,6 +292,7 @@ class Hub:
             f'[spool]\npath = "{self.dir / "state"}"\n'
             f"[batch]\nsize = {batch}\nflush_interval = {flush}\n"
             "[metrics]\ninterval = 10.0\n"
+            + ("" if confirm or share_group else "[hub]\nconfirm = false\n")
         )
         self.log = self.dir / "hub.log"
         with self.log.open("ab") as out:
@@ -324,6 +326,30 @@ class Hub:
                 self.process.wait()
 
 
+class ConfWatch:
+    """The boards' side of end-to-end confirmation: one `mosquitto_sub` on `qala/{site}/+/conf` stands in for
+    the 1,000 boards' subscriptions (each board reads only its own), so the broker delivers every confirmation
+    once, as it would to the boards. `taken()` is (messages, MQTT bytes) received so far: a QoS 0 PUBLISH is
+    2 bytes of fixed header, 2 of topic length, the topic and the payload; `-v` prints topic, space, payload,
+    newline, so a line of L bytes is a packet of L + 2 (TLS records add their own overhead on top)."""
+
+    def __init__(self, stack: Stack) -> None:
+        broker = stack.broker
+        login = stack.trust.sub_args() if stack.trust else []
+        self.path = stack.work / "conf.txt"
+        with self.path.open("wb") as out:
+            self.process = subprocess.Popen(
+                ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "0", "-v", "-i", "bench-conf",
+                 *login, "-t", f"qala/{SITE}/+/conf"], stdout=out, stderr=subprocess.DEVNULL)
+        stack.subs.append(self.process)
+        time.sleep(0.5)
+
+    def taken(self) -> tuple[int, int]:
+        data = self.path.read_bytes()
+        lines = data.count(b"\n")
+        return lines, len(data) + 2 * lines
+
+
 class Stack:
     """mosquitto + influxd in a temporary folder; everything stopped by PID on exit."""
 
@@ -336,6 +362,8 @@ class Stack:
         self.influxd = Influxd(self.work / "influxd")
         self.hubs: list[Hub] = []
         self.subs: list[subprocess.Popen[bytes]] = []
+        self.seqs = [-1] * BOARDS
+        """Each board's last seq sent to the hub (the hub confirms runs of seqs without holes)."""
 
     def __enter__(self) -> Self:
         self.broker.start()
@@ -388,8 +416,22 @@ def hubs_cpu(hubs: list[Hub]) -> float:
     return sum(hub.proc.cpu() for hub in hubs)
 
 
-def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float) -> dict[str, float]:
+def conf_cost(watch: ConfWatch | None, before: tuple[int, int], n: int) -> dict[str, float]:
+    """Confirmations the broker delivered for n telemetry messages: per message, and bytes per message."""
+    if watch is None:
+        return {"conf_msgs": 0.0, "conf_per_msg": 0.0, "conf_bytes_per_msg": 0.0}
+    time.sleep(1.5)  # the hub confirms once a second: the last round of this phase
+    msgs, size = watch.taken()
+    msgs, size = msgs - before[0], size - before[1]
+    return {"conf_msgs": float(msgs), "conf_per_msg": msgs / n, "conf_bytes_per_msg": size / n}
+
+
+def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float, watch: ConfWatch | None = None
+              ) -> dict[str, float]:
     chunks = burst_packets(n, int(time.time() * 1000) - 3_600_000 - n)
+    for i in range(min(n, BOARDS)):  # board i sent seqs 0 .. its message count - 1
+        stack.seqs[i] = (n - 1 - i) // BOARDS
+    taken = watch.taken() if watch else (0, 0)
     before = influx_count(stack.influxd)
     pub = Publisher(stack.broker, "bench-pub-burst", trust=stack.trust)
     cpu0 = hubs_cpu(hubs)
@@ -412,12 +454,15 @@ def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float) -> dict[str, 
         "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed, "rss_mb": max(hub.proc.peak_rss_mb() for hub in hubs),
         "broker_cores": (Proc(stack.broker.pid or 0).cpu() - base0) / elapsed,
         "influx_cores": (Proc(stack.influxd.pid or 0).cpu() - influx0) / elapsed,
-    }
+        "telemetry_bytes": len(chunks[0]) / min(BOARDS, n),
+    } | conf_cost(watch, taken, n)
 
 
-def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[str, float]:
+def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float, watch: ConfWatch | None = None
+             ) -> dict[str, float]:
     """Paced publishing at `rate` msg/s stamped with the wall clock; latency of sampled points."""
     n = int(rate * seconds)
+    taken = watch.taken() if watch else (0, 0)
     pub = Publisher(stack.broker, f"bench-pub-{rate}", trust=stack.trust)
     probes: list[tuple[int, int]] = []  # (board, ts)
     lock = threading.Lock()
@@ -447,7 +492,7 @@ def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[s
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     cpu0 = hubs_cpu(hubs)
-    seqs = [0] * BOARDS
+    seqs = stack.seqs  # each board's last seq: its messages go on from the burst's, as a board's would
     last_ts = [0] * BOARDS
     tick = 0.01
     per_tick = rate * tick
@@ -493,7 +538,7 @@ def hub_rate(stack: Stack, hubs: list[Hub], rate: int, seconds: float) -> dict[s
 
     return {"rate": rate, "achieved": sent / elapsed, "samples": len(lat), "probes": probe_count,
             "p50": pct(0.5), "p99": pct(0.99), "max": lat[-1] if lat else float("nan"),
-            "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed}
+            "cpu_us_msg": 1e6 * cpu / n, "hub_cores": cpu / elapsed} | conf_cost(watch, taken, n)
 
 
 def one_run(args: argparse.Namespace) -> dict[str, object]:
@@ -504,12 +549,15 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
             extra = [str(Path(PYTHON).with_name("py-spy")), "record", "-r", "250", "-f", "raw",
                      "-o", args.profile, "--"]
         group = "bench" if args.hubs > 1 else None  # several hubs share telemetry through $share/bench/...
+        confirm = not args.no_confirm and group is None  # hubs of a share group do not confirm
+        watch = ConfWatch(stack) if confirm else None
         hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush,
-                    extra if h == 0 else [], group, trust=stack.trust, identity="main" if h == 0 else f"hub-{h}")
+                    extra if h == 0 else [], group, trust=stack.trust, identity="main" if h == 0 else f"hub-{h}",
+                    confirm=confirm)
                 for h in range(args.hubs)]
         stack.hubs += hubs
-        burst = hub_burst(stack, hubs, args.burst, args.limit)
-        rates = [hub_rate(stack, hubs, rate, args.seconds) for rate in args.rates]
+        burst = hub_burst(stack, hubs, args.burst, args.limit, watch)
+        rates = [hub_rate(stack, hubs, rate, args.seconds, watch) for rate in args.rates]
         expected = args.burst + sum(int(r * args.seconds) for r in args.rates)
         deadline = time.monotonic() + 30  # the last messages of the last rate may still be on their way
         while (total := influx_count(stack.influxd)) < expected and time.monotonic() < deadline:
@@ -535,6 +583,8 @@ def main() -> int:
     parser.add_argument("--profile", help="run the hub under py-spy, collapsed stacks into this file")
     parser.add_argument("--plain", action="store_true",
                         help="no provisioning store: plain MQTT, anonymous clients, no ACL (the comparison)")
+    parser.add_argument("--no-confirm", action="store_true",
+                        help="hub.confirm = false: no end-to-end confirmations to the boards (the comparison)")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -570,6 +620,7 @@ def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> N
 
     ratio = [b["msg_s"] / r["baseline"] for b, r in zip(bursts, results, strict=True)]  # type: ignore[index,operator]
     mode = "plain (no TLS, no logins, no ACL)" if args.plain else "provisioned (TLS, logins, ACL, known devices)"
+    mode += ", confirmations off" if args.no_confirm or args.hubs > 1 else ", confirmations on"
     print(f"\nburst of {args.burst:,} QoS 1 messages from {BOARDS} boards, 6 readings each, {mode}; "
           f"{len(results)} run(s), min / median / max")
     rows = [
@@ -584,12 +635,17 @@ def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> N
         ("influxd cores busy", _mmm(col("influx_cores"), "%.2f")),
         ("hub peak RSS, MB", _mmm(col("rss_mb"), "%.0f")),
         ("broker dropped ($SYS)", _mmm([float(r["dropped"]) for r in results], "%.0f")),  # type: ignore[arg-type]
+        ("telemetry PUBLISH, bytes", _mmm(col("telemetry_bytes"), "%.0f")),
+        ("confirmations delivered", _mmm(col("conf_msgs"), "%.0f")),
+        ("confirmations per telemetry message", _mmm(col("conf_per_msg"), "%.4f")),
+        ("confirmation bytes per telemetry message", _mmm(col("conf_bytes_per_msg"), "%.2f")),
     ]
     for name, value in rows:
         print(f"  {name:<40} {value}")
     if args.rates:
         print(f"\nfixed rates, {args.seconds:g} s each: latency board timestamp -> queryable in InfluxDB, s")
-        print(f"  {'rate':>7} {'achieved':>18} {'p50':>18} {'p99':>18} {'max':>18} {'CPU us/msg':>18} samples")
+        print(f"  {'rate':>7} {'achieved':>18} {'p50':>18} {'p99':>18} {'max':>18} {'CPU us/msg':>18} samples"
+              f"  conf/msg  conf B/msg")
         for k, rate in enumerate(args.rates):
             rs = [r["rates"][k] for r in results]  # type: ignore[index]
 
@@ -598,7 +654,8 @@ def print_table(results: list[dict[str, object]], args: argparse.Namespace) -> N
 
             print(f"  {rate:>7} {_mmm(c('achieved'), '%.0f'):>18} {_mmm(c('p50'), '%.3f'):>18} "
                   f"{_mmm(c('p99'), '%.3f'):>18} {_mmm(c('max'), '%.3f'):>18} {_mmm(c('cpu_us_msg'), '%.1f'):>18} "
-                  f"{int(min(c('samples')))}")
+                  f"{int(min(c('samples'))):>7}  {statistics.median(c('conf_per_msg')):>8.4f}  "
+                  f"{statistics.median(c('conf_bytes_per_msg')):>10.2f}")
 
 
 if __name__ == "__main__":
