@@ -31,7 +31,12 @@ imports, the config and the Board object; the board's tasks not started yet). It
   (`heap_low`, which `gc.mem_free()` after `gc.collect()` gives; gc.mem_alloc() = heapsize - mem_free),
   minus the image in `romfs` mode;
 - heap in use at start (above, minus the image) and the growth from there to the peak while running;
-- messages the broker received from the board (counted by a `mosquitto_sub` on its telemetry topic);
+- messages the broker received from the board (counted by a stand-in for the hub, `HubStandIn`, which also
+  confirms them once a second and announces a hub online, so the board runs as it does beside a hub:
+  end-to-end confirmation, docs/protocol.md);
+- the interned names (qstrs) at start and the pools holding them: MicroPython interns every name a module
+  uses in pools that double in size, so one name past a pool's end allocates a pool as large as all before it
+  (on this unix build the sixth pool starts at 620 names and takes 7.5 KB: docs/performance.md);
 - CPU time per sample-and-publish cycle = the board process's CPU seconds (from /proc) / messages sent,
   which includes everything the board does per message (sample, encode, buffer, QoS 1 publish, PUBACK).
 
@@ -49,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,9 +62,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from paho.mqtt import client as paho  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
 from hub.tools import bundle  # noqa: E402
 from hub.trust import provision  # noqa: E402
 from hub.trust.store import TrustStore  # noqa: E402
+from protocols import confirm, liveness, topics  # noqa: E402
 from simulators.services import Mosquitto  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -130,12 +140,52 @@ def device_name(mode: str, heap: str, run: int) -> str:
     return f"bench-{mode}-{heap}-{run}"
 
 
-def login_args(store: TrustStore | None) -> list[str]:
-    """mosquitto_sub's TLS and login options for the store's `tools` identity ([] for a plain broker)."""
-    if store is None:
-        return []
-    user, password = store.hub("tools")
-    return ["--cafile", str(store.ca_file), "-u", user, "-P", password]
+class HubStandIn:
+    """What a hub does for a board, without running one (no InfluxDB here): counts the board's telemetry,
+    confirms it once a second (protocols/confirm.py: the highest seq received, retained on the board's conf
+    topic) and announces a hub online (protocols/liveness.py), so the board runs as it does beside a hub:
+    records leave its buffer when confirmed and nothing is resent. One paho client with the store's `tools`
+    login (the hub's role)."""
+
+    def __init__(self, broker: Mosquitto, device: str, store: TrustStore | None) -> None:
+        self.received = 0
+        self.mark: tuple[int, int] | None = None
+        self.confirmations = 0
+        self._stop = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-hub-{device}", clean_session=True)
+        if store is not None:
+            self.client.tls_set(ca_certs=str(store.ca_file))
+            self.client.username_pw_set(*store.hub("tools"))
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"qala/lab/{device}/telemetry", 1)
+        self.conf_topic = f"qala/lab/{device}/conf"
+        self.client.publish(topics.hub_topic("lab", "bench"), liveness.encode_hub_state(
+            liveness.ONLINE, int(time.time() * 1000), 3600), qos=1, retain=True)
+        self.client.loop_start()
+        self.thread = threading.Thread(target=self._confirm, daemon=True)
+        self.thread.start()
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        self.received += 1
+        boot, seq = confirm.record_id(message.payload)
+        if self.mark is None or (boot, seq) > self.mark:
+            self.mark = (boot, seq)
+
+    def _confirm(self) -> None:
+        sent = None
+        while not self._stop.wait(1.0):
+            if self.mark is not None and self.mark != sent:
+                sent = self.mark
+                self.client.publish(self.conf_topic, confirm.encode_conf(*sent), qos=0, retain=True)
+                self.confirmations += 1
+
+    def stop(self) -> int:
+        self._stop.set()
+        self.thread.join(5)
+        self.client.loop_stop()
+        self.client.disconnect()
+        return self.received
 
 
 def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto, heap: str, seconds: float,
@@ -162,11 +212,7 @@ def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto,
     script.write_text(BOOTSTRAP % (str(image) if image else None, "/rom" if image else str(bundle_dir)))
     # the image is allocated in the heap here (in flash on a board): give it room on top of the given size
     size = kb(heap) + (image.stat().st_size + 1024 if image else 0)
-    counter = subprocess.Popen(
-        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", *login_args(store),
-         "-t", f"qala/lab/{device}/telemetry"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )
+    counter = HubStandIn(broker, device, store)
     out_path = work / f"board-{tag}.log"
     micropython = Path(sys.executable).with_name("micropython")
     with out_path.open("wb") as out:
@@ -190,8 +236,7 @@ def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto,
             except subprocess.TimeoutExpired:
                 board.kill()
                 board.wait()
-        counter.kill()
-        received = counter.communicate()[0].count(b"\n")
+        received = counter.stop()
     log = out_path.read_text(errors="replace")
     lows = [int(v) for v in re.findall(r"heap_low=(\d+)", log)]
     found = re.search(r"bench: image=\d+ in_heap=(\d+)", log)
@@ -200,11 +245,14 @@ def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto,
     start = (int(found.group(1)) - in_heap) / 1024 if found else float("nan")
     found = re.search(r"qstr pool: .*n_total_bytes=(\d+)", log)
     qstr = int(found.group(1)) / 1024 if found else float("nan")
+    found = re.search(r"qstr pool: n_pool=(\d+), n_qstr=(\d+)", log)
+    pools, names = (int(found.group(1)), int(found.group(2))) if found else (0, 0)
     peak = (size - min(lows) - in_heap) / 1024 if lows else float("nan")
     memory_error = "MemoryError" in log
     return {
         "mode": mode, "heap": heap, "ran": alive and not memory_error, "memory_error": memory_error,
-        "image_kb": in_heap / 1024, "start_kb": start, "qstr_kb": qstr, "peak_kb": peak, "growth_kb": peak - start,
+        "image_kb": in_heap / 1024, "start_kb": start, "qstr_kb": qstr, "qstr_pools": pools, "qstr_names": names,
+        "peak_kb": peak, "growth_kb": peak - start,
         "messages": received, "msg_s": received / (elapsed + 2),
         "cpu_ms_per_msg": 1000 * cpu / received if received and alive else float("nan"),
         "log_tail": "\n".join(log.splitlines()[-3:]),
@@ -261,6 +309,7 @@ def main() -> int:
         print(f"ROMFS image {image_size} bytes; romfs rows: heapsize = the given size + the image's allocation, "
               f"and every heap figure has the image taken off")
     columns = (("at start KB", "start_kb", "%.1f", 12), ("qstr KB", "qstr_kb", "%.1f", 8),
+               ("names", "qstr_names", "%d", 9), ("pools", "qstr_pools", "%d", 7),
                ("peak heap KB", "peak_kb", "%.1f", 13), ("growth KB", "growth_kb", "%.1f", 10),
                ("msgs", "messages", "%d", 7), ("msg/s", "msg_s", "%.1f", 7),
                ("CPU ms/cycle", "cpu_ms_per_msg", "%.3f", 22))

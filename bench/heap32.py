@@ -77,8 +77,9 @@ GROWTH64_MPY_KB = 17.8
 BOARD_MODULES = (
     "asyncio", "asyncio.core", "asyncio.event", "asyncio.funcs", "firmware", "firmware.app", "firmware.backoff",
     "firmware.buffer", "firmware.drivers", "firmware.drivers.sim", "firmware.hw", "firmware.hw.unix",
-    "firmware.log", "firmware.mqtt", "firmware.mqtt_codec", "protocols", "protocols._compat", "protocols.errors",
-    "protocols.fields", "protocols.status", "protocols.telemetry_encode", "protocols.topics",
+    "firmware.log", "firmware.mqtt", "firmware.mqtt_codec", "firmware.vitals", "protocols", "protocols._compat",
+    "protocols.confirm", "protocols.errors", "protocols.fields", "protocols.liveness", "protocols.status",
+    "protocols.telemetry_encode", "protocols.topics",
 )
 STAGES = ("base", "asyncio", "start-up", "modules", "board", "tasks", "peak")
 
@@ -207,10 +208,11 @@ def cycle(n):
         last[name] = sensors[name].read()
         board.emit(name, last[name])
     if n %% 4 == 3:
-        board.emit(app.HEALTH, [
+        board.emit("health", [
             ("uptime", board.hw.uptime_ms() // 1000), ("heap_free", 123456), ("heap_max_block", 65432),
             ("buffered", len(board.buf)), ("dropped", board.buf.dropped), ("resets", board.boot),
-            ("reconnects", board.client.reconnects), ("sensor_faults", board.faults)])
+            ("reconnects", board.client.reconnects), ("sensor_faults", board.faults),
+            ("self_resets", board.self_resets), ("lagging", 0)])
 
 
 peak = 0

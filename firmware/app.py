@@ -14,7 +14,9 @@ such resend without progress, up to 10 minutes, and starts over once the hub con
 nothing: the hub stores the same point again. Without a hub alive nothing is resent (the broker queues).
 
 Every task is guarded: an exception is logged with its reason and the task starts again; nothing stops the
-loop.
+loop. The watchdog task feeds the hardware watchdog only while the board does its job (firmware/vitals.py:
+the sender gets its PUBACKs or has a known reason not to, the sampler samples, MemoryErrors do not repeat);
+otherwise it logs why, counts it on flash (`self_resets` in health) and resets the board.
 
 Readings are stamped with the board clock (Unix ms) and a sequence number that restarts at 0 each boot; the
 boot counter is persisted, so (boot, seq) identifies a message. A board whose clock is not set yet (no NTP
@@ -28,11 +30,12 @@ import time
 
 from firmware import VERSION, hw, log
 from firmware.buffer import Buffer
+from firmware.vitals import Vitals
 from protocols import confirm, liveness, status, topics
 from protocols.errors import ProtocolError
 from protocols.telemetry_encode import encode_telemetry  # not protocols.telemetry: no decoder on the board
 
-HEALTH = "health"
+_failed = [None]  # the board's failure counter (Board.failed), for the module-level guard
 
 
 async def _guarded(name, make, args):
@@ -42,6 +45,8 @@ async def _guarded(name, make, args):
             return
         except Exception as exc:
             log.error("task %s failed: %s; restarting", name, log.why(exc))
+            if _failed[0] is not None:
+                _failed[0](exc)
             await asyncio.sleep(1)
 
 
@@ -73,10 +78,8 @@ class Board:
         b = cfg["buffer"]
         self.buf = Buffer(b["ram"], b["file"], state + "/buffer", b["confirm"])
         self.replay_ms = b["replay_ms"]
-        self.resend_base = b["resend_after"] * 1000
-        self.resend_ms = self.resend_base
+        self.resend_ms = b["resend_after"] * 1000  # doubles after each resend without progress
         self.progress = time.ticks_ms()  # when the hub last confirmed something (or waiting began)
-        self.resends = 0
         self.seq = 0
         self.faults = 0
         self.held = []  # (ticks, sensor, readings) sampled before the clock was set
@@ -87,14 +90,25 @@ class Board:
         self.t_telemetry = topics.build(site, device, topics.TELEMETRY)
         self.t_status = topics.build(site, device, topics.STATUS)
         self.t_conf = topics.build(site, device, topics.CONF)
-        self.t_hubs = topics.hub_filter(site)
-        self.hub_prefix = self.t_hubs[:-1]  # qala/{site}/_hub/
+        self.t_hubs = topics.hub_topic(site)  # qala/{site}/_hub/+
         self.hubs = {}  # hub name -> [state, heartbeat s, ticks of its last message]
         self.client = client_for(cfg["mqtt"], site, device)
         self.client.can_connect = impl.link_up
         # before the first connect: what the broker kept in the board's session while it was off (a command)
         # arrives right after the CONNACK, before the birth subscribes again
         self.client.set_callback(self.on_message)
+        self.state = state
+        longest = 0
+        for name in cfg["sensors"]:
+            longest = max(longest, int(cfg["sensors"][name]["interval"] * 1000))
+        self.vitals = Vitals(time.ticks_ms(), int(cfg["stall_after"] * 1000), longest, time.ticks_diff)
+        self.self_resets = 0
+        try:
+            with open(state + "/self_resets") as f:
+                self.self_resets = int(f.read())
+        except (OSError, ValueError):
+            pass
+        _failed[0] = self.client.on_error = self.failed
         self.acts = None
         if cfg["actuators"]:
             from firmware.actuators import Actuators
@@ -149,8 +163,10 @@ class Board:
                 if time.ticks_diff(s[5], time.ticks_ms()) <= 0:
                     try:
                         self._sample(s)
+                        self.vitals.sampled_at = time.ticks_ms()
                     except Exception as exc:
                         log.error("task sensor %s failed: %s; restarting", s[0], log.why(exc))
+                        self.failed(exc)
                         s[2], s[3], s[4], s[5] = None, None, False, time.ticks_add(time.ticks_ms(), 1000)
                 wait = min(wait, time.ticks_diff(s[5], time.ticks_ms()))
             await asyncio.sleep_ms(wait if wait > 0 else 0)
@@ -172,6 +188,7 @@ class Board:
             s[4] = False
         except Exception as exc:
             self.faults += 1
+            self.failed(exc)  # a MemoryError is the board's, not the sensor's: it counts towards a reset
             if not s[4]:
                 log.warn("sensor %s: read failed: %s", name, log.why(exc))
             s[4] = True
@@ -195,7 +212,8 @@ class Board:
                 self.progress = time.ticks_ms()  # the first record to wait for a confirmation
             await self.client.publish(self.t_telemetry, rec, False, 1)
             buf.sent_one(rec)
-            await asyncio.sleep_ms(self.replay_ms if buf.unsent() else 0)
+            self.vitals.sent_at = time.ticks_ms()
+            await asyncio.sleep_ms(self.replay_ms if len(buf) > buf.sent else 0)
 
     # -------------------------------------------------------------------------------------- status
 
@@ -210,6 +228,7 @@ class Board:
                 ("uptime", self.hw.uptime_ms() // 1000), ("heap_free", free), ("heap_max_block", block),
                 ("buffered", len(self.buf) + len(self.held)), ("dropped", dropped), ("resets", self.boot),
                 ("reconnects", self.client.reconnects), ("sensor_faults", self.faults),
+                ("self_resets", self.self_resets), ("lagging", 1 if self.vitals.lagging else 0),
             ]
             rssi = self.hw.rssi()
             if rssi is not None:
@@ -217,70 +236,43 @@ class Board:
             log.info("health: seq=%d buffered=%d dropped=%d faults=%d reconnects=%d heap_free=%d max_block=%d "
                      "heap_low=%d", self.seq, len(self.buf), dropped, self.faults, self.client.reconnects, free,
                      block, self.low)
-            self.emit(HEALTH, readings)
+            self.emit("health", readings)
 
     # -------------------------------------------------------------------------------------- inbound
 
     def on_message(self, topic, msg, retained=False):
-        """Every PUBLISH the board gets: a command, a confirmation or a hub's liveness."""
-        if topic == self.t_conf:
-            self.on_conf(msg)
-        elif topic.startswith(self.hub_prefix):
-            self.on_hub(topic[len(self.hub_prefix):], msg)
-        elif self.acts is not None:
-            self.acts.on_message(topic, msg, retained)
-
-    def on_conf(self, msg):
+        """Every PUBLISH the board gets: a confirmation, a hub's liveness or a command. (One method, not one
+        per kind: every method name is interned on the board for as long as it runs.)"""
+        hubs = self.t_hubs[:-1]  # qala/{site}/_hub/
         try:
-            boot, seq = confirm.decode_conf(msg)
+            if topic == self.t_conf:
+                boot, seq = confirm.decode_conf(msg)
+                if self.buf.confirm(boot, seq):
+                    self.progress = time.ticks_ms()
+                    self.resend_ms = self.cfg["buffer"]["resend_after"] * 1000
+            elif topic.startswith(hubs):
+                name = topic[len(hubs):]
+                state, hb = liveness.decode_hub_state(msg)
+                old = self.hubs.get(name)
+                if old is None or old[0] != state:
+                    log.info("hub %s %s", name, state)
+                self.hubs[name] = [state, hb, time.ticks_ms()]
+            elif self.acts is not None:
+                self.acts.on_message(topic, msg, retained)
         except ProtocolError as exc:
-            log.warn("confirmation refused: %s", exc)
-            return
-        if self.buf.confirm(boot, seq):
-            self.progress = time.ticks_ms()
-            self.resend_ms = self.resend_base
+            log.warn("message on %s refused: %s", topic, exc)
 
-    async def resender(self):
-        """Send again what the hub has not confirmed for a while (see the module docstring)."""
-        while True:
-            await asyncio.sleep(1)
-            now = time.ticks_ms()
-            if not self.buf.sent or not self.linked():
-                self.progress = now  # nothing waits, or nobody could confirm: no stall
-                continue
-            if time.ticks_diff(now, self.progress) < self.resend_ms:
-                continue
-            self.resends += 1
-            log.info("no confirmation for %d s: sending %d unconfirmed records again", self.resend_ms // 1000,
-                     self.buf.sent)
-            self.buf.rewind()
-            self.wake.set()
-            self.progress = now
-            self.resend_ms = min(self.resend_ms * 2, 600000)
-
-    def on_hub(self, name, msg):
-        try:
-            state, hb = liveness.decode_hub_state(msg)
-        except ProtocolError as exc:
-            log.warn("hub %s: liveness message refused: %s", name, exc)
-            return
-        old = self.hubs.get(name)
-        if old is None or old[0] != state:
-            log.info("hub %s %s", name, state)
-        self.hubs[name] = [state, hb, time.ticks_ms()]
-
-    def hub_alive(self):
-        """Whether a hub is online with a heartbeat younger than 3 of its periods (protocols/liveness.py)."""
+    def linked(self):
+        """The uplink as actuators see it: the broker connected and a hub alive behind it (online, with a
+        heartbeat younger than 3 of its periods: protocols/liveness.py)."""
+        if not self.client.isconnected():
+            return False
         now = time.ticks_ms()
         for name in self.hubs:
             h = self.hubs[name]
             if liveness.alive(h[0], h[1], time.ticks_diff(now, h[2])):
                 return True
         return False
-
-    def linked(self):
-        """The uplink as actuators see it: the broker connected and a hub alive behind it."""
-        return self.client.isconnected() and self.hub_alive()
 
     async def birth(self, client, session):
         self.buf.offline = False
@@ -297,11 +289,49 @@ class Board:
         if self.acts is not None:  # after the birth: the hub knows the device before its values
             self.acts.report_all()
 
+    def failed(self, exc):
+        """A task, a sensor or a connect failed: MemoryErrors count towards a reset (firmware/vitals.py)."""
+        if isinstance(exc, MemoryError):
+            self.vitals.memory_error(time.ticks_ms())
+
     async def watchdog(self):
+        """Once a second: feed the hardware watchdog while the board does its job (firmware/vitals.py) and
+        reset it when not; and send again what the hub has not confirmed for a while (the module docstring).
+        One task for both: a task costs a Task and two frames of heap."""
         self.hw.watchdog(self.cfg["watchdog"])
+        vitals = self.vitals
+        buf = self.buf
+        warned = False
         while True:
+            now = time.ticks_ms()
+            why = vitals.verdict(now, self.client.isconnected(), len(buf) - buf.sent)
+            if why is not None:
+                self.reset(why)
             self.hw.feed()
+            if vitals.lagging and not warned:
+                log.warn("the sender cannot keep up: %d records wait to be sent and more come in than go out; "
+                         "sample less often (health: lagging 1)", len(buf) - buf.sent)
+            warned = vitals.lagging
+            if not buf.sent or not self.linked():
+                self.progress = now  # nothing waits for a confirmation, or nobody could confirm: no stall
+            elif time.ticks_diff(now, self.progress) >= self.resend_ms:
+                log.info("no confirmation for %d s: sending %d unconfirmed records again", self.resend_ms // 1000,
+                         buf.sent)
+                buf.sent = 0  # the cursor back to the oldest unconfirmed record
+                self.wake.set()
+                self.progress = now
+                self.resend_ms = min(self.resend_ms * 2, 600000)
             await asyncio.sleep(1)
+
+    def reset(self, why):
+        n = self.self_resets + 1
+        log.error("%s: resetting the board (self reset %d)", why, n)
+        try:
+            with open(self.state + "/self_resets", "w") as f:
+                f.write("%d" % n)
+        except OSError as exc:
+            log.error("cannot count the reset: %s", log.why(exc))
+        self.hw.reset()
 
     async def run(self):
         log.info("board %s/%s boot %d on %s: %d sensors, buffer ram=%d file=%d", self.cfg["site"],
@@ -311,8 +341,6 @@ class Board:
         guard("watchdog", self.watchdog)
         guard("mqtt", self.client.run, self.birth)
         guard("sender", self.sender)
-        if self.buf.confirming:
-            guard("resender", self.resender)
         guard("health", self.health)
         if self.acts is not None:
             guard("failsafe", self.acts.watch)

@@ -10,14 +10,15 @@ the oldest is dropped and counted in `dropped`; without a file (`file_max` 0) RA
 from flash: after a reset a record is sent again at most once (the hub keys messages by (boot, seq)).
 Records are single-line bytes (compact JSON telemetry), at most a few hundred bytes.
 
-End-to-end confirmation (`confirming`, the default on boards): a record the broker acknowledged is not
-removed but passed by a cursor: `next()` is the oldest record not sent yet, `sent_one()` moves the cursor past
-it, `confirm(boot, seq)` (the hub's confirmation, protocols/confirm.py) removes the records at the head that it
-covers, and `rewind()` puts the cursor back to the head so that what stays unconfirmed is sent again, in
-order. Without `confirming`, `sent_one()` removes the record at once (the broker's PUBACK is enough: a lab
-bench without a hub). A record dropped because the buffer is full counts in `dropped` only if it was never
-sent. The cursor reads flash through a handle of its own and remembers where the next record starts, so
-sending through a backlog reads each line once.
+End-to-end confirmation (`confirming`, the default on boards): a record the broker acknowledged is not removed
+but passed by a cursor: `next()` is the oldest record not sent yet, `sent_one()` moves the cursor past it,
+`confirm(boot, seq)` (the hub's confirmation, protocols/confirm.py) removes the records at the head that it
+covers, and setting `sent` to 0 puts the cursor back to the head so that what stays unconfirmed is sent again,
+in order; `len(buf) - buf.sent` records are not sent yet. (Attributes rather than methods where that is enough:
+every method name is interned on the board for as long as it runs.) Without `confirming`, `sent_one()` removes
+the record at once (the broker's PUBACK is enough: a lab bench without a hub). A record dropped because the
+buffer is full counts in `dropped` only if it was never sent. The cursor reads flash through a handle of its own
+and remembers where the next record starts, so sending through a backlog reads each line once.
 
 No clock, no sockets: tests drive it directly under CPython and MicroPython.
 """
@@ -60,8 +61,7 @@ class Buffer:
         self.sent = 0  # records from the head sent (acknowledged by the broker) and not confirmed yet
         self.marks = {}  # boot -> highest seq the hub confirmed
         self._cur = None  # [index k, segment index, offset]: where record k of the flash part starts
-        self._cf = None  # the cursor's read handle, on segment self._cseg
-        self._cseg = -1
+        self._cf = None  # [segment, read handle]: the cursor's own handle on that segment
         self._head = None  # cached bytes of the flash head record
         self._segs = []  # segment numbers on flash, oldest first
         self._roff = 0  # byte offset of the head record in _segs[0]
@@ -89,8 +89,10 @@ class Buffer:
             old = self.ram.pop(0)
             if self.file_max:
                 self._file_append(old)
+            elif self.sent:  # the head left because the buffer is full: a loss only if it was never sent
+                self.sent -= 1
             else:
-                self._lost_head()
+                self.dropped += 1
 
     def peek(self):
         """The oldest record, or None if empty."""
@@ -123,17 +125,13 @@ class Buffer:
             self.ram.pop(0)
 
     def close(self):
-        for f in (self._rf, self._wf, self._cf):
-            if f is not None:
+        for f in (self._rf, self._wf, self._cf and self._cf[1]):
+            if f:
                 f.close()
         self._rf = self._wf = self._cf = None
         self._cur = None
 
     # ------------------------------------------------------------------------------ confirmation
-
-    def unsent(self):
-        """Records not sent yet (after the cursor)."""
-        return len(self) - self.sent
 
     def next(self):
         """The oldest record not sent yet, or None."""
@@ -182,10 +180,6 @@ class Buffer:
             n += 1
         return n
 
-    def rewind(self):
-        """Send again, from the oldest, what the hub has not confirmed."""
-        self.sent = 0
-
     def _flash_at(self, k):
         """Record k (0: the head) of the flash part, read through the cursor's handle."""
         c = self._cur
@@ -194,13 +188,13 @@ class Buffer:
         idx, si, off = c
         while si < len(self._segs):
             seg = self._segs[si]
-            if self._cf is None or self._cseg != seg:
+            if self._cf is None or self._cf[0] != seg:
                 if self._cf is not None:
-                    self._cf.close()
-                self._cf = open(self._name(seg), "rb")  # noqa: SIM115 - stays open for the cursor
-                self._cseg = seg
-            self._cf.seek(off)
-            line = self._cf.readline()
+                    self._cf[1].close()
+                self._cf = [seg, open(self._name(seg), "rb")]  # noqa: SIM115 - stays open for the cursor
+            f = self._cf[1]
+            f.seek(off)
+            line = f.readline()
             if not line.endswith(b"\n"):  # the end of this segment (or a line cut by a power failure)
                 si += 1
                 off = 0
@@ -257,7 +251,10 @@ class Buffer:
         try:
             if self.nfile >= self.file_max and self.peek() is not None:
                 self._consume()
-                self._lost_head()
+                if self.sent:  # the head left because the buffer is full: a loss only if it was never sent
+                    self.sent -= 1
+                else:
+                    self.dropped += 1
             if self._wf is None or self._wcount >= _SEGMENT:
                 if self._wf is not None:
                     self._wf.close()
@@ -298,13 +295,6 @@ class Buffer:
         self.nfile = 0
         return None
 
-    def _lost_head(self):
-        """The head left because the buffer is full: a loss only if it was never sent."""
-        if self.sent:
-            self.sent -= 1
-        else:
-            self.dropped += 1
-
     def _consume(self):
         self._roff += len(self._head) + 1
         self._head = None
@@ -326,7 +316,6 @@ class Buffer:
     def _reset_files(self):
         """Flash holds nothing unread: delete every segment and the position."""
         self.close()
-        self._cseg = -1
         for seg in self._segs:
             self._remove(seg)
         self._segs = []

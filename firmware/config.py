@@ -12,20 +12,8 @@ import json
 from protocols import catalogue, topics
 from protocols.errors import ProtocolError
 
-_TOP = (
-    "site", "device", "wifi", "mqtt", "uplink", "sensors", "actuators", "buffer",
-    "health_interval", "failsafe_after", "log", "ntp_host", "watchdog", "modbus", "commands",
-)
-_MODBUS = ("transport", "unit", "host", "port", "writers", "max_connections", "idle_timeout", "device", "uart",
-           "baudrate", "parity", "stopbits", "pins")
-_MODBUS_TCP = ("host", "port", "writers", "max_connections", "idle_timeout")
-_MODBUS_RTU = ("device", "uart", "baudrate", "parity", "stopbits", "pins")
-_MQTT = ("host", "port", "user", "password", "tls", "ca", "server_hostname", "keepalive", "max_packet")
-_SENSOR = ("driver", "interval", "warmup", "quantities", "pins", "options")
-_BUFFER = ("ram", "file", "replay_ms", "confirm", "resend_after")
-_COMMANDS = ("key", "max_ttl")
-_HEX = "0123456789abcdef"
-_TWIN_FAULTS = ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up", "bouncing")  # simulators/twins
+# The allowed keys are written where they are checked, not as module constants: a module-level name stays
+# interned on the board (its qstr pool) after this module is dropped (docs/performance.md, "qstr pools").
 UPLINKS = ("mqtt", "modbus")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -88,7 +76,8 @@ def _need(obj, key, path):
 
 
 def _mqtt(raw):
-    m = _obj("mqtt", _need(raw, "mqtt", ""), _MQTT)
+    m = _obj("mqtt", _need(raw, "mqtt", ""), ("host", "port", "user", "password", "tls", "ca", "server_hostname",
+                                              "keepalive", "max_packet"))
     out = {"host": _str("mqtt.host", _need(m, "host", "mqtt."))}
     out["tls"] = m.get("tls", True)
     if not isinstance(out["tls"], bool):
@@ -140,7 +129,9 @@ def read(path):
 
 def validate(raw, need_wifi=False):
     """The validated config with defaults filled in; ConfigError naming the first bad key."""
-    _obj("config", raw, _TOP)
+    _obj("config", raw, ("site", "device", "wifi", "mqtt", "uplink", "sensors", "actuators", "buffer",
+                         "health_interval", "failsafe_after", "log", "ntp_host", "watchdog", "stall_after", "modbus",
+                         "commands"))
     cfg = {"site": _id("site", _need(raw, "site", "")), "device": _id("device", _need(raw, "device", ""))}
     cfg["uplink"] = raw.get("uplink", "mqtt")
     if cfg["uplink"] not in UPLINKS:
@@ -158,7 +149,7 @@ def validate(raw, need_wifi=False):
     cfg["sensors"] = _sensors(raw.get("sensors", {}))
     cfg["actuators"] = _actuators(raw.get("actuators", {}))
     cfg["commands"] = _commands(raw, cfg)
-    buf = _obj("buffer", raw.get("buffer", {}), _BUFFER)
+    buf = _obj("buffer", raw.get("buffer", {}), ("ram", "file", "replay_ms", "confirm", "resend_after"))
     cfg["buffer"] = {
         "ram": _int("buffer.ram", buf.get("ram", 16), 1, 1000),
         "file": _int("buffer.file", buf.get("file", 1000), 0, 1000000),
@@ -175,18 +166,37 @@ def validate(raw, need_wifi=False):
         _bad("log", "must be one of %s" % "|".join(LOG_LEVELS), cfg["log"])
     cfg["ntp_host"] = _str("ntp_host", raw.get("ntp_host", "pool.ntp.org"))
     cfg["watchdog"] = _num("watchdog", raw.get("watchdog", 30), lo=5)
+    cfg["stall_after"] = _num("stall_after", raw.get("stall_after", 120), lo=5)
+    # refuse sensors that sample faster than the sender can drain a backlog: after an outage the board would
+    # never catch up. The backlog drains one message per buffer.replay_ms (at least 5 ms: a board sends no
+    # faster over MQTT); sampling may use at most half of that, the rest is for the backlog. A Modbus board
+    # keeps no backlog: its registers hold the latest sample.
+    if cfg["uplink"] == "mqtt":
+        rate = 0.0
+        for name in cfg["sensors"]:
+            rate += 1.0 / cfg["sensors"][name]["interval"]
+        drain = 1000.0 / max(cfg["buffer"]["replay_ms"], 5)
+        if rate > drain / 2:
+            _bad("sensors", "together they sample %.1f messages/s, but the sender drains a backlog at %.0f "
+                 "messages/s (buffer.replay_ms %d), so after an outage it would never catch up: sample less often "
+                 "(at most %.1f messages/s in all) or lower buffer.replay_ms" % (rate, drain,
+                                                                                 cfg["buffer"]["replay_ms"],
+                                                                                 drain / 2), show=False)
     return cfg
 
 
 def _modbus(raw, board):
     """modbus: {transport: tcp, host, port, writers, max_connections, idle_timeout} or
     {transport: rtu, device | uart, baudrate, parity, stopbits, pins}."""
-    m = _obj("modbus", _need(raw, "modbus", ""), _MODBUS)
+    m = _obj("modbus", _need(raw, "modbus", ""), ("transport", "unit", "host", "port", "writers", "max_connections",
+                                                  "idle_timeout", "device", "uart", "baudrate", "parity", "stopbits",
+                                                  "pins"))
     t = _need(m, "transport", "modbus.")
     if t not in ("tcp", "rtu"):
         _bad("modbus.transport", "must be tcp|rtu", t)
     out = {"transport": t, "unit": _int("modbus.unit", m.get("unit", 1), 1, 247)}
-    for key in _MODBUS_RTU if t == "tcp" else _MODBUS_TCP:
+    tcp = ("host", "port", "writers", "max_connections", "idle_timeout")
+    for key in ("device", "uart", "baudrate", "parity", "stopbits", "pins") if t == "tcp" else tcp:
         if key in m:
             _bad("modbus." + key, "not used with transport %s" % t, show=False)
     if t == "tcp":
@@ -239,7 +249,7 @@ def _sensors(value):
     sensors = _obj_of_ids("sensors", value, 16)
     for name in sensors:
         path = "sensors." + name + "."
-        s = _obj(path[:-1], sensors[name], _SENSOR)
+        s = _obj(path[:-1], sensors[name], ("driver", "interval", "warmup", "quantities", "pins", "options"))
         _id(path + "driver", _need(s, "driver", path))
         _num(path + "interval", _need(s, "interval", path), positive=True)
         s["warmup"] = _num(path + "warmup", s.get("warmup", 0), lo=0)
@@ -254,7 +264,8 @@ def _sensors(value):
             _int(path + "pins." + pin, pins[pin], 0, 255)
         s["pins"] = pins
         s["options"] = _obj_any(path + "options", s.get("options", {}))
-        twin = _obj(path + "options.twin", s["options"].get("twin", {}), _TWIN_FAULTS)  # unix-port twins
+        twin = _obj(path + "options.twin", s["options"].get("twin", {}),  # the unix-port twins' faults
+                    ("bad_checksum", "silent", "stuck", "out_of_range", "warming_up", "bouncing"))
         for fault in twin:
             if twin[fault] is not True and twin[fault] is not False:
                 _int(path + "options.twin." + fault, twin[fault], 1, 1000000)
@@ -293,12 +304,12 @@ def _commands(raw, cfg):
             _bad("commands.key", "required with actuators: the board's command key (`qala provision board` "
                  "writes it)", show=False)
         return None
-    c = _obj("commands", c, _COMMANDS)
+    c = _obj("commands", c, ("key", "max_ttl"))
     key = _need(c, "key", "commands.")
     if not isinstance(key, str) or len(key) != 64:
         _bad("commands.key", "must be 64 lower-case hex digits (32 bytes)", show=False)
     for ch in key:
-        if ch not in _HEX:
+        if ch not in "0123456789abcdef":
             _bad("commands.key", "must be 64 lower-case hex digits (32 bytes)", show=False)
     return {"key": key, "max_ttl": _int("commands.max_ttl", c.get("max_ttl", 600), 1, 86400)}
 

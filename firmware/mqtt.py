@@ -94,6 +94,7 @@ class MQTTClient:
         self.will = None
         self.cb = None
         self.can_connect = None  # optional callable: False while there is no link (Wi-Fi down)
+        self.on_error = None  # optional callable(exc): a connect that failed (the board counts MemoryErrors)
         self.reconnects = 0  # connections lost after being up
         self._r = self._w = None
         self._up = asyncio.Event()
@@ -206,6 +207,8 @@ class MQTTClient:
             try:
                 session = await self.connect()
             except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
                 wait = backoff.delay_ms(attempt, _rand16())
                 attempt += 1
                 log.warn("mqtt: connect to %s:%d failed: %s; retry in %d ms", self.server, self.port,

@@ -20,6 +20,7 @@ QUANTITIES = (
     "energy_import", "energy_export", "water_flow", "water_volume", "gas_volume", "heat_supply_temp",
     "heat_return_temp", "heat_flow", "heat_power", "heat_energy", "uptime", "heap_free", "heap_max_block", "rssi",
     "buffered", "dropped", "resets", "reconnects", "sensor_faults", "setpoint",
+    "self_resets", "lagging",
 )
 ORDER = "ABCD"
 INPUT_REGISTERS = 2 * len(QUANTITIES)

@@ -68,11 +68,14 @@ QUANTITIES = {
     "sensor_faults": (DEVICE, "", 0, 1000000000),
     # actuator positions, as reported back by boards and meters
     "setpoint": (ACTUATOR, "", -1000000, 1000000),
+    # device health added later: appended, as protocols/boardmap.py's register slots follow this order
+    "self_resets": (DEVICE, "", 0, 1000000000),
+    "lagging": (DEVICE, "", 0, 1),
 }
 
 # meter registers: monotonically increasing totals
 COUNTERS = ("energy_import", "energy_export", "water_volume", "gas_volume", "heat_energy", "uptime", "dropped",
-            "resets", "reconnects", "sensor_faults")
+            "resets", "reconnects", "sensor_faults", "self_resets")
 
 # reading quality flags, carried into InfluxDB as the `quality` tag
 OK = "ok"

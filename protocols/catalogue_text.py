@@ -48,6 +48,8 @@ DESCRIPTIONS = {
     "resets": "boots counted by the board",
     "reconnects": "uplink reconnects since boot",
     "sensor_faults": "sensor read failures since boot",
+    "self_resets": "resets the board made because it could not work (stalled, out of memory), since it was flashed",
+    "lagging": "1 while the sender cannot keep up with the sampling (records wait and pile up), else 0",
     # actuator positions, as reported back by boards and meters
     "setpoint": "an actuator's applied setpoint, in the actuator's unit",
 }

@@ -19,10 +19,8 @@ Imports protocols.fields; knows nothing of sockets, files or clocks.
 from protocols.errors import ProtocolError
 from protocols.fields import BOOT_MAX, SEQ_MAX, integer, load, required
 
-MAX_CONF = 64
-_KEYS = ("v", "boot", "seq")
-_PREFIX = b'{"v":1,"seq":'
-_BOOT = b',"boot":'
+# Literals inside the functions rather than module constants: each global's name would stay interned on the
+# board (its qstr pool) for as long as it runs.
 
 
 def encode_conf(boot: int, seq: int) -> bytes:
@@ -32,7 +30,7 @@ def encode_conf(boot: int, seq: int) -> bytes:
 
 def decode_conf(payload: object) -> tuple[int, int]:
     """(boot, seq) of a confirmation."""
-    obj = load("conf", payload, MAX_CONF, _KEYS)
+    obj = load("conf", payload, 64, ("v", "boot", "seq"))  # at most 64 bytes
     return integer("boot", required(obj, "boot"), 0, BOOT_MAX), integer("seq", required(obj, "seq"), 0, SEQ_MAX)
 
 
@@ -50,12 +48,13 @@ def _digits(data: bytes, start: int, field: str) -> tuple[int, int]:
 
 def record_id(record: bytes) -> tuple[int, int]:
     """(boot, seq) of an encoded telemetry record; ProtocolError (field `record`) if it is not one."""
-    n = len(_PREFIX)
-    if bytes(record[:n]) != _PREFIX:
+    prefix = b'{"v":1,"seq":'
+    n = len(prefix)
+    if bytes(record[:n]) != prefix:
         raise ProtocolError("record", "not a telemetry record")
     seq, at = _digits(record, n, "record")
-    at = record.find(_BOOT, at, at + 32)
+    at = record.find(b',"boot":', at, at + 32)
     if at < 0:
         raise ProtocolError("record", "not a telemetry record")
-    boot, _ = _digits(record, at + len(_BOOT), "record")
+    boot, _ = _digits(record, at + 8, "record")  # 8: len(b',"boot":')
     return boot, seq

@@ -15,11 +15,9 @@ Imports protocols.fields; knows nothing of sockets or clocks.
 from protocols.errors import ProtocolError, describe
 from protocols.fields import integer, load, required, timestamp
 
-MAX_LIVENESS = 128
 ONLINE = "online"
 OFFLINE = "offline"
-HB_MAX = 3600
-_KEYS = ("v", "state", "ts", "hb")
+# limits as literals in the functions: a module constant's name stays interned on the board while it runs
 
 
 def encode_hub_state(state: str, ts: int | None = None, hb: int | None = None) -> bytes:
@@ -28,19 +26,19 @@ def encode_hub_state(state: str, ts: int | None = None, hb: int | None = None) -
         return b'{"v":1,"state":"offline"}'
     if state != ONLINE:
         raise ProtocolError("state", "must be online|offline, got %s" % describe(state))
-    return ('{"v":1,"state":"online","ts":%d,"hb":%d}' % (timestamp("ts", ts), integer("hb", hb, 1, HB_MAX))).encode()
+    return ('{"v":1,"state":"online","ts":%d,"hb":%d}' % (timestamp("ts", ts), integer("hb", hb, 1, 3600))).encode()
 
 
 def decode_hub_state(payload: object) -> tuple[str, int]:
     """(state, heartbeat seconds; 0 for offline); ProtocolError naming the field."""
-    obj = load("hub state", payload, MAX_LIVENESS, _KEYS)
+    obj = load("hub state", payload, 128, ("v", "state", "ts", "hb"))
     state = required(obj, "state")
     if state == OFFLINE:
         return OFFLINE, 0
     if state != ONLINE:
         raise ProtocolError("state", "must be online|offline, got %s" % describe(state))
     timestamp("ts", required(obj, "ts"))
-    return ONLINE, integer("hb", required(obj, "hb"), 1, HB_MAX)
+    return ONLINE, integer("hb", required(obj, "hb"), 1, 3600)  # heartbeat: 1 s to 1 h
 
 
 def alive(state: str, hb: int, silent_ms: int) -> bool:

@@ -14,8 +14,7 @@ ACK = "ack"
 CONF = "conf"
 KINDS = (TELEMETRY, STATUS, CMD, ACK, CONF)
 ID_MAX_LEN = 32
-HUB = "_hub"
-"""The level under a site where hubs announce themselves (protocols/liveness.py); no device id starts with `_`."""
+# hubs announce themselves under `_hub` (protocols/liveness.py): no device id starts with `_`
 
 
 def _id_char_ok(c: str) -> bool:
@@ -47,17 +46,13 @@ def build(site: str, device: str, kind: str) -> str:
     return "%s/%s/%s/%s" % (ROOT, site, device, kind)
 
 
-def hub_topic(site: str, hub: str) -> str:
-    """A hub's liveness topic: `qala/{site}/_hub/{hub}`."""
+def hub_topic(site: str, hub: str = "+") -> str:
+    """A hub's liveness topic `qala/{site}/_hub/{hub}`; without a hub, the filter of every hub of the site,
+    `qala/{site}/_hub/+` (what boards subscribe to). One function for both: the board loads this module."""
     check_id("site", site)
-    check_id("hub", hub)
-    return "%s/%s/%s/%s" % (ROOT, site, HUB, hub)
-
-
-def hub_filter(site: str) -> str:
-    """Every hub of a site: `qala/{site}/_hub/+` (what boards subscribe to)."""
-    check_id("site", site)
-    return "%s/%s/%s/+" % (ROOT, site, HUB)
+    if hub != "+":
+        check_id("hub", hub)
+    return "%s/%s/_hub/%s" % (ROOT, site, hub)
 
 
 def subscription(site: str, kind: str) -> str:

@@ -4,7 +4,9 @@ Runs on every port (the unix port's only sensor; on a board it is useful for bri
 a slow sine (period about an hour) around a typical city value with a little noise, inside the catalogue's
 plausible range; meter registers (energy, volumes) only grow. `options.fault_every` = N makes every Nth read
 raise, to exercise the app's fault path; `options.seed` shifts the phase between boards; `options.limit` = N
-makes it stop after N samples (nothing more is sent: a test then knows exactly what the board produced).
+makes it stop after N samples (nothing more is sent: a test then knows exactly what the board produced);
+`options.leak` = N keeps N bytes more on every read, a memory leak that ends in MemoryErrors everywhere (a
+test of the board's vitals, firmware/vitals.py).
 Its table of typical values stands in for the catalogue, which a board does not keep in RAM while it runs
 (tests/firmware/test_sim_driver.py checks every value against the catalogue's ranges).
 """
@@ -31,6 +33,7 @@ class SimSensor:
         opts = spec["options"]
         self.fault_every = opts.get("fault_every", 0)
         self.limit = opts.get("limit", 0)
+        self.leak = (opts["leak"], []) if opts.get("leak") else None  # (bytes per read, what was kept)
         self.phase = opts.get("seed", 0) + len(name)
         self.hw = hw
         self.n = 0
@@ -40,6 +43,8 @@ class SimSensor:
         if self.limit and self.n >= self.limit:
             return []
         self.n += 1
+        if self.leak:
+            self.leak[1].append(bytearray(self.leak[0]))
         if self.fault_every and self.n % self.fault_every == 0:
             raise OSError("simulated fault on read %d" % self.n)
         t = self.hw.uptime_ms() / 570000 + self.phase

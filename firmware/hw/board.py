@@ -55,6 +55,11 @@ def feed():
         _wdt.feed()
 
 
+def reset():
+    """The board resets itself (firmware/vitals.py decided it cannot work)."""
+    machine.reset()
+
+
 def state_dir(config_path, device):
     cut = config_path.rfind("/")
     folder = config_path[:cut] if cut > 0 else ""

@@ -1,4 +1,5 @@
-"""Hardware layer for the unix port: the host's clock, no Wi-Fi, no watchdog, sensors are simulated.
+"""Hardware layer for the unix port: the host's clock, no Wi-Fi, no hardware watchdog (a reset is an exit with
+RESET_EXIT), sensors are simulated.
 
 The host clock is assumed set (NTP is the host's business). The state folder is `<config dir>/<device>.state`
 next to the board config, so a board process that restarts keeps its boot counter and its offline buffer.
@@ -37,6 +38,17 @@ def watchdog(seconds):
 
 def feed():
     return
+
+
+RESET_EXIT = 3
+"""The unix port's stand-in for machine.reset(): the process exits with this code and whoever runs it (a test,
+systemd) starts it again."""
+
+
+def reset():
+    import sys
+
+    sys.exit(RESET_EXIT)
 
 
 def state_dir(config_path, device):

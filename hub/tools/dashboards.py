@@ -211,6 +211,8 @@ def panels() -> list[Panel]:
     add(health, "Readings buffered on the board", _series("device", "buffered", "max"))
     add(health, "Readings dropped by the board (per day)", _daily("device", "dropped"))
     add(health, "Reconnects (per day)", _daily("device", "reconnects"))
+    add(health, "Self resets: boards that could not work (per day)", _daily("device", "self_resets"))
+    add(health, "Sender lagging (1: sampling faster than it sends)", _series("device", "lagging", "max"))
     out.append(Panel(
         health, "Hub: spool fill and write latency",
         ('SELECT max("spool_fill") AS "spool_fill", max("write_latency_max_ms") AS "write_latency_max_ms" '

@@ -58,7 +58,7 @@ def board_rules(site: str, device: str) -> list[Rule]:
     (the hub's confirmations) and to the hubs' liveness."""
     rules = [("write", topics.build(site, device, kind)) for kind in BOARD_WRITES]
     rules += [("read", topics.build(site, device, kind)) for kind in BOARD_READS]
-    return [*rules, ("read", topics.hub_filter(site))]
+    return [*rules, ("read", topics.hub_topic(site))]
 
 
 def _block(user: str, rules: Iterable[Rule]) -> list[str]:

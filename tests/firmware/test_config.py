@@ -70,6 +70,21 @@ def test_defaults_are_filled_in():
     assert cfg["buffer"] == {"ram": 16, "file": 1000, "replay_ms": 20, "confirm": True, "resend_after": 30}
     assert cfg["health_interval"] == 60
     assert cfg["sensors"]["air1"]["warmup"] == 0
+    assert (cfg["watchdog"], cfg["stall_after"]) == (30, 120)
+
+
+def test_sampling_the_sender_cannot_keep_up_with_is_refused():
+    raw = _copy()
+    raw["sensors"]["air1"]["interval"] = 0.02  # 50 messages/s, and a backlog drains at 50/s (replay_ms 20)
+    assert _error(raw) == ("sensors: together they sample 50.0 messages/s, but the sender drains a backlog at 50 "
+                           "messages/s (buffer.replay_ms 20), so after an outage it would never catch up: sample "
+                           "less often (at most 25.0 messages/s in all) or lower buffer.replay_ms")
+    raw["buffer"] = {"replay_ms": 5}  # drains at 200/s: 50/s is within half of it
+    assert config.validate(raw)["sensors"]["air1"]["interval"] == 0.02
+    raw["buffer"] = {"replay_ms": 0}  # a board sends no faster than one message per 5 ms: still fine
+    config.validate(raw)
+    raw["sensors"]["air2"] = {"driver": "sim", "interval": 0.01, "quantities": ["pm25"]}  # 150/s together
+    assert _error(raw).startswith("sensors: together they sample 150.0 messages/s")
 
 
 def test_caps_carry_actuator_limits_without_pins():

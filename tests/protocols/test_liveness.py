@@ -16,7 +16,7 @@ def test_online_and_offline_round_trip():
     assert lv.decode_hub_state(online) == (lv.ONLINE, 10)
     assert lv.decode_hub_state(lv.encode_hub_state(lv.OFFLINE)) == (lv.OFFLINE, 0)
     assert topics.hub_topic("ast-01", "main") == "qala/ast-01/_hub/main"
-    assert topics.hub_filter("ast-01") == "qala/ast-01/_hub/+"
+    assert topics.hub_topic("ast-01") == "qala/ast-01/_hub/+"
 
 
 def test_bad_liveness_messages_are_refused():
