@@ -60,6 +60,8 @@ RTU_METERS = {"esil-sdm630": ("sdm630", 1), "esil-sdm120": ("sdm120", 2)}  # dev
 TCP_METERS = {"saryarka-heat": "onicon_system10"}
 SETPOINTS = {"air": ("fan1", 60.0), "energy": ("relay1", 1.0), "water": ("valve1", 40.0)}
 REFUSED = ("air", "fan1", 150.0)  # above the fan's max: the hub refuses it before sending
+HUB_START_TIMEOUT = 60.0
+"""Seconds the hub has to come online (its liveness on the broker) before the demo gives up."""
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -180,6 +182,10 @@ class _Watcher:
         self.readings = 0
         self.commands: set[str] = set()
         self.acks: dict[str, str] = {}
+        self.hubs: set[str] = set()
+        """Hubs whose retained liveness says online (protocols/liveness.py)."""
+        self.first: dict[tuple[str, str], int] = {}
+        """(device, sensor) -> the timestamp of its first telemetry message the broker passed on (boot 0)."""
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qala-demo-watch-{os.getpid()}")
         self.client.username_pw_set(*login)
         self.client.tls_set_context(ssl.create_default_context(cafile=str(ca)))
@@ -189,10 +195,16 @@ class _Watcher:
         self.client.loop_start()
 
     def _on_message(self, _client: object, _userdata: object, msg: Any) -> None:
-        from protocols import control, payloads, topics  # noqa: PLC0415
+        from protocols import control, liveness, payloads, topics  # noqa: PLC0415
         from protocols.errors import ProtocolError  # noqa: PLC0415
 
         try:
+            prefix = topics.hub_topic(SITE)[:-1]
+            if msg.topic.startswith(prefix):
+                state, _hb = liveness.decode_hub_state(bytes(msg.payload))
+                with self.lock:
+                    (self.hubs.add if state == liveness.ONLINE else self.hubs.discard)(msg.topic[len(prefix):])
+                return
             _site, device, kind = topics.parse(msg.topic)
             body = bytes(msg.payload)
             with self.lock:
@@ -200,7 +212,10 @@ class _Watcher:
                     state = payloads.decode_status(body).state
                     (self.online.add if state == "online" else self.online.discard)(device)
                 elif kind == topics.TELEMETRY:
-                    self.readings += len(payloads.decode_telemetry(body).readings)
+                    telemetry = payloads.decode_telemetry(body)
+                    self.readings += len(telemetry.readings)
+                    if telemetry.boot == 0:
+                        self.first.setdefault((device, telemetry.sensor), telemetry.ts)
                 elif kind == topics.CMD:
                     self.commands.add(control.read_cmd(body).id)
                 elif kind == topics.ACK:
@@ -362,6 +377,8 @@ class Demo:
         await asyncio.to_thread(bundle.build, build)
         self._check_stop()
         hub_toml = self._write_hub_toml()
+        # the watcher first: it sees the hub's liveness, and the boards start only once the hub is online
+        self.watcher = await asyncio.to_thread(_Watcher, self.mosquitto.port, store.hub(WATCH), store.ca_file)
         with (self.folder / "hub.log").open("ab") as out:
             self.hub = subprocess.Popen(  # noqa: S603, ASYNC220 - our own argv; returns at once
                 [sys.executable, "-m", "hub", "hub", "run", "--config", str(hub_toml)],
@@ -369,6 +386,7 @@ class Demo:
             )
         self._pid("hub", self.hub.pid)
         self.on_event(f"hub (pid {self.hub.pid}), API http://127.0.0.1:{self.api_port}, config {hub_toml}")
+        await self._hub_online()
         micropython = fleet.find_micropython()
         for index in range(self.options.boards):
             device, kind = fleet.board_name(index)
@@ -380,7 +398,26 @@ class Demo:
             self._pid(f"board {device}", board.pid)
             self._check_stop()
         self.on_event(f"{len(self.boards)} boards under micropython: " + ", ".join(self.kinds))
-        self.watcher = await asyncio.to_thread(_Watcher, self.mosquitto.port, store.hub(WATCH), store.ca_file)
+
+    async def _hub_online(self) -> None:
+        """Wait until the hub announces itself online (its retained liveness, published after its subscription):
+        from then on its persistent session takes every board message, the first second's included."""
+        assert self.hub is not None, "started first"
+        assert self.watcher is not None, "started first"
+        deadline = time.monotonic() + HUB_START_TIMEOUT
+        while True:
+            with self.watcher.lock:
+                if "main" in self.watcher.hubs:
+                    break
+            if self.hub.poll() is not None:
+                raise DemoError(f"the hub exited with code {self.hub.returncode} while starting; see "
+                                f"{self.folder / 'hub.log'}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"the hub did not come online within {HUB_START_TIMEOUT:g} s; see "
+                                f"{self.folder / 'hub.log'}")
+            self._check_stop()
+            await asyncio.sleep(0.1)
+        self.on_event("hub online (its MQTT session takes the boards' messages from their first one)")
 
     async def _start_meters(self) -> None:
         from hub.modbus import profile as profiles  # noqa: PLC0415
@@ -578,6 +615,22 @@ class Demo:
         return Outcome(device, actuator, value, str(answer.get("state")), str(answer.get("reason") or ""),
                        answer.get("latency_ms"), answer.get("applied"))
 
+    def _first_stored(self) -> list[dict[str, Any]]:
+        """Each board's first message of each sensor (the actuators' reports after the birth included), and
+        whether InfluxDB holds it: the hub's session existed before the boards' first second."""
+        assert self.influxd is not None, "started first"
+        assert self.watcher is not None, "started first"
+        with self.watcher.lock:
+            first = dict(self.watcher.first)
+        out = []
+        for (device, sensor), ts in sorted(first.items()):
+            # device and sensor passed protocols' id rules (letters, digits, _ and -): nothing to escape
+            rows = self.influxd.points(
+                DATABASE, f'SELECT count(*) FROM "air","energy","water","device","actuator" WHERE '  # noqa: S608
+                          f"\"device\" = '{device}' AND \"sensor\" = '{sensor}' AND time = {ts}ms")
+            out.append({"device": device, "sensor": sensor, "ts": ts, "stored": bool(rows)})
+        return out
+
     async def _summarise(self) -> dict[str, Any]:
         assert self.influxd is not None, "started first"
         await asyncio.sleep(2.0)  # the hub's last batch (flush_interval 0.5 s) reaches influxd
@@ -587,6 +640,7 @@ class Demo:
                                            'GROUP BY "device", "sensor", "quality"')
         summary: dict[str, Any] = {
             "folder": str(self.folder),
+            "first_messages": await asyncio.to_thread(self._first_stored),
             "influxd": {"port": self.influxd.port, "database": DATABASE, "cli": influx_cli(self.influxd.port)},
             "stored": counts,
             "boards": self.kinds,

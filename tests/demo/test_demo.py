@@ -76,6 +76,14 @@ def test_demo_stores_every_kind_and_applies_setpoints(tmp_path: Path) -> None:
     for device in TCP_METERS:
         assert stored["heat"].get(device, 0) > 0, (device, stored)
 
+    # the hub's session existed before any board published: each board's first message of every sensor,
+    # the actuator reports after its birth included, is stored (the demo used to lose each board's first second)
+    first = summary["first_messages"]
+    assert {f["device"] for f in first} == set(boards), first
+    assert {f["device"] for f in first if f["sensor"] in ("fan1", "relay1", "valve1")} == set(boards), first
+    assert [f for f in first if not f["stored"]] == [], first
+    assert "hub online" in out
+
     # applied setpoints, in the output and in qala_command
     applied = [s for s in summary["setpoints"] if s["state"] == "applied"]
     assert {s["device"] for s in applied} == set(boards), summary["setpoints"]
