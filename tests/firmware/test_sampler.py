@@ -25,6 +25,7 @@ sys.path.insert(0, ".")
 import asyncio
 
 from firmware import app
+from firmware.vitals import Vitals
 
 
 class Hw:
@@ -38,6 +39,7 @@ class Board(app.Board):
         self.hw = Hw()
         self.faults = 0
         self.out = {}
+        self.vitals = Vitals(time.ticks_ms(), 120000, 200, time.ticks_diff)  # the sampler reports to it
 
     def emit(self, sensor, readings):
         self.out.setdefault(sensor, []).append(readings[0][2] if len(readings[0]) > 2 else "ok")
