@@ -13,11 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from simulators.services import free_port
-from tests.control.test_integration import ACTUATORS, TOKEN
-from tests.control.test_journal_integration import api
-from tests.firmware.boards import Board, board_config
-from tests.hub.conftest import HubProcess, v1_table, wait_until, write_config
+from tests.control.live import api, hub_and_board
+from tests.hub.conftest import HubProcess, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,16 +34,8 @@ def test_a_killed_hub_sends_the_board_to_fail_safe(
     tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
     hub_processes: list[HubProcess],
 ) -> None:
-    port = free_port()
-    path = write_config(tmp_path, mosquitto, v1_table(influxd, influxd_database), site={"require_birth": False},
-                        api={"control_token": TOKEN, "port": port}, hub={"heartbeat": 1})
-    cfg = board_config(mosquitto, actuators=ACTUATORS, failsafe_after=3)
-    cfg["sensors"] = {"air1": {"driver": "sim", "interval": 1, "quantities": ["pm25"]}}
-    board = Board(tmp_path / "board", cfg)
-    hub = HubProcess(path)
-    hub_processes.append(hub)
-    hub.start()
-    board.start()
+    port, hub, board = hub_and_board(tmp_path, mosquitto, influxd, influxd_database, hub_processes,
+                                     {"failsafe_after": 3}, hub={"heartbeat": 1})
     try:
         wait_until(lambda: "hub main online" in board.output(), 30, what="the board seeing the hub")
         wait_until(lambda: bool(api(port, "GET", "/v1/devices")[1].get("devices")), 30, what="the board's birth")
@@ -59,7 +48,7 @@ def test_a_killed_hub_sends_the_board_to_fail_safe(
                    what="the fail-safe")
         assert board.output().rstrip().endswith("actuator fan1 -> 20") or "actuator fan1 -> 20" in board.output()
         assert lost_setpoints(influxd, influxd_database) == []  # the hub is gone: not stored yet
-        again = HubProcess(path)
+        again = HubProcess(hub.config_path)
         hub_processes.append(again)
         again.start()
         wait_until(lambda: lost_setpoints(influxd, influxd_database) == [20], 30,

@@ -13,11 +13,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
@@ -25,6 +23,7 @@ import pytest
 
 from protocols import payloads, topics
 from tests._plugins.trust import SITE, login, store_of
+from tests.control.live import ACTUATORS, TOKEN, api
 from tests.firmware.boards import Board, Watcher, board_config
 from tests.hub.conftest import REPO, Publisher, async_wait_until, running_hub, v1_table, write_config
 
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.micropython]
 
-TOKEN = "control-test-token-0123"
-ACTUATORS = {"fan1": {"kind": "pwm", "pin": 4, "unit": "%", "min": 0, "max": 100, "failsafe": 20}}
 
 
 def hub_toml(tmp: Path, broker: Mosquitto, influx: dict[str, Any], extra: str = "", **control: float) -> Path:
@@ -61,14 +58,7 @@ async def born(hub: Hub, device: str = "t1") -> None:
 
 
 def post(port: int, body: dict[str, Any], token: str = TOKEN) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/setpoints", data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return api(port, "POST", "/v1/setpoints", body, token)
 
 
 def qala_set(port: int, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,18 +11,14 @@ such a command after the restart and wrote no audit row.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from simulators.services import free_port
-from tests.control.test_integration import ACTUATORS, TOKEN, commands
-from tests.firmware.boards import Board, board_config
-from tests.hub.conftest import HubProcess, v1_table, wait_until, write_config
+from tests.control.live import api, hub_and_board
+from tests.control.test_integration import commands
+from tests.hub.conftest import HubProcess, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -30,19 +26,6 @@ if TYPE_CHECKING:
     from simulators.services import Influxd, Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.micropython]
-
-
-def api(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", method=method, data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return 0, {}
 
 
 def wait_for(predicate: Any, timeout: float) -> bool:
@@ -58,17 +41,8 @@ def test_a_command_pending_at_a_hub_crash_ends_once(
     tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
     hub_processes: list[HubProcess],
 ) -> None:
-    port = free_port()
-    path = write_config(tmp_path, mosquitto, v1_table(influxd, influxd_database), site={"require_birth": False},
-                        api={"control_token": TOKEN, "port": port},
-                        control={"ttl": 120.0, "retries": 0, "ack_timeout": 5.0})
-    cfg = board_config(mosquitto, actuators=ACTUATORS)
-    cfg["sensors"] = {"air1": {"driver": "sim", "interval": 1, "quantities": ["pm25"]}}
-    board = Board(tmp_path / "board", cfg)
-    hub = HubProcess(path)
-    hub_processes.append(hub)
-    hub.start()
-    board.start()
+    port, hub, board = hub_and_board(tmp_path, mosquitto, influxd, influxd_database, hub_processes, {},
+                                     control={"ttl": 120.0, "retries": 0, "ack_timeout": 5.0})
     try:
         wait_until(lambda: bool(api(port, "GET", "/v1/devices")[1].get("devices")), 30,
                    what="the board known to the hub")
@@ -81,7 +55,7 @@ def test_a_command_pending_at_a_hub_crash_ends_once(
         # unless the hub died before its publish left it (the journal's `sent` line comes first): then the
         # restarted hub's resend brings it
         applied_before = wait_for(lambda: f"cmd {cmd['id']}:" in board.output(), 10)
-        again = HubProcess(path)
+        again = HubProcess(hub.config_path)
         hub_processes.append(again)
         again.start()
 
