@@ -15,7 +15,7 @@ nothing: the hub stores the same point again. Without a hub alive nothing is res
 
 Every task is guarded: an exception is logged with its reason and the task starts again; nothing stops the
 loop. The watchdog task feeds the hardware watchdog only while the board does its job (firmware/vitals.py:
-the sender gets its PUBACKs or has a known reason not to, the sampler samples, MemoryErrors do not repeat);
+the sender gets its PUBACKs or has a known reason not to, the sampler samples, MemoryErrors do not go on);
 otherwise it logs why, counts it on flash (`self_resets` in health) and resets the board.
 
 Readings are stamped with the board clock (Unix ms) and a sequence number that restarts at 0 each boot; the

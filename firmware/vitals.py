@@ -9,9 +9,11 @@ work is judged instead, once a second by the watchdog task (firmware/app.py):
   and a board that is not connected has a reason it knows (no network, a refused or failed connect, logged
   with its cause), so the link being down never starves the watchdog by itself;
 - **sampler**: sensors configured and no sample taken for `stall_ms` plus the longest sensor interval;
-- **memory**: 5 MemoryErrors (anywhere: a task, a sensor read, a connect) within `stall_ms`: the board is
-  out of memory. It may still get a health report out, but the reads that fail are readings lost (sent as
-  `fault`) and the tasks that fail restart only to fail again; a reset gives it its heap back.
+- **memory**: MemoryErrors (anywhere: a task, a sensor read, a connect) that keep coming for a quarter of
+  `stall_ms` (30 s by default; at least 5 of them, never more than that quarter apart): the board is out of
+  memory. It may still get a health report out, but the reads that fail are readings lost (sent as `fault`)
+  and the tasks that fail restart only to fail again; a reset gives it its heap back. A burst that ends (a
+  reconnect that needed more than there was, once) is no reason.
 
 `verdict()` says why the board does not work (None while it does); the app then logs it, counts it on flash
 (`<state>/self_resets`, reported in health as `self_resets`) and resets the board; on boards the hardware
@@ -38,16 +40,17 @@ class Vitals:
         self.sample_ms = sample_ms  # the longest sensor interval (0: no sensors)
         self.sent_at = now  # the last PUBACK, or when waiting for one began
         self.sampled_at = now
-        self.oom = [0, now]  # MemoryErrors in the current run of them, and when the first came
+        self.oom = [0, now, now]  # MemoryErrors in the current run of them, when the first and the last came
         self.lag = None  # [when records began to wait without a break, how many waited then]; None: none waited
         self.lagging = False
         self._up = False
 
     def memory_error(self, now):
         oom = self.oom
-        if oom[0] == 0 or self.diff(now, oom[1]) > self.stall_ms:
-            oom[0], oom[1] = 0, now
+        if oom[0] == 0 or self.diff(now, oom[2]) > self.stall_ms // 4:
+            oom[0], oom[1] = 0, now  # a quiet quarter ended the last run: a new one
         oom[0] += 1
+        oom[2] = now
 
     def verdict(self, now, connected, unsent):
         """None while the board works; else why it does not (then it should be reset)."""
@@ -73,8 +76,9 @@ class Vitals:
             return "sender stalled: no PUBACK for %d s with %d records to send" % (quiet // 1000, unsent)
         if self.sample_ms and ticks_diff(now, self.sampled_at) > self.stall_ms + self.sample_ms:
             return "sampler stalled: no sample for %d s" % (ticks_diff(now, self.sampled_at) // 1000)
-        # out of memory: MemoryErrors that repeat cost readings and restart tasks; a reset gives the heap back
-        n, first = self.oom
-        if n >= 5 and ticks_diff(now, first) <= self.stall_ms:
+        # out of memory: MemoryErrors that go on cost readings and restart tasks; a reset gives the heap back
+        n, first, last = self.oom
+        w = self.stall_ms // 4
+        if n >= 5 and ticks_diff(last, first) >= w and ticks_diff(now, last) <= w:
             return "out of memory: %d MemoryErrors in %d s" % (n, ticks_diff(now, first) // 1000)
         return None

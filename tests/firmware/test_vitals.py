@@ -6,6 +6,7 @@ MICROPYTHON_HEAP = "64k"
 
 STALL = 120000
 OOM_LIMIT = 5  # MemoryErrors in a run that mean "out of memory" (a literal in firmware/vitals.py)
+QUARTER = STALL // 4  # how long they must go on, and the quiet that ends a run
 LAG_MS = 300000  # how long records wait before the sender counts as lagging
 
 
@@ -52,21 +53,29 @@ def test_a_sampler_that_stops_sampling_is_stalled():
     assert v.verdict(1001 + STALL + 30000, True, 0).startswith("sampler stalled: no sample for 150 s")
 
 
-def test_memory_errors_that_repeat_mean_a_reset_even_while_the_sender_works():
+def test_memory_errors_that_go_on_for_a_quarter_of_stall_mean_a_reset_even_while_the_sender_works():
     v = Vitals(0, STALL, 0, sub)
-    for k in range(OOM_LIMIT - 1):
-        t = 1000 + k * 1000
+    t = 1000
+    while t < 1000 + QUARTER:
         v.memory_error(t)
         v.sent_at = t + 500  # health still gets out; the reads that failed are readings lost
         assert v.verdict(t + 600, True, 1) is None
-    v.memory_error(6000)
-    assert v.verdict(6000, True, 0).startswith("out of memory: 5 MemoryErrors in 5 s")
+        t += 3000
+    v.memory_error(t)
+    assert v.verdict(t, True, 0).startswith("out of memory: 11 MemoryErrors in 30 s")
 
 
-def test_memory_errors_spread_out_are_no_reset():
+def test_a_burst_of_memory_errors_that_ends_or_spread_out_ones_are_no_reset():
+    v = Vitals(0, STALL, 0, sub)
+    for k in range(20):  # 20 at once (a reconnect that needed more than there was), then quiet
+        v.memory_error(1000 + k)
+    for t in range(2000, 2000 + 2 * STALL, 1000):
+        assert v.verdict(t, True, 0) is None
+    v.memory_error(2000 + QUARTER + 10)  # after a quiet quarter: a new run, not the end of the old one
+    assert v.oom[0] == 1
     w = Vitals(0, STALL, 0, sub)
     for k in range(2 * OOM_LIMIT):
-        t = k * (STALL + 1000)  # one every two minutes: a run of them never reaches the limit
+        t = k * (QUARTER + 1000)  # one every 31 s: a run of them never reaches the limit
         w.memory_error(t)
         assert w.verdict(t, False, 0) is None
 
