@@ -2,8 +2,9 @@
 
 The disk is a real tmpfs of 4 MiB mounted for the test (root only, as the suite runs in CI and here); where it
 cannot be mounted, the same failures come from fault injection at the spool's `os.fsync` (ENOSPC, EROFS),
-which exercises the same code in the hub (`QALA_TEST_NO_TMPFS=1` forces that mode). The spool's own
-consistency after a refused write is checked directly as well.
+which exercises the same code in the hub (`QALA_TEST_NO_TMPFS=1` forces that mode; the read-only phase falls
+back to it, and prints so, when the kernel keeps refusing the remount because a file is open for writing).
+The spool's own consistency after a refused write is checked directly as well.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import errno
 import os
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -35,7 +37,6 @@ from tests.hub.conftest import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from simulators.services import Influxd, Mosquitto
     from tests.hub.conftest import Publisher
@@ -52,16 +53,15 @@ class Disk:
             ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True, check=False,
         ).returncode == 0
         self.real = mounted
-        self.refusing: int | None = None  # errno injected (fault injection mode)
-        if not mounted:
-            real_fsync = os.fsync
+        self.refusing: int | None = None  # errno injected (fault injection mode, or a read-only fallback)
+        real_fsync = os.fsync
 
-            def fsync(fd: int) -> None:
-                if self.refusing is not None:
-                    raise OSError(self.refusing, os.strerror(self.refusing))
-                real_fsync(fd)
+        def fsync(fd: int) -> None:
+            if self.refusing is not None:
+                raise OSError(self.refusing, os.strerror(self.refusing))
+            real_fsync(fd)
 
-            monkeypatch.setattr(spool_module.os, "fsync", fsync)
+        monkeypatch.setattr(spool_module.os, "fsync", fsync)
 
     def fill(self) -> None:
         """No space left (ENOSPC)."""
@@ -74,7 +74,18 @@ class Disk:
 
     def read_only(self) -> None:
         if self.real:
-            subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], check=True)
+            # the kernel refuses (busy) while a file on it is open for writing, as the hub's open segment is
+            # until its batch is sealed (flush_interval): try again for a while, then inject EROFS and say so
+            deadline = time.monotonic() + 10
+            while subprocess.run(["mount", "-o", "remount,ro", str(self.folder)], capture_output=True,
+                                 check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    fds = [str(fd.readlink()) for fd in Path("/proc/self/fd").iterdir()]
+                    print("tmpfs busy (open here:", [f for f in fds if str(self.folder) in f],
+                          "): EROFS injected instead")
+                    self.refusing = errno.EROFS
+                    return
+                time.sleep(0.05)
         else:
             self.refusing = errno.EROFS
 
@@ -82,8 +93,7 @@ class Disk:
         if self.real:
             subprocess.run(["mount", "-o", "remount,rw", str(self.folder)], check=True)
             (self.folder / "filler").unlink(missing_ok=True)
-        else:
-            self.refusing = None
+        self.refusing = None
 
     def close(self) -> None:
         if self.real:
