@@ -69,6 +69,24 @@ def client_for(mqtt, site, device):
     return c
 
 
+def watch(board, state):
+    """The board's vitals (firmware/vitals.py), its self-reset count from flash, its failure hook for guard():
+    for app.Board and the Modbus board alike."""
+    cfg = board.cfg
+    longest = 0
+    for name in cfg["sensors"]:
+        longest = max(longest, int(cfg["sensors"][name]["interval"] * 1000))
+    board.vitals = Vitals(time.ticks_ms(), int(cfg["stall_after"] * 1000), longest, time.ticks_diff)
+    board.state = state
+    board.self_resets = 0
+    try:
+        with open(state + "/self_resets") as f:
+            board.self_resets = int(f.read())
+    except (OSError, ValueError):
+        pass
+    _failed[0] = board.failed
+
+
 class Board:
     def __init__(self, impl, cfg, caps, boot, state):
         self.hw = impl
@@ -97,18 +115,8 @@ class Board:
         # before the first connect: what the broker kept in the board's session while it was off (a command)
         # arrives right after the CONNACK, before the birth subscribes again
         self.client.set_callback(self.on_message)
-        self.state = state
-        longest = 0
-        for name in cfg["sensors"]:
-            longest = max(longest, int(cfg["sensors"][name]["interval"] * 1000))
-        self.vitals = Vitals(time.ticks_ms(), int(cfg["stall_after"] * 1000), longest, time.ticks_diff)
-        self.self_resets = 0
-        try:
-            with open(state + "/self_resets") as f:
-                self.self_resets = int(f.read())
-        except (OSError, ValueError):
-            pass
-        _failed[0] = self.client.on_error = self.failed
+        watch(self, state)
+        self.client.on_error = self.failed
         self.acts = None
         if cfg["actuators"]:
             from firmware.actuators import Actuators

@@ -78,6 +78,7 @@ class ModbusBoard(app.Board):
         self.rxbuf = None
         self.deaf = False  # asyncio's accept loop died (MemoryError): only a reset brings the server back
         self.acts = None
+        app.watch(self, state)  # the sampler reports to the vitals; the watchdog judges them
         self.regs = Registers(cfg["actuators"], self._check, self._apply)
         if cfg["actuators"]:
             from firmware.actuators import Actuators
@@ -137,9 +138,13 @@ class ModbusBoard(app.Board):
         return self.client.isconnected()
 
     async def watchdog(self):
-        """app.Board's feeder, except that a deaf TCP server stops the feeding: the board resets and listens again."""
+        """app.Board's verdict without a sender (firmware/vitals.py: the sampler samples, MemoryErrors do not go
+        on), and a deaf TCP server stops the feeding too: the board resets and listens again."""
         self.hw.watchdog(self.cfg["watchdog"])
         while not self.deaf:
+            why = self.vitals.verdict(time.ticks_ms(), False, 0)
+            if why is not None:
+                self.reset(why)
             self.hw.feed()
             await asyncio.sleep(1)
         await asyncio.Event().wait()
@@ -152,7 +157,7 @@ class ModbusBoard(app.Board):
             self.low = min(self.low, free)
             for q, v in (("uptime", self.hw.uptime_ms() // 1000), ("heap_free", free), ("heap_max_block", block),
                          ("resets", self.boot), ("sensor_faults", self.faults), ("rssi", self.hw.rssi()),
-                         ("reconnects", self.client.reconnects)):
+                         ("reconnects", self.client.reconnects), ("self_resets", self.self_resets)):
                 regs.set_input(q, v)
             log.info("health: served=%d refused=%d denied=%d dropped=%d idled=%d faults=%d heap_free=%d "
                      "max_block=%d heap_low=%d", self.served, self.refused, self.denied, self.dropped, self.idled,

@@ -81,6 +81,10 @@ async def _poll_into_influx(path: Path, influxd: Influxd, db: str, fw: Board) ->
     pm1 = influxd.points(db, "SELECT \"pm1\" FROM \"air\" WHERE \"device\" = 'mb1'")
     assert pm1 == []  # not measured: NaN on the wire, skipped by the hub
     assert "fan1 = 42.0" in fw.output()
+    assert " failed" not in fw.output()  # no task of the board failed (its sampler reports to its vitals)
+    resets = influxd.points(db, "SELECT \"self_resets\" FROM \"device\" WHERE \"device\" = 'mb1'")
+    assert resets  # health register 78
+    assert all(r["self_resets"] == 0 for r in resets)
 
 
 async def test_hub_polls_the_firmware_over_tcp_into_influxdb(
