@@ -4,8 +4,9 @@
 sample's values into their input register slots (firmware.mbregs, map in protocols/boardmap.py), the health
 task writes the health slots, and a server task answers requests over TCP (asyncio server on
 `modbus.host:port`) or RTU (the hardware layer's serial port: a UART with an RS-485 direction pin on boards,
-a serial device path such as a pty on the unix port; a frame ends by length, and 3.5 character times of
-silence drop a partial one). Setpoint writes go through firmware.actuators (its limit, rate and min_on/off
+a serial device path such as a pty on the unix port; a frame ends by its length, or for a function code
+without a length rule by 3.5 character times of silence, which also drop a partial frame: such a frame, well
+formed, gets exception 01). Setpoint writes go through firmware.actuators (its limit, rate and min_on/off
 checks), so a refused value answers exception 03 and drives nothing. The fail-safe watch counts the uplink
 as down when no request has come for 1.5 s; after `failsafe_after` of that, actuators go to fail-safe.
 Nothing here imports the MQTT client.
@@ -255,22 +256,21 @@ class ModbusBoard(app.Board):
         while True:
             n = port.readinto(buf)
             now = time.ticks_ms()
+            frame = None
             if n:
                 framer.feed(view[:n])
                 last = now
-                partial = True
-                while True:
-                    frame = framer.next_frame()
-                    if frame is None:
-                        break
-                    partial = False
-                    if frame[0] == unit or frame[0] == 0:
-                        resp = self.answer(frame[1])
-                        if frame[0] and resp is not None:  # unit 0 is a broadcast: act, never answer
-                            port.write(mf.rtu_frame(unit, resp))
+                partial = True  # bytes since the last silence: the next one is a frame's end
+                frame = framer.next_frame()
             elif partial and time.ticks_diff(now, last) >= gap:
-                framer.gap()
+                frame = framer.gap()  # a well-formed frame of a function without a length rule, or None
                 partial = False
+            while frame is not None:
+                if frame[0] == unit or frame[0] == 0:
+                    resp = self.answer(frame[1])  # an unknown function: exception 01
+                    if frame[0] and resp is not None:  # unit 0 is a broadcast: act, never answer
+                        port.write(mf.rtu_frame(unit, resp))
+                frame = framer.next_frame() if n else None
             await asyncio.sleep_ms(1)
 
     async def run(self):

@@ -6,7 +6,11 @@ all work. RTU frames carry no length: the framer derives it from the function co
 (requests for a server, responses for a client), checks the CRC, and on a bad CRC or an unknown function
 drops one byte and searches again, which is how a listener resynchronises on a shared bus. The I/O layer
 calls `gap()` when the line has been silent for 3.5 character times, which ends any partial frame (spec
-2.5.1.1). A TCP stream cannot resynchronise: a bad header raises ProtocolError and the connection is closed.
+2.5.1.1). On a server, silence is also what delimits a frame by the serial-line rules: when the bytes since
+the last silence make one well-formed frame (unit 0..247, good CRC) that the length rules could not frame, a
+function code this framer does not know, `gap()` returns it, so the server can answer exception 01 as the
+application protocol requires (a bus scanner's 07, 08, 0x11, 43/14) instead of staying silent. A TCP stream
+cannot resynchronise: a bad header raises ProtocolError and the connection is closed.
 """
 
 from protocols._compat import const
@@ -112,15 +116,40 @@ class RtuFramer:
         self.requests = requests
         self._rx = _Buffer(MAX_RTU_FRAME)
         self.discarded = 0  # bytes dropped while resynchronising: a bus health figure
+        # a server's copy of the bytes since the last silence (a frame by the serial-line rules); its length,
+        # -1 once more than a frame came or a frame was framed from them
+        self._since = bytearray(MAX_RTU_FRAME) if requests else bytearray(0)
+        self._n = 0 if requests else -1
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        n = self._n
+        if n >= 0:
+            if n + len(data) > MAX_RTU_FRAME:
+                self._n = -1
+            else:
+                self._since[n : n + len(data)] = data
+                self._n = n + len(data)
         # a babbling line: keep at most four frames' worth, dropping the oldest bytes
         self.discarded += self._rx.append(data, 4 * MAX_RTU_FRAME)
 
-    def gap(self) -> None:
-        """3.5 character times of silence: whatever is buffered cannot be completed."""
-        self.discarded += self._rx.size
+    def gap(self) -> tuple[int, bytes] | None:
+        """3.5 character times of silence: whatever is buffered cannot be completed. On a server: (unit, pdu)
+        if the bytes since the last silence are one well-formed frame that next_frame could not frame (its
+        function code has no length rule here: the server answers exception 01), else None."""
+        found = None
+        n = self._n
+        since = self._since
+        if n >= 4 and since[0] <= 247:
+            crc = crc16(memoryview(since)[: n - 2])
+            if since[n - 2] == (crc & 0xFF) and since[n - 1] == (crc >> 8):
+                found = since[0], bytes(memoryview(since)[1 : n - 2])
+                self.discarded -= n - self._rx.size  # the bytes dropped while searching were this frame
+        if self.requests:
+            self._n = 0
+        if found is None:
+            self.discarded += self._rx.size
         self._rx.size = 0
+        return found
 
     def next_frame(self) -> tuple[int, bytes] | None:
         """(unit, pdu) of the next whole frame with a good CRC, or None until more bytes arrive."""
@@ -141,6 +170,8 @@ class RtuFramer:
                 unit = buf[0]
                 pdu = rx.take(1, n - 2)
                 rx.consume(n)
+                if self.requests:
+                    self._n = -1  # framed: what follows before the next silence is not one frame
                 return unit, pdu
             rx.consume(1)
             self.discarded += 1

@@ -177,7 +177,13 @@ def test_rtu_server_survives_bad_input(tmp_path: Path) -> None:
                 assert ask(good[:5]) == b""  # truncated: the silence drops it
                 assert ask(mf.rtu_frame(4, modbus.read_request(4, 0, 2))) == b""  # another unit's request
                 ask(os.urandom(64))  # garbage may contain anything; only survival counts
-                assert ask(mf.rtu_frame(3, bytes((0x2B, 0x0E, 1, 0)))) == b""  # unknown function: no length, dropped
+                # function codes without a length rule (read device id, read exception status, diagnostics,
+                # report server id: what bus scanners send): the silence ends the frame, the answer is 01, as
+                # over TCP (the landed framer dropped them as noise: the master timed out)
+                for pdu in (bytes((0x2B, 0x0E, 1, 0)), b"\x07", b"\x08\x00\x00\x12\x34", b"\x11"):
+                    assert ask(mf.rtu_frame(3, pdu)) == mf.rtu_frame(3, bytes((pdu[0] | 0x80, 1))), pdu
+                assert ask(mf.rtu_frame(0, b"\x11")) == b""  # a broadcast: never answered
+                assert ask(mf.rtu_frame(3, b"\x11")[:-1]) == b""  # cut short: the CRC does not match
                 far = mf.rtu_frame(3, modbus.read_request(4, 1000, 10))
                 assert ask(far) == mf.rtu_frame(3, bytes((0x84, 2)))
                 answer = ask(good)

@@ -105,6 +105,32 @@ def test_rtu_bad_crc_is_skipped_and_gap_clears():
     assert framer.next_frame() == (1, H("030000000a"))
 
 
+def test_rtu_silence_delimits_a_frame_of_a_function_without_a_length_rule():
+    """Function codes the framer has no length for (07, 08, 0x11, 43/14): the silence after them ends the frame,
+    and gap() hands a well-formed one to the server (which answers exception 01); noise it does not."""
+    framer = f.RtuFramer(requests=True)
+    for pdu in (H("07"), H("0800000000"), H("11"), H("2b0e0100")):
+        frame = f.rtu_frame(5, pdu)
+        framer.feed(frame[:2])
+        assert framer.next_frame() is None
+        framer.feed(frame[2:])
+        assert framer.next_frame() is None  # no length rule: only the silence ends it
+        assert framer.gap() == (5, pdu)
+    assert framer.discarded == 0
+    framer.feed(H("0511aabb"))  # a bad CRC: noise, dropped at the silence
+    assert framer.next_frame() is None
+    assert framer.gap() is None
+    known = f.rtu_frame(1, m.read_request(3, 0, 10))
+    framer.feed(known)
+    assert framer.next_frame() == (1, H("030000000a"))
+    assert framer.gap() is None  # that frame was framed already
+    framer.feed(f.rtu_frame(5, H("07")))
+    assert framer.gap() == (5, H("07"))  # the copy starts again after every silence
+    client = f.RtuFramer(requests=False)
+    client.feed(f.rtu_frame(5, H("07")))
+    assert client.gap() is None  # a client frames responses by their function's rule only
+
+
 def test_rtu_client_side_lengths():
     framer = f.RtuFramer(requests=False)
     framer.feed(f.rtu_frame(1, m.registers_response(3, [1, 2])) + f.rtu_frame(1, m.exception_response(3, 2)))
