@@ -9,6 +9,7 @@ arguments or no answer. Imports hub.modbus only; pymodbus is loaded when the com
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
@@ -21,10 +22,36 @@ from hub.modbus.config import RTU, TCP, BusConfig
 from protocols import catalogue, registers
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Sequence
 
 TOP = 5
+
+
+def tcp_address(value: str) -> tuple[str, int]:
+    """`HOST` or `HOST:PORT` (port 502 by default), for argparse: a bad one is an error naming the option."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, "502"
+    if not host:
+        raise argparse.ArgumentTypeError(f"{value!r}: give HOST or HOST:PORT, e.g. 192.168.1.20:502")
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be a number 1..65535") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be 1..65535, got {number}")
+    return host, number
+
+
+def unit_id(value: str) -> int:
+    """A Modbus unit id 0..255 (RTU takes 1..247: checked with the transport), for argparse."""
+    try:
+        unit = int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: a unit id is a number, 1..247 on RTU, 0..255 over TCP") from None
+    if not 0 <= unit <= 255:
+        raise argparse.ArgumentTypeError(f"{unit}: a unit id is 1..247 on RTU, 0..255 over TCP")
+    return unit
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -38,12 +65,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "+1, rank by plausibility and print the profile snippet for the winner.",
     )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--tcp", metavar="HOST[:PORT]", help="a Modbus TCP device or gateway (port 502 by default)")
+    where.add_argument("--tcp", metavar="HOST[:PORT]", type=tcp_address,
+                       help="a Modbus TCP device or gateway (port 502 by default)")
     where.add_argument("--rtu", metavar="SERIAL_PORT", help="a serial port with an RS-485 adapter, e.g. /dev/ttyUSB0")
     p.add_argument("--baudrate", type=int, default=9600)
     p.add_argument("--parity", choices=("N", "E", "O"), default="N")
     p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
-    p.add_argument("--unit", type=int, default=1, help="unit id (slave address), default 1")
+    p.add_argument("--unit", type=unit_id, default=1, help="unit id (slave address), default 1")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per answer, default 1")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--profile", help="take the candidates from a profile (built-in name or .toml path)")
@@ -62,7 +90,11 @@ def _candidates(args: argparse.Namespace) -> list[probe.Candidate]:
         parts = spec.split(":")
         if len(parts) not in (2, 3):
             raise ValueError(f"--register {spec!r}: expected ADDR:QUANTITY[:TYPE]")
-        address = int(parts[0], 0)
+        try:
+            address = int(parts[0], 0)
+        except ValueError:
+            raise ValueError(f"--register {spec!r}: the address {parts[0]!r} is not a number (0..65535, "
+                             "decimal or 0x hex)") from None
         if not 0 <= address <= 0xFFFF:
             raise ValueError(f"--register {spec!r}: address must be 0..65535")
         if parts[1] not in catalogue.QUANTITIES:
@@ -75,11 +107,15 @@ def _candidates(args: argparse.Namespace) -> list[probe.Candidate]:
 
 
 def _bus(args: argparse.Namespace) -> BusConfig:
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout {args.timeout:g}: give seconds above 0")
     if args.rtu:
+        if not 1 <= args.unit <= 247:
+            raise ValueError(f"--unit {args.unit}: an RTU device answers only as 1..247 (0 is a broadcast)")
         return BusConfig("probe", RTU, port=args.rtu, baudrate=args.baudrate, parity=args.parity,
                          stopbits=args.stopbits, timeout=args.timeout, retries=0)
-    host, _, port = args.tcp.rpartition(":") if ":" in args.tcp else (args.tcp, "", "502")
-    return BusConfig("probe", TCP, host=host, port=int(port), timeout=args.timeout, retries=0)
+    host, port = args.tcp
+    return BusConfig("probe", TCP, host=host, port=port, timeout=args.timeout, retries=0)
 
 
 async def run_probe(bus: BusConfig, unit: int, cands: list[probe.Candidate]) -> list[probe.Interpretation]:
