@@ -24,12 +24,27 @@ def _err(text: str, code: int = 1) -> int:
     return code
 
 
+def _out_error(path: Path, exc: OSError, want: str = "file") -> str:
+    """One line for an --out that cannot be written: what is in the way and what to do."""
+    if isinstance(exc, FileNotFoundError) and not path.parent.is_dir():
+        return f"--out {path}: the folder {path.parent} does not exist; create it or give another --out"
+    if isinstance(exc, IsADirectoryError) or (want == "file" and path.is_dir()):
+        return f"--out {path}: a folder is there; give a file name"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"--out {path}: a file is in the way of the folder; give another --out or remove it"
+    if isinstance(exc, PermissionError):
+        return f"--out {path}: not allowed to write there; give another --out"
+    return f"--out {path}: cannot write: {exc.strerror or exc}"
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         manifest = fw.build_bundle(out)
     except fw.FwError as exc:
         return _err(str(exc))
+    except OSError as exc:
+        return _err(_out_error(out, exc, "folder"), 2)
     sys.stdout.write(f"built firmware {manifest['firmware']}: {len(manifest['files'])} files in {out}, "
                      f"hashes in {out / fw.MANIFEST}\n")
     return 0
@@ -82,9 +97,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
         if ca is not None:
             sys.stderr.write(f"copy {ca_path} next to the config as {fw.BOARD_CA} (qala fw deploy takes it)\n")
     else:
-        fw.write_config(raw, Path(args.out))
-        if ca is not None:
-            (Path(args.out).parent / fw.BOARD_CA).write_bytes(ca)
+        try:
+            fw.write_config(raw, Path(args.out))
+            if ca is not None:
+                (Path(args.out).parent / fw.BOARD_CA).write_bytes(ca)
+        except OSError as exc:
+            return _err(_out_error(Path(args.out), exc), 2)
         sys.stderr.write(f"wrote {args.out} for {raw['site']}/{raw['device']} (validated; mode 600)"
                          f"{f' and {fw.BOARD_CA}, its site CA' if ca is not None else ''}\n")
     return 0
@@ -142,7 +160,10 @@ def _cmd_package_json(args: argparse.Namespace) -> int:
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            return _err(_out_error(Path(args.out), exc), 2)
     return 0
 
 
