@@ -54,6 +54,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hub.backoff import Backoff
+from hub.config import ConfigError
 from hub.control.journal import Journal
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
@@ -72,6 +73,8 @@ from hub.trust.store import StoreError, TrustStore
 from protocols import confirm, liveness, topics
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hub.config import HubConfig
     from hub.ingest.mqtt import Message
     from hub.modbus.poller import ModbusService
@@ -126,8 +129,7 @@ class Hub:
             log.warning("trust: plain mode ([trust] plain = true): telemetry of every device id is stored and no "
                         "MQTT board can be commanded; a lab bench only")
         self.config = config
-        state = config.spool.path
-        state.mkdir(parents=True, exist_ok=True)
+        state = self._state_folder(config.spool.path)
         self.metrics = Metrics()
         self.spool = Spool(state / "segments", config.spool.max_bytes)
         self.registry = Registry(state / "registry.json")
@@ -200,6 +202,15 @@ class Hub:
         confirms.load(config.spool.path / "confirmed.json")
         self.processor.ids = []
         return confirms
+
+    @staticmethod
+    def _state_folder(state: Path) -> Path:
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission: the config names a folder this hub cannot have
+            raise ConfigError(f"spool.path: cannot create {state}: {exc.strerror or exc}; give a folder the hub "
+                              "may create and write") from None
+        return state
 
     @staticmethod
     def _keys(store: TrustStore) -> dict[str, bytes]:

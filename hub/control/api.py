@@ -297,13 +297,18 @@ def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | No
 async def serve_api(config: ApiConfig, control: ControlService) -> tuple[int, Coroutine[Any, Any, None]]:
     """Start listening; (bound port, a coroutine that serves until cancelled and then cleans up).
 
-    ConfigError naming api.tls_cert when the certificate or its key cannot be loaded."""
+    ConfigError naming api.tls_cert when the certificate or its key cannot be loaded, and api.listen/api.port
+    when the address cannot be listened on (a port taken)."""
     context = tls_context(config)
     runner = web.AppRunner(make_app(control, config), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
     try:
         await site.start()
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        await runner.cleanup()
+        raise ConfigError(f"api.listen/api.port: cannot listen on {config.listen}:{config.port}: "
+                          f"{exc.strerror or exc} (another program on that port? choose another api.port)") from None
     except BaseException:
         await runner.cleanup()
         raise

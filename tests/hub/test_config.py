@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,43 @@ def test_cli_stops_with_the_message_before_opening_any_socket(
     path.write_text('[site]\nid="s"\n[mqtt]\nhost="h"\nport="x"\n')
     assert cli.main(["hub", "run", "--config", str(path)]) == 2
     assert "configuration error: mqtt.port: must be an integer" in capsys.readouterr().err
+
+
+PLAIN_HUB = """[site]
+id = "lab"
+[mqtt]
+host = "127.0.0.1"
+port = 1
+tls = false
+[trust]
+plain = true  # no broker is reached here: the start stops before
+[influxdb]
+api = "v1"
+url = "http://127.0.0.1:1"
+database = "qala"
+"""
+
+
+def test_a_spool_path_the_hub_cannot_create_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("in the way")
+    path = tmp_path / "hub.toml"
+    path.write_text(PLAIN_HUB + f'[spool]\npath = "{tmp_path / "afile" / "state"}"\n')
+    assert cli.main(["hub", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"configuration error: spool.path: cannot create {tmp_path / 'afile' / 'state'}: Not a directory" in err
+    assert "Traceback" not in err
+
+
+def test_an_api_port_taken_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "hub.toml"
+        path.write_text(PLAIN_HUB + f'[spool]\npath = "{tmp_path / "state"}"\n'
+                        f'[api]\nport = {port}\nread_token = "read-token-0123456789"\n')
+        assert cli.main(["hub", "run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"configuration error: api.listen/api.port: cannot listen on 127.0.0.1:{port}" in err
+    assert "choose another api.port" in err
+    assert "Traceback" not in err
