@@ -111,7 +111,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace, folder: Path) -> int:
     config_path = Path(args.config)
     raw = fw.read_json(config_path, "--config")
-    fw.validate_config(raw, need_wifi=not args.no_wifi)
+    fw.validate_config(raw, need_wifi=not args.no_wifi, given=frozenset(), file_option="--config")
     fw.check_bundle(folder)
     ca = fw.board_ca(raw, config_path)
     copy, reset = fw.deploy_commands(args.port, folder, config_path, resume=args.resume, ca=ca)
@@ -152,7 +152,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
             fw.build_bundle(Path(tmp))
             return _deploy(args, Path(tmp))
     except fw.FwError as exc:
-        return _err(str(exc))
+        return _err(str(exc), 2 if isinstance(exc, fw.InputError) else 1)
 
 
 def _cmd_package_json(args: argparse.Namespace) -> int:

@@ -62,6 +62,10 @@ class FwError(RuntimeError):
     """A build, config or deploy step failed; the message says which argument, key or tool."""
 
 
+class InputError(FwError):
+    """What was given is wrong (an argument, a config file or key): the command exits 2, not 1."""
+
+
 def firmware_version(root: Path = bundle.REPO_ROOT) -> str:
     """firmware.VERSION, read from the source (an old editable install may see firmware/ as a namespace)."""
     for node in ast.parse((root / "firmware" / "__init__.py").read_text()).body:
@@ -136,29 +140,40 @@ def parse_sensor(text: str) -> tuple[str, dict[str, Any]]:
     return name, {"driver": driver, "interval": value, "quantities": quantities.split(",")}
 
 
-def _argument_for(message: str) -> str:
+def _argument_for(message: str, given: frozenset[str] | None, file_option: str) -> str:
+    """Where to fix the key `message` starts with: the argument that sets it, or the file it came from.
+
+    `given`: the arguments that set values in the config (None: no file, every value is an argument's)."""
     for prefix, argument in _ARGUMENT_OF:
         if message.startswith(prefix):
-            return f" (set by {argument})"
-    return " (edit it in the --from file)"
+            if given is None or argument in given:
+                return f" (set by {argument})"
+            if argument.startswith("--") and file_option == "--from":
+                return f" (edit it in the --from file, or set it with {argument})"
+            break
+    return f" (edit it in the {file_option} file)"
 
 
-def _check_drivers(cfg: dict[str, Any]) -> None:
+def _check_drivers(cfg: dict[str, Any], given: frozenset[str] | None, file_option: str) -> None:
     drivers = _drivers()
     for name, sensor in cfg["sensors"].items():
         if sensor["driver"] not in drivers:
-            raise FwError(f"board config: sensors.{name}.driver: no driver {sensor['driver']!r} in this firmware "
-                          f"(have: {', '.join(sorted(drivers))}) (set by --sensor)")
+            message = f"sensors.{name}.driver: no driver {sensor['driver']!r} in this firmware"
+            raise InputError(f"board config: {message} (have: {', '.join(sorted(drivers))})"
+                             f"{_argument_for(message, given, file_option)}")
 
 
-def validate_config(raw: dict[str, Any], *, need_wifi: bool) -> dict[str, Any]:
-    """firmware.config.validate plus the driver check start.py makes; FwError naming the key and argument."""
+def validate_config(raw: dict[str, Any], *, need_wifi: bool, given: frozenset[str] | None = None,
+                    file_option: str = "--from") -> dict[str, Any]:
+    """firmware.config.validate plus the driver check start.py makes; InputError naming the key and where to
+    fix it: the argument that set it (`given`: the arguments that set values; None: all came from arguments)
+    or the file they came from (`file_option`: --from for `qala fw config`, --config for `qala fw deploy`)."""
     config = _board_config_module()
     try:
         cfg: dict[str, Any] = config.validate(json.loads(json.dumps(raw)), need_wifi)
     except config.ConfigError as exc:
-        raise FwError(f"board config: {exc}{_argument_for(str(exc))}") from None
-    _check_drivers(cfg)
+        raise InputError(f"board config: {exc}{_argument_for(str(exc), given, file_option)}") from None
+    _check_drivers(cfg, given, file_option)
     return cfg
 
 
@@ -207,7 +222,12 @@ def make_config(
         for name, spec in (parse_sensor(text) for text in sensors):
             kept: dict[str, Any] = before[name] if isinstance(before.get(name), dict) else {}
             raw["sensors"][name] = {**{k: v for k, v in kept.items() if k in ("pins", "options", "warmup")}, **spec}
-    validate_config(raw, need_wifi=need_wifi)
+    given = None if base is None else frozenset(argument for argument, value in (
+        ("--site", site), ("--wifi-ssid", wifi_ssid), ("--wifi-password", wifi_password), ("--broker", broker),
+        ("--mqtt-user", mqtt_user), ("--mqtt-password", mqtt_password), ("--tls", tls), ("--ca", ca),
+        ("--server-hostname", server_hostname), ("--sensor", sensors), ("DEVICE", device),
+    ) if value)
+    validate_config(raw, need_wifi=need_wifi, given=given)
     return raw
 
 
@@ -238,11 +258,11 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
     except OSError as exc:
-        raise FwError(f"{what} {path}: {exc.strerror or exc}") from None
+        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise FwError(f"{what} {path}: not valid JSON ({exc})") from None
+        raise InputError(f"{what} {path}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise FwError(f"{what} {path}: must hold a JSON object")
+        raise InputError(f"{what} {path}: must hold a JSON object")
     return value
 
 

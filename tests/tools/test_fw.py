@@ -392,8 +392,22 @@ def test_deploy_refuses_a_bad_config_before_touching_the_board(
     fw.write_config(raw, config)
     code = cli.main(["fw", "deploy", "--port", "/dev/ttyUSB9", "--config", str(config), "--bundle", str(built),
                      "--mpremote", str(tmp_path / "no-mpremote")])
-    assert code == 1
-    assert "wifi: required on this board" in capsys.readouterr().err
+    assert code == 2  # bad input, as `qala fw config` says it (the landed deploy exited 1)
+    assert "wifi: required on this board (edit it in the --config file)" in capsys.readouterr().err
+
+
+def test_a_bad_value_from_the_from_file_is_blamed_on_the_file(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    base = example()
+    base["sensors"] = {"air1": {"driver": "nope", "interval": 1, "quantities": ["pm25"]}}
+    path = tmp_path / "from.json"
+    path.write_text(json.dumps(base))
+    assert cli.main(["fw", "config", "t1", "--from", str(path), "--out", "-"]) == 2
+    err = capsys.readouterr().err
+    assert "sensors.air1.driver: no driver 'nope'" in err
+    assert err.rstrip().endswith("(edit it in the --from file, or set it with --sensor)")  # not "set by --sensor"
+    assert cli.main(["fw", "config", "t1", "--from", str(path), "--sensor", "air1:nope:pm25:1", "--out", "-"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("(set by --sensor)")
 
 
 def test_deploy_without_mpremote(built: Path, tmp_path: Path) -> None:
