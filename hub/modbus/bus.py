@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -115,10 +116,21 @@ class PymodbusTransport:
         if self._client.connected:
             return
         if not await self._client.connect():
-            raise NoResponseError(f"cannot connect to {self._where()}")
+            raise NoResponseError(f"cannot connect to {self._where()}: {self._why()}")
 
     def _where(self) -> str:
         return str(self.bus.port) if self.bus.transport == RTU else f"{self.bus.host}:{self.bus.port}"
+
+    def _why(self) -> str:
+        """The likely cause of a failed connect (pymodbus says only that it failed)."""
+        if self.bus.transport != RTU:
+            return "refused or no answer (is the device or gateway on, and the port right?)"
+        port = str(self.bus.port)
+        if not os.path.exists(port):  # noqa: PTH110 - a device path, as pyserial takes it
+            return "no such serial port (is the adapter plugged in? see ls /dev/serial/by-id)"
+        if not os.access(port, os.R_OK | os.W_OK):
+            return "no permission to open it (add the hub's user to the dialout group)"
+        return "it would not open (in use by another program, or not a serial port)"
 
     async def read(self, unit: int, table: str, address: int, count: int) -> list[int]:
         method = self._client.read_input_registers if table == "input" else self._client.read_holding_registers
@@ -200,6 +212,8 @@ class BusArbiter:
         self._reconnect_max = reconnect_max
         self._reconnect_delay = reconnect_min
         self._next_connect = 0.0
+        self._connect_error = ""
+        """Why the last connect failed: repeated while the next attempt waits."""
         self._running = False
 
     @property
@@ -271,13 +285,15 @@ class BusArbiter:
         """Connect if the transport is not connected (a no-op when it is), pacing failed attempts."""
         now = self._clock()
         if now < self._next_connect:
-            raise NoResponseError(f"bus {self.name} not connected (next attempt in {self._next_connect - now:.1f} s)")
+            raise NoResponseError(f"bus {self.name} not connected: {self._connect_error} (next attempt in "
+                                  f"{self._next_connect - now:.1f} s)")
         try:
             await asyncio.wait_for(self.transport.connect(), self.guard)
         except (NoResponseError, TimeoutError, OSError) as exc:
             self._next_connect = now + self._reconnect_delay
             self._reconnect_delay = min(self._reconnect_max, self._reconnect_delay * 2)
-            raise NoResponseError(str(exc) or "connect timed out") from None
+            self._connect_error = str(exc) or "connect timed out"
+            raise NoResponseError(self._connect_error) from None
         self._reconnect_delay = self._reconnect_min
 
     def _reset(self) -> None:

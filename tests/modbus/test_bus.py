@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,9 +13,14 @@ from hub.modbus.bus import (
     BusArbiter,
     DeviceError,
     NoResponseError,
+    PymodbusTransport,
     Transport,
     silent_interval,
 )
+from hub.modbus.config import RTU, BusConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Recorder:
@@ -150,9 +156,19 @@ async def test_connect_attempts_are_paced() -> None:
     rec.fail_connect = True
     arbiter, task = await _running(rec, reconnect_min=10.0)
     for _ in range(5):
-        with pytest.raises(NoResponseError):
+        with pytest.raises(NoResponseError, match="refused"):  # the cause, also while the next attempt waits
             await arbiter.read(1, "input", 0, 1, POLL)
     assert rec.connects == 1
+    await _stop(task)
+
+
+async def test_a_missing_serial_port_is_named_with_its_cause(tmp_path: Path) -> None:
+    port = tmp_path / "ttyUSB9"
+    transport = PymodbusTransport(BusConfig("b", RTU, port=str(port), timeout=0.2, retries=0))
+    arbiter, task = await _running(transport, reconnect_min=10.0)
+    for _ in range(2):  # the first attempt, then one while the next attempt waits
+        with pytest.raises(NoResponseError, match=f"cannot connect to {port}: no such serial port"):
+            await arbiter.read(1, "input", 0, 1, POLL)
     await _stop(task)
 
 
