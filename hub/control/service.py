@@ -199,6 +199,8 @@ class ControlService:
         mb = modbus_actuators(self.modbus)
         if device in mb:
             return MODBUS, mb[device]
+        if self.modbus is not None and device in self.modbus.pollers:
+            return MODBUS, {}  # a meter: polled, nothing writable
         info = self.registry.devices.get(device)
         if info is None:
             return None
@@ -224,9 +226,9 @@ class ControlService:
 
     # -------------------------------------------------------------------------------------- submit
 
-    def submit(self, device: object, actuator: object, value: object, *, ttl_s: float | None = None,
-               source: str = "api") -> lc.Command:
-        """A new command (already sent, or rejected by the hub's limit check); ControlError if unusable."""
+    def _target(self, device: object, actuator: object) -> tuple[str, str, str, dict[str, dict[str, object]]]:
+        """(device, actuator, transport, actuator -> limits) if the device has that actuator; ControlError
+        naming why not."""
         if not isinstance(device, str):
             raise ControlError("device", "must be a string")
         if not isinstance(actuator, str):
@@ -235,9 +237,18 @@ class ControlService:
         if found is None:
             raise NotFoundError("device", f"unknown device {device!r}")
         transport, acts = found
+        if not acts and transport == MODBUS:
+            raise NotFoundError("actuator", f"device {device} is a Modbus device this hub polls, and its profile has "
+                                            "no writable registers: there is nothing to set on it")
         if actuator not in acts:
             known = ", ".join(sorted(acts)) or "none"
             raise NotFoundError("actuator", f"device {device} has no actuator {actuator!r} (has: {known})")
+        return device, actuator, transport, acts
+
+    def submit(self, device: object, actuator: object, value: object, *, ttl_s: float | None = None,
+               source: str = "api") -> lc.Command:
+        """A new command (already sent, or rejected by the hub's limit check); ControlError if unusable."""
+        device, actuator, transport, acts = self._target(device, actuator)
         number = limits.number(value)
         if number is None:
             raise BadValueError("value", f"must be a finite number, got {value!r}")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
 
 from hub.config import ControlConfig
-from hub.control.service import ControlService
+from hub.control.service import ControlService, NotFoundError
 from hub.modbus import config as modbus_config
 from hub.modbus.poller import ModbusService
 from hub.modbus.profile import Profile, load, resolve
@@ -79,3 +80,17 @@ async def test_modbus_setpoint_is_written_read_back_and_refusals_are_clear(tmp_p
                 await task
     outcomes = sorted((r.quality, r.value) for r in stored if r.field == "value")
     assert outcomes == [("applied", 37.5), ("rejected", 80), ("rejected", 150)]
+
+
+def test_a_polled_meter_is_not_an_unknown_device(tmp_path: Path) -> None:
+    """A meter the hub polls has nothing to set: the refusal says so (the landed hub said "unknown device")."""
+    meter = SimpleNamespace(device=SimpleNamespace(profile=load(resolve("sdm630"))))
+    modbus = SimpleNamespace(pollers={"m1": meter})
+    control = ControlService("lab", ControlConfig(ttl=5, retries=1, ack_timeout=1), Registry(tmp_path / "r.json"),
+                             publish=lambda _t, _p: None, emit=lambda _r: None, modbus=modbus)  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError, match="device m1 is a Modbus device this hub polls, and its profile has no "
+                                            "writable registers: there is nothing to set on it"):
+        control.submit("m1", "relay1", 1)
+    with pytest.raises(NotFoundError, match="unknown device 'nobody'"):
+        control.submit("nobody", "relay1", 1)
+    assert control.devices() == []  # nothing to list for a meter
