@@ -89,3 +89,19 @@ def test_view_redraws_in_place_on_a_terminal() -> None:
     assert out.getvalue()[len(first):].startswith(f"\x1b[{len(first.splitlines())}F\x1b[J")
     view.event("done")
     assert out.getvalue().endswith("\x1b[J" + "qala demo: done\n")
+
+
+def test_the_influx_lines_the_demo_prints_run(influxd: Influxd, influxd_database: str) -> None:
+    """The `influx` CLI the demo and docs/demo.md point to is installed by scripts/setup (Debian's
+    influxdb-client; it was not) and every query the demo prints runs in it without an error."""
+    import shlex  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    assert influxd.port is not None
+    argv = shlex.split(city.influx_cli(influxd.port).replace(f"-database {city.DATABASE}",
+                                                              f"-database {influxd_database}"))
+    assert argv[0] == "influx"
+    for what, query in city.queries(influxd.port):
+        done = subprocess.run([*argv, "-execute", query], capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0, (what, done.stdout, done.stderr)
+        assert "ERR" not in done.stdout + done.stderr, (what, done.stdout, done.stderr)
