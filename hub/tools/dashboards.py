@@ -331,6 +331,20 @@ def grafana() -> dict[str, Any]:
     }
 
 
+# Grafana unit ids -> what InfluxDB 2's charts print after a value (they take a literal suffix, no unit ids)
+INFLUX2_SUFFIX = {
+    "": "", "bytes": " B", "celsius": " °C", "conμgm3": " µg/m³", "dBm": " dBm", "humidity": " %", "kwatt": " kW",
+    "kwatth": " kWh", "ppb": " ppb", "ppm": " ppm", "volt": " V", "watt": " W",
+}
+
+
+def influx2_suffix(unit: str) -> str:
+    """The axis suffix of an InfluxDB 2 chart for a panel's Grafana unit (`suffix: X` passes X through)."""
+    if unit.startswith("suffix:"):
+        return " " + unit.removeprefix("suffix:").strip()
+    return INFLUX2_SUFFIX[unit]  # a KeyError here is a unit to add above: tests/tools/test_dashboards.py
+
+
 def _influx2_chart(panel: Panel, x: int, y: int) -> dict[str, Any]:
     kind = {"timeseries": "Xy", "table": "Table", "stat": "Single_Stat"}[panel.kind]
     chart: dict[str, Any] = {"kind": kind, "name": panel.title, "note": panel.description,
@@ -339,7 +353,7 @@ def _influx2_chart(panel: Panel, x: int, y: int) -> dict[str, Any]:
     if kind == "Xy":
         chart |= {"geom": "line", "xCol": "_time", "yCol": "_value", "axes": [
             {"name": "x", "scale": "linear", "base": "10"},
-            {"name": "y", "scale": "linear", "base": "10", "suffix": panel.unit.removeprefix("suffix:").strip()}]}
+            {"name": "y", "scale": "linear", "base": "10", "suffix": influx2_suffix(panel.unit)}]}
     return chart
 
 

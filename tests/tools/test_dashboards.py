@@ -121,6 +121,22 @@ def test_checked_in_dashboards_are_the_generated_ones() -> None:
         assert (DIR / name).read_text() == text, f"regenerate: python -m hub.tools.dashboards ({name})"
 
 
+def test_influxdb2_axes_show_units_not_grafana_unit_ids() -> None:
+    """InfluxDB 2 prints an axis suffix as it is: the landed template showed "20celsius"."""
+    template = json.loads((DIR / "influxdb2-template.json").read_text())
+    suffixes = {axis.get("suffix", "") for item in template for cell in _cells(item) for axis in cell.get("axes", [])}
+    assert " °C" in suffixes
+    assert " µg/m³" in suffixes
+    # the ids that print differently from their unit (ppm, ppb and dBm are the same either way)
+    grafana_ids = {u for u, shown in dashboards.INFLUX2_SUFFIX.items() if u and shown.strip() != u}
+    assert not {s.strip() for s in suffixes} & grafana_ids, suffixes
+
+
+def _cells(item: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = item.get("spec", {})
+    return [c for c in spec.get("charts", []) if isinstance(c, dict)]
+
+
 def _check_refs(query: str, measurements: set[str], fields: set[str], tags: set[str], qualities: set[str]) -> None:
     known, allowed_qualities = schema()
     assert measurements <= set(known), (measurements - set(known), query)
