@@ -44,6 +44,7 @@ import random
 import sys
 import time
 import tty
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
@@ -87,6 +88,7 @@ _TYPICAL = {
     "buffered": (0.0, 0.0, 1.0), "dropped": (0.0, 0.0, 1.0), "resets": (3.0, 0.0, 1.0),
     "reconnects": (1.0, 0.0, 1.0), "sensor_faults": (0.0, 0.0, 1.0), "setpoint": (20.0, 0.0, 1.0),
 }
+_ELECTRIC = frozenset(("voltage", "current", "power_active", "power_reactive", "power_apparent", "power_factor"))
 _COUNTERS = {  # quantity: (start, increase per second)
     "energy_import": (12345.6, 0.3), "energy_export": (12.5, 0.001), "water_volume": (345.6, 0.0007),
     "gas_volume": (4321.0, 0.0005), "heat_energy": (123456.0, 0.011), "uptime": (1000.0, 1.0),
@@ -114,6 +116,7 @@ class SimulatedDevice:
         self._t0 = clock()
         rng = random.Random(seed)  # noqa: S311 - simulation, not cryptography
         self._phase = {reg.name: rng.uniform(0, 2 * math.pi) for reg in profile.registers}
+        self._seed_phase = rng.uniform(0, 2 * math.pi)  # the electrical values' (see _electric)
         self._written: dict[str, float] = {}
         self._by_table: dict[str, list[Register]] = {}
         for reg in profile.registers:
@@ -126,8 +129,38 @@ class SimulatedDevice:
         if reg.quantity in _COUNTERS:
             start, rate = _COUNTERS[reg.quantity]
             return start + rate * t
+        if reg.quantity in _ELECTRIC:
+            return self._electric(reg, t)
         base, swing, period = _TYPICAL.get(reg.quantity, (1.0, 0.0, 1.0))
         return base + swing * math.sin(2 * math.pi * t / period + self._phase[reg.name])
+
+    def _electric(self, reg: Register, t: float) -> float:
+        """One phase's (or the total's) electrical values, consistent as a real meter's are: S = V x I,
+        P = S x PF, Q = S x sin(phi), totals the phases' sums. The phase is the name's suffix (`_l1`, `_total`,
+        none for a single-phase meter)."""
+        suffix = reg.name[len(reg.quantity):] if reg.name.startswith(reg.quantity) else ""
+        if suffix == "_total":
+            phases = [self._phase_values(p, t) for p in ("_l1", "_l2", "_l3")]
+            v, i = sum(x["voltage"] for x in phases) / 3, sum(x["current"] for x in phases)
+            p_, q_, s_ = (sum(x[k] for x in phases) for k in ("power_active", "power_reactive", "power_apparent"))
+            total = {"voltage": v, "current": i, "power_active": p_, "power_reactive": q_, "power_apparent": s_,
+                     "power_factor": p_ / s_}
+            return total[reg.quantity]
+        return self._phase_values(suffix, t)[reg.quantity]
+
+    def _phase_values(self, suffix: str, t: float) -> dict[str, float]:
+        shift = self._seed_phase + zlib.crc32(suffix.encode()) % 628 / 100  # each phase its own, stable
+        values = {}
+        for quantity in ("voltage", "current", "power_factor"):
+            base, swing, period = _TYPICAL[quantity]
+            values[quantity] = base + swing * math.sin(2 * math.pi * t / period + shift)
+            shift += 1.0
+        apparent = values["voltage"] * values["current"]
+        pf = values["power_factor"]
+        values["power_apparent"] = apparent
+        values["power_active"] = apparent * pf
+        values["power_reactive"] = apparent * math.sqrt(max(0.0, 1.0 - pf * pf))
+        return values
 
     def registers(self, table: str, address: int, count: int) -> list[int]:
         """The raw registers of `table` from `address`; unmapped ones inside the map read 0."""
