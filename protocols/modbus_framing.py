@@ -33,9 +33,14 @@ def crc16(data: bytes | bytearray | memoryview) -> int:
     return crc
 
 
+GENERAL_ADDRESS = const(0xF8)  # the PZEM-004T's "general address" (any single meter on the line answers it)
+
+
 def rtu_frame(unit: int, pdu: bytes | bytearray) -> bytes:
-    if not 0 <= unit <= 247:
-        raise ProtocolError("unit", "must be 0..247, got %r" % (unit,))
+    """unit + pdu + CRC. Units 0..247 (0: broadcast), and 0xF8, which the serial-line spec reserves but some
+    meters define as their general address (the PZEM-004T's manual: for a line with that one meter)."""
+    if not (0 <= unit <= 247 or unit == GENERAL_ADDRESS):
+        raise ProtocolError("unit", "must be 0..247 (or 248, a general address), got %r" % (unit,))
     body = bytes((unit,)) + bytes(pdu)
     crc = crc16(body)
     return body + bytes((crc & 0xFF, crc >> 8))

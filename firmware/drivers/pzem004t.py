@@ -1,11 +1,13 @@
 """Peacefair PZEM-004T v3.0 energy meter on a UART (9600 8N1): the board as a Modbus RTU master.
 
 Each read() sends FC 04 (read input registers) for the 10 registers from 0x0000 to the meter's address
-(`options.address`, default 1; manual example: 01 04 00 00 00 0A 70 0D) and decodes, per the manual's
-register map: voltage 0.1 V, current 0.001 A (32 bits, low word first), power 0.1 W (32 bits), energy 1 Wh
-(32 bits), frequency 0.1 Hz, power factor 0.01, alarm. Framing and CRC-16 come from protocols/ (the same
-codec as the hub's Modbus ingest). Quality: `range` outside the meter's measuring range (80..260 V,
-0..100 A, 45..65 Hz). An exception response, a bad CRC or silence is retried, then raised as a sensor fault.
+(`options.address`, default 1; manual example: 01 04 00 00 00 0A 70 0D; 0xF8 = 248, the manual's general
+address, reaches the one meter on a line whatever its address: its reply is taken from any address) and
+decodes, per the manual's register map: voltage 0.1 V, current 0.001 A (32 bits, low word first), power
+0.1 W (32 bits), energy 1 Wh (32 bits), frequency 0.1 Hz, power factor 0.01, alarm. Framing and CRC-16
+come from protocols/ (the same codec as the hub's Modbus ingest). Quality: `range` outside the meter's
+measuring range (80..260 V, 0..100 A, 45..65 Hz). An exception response, a bad CRC or silence is retried,
+then raised as a sensor fault.
 """
 
 from firmware.drivers.base import Driver, FrameError, flag
@@ -24,7 +26,7 @@ def decode(frame, unit):
     """The 10 register values of a reply frame; FrameError on a CRC, address or length problem."""
     if len(frame) < 5 or crc16(frame) != 0:  # the CRC of a frame with its CRC appended is 0
         raise FrameError("pzem004t: bad CRC or short reply (%d bytes)" % len(frame))
-    if frame[0] != unit:
+    if frame[0] != unit and unit != 0xF8:  # asked at the general address, the meter answers with its own
         raise FrameError("pzem004t: reply from address %d" % frame[0])
     try:
         return modbus.decode_response(memoryview(frame)[1:-2], _READ_INPUT, _COUNT)

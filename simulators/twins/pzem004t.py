@@ -34,8 +34,8 @@ class Twin(Base):
                 int(self.wave(50, 0.05, 7) * 10 + 0.5), int(pf * 100), 0]
 
     def uart_rx(self, data):
-        if len(data) < 4 or crc16(data) != 0 or data[0] != self.unit:
-            return
+        if len(data) < 4 or crc16(data) != 0 or data[0] not in (self.unit, 0xF8):  # 0xF8: the general address
+            return  # (answered with the meter's own address: how this twin reads the manual, not seen on a meter)
         try:
             req = modbus.decode_request(data[1:-2])
             if req.function != 4 or req.address + req.count > 10:

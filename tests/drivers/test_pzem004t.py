@@ -49,6 +49,13 @@ def test_values_from_the_twin():
     assert d.read()[3][1] >= kwh
 
 
+def test_the_general_address_reaches_the_one_meter_on_the_line():
+    twin = Twin({}, Clock())
+    d = pzem004t.Pzem004t(SimUART(twin), {"address": 0xF8})  # the manual's general address (248)
+    assert bytes(d.request)[:2] == bytes((0xF8, 0x04))
+    assert qualities(d.read()) == ["ok"] * 6  # the reply comes from the meter's own address (1)
+
+
 def test_out_of_range():
     d, _ = _rig(out_of_range=True)
     assert d.read()[0] == ("voltage", 300.0, "range")

@@ -75,7 +75,10 @@ def test_request_builders_refuse_bad_arguments():
     refused(m.read_request, 7, 0, 1, field="function")
     refused(m.write_register_request, 0, 65536, field="value")
     refused(m.write_registers_request, 0, [], field="values")
-    refused(f.rtu_frame, 248, b"\x03", field="unit")
+    refused(f.rtu_frame, 249, b"\x03", field="unit")
+    general = f.rtu_frame(0xF8, H("040000000a"))  # the PZEM-004T's general address
+    assert general[:6] == H("f8040000000a")
+    assert f.crc16(general) == 0  # a frame with its CRC appended checks to 0
 
 
 def test_rtu_incremental_partial_double_and_garbage():
