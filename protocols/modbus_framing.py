@@ -144,7 +144,9 @@ class RtuFramer:
         found = None
         n = self._n
         since = self._since
-        if n >= 4 and since[0] <= 247:
+        # only a function this framer has no length rule for: not one it frames by length (a response to one
+        # of those, heard on the bus or as an echo, is never a request), not a response's exception code
+        if n >= 4 and since[0] <= 247 and not since[1] & 0x80 and _rtu_length(since, n, requests=True) < 0:
             crc = crc16(memoryview(since)[: n - 2])
             if since[n - 2] == (crc & 0xFF) and since[n - 1] == (crc >> 8):
                 found = since[0], bytes(memoryview(since)[1 : n - 2])

@@ -129,6 +129,11 @@ def test_rtu_silence_delimits_a_frame_of_a_function_without_a_length_rule():
     assert framer.gap() is None  # that frame was framed already
     framer.feed(f.rtu_frame(5, H("07")))
     assert framer.gap() == (5, H("07"))  # the copy starts again after every silence
+    for response in (f.rtu_frame(5, m.registers_response(3, [1, 2])), f.rtu_frame(5, H("8302")),
+                     f.rtu_frame(5, H("8701"))):  # responses (another server's, or this one's echo): never requests
+        framer.feed(response)
+        assert framer.next_frame() is None
+        assert framer.gap() is None
     client = f.RtuFramer(requests=False)
     client.feed(f.rtu_frame(5, H("07")))
     assert client.gap() is None  # a client frames responses by their function's rule only
