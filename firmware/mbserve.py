@@ -50,11 +50,12 @@ class _Link:
         return self.last is not None and time.ticks_diff(time.ticks_ms(), self.last) < _ALIVE_MS
 
 
-def silence_ms(baudrate, parity):
-    """t3.5: 3.5 characters of 1 start + 8 data + parity + stop bits; 1.75 ms above 19200 baud (spec 2.5.1.1)."""
+def silence_ms(baudrate, parity, stopbits=1):
+    """t3.5 in whole ms, rounded up plus 1: 3.5 characters of 1 start + 8 data + parity + stop bits; 1.75 ms
+    above 19200 baud (spec 2.5.1.1)."""
     if baudrate > 19200:
         return 2
-    bits = 11 if parity != "N" else 10
+    bits = 9 + (parity != "N") + stopbits
     return (35 * bits * 1000 // baudrate + 9) // 10 + 1
 
 
@@ -246,7 +247,7 @@ class ModbusBoard(app.Board):
         m = self.cfg["modbus"]
         port = self.hw.serial(m)
         unit = m["unit"]
-        gap = silence_ms(m["baudrate"], m["parity"])
+        gap = silence_ms(m["baudrate"], m["parity"], m["stopbits"])
         framer = mf.RtuFramer(True)
         buf = bytearray(mf.MAX_RTU_FRAME)
         view = memoryview(buf)
@@ -269,6 +270,9 @@ class ModbusBoard(app.Board):
                 if frame[0] == unit or frame[0] == 0:
                     resp = self.answer(frame[1])  # an unknown function: exception 01
                     if frame[0] and resp is not None:  # unit 0 is a broadcast: act, never answer
+                        wait = gap - time.ticks_diff(time.ticks_ms(), last)
+                        if wait > 0:  # the answer is a new frame: t3.5 of silence after the request first
+                            await asyncio.sleep_ms(wait)
                         port.write(mf.rtu_frame(unit, resp))
                 frame = framer.next_frame() if n else None
             await asyncio.sleep_ms(1)

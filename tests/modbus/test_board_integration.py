@@ -192,3 +192,39 @@ def test_rtu_server_survives_bad_input(tmp_path: Path) -> None:
             assert fw.alive
         finally:
             fw.stop()
+
+
+def test_rtu_silence_counts_stop_bits() -> None:
+    from firmware.mbserve import silence_ms  # noqa: PLC0415 - the board's own rule, run under CPython
+
+    # t3.5 = 3.5 characters of start + 8 data + parity + stop bits, rounded up to ms, plus 1 ms
+    assert (silence_ms(1200, "N"), silence_ms(1200, "N", 2), silence_ms(1200, "E", 1)) == (31, 33, 33)
+    assert silence_ms(38400, "N", 2) == 2  # 1.75 ms above 19,200 baud
+
+
+def test_rtu_answers_after_the_silence_that_ends_the_request(tmp_path: Path) -> None:
+    """The answer is a new frame, so t3.5 of silence comes first (spec 2.5.1.1; 3.65 ms at 9600 8N1). The
+    landed board answered about 1 ms after the request. A pty has no baud rate: the request's bytes arrive at
+    once, so the delay measured from the write is the board's wait."""
+    import serial  # noqa: PLC0415 - pyserial only here
+
+    with pty_pair(tmp_path) as (board_tty, hub_tty):
+        fw = board(tmp_path, {"transport": "rtu", "device": board_tty, "unit": 3})
+        try:
+            wait_until(lambda: "RTU unit 3" in fw.output(), 20, 0.1, what="the board's RTU server")
+            request = mf.rtu_frame(3, modbus.read_request(4, boardmap.input_address("uptime"), 2))
+            delays = []
+            with serial.Serial(hub_tty, 9600, timeout=0.5) as line:
+                for _ in range(5):
+                    line.reset_input_buffer()
+                    started = time.perf_counter()
+                    line.write(request)
+                    line.flush()
+                    while not line.in_waiting and time.perf_counter() - started < 2:
+                        time.sleep(0.0002)
+                    delays.append(time.perf_counter() - started)
+                    time.sleep(0.05)
+            assert min(delays) >= 0.00365, delays
+            assert max(delays) < 0.5, delays
+        finally:
+            fw.stop()
