@@ -21,7 +21,7 @@ protocols.topics; no I/O besides reading profile files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hub.config import ConfigError
@@ -41,7 +41,7 @@ PARITIES = ("N", "E", "O")
 _BUS_COMMON = ("timeout", "retries")
 _TCP_KEYS = ("host", "port", *_BUS_COMMON)
 _RTU_KEYS = ("port", "baudrate", "parity", "stopbits", "bytesize", *_BUS_COMMON)
-_DEVICE_KEYS = ("bus", "unit", "profile", "interval", "offline_interval", "max_gap", "retries")
+_DEVICE_KEYS = ("bus", "unit", "profile", "interval", "offline_interval", "max_gap", "retries", "actuators")
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,8 @@ def _device(path: str, name: str, value: object, buses: Mapping[str, BusConfig],
         prof = profiles.load(file)
     except profiles.ProfileError as exc:
         raise schema.SchemaError(f"{path}.profile", str(exc)) from None
+    if "actuators" in body:
+        prof = _named_actuators(f"{path}.actuators", prof, body["actuators"])
     interval = schema.number(f"{path}.interval", body.get("interval", 10.0), 0.05, 86400.0)
     offline = schema.number(f"{path}.offline_interval", body.get("offline_interval", max(60.0, interval)),
                             0.05, 86400.0)
@@ -191,6 +193,28 @@ def _device(path: str, name: str, value: object, buses: Mapping[str, BusConfig],
         max_gap=schema.integer(f"{path}.max_gap", body.get("max_gap", prof.max_gap), 0, 120),
         retries=retries,
     )
+
+
+def _named_actuators(path: str, prof: profiles.Profile, value: object) -> profiles.Profile:
+    """A Qala board's setpoint registers under the names its config gives its actuators: `actuators = ["fan1",
+    "valve1"]` (any order) makes one holding register per name, two registers each from address 0 in the
+    order of the names, as the board lays them out (docs/modbus.md), in place of the profile's `actuator1`."""
+    template = next((r for r in prof.registers if r.name == "actuator1" and r.table == profiles.HOLDING), None)
+    if template is None:
+        raise schema.SchemaError(path, f"only for the qala_board profile (a Qala board's setpoints); profile "
+                                       f"{prof.name!r} has no actuator1 register")
+    if not isinstance(value, list) or not 1 <= len(value) <= 32:
+        raise schema.SchemaError(path, "must be a list of 1..32 actuator names, as in the board's config")
+    names = sorted({_id(f"{path}[{i}]", v) for i, v in enumerate(value)})
+    if len(names) != len(value):
+        raise schema.SchemaError(path, "names must be different")
+    kept = tuple(r for r in prof.registers if not (r.table == profiles.HOLDING and r.name.startswith("actuator")))
+    named = tuple(replace(template, name=n, sensor=n, address=2 * i, description=f"setpoint of actuator {n}")
+                  for i, n in enumerate(names))
+    clash = {r.name for r in kept} & set(names)
+    if clash:
+        raise schema.SchemaError(path, f"{', '.join(sorted(clash))}: already a register of profile {prof.name!r}")
+    return replace(prof, registers=kept + named)
 
 
 def _id(path: str, value: object) -> str:

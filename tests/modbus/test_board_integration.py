@@ -62,7 +62,8 @@ def pty_pair(tmp: Path) -> Iterator[tuple[str, str]]:
 def hub_toml(tmp: Path, mosquitto: Mosquitto, influxd: Influxd, db: str, bus: dict[str, Any]) -> Path:
     path = write_config(tmp, mosquitto, v1_table(influxd, db))
     lines = ["[modbus.buses.b]"] + [f"{k} = {json.dumps(v)}" for k, v in bus.items()]
-    lines += ["[modbus.devices.mb1]", 'bus = "b"', "unit = 3", 'profile = "qala_board"', "interval = 0.3"]
+    lines += ["[modbus.devices.mb1]", 'bus = "b"', "unit = 3", 'profile = "qala_board"', "interval = 0.3",
+              'actuators = ["fan1"]']  # the board's own names (the landed hub knew only actuator1..N)
     path.write_text(path.read_text() + "\n" + "\n".join(lines) + "\n")
     return path
 
@@ -75,9 +76,9 @@ async def _poll_into_influx(path: Path, influxd: Influxd, db: str, fw: Board) ->
 
     async with running_hub(path) as hub:
         await async_wait_until(stored, 30, what=f"board readings in influxd; board: {fw.output()[-400:]}")
-        assert await hub.modbus_write("mb1", "actuator1", 42.0) == 42.0
+        assert await hub.modbus_write("mb1", "fan1", 42.0) == 42.0
         with pytest.raises(WriteRefusedError):  # the hub's own limit check, before sending
-            await hub.modbus_write("mb1", "actuator1", 150.0)
+            await hub.modbus_write("mb1", "fan1", 150.0)
     pm1 = influxd.points(db, "SELECT \"pm1\" FROM \"air\" WHERE \"device\" = 'mb1'")
     assert pm1 == []  # not measured: NaN on the wire, skipped by the hub
     assert "fan1 = 42.0" in fw.output()

@@ -82,7 +82,25 @@ BAD = [
     (("devices", "meter-1", "max_gap"), 200, "modbus.devices.meter-1.max_gap: must be 0..120"),
     (("devices", "meter-1", "slave"), 1, "modbus.devices.meter-1.slave: unknown key"),
     (("devices", "meter/1"), {"bus": "plant", "unit": 9, "profile": "sdm120"}, "modbus.devices.meter/1: character"),
+    (("devices", "meter-1", "actuators"), ["fan1"], "modbus.devices.meter-1.actuators: only for the qala_board"),
+    (("devices", "board"), {"bus": "plant", "unit": 7, "profile": "qala_board", "actuators": []},
+     "modbus.devices.board.actuators: must be a list of 1..32 actuator names"),
+    (("devices", "board"), {"bus": "plant", "unit": 7, "profile": "qala_board", "actuators": ["a b"]},
+     "modbus.devices.board.actuators[0]: character"),
+    (("devices", "board"), {"bus": "plant", "unit": 7, "profile": "qala_board", "actuators": ["f", "f"]},
+     "modbus.devices.board.actuators: names must be different"),
+    (("devices", "board"), {"bus": "plant", "unit": 7, "profile": "qala_board", "actuators": ["uptime"]},
+     "modbus.devices.board.actuators: uptime: already a register"),
 ]
+
+
+def test_a_qala_boards_actuators_take_the_names_of_its_config() -> None:
+    doc = copy.deepcopy(GOOD)
+    doc["devices"]["board"] = {"bus": "plant", "unit": 7, "profile": "qala_board", "actuators": ["valve1", "fan1"]}
+    board = next(d for d in config.parse(doc).devices if d.name == "board")
+    setpoints = [(r.name, r.sensor, r.address, r.writable) for r in board.profile.registers if r.table == "holding"]
+    assert setpoints == [("fan1", "fan1", 0, True), ("valve1", "valve1", 2, True)]  # by name, as the board orders
+    assert not any(r.name.startswith("actuator") for r in board.profile.registers)
 
 
 @pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[".".join(b[0]) for b in BAD])
