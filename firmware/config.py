@@ -272,7 +272,7 @@ def _sensors(value):
         if s["driver"] in ("pulse", "ds18b20", "sgp40"):  # their own options: checked apart, loaded only then
             from firmware import driveropts
 
-            driveropts.check(path + "options.", s["driver"], s["options"], q)
+            driveropts.check(path + "options.", s["driver"], s["options"], q, _num, _int, _bad, _obj)
     return sensors
 
 

@@ -2,13 +2,14 @@
 
 Loaded by config.validate only when a sensor names one of these drivers, and dropped with it after start-up
 (firmware/start.py): a board without them never holds this code, and config.py stays the size the heap
-layout of a small board was measured with. Errors are config.ConfigError naming the key path.
+layout of a small board was measured with. Errors are config.ConfigError naming the key path, raised by the
+checkers config passes in.
 """
 
-from firmware.config import _bad, _int, _num, _obj
 
-
-def check(path, driver, o, quantities):
+def check(path, driver, o, quantities, _num, _int, _bad, _obj):
+    """config.validate passes its own checkers in (the same names, so no name is interned for them): this
+    module imports nothing, and config imports it only when a sensor needs it, so there is no import circle."""
     if driver == "pulse":
         for key in ("litres_per_pulse", "max_flow", "save_s"):
             if key in o:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from hub.control.rules import Rule, Schedule
+from hub.errors import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers take it from here
 from hub.trust.store import CA_CERT
 from protocols import catalogue
 from protocols.errors import ProtocolError
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from hub.modbus.config import ModbusConfig
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the key path and the rule."""
 
 
 @dataclass(frozen=True)
@@ -489,7 +486,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
 
 def _modbus(table: Any, base: Path | None) -> ModbusConfig:
     """[modbus] is validated by hub.modbus.config, which raises ConfigError with the key path."""
-    from hub.modbus import config as modbus_config  # noqa: PLC0415 - it imports this module (ConfigError)
+    from hub.modbus import config as modbus_config  # noqa: PLC0415 - loaded only with a [modbus] section
 
     return modbus_config.parse(table, base=base)
 

@@ -15,7 +15,7 @@
 
 `parse` takes the section as a parsed dict and returns frozen dataclasses; every problem raises
 hub.config.ConfigError whose message starts with the key path (`modbus.devices.meter-1.unit: ...`).
-docs/modbus.md documents each key. Imports hub.config (for ConfigError only), hub.modbus.profile and
+docs/modbus.md documents each key. Imports hub.errors (ConfigError), hub.modbus.profile and
 protocols.topics; no I/O besides reading profile files.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from hub.config import ConfigError
+from hub.errors import ConfigError
 from hub.modbus import profile as profiles
 from hub.modbus import schema
 from protocols.errors import ProtocolError
