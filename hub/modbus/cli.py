@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
+from hub.address import host_port
 from hub.modbus import probe
 from hub.modbus import profile as profiles
 from hub.modbus.bus import BusError, PymodbusTransport
@@ -29,18 +30,15 @@ TOP = 5
 
 def tcp_address(value: str) -> tuple[str, int]:
     """`HOST` or `HOST:PORT` (port 502 by default), for argparse: a bad one is an error naming the option."""
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = value, "502"
-    if not host:
-        raise argparse.ArgumentTypeError(f"{value!r}: give HOST or HOST:PORT, e.g. 192.168.1.20:502")
     try:
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: the port must be a number 1..65535") from None
-    if not 1 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r}: the port must be 1..65535, got {number}")
-    return host, number
+        host, port = host_port(value, "192.168.1.20:502")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+    if port is None:
+        return host, 502
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be 1..65535, got {port}")
+    return host, port
 
 
 def unit_id(value: str) -> int:

@@ -23,6 +23,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+from hub.address import host_port
 from hub.tools import bundle
 from hub.tools.executables import find_executable
 
@@ -116,14 +117,10 @@ def check_bundle(folder: Path) -> dict[str, Any]:
 
 def parse_broker(text: str) -> tuple[str, int | None]:
     """`HOST[:PORT]` -> (host, port or None); FwError naming --broker."""
-    host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-    if not host:
-        raise FwError(f"--broker {text!r}: expected HOST:PORT, e.g. 192.168.10.2:1883")
-    if not sep:
-        return host, None
-    if not port.isdigit():
-        raise FwError(f"--broker {text!r}: the port must be a number")
-    return host, int(port)
+    try:
+        return host_port(text, "192.168.10.2:1883")
+    except ValueError as exc:
+        raise FwError(f"--broker {text!r}: {exc}") from None
 
 
 def parse_sensor(text: str) -> tuple[str, dict[str, Any]]:
