@@ -14,15 +14,17 @@ missing messages are counted in `gaps_given_up`.
 saves before it publishes, so no board is ever told more than a restarted hub knows. A boot never seen starts
 below 0: a board numbers its messages from 0 at each boot.
 
-Pure but for `save`/`load`; knows nothing of MQTT or InfluxDB. Imports the standard library only.
+Pure but for `save`/`load`; knows nothing of MQTT or InfluxDB. Imports hub.atomic (the file write) and the
+standard library.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import TYPE_CHECKING
+
+from hub.atomic import write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -132,12 +134,7 @@ class Confirmations:
         """The marks, written whole and fsynced (OSError if the disk refuses)."""
         doc = {"format": FORMAT, "devices": {d: {str(boot): b.mark for boot, b in boots.items()}
                                              for d, boots in self._devices.items()}}
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            json.dump(doc, out, separators=(",", ":"))
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
+        write_atomic(path, json.dumps(doc, separators=(",", ":")).encode())
 
     def load(self, path: Path) -> None:
         """The marks a previous run saved (nothing if there are none or the file is damaged: logged)."""

@@ -34,6 +34,7 @@ import shutil
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from hub.atomic import fsync_folder, write_atomic
 from hub.trust import broker, passwd, tls
 from hub.trust.store import (
     ACL,
@@ -75,41 +76,6 @@ class ProvisionError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- files
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True, sync: bool = True) -> None:
-    """Write path as a whole or not at all: temporary file, fsync, rename (or link, with overwrite=False).
-
-    The file is created with `mode` (secrets: 0o600), never wider. With overwrite=False an existing path
-    raises FileExistsError and is left as it was. sync=False leaves the folder's fsync to the caller (one
-    for many files).
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        if overwrite:
-            tmp.replace(path)
-        else:
-            os.link(tmp, path)
-            tmp.unlink()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if sync:
-        _fsync_folder(path.parent)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -212,7 +178,7 @@ def init_store(root: Path, site: str, broker_hosts: Sequence[str] = (), *, port:
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
-    _fsync_folder(root.parent)
+    fsync_folder(root.parent)
     return TrustStore.load(root)
 
 
@@ -327,7 +293,7 @@ class Session:
             entries[identity.device] = replace(entries.get(identity.device, DeviceEntry()),
                                                generation=identity.generation)
         self._flush_issued()
-        _fsync_folder(self.root / BOARDS)
+        fsync_folder(self.root / BOARDS)
         return self._commit(boards, entries, {identity.user for identity in identities})
 
     def revoke_board(self, device: str) -> TrustStore:
@@ -337,7 +303,7 @@ class Session:
         entries = {d: e for d in boards if (e := self.store.entry(d)) is not None}
         store = self._commit(boards, entries, set())
         (self.root / BOARDS / f"{old.device}.json").unlink(missing_ok=True)
-        _fsync_folder(self.root / BOARDS)
+        fsync_folder(self.root / BOARDS)
         return store
 
     # -- hubs
