@@ -87,6 +87,22 @@ def test_sampling_the_sender_cannot_keep_up_with_is_refused():
     assert _error(raw).startswith("sensors: together they sample 150.0 messages/s")
 
 
+def test_confirmation_and_stall_settings_refuse_what_is_wrong():
+    for key, value, message in (
+        ("confirm", "yes", "buffer.confirm: must be true or false, got 'yes'"),
+        ("resend_after", 0, "buffer.resend_after: must be in 1..3600, got 0"),
+        ("resend_after", "30", "buffer.resend_after: must be an integer, got '30'"),
+    ):
+        raw = _copy()
+        raw["buffer"] = {key: value}
+        assert _error(raw) == message
+    raw = _copy()
+    raw["stall_after"] = 2
+    assert _error(raw).startswith("stall_after: must be")
+    raw["stall_after"] = "2m"
+    assert _error(raw) == "stall_after: must be a number, got '2m'"
+
+
 def test_caps_carry_actuator_limits_without_pins():
     caps = config.caps(config.validate(_copy()))
     assert caps["actuators"]["fan1"] == {"kind": "pwm", "min": 0, "max": 100, "failsafe": 20, "unit": "%"}

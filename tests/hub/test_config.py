@@ -124,6 +124,12 @@ def test_confirmation_settings() -> None:
         parse(with_(V1, "hub", confirm_interval=120), {})
     with pytest.raises(ConfigError, match=r"hub\.gap_timeout"):
         parse(with_(V1, "hub", gap_timeout=0), {})
+    with pytest.raises(ConfigError, match=r"hub\.confirm: must be"):
+        parse(with_(V1, "hub", confirm="yes"), {})
+    with pytest.raises(ConfigError, match=r"hub\.heartbeat: must be 1\.\.3600 seconds, got 0"):
+        parse(with_(V1, "hub", heartbeat=0), {})
+    with pytest.raises(ConfigError, match=r"hub\.heartbeat: must be"):
+        parse(with_(V1, "hub", heartbeat="10s"), {})
 
 
 def test_share_group() -> None:
