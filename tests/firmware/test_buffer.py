@@ -16,14 +16,19 @@ def _tmpdir():
     return path + "/q"
 
 
-def _drain(buf):
+def _take(get, done):
+    """Every record `get` gives, each handed to `done` before the next."""
     out = []
     while True:
-        rec = buf.peek()
+        rec = get()
         if rec is None:
             return out
         out.append(rec)
-        buf.pop(rec)
+        done(rec)
+
+
+def _drain(buf):
+    return _take(buf.peek, buf.pop)
 
 
 def _recs(lo, hi):
@@ -126,13 +131,7 @@ def _tel(seq, boot=1):
 
 
 def _send_all(buf):
-    out = []
-    while True:
-        rec = buf.next()
-        if rec is None:
-            return out
-        out.append(rec)
-        buf.sent_one(rec)
+    return _take(buf.next, buf.sent_one)
 
 
 def test_confirmed_records_leave_unconfirmed_ones_stay_and_are_sent_again():
