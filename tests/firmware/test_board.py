@@ -125,8 +125,13 @@ def test_overflow_drops_oldest_and_reports_it(mosquitto: Mosquitto, tmp_path: Pa
         # one run of the oldest readings of the outage is gone (the one in flight when the broker went away
         # may still arrive before it: the client had it)...
         assert missing
-        assert missing == list(range(missing[0], missing[-1] + 1))
         assert last_before < missing[0] <= last_before + 2
+        # ...except a record that was in flight while the buffer dropped it: the broker had it, so it arrives
+        # although the one after it (the oldest one left) was dropped. On a slow machine two readings can be
+        # pushed during one publish, so one or two such records may sit inside the run, never more.
+        delivered_inside = [s for s in seqs if missing[0] < s < missing[-1]]
+        assert len(delivered_inside) <= 2, "missing %s, seqs %s" % (missing, seqs)
+        assert set(missing) | set(delivered_inside) == set(range(missing[0], missing[-1] + 1))
         # ...and, once the backlog has drained, the report says exactly how many: a record dropped while in
         # flight and then acknowledged is taken off the count
         drained = [h for h in health(watcher) if h["reconnects"] >= 1 and h["buffered"] == 0]
