@@ -6,7 +6,8 @@ task writes the health slots, and a server task answers requests over TCP (async
 `modbus.host:port`) or RTU (the hardware layer's serial port: a UART with an RS-485 direction pin on boards,
 a serial device path such as a pty on the unix port; a frame ends by its length, or for a function code
 without a length rule by 3.5 character times of silence, which also drop a partial frame: such a frame, well
-formed, gets exception 01). Setpoint writes go through firmware.actuators (its limit, rate and min_on/off
+formed, gets exception 01; a read that finds the line silent for 1.5 characters followed by more bytes breaks the
+frame in progress, which is discarded). Setpoint writes go through firmware.actuators (its limit, rate and min_on/off
 checks), so a refused value answers exception 03 and drives nothing. The fail-safe watch counts the uplink
 as down when no request has come for 1.5 s; after `failsafe_after` of that, actuators go to fail-safe.
 Nothing here imports the MQTT client.
@@ -50,13 +51,14 @@ class _Link:
         return self.last is not None and time.ticks_diff(time.ticks_ms(), self.last) < _ALIVE_MS
 
 
-def silence_ms(baudrate, parity, stopbits=1):
-    """t3.5 in whole ms, rounded up plus 1: 3.5 characters of 1 start + 8 data + parity + stop bits; 1.75 ms
-    above 19200 baud (spec 2.5.1.1)."""
+def silence_ms(baudrate, parity, stopbits=1, tenths=35):
+    """t3.5 (t1.5 with `tenths` 15) in whole ms, rounded up plus 1: characters of 1 start + 8 data + parity +
+    stop bits; fixed 1.75 ms and 0.75 ms above 19200 baud (spec 2.5.1.1), both 2 here: a 1 ms tick cannot tell
+    them apart, so above 19200 baud only the 3.5-character silence is judged."""
     if baudrate > 19200:
         return 2
     bits = 9 + (parity != "N") + stopbits
-    return (35 * bits * 1000 // baudrate + 9) // 10 + 1
+    return (tenths * bits * 1000 // baudrate + 9) // 10 + 1
 
 
 class ModbusBoard(app.Board):
@@ -248,24 +250,33 @@ class ModbusBoard(app.Board):
         port = self.hw.serial(m)
         unit = m["unit"]
         gap = silence_ms(m["baudrate"], m["parity"], m["stopbits"])
+        half = silence_ms(m["baudrate"], m["parity"], m["stopbits"], 15)
         framer = mf.RtuFramer(True)
         buf = bytearray(mf.MAX_RTU_FRAME)
         view = memoryview(buf)
         last = time.ticks_ms()
         partial = False
+        quiet = False  # a read found the line silent for t1.5 (but not t3.5) since the last byte
         log.info("modbus: RTU unit %d on %s at %d baud", unit, m["device"] or "UART %d" % m["uart"], m["baudrate"])
         while True:
             n = port.readinto(buf)
             now = time.ticks_ms()
             frame = None
             if n:
+                if quiet:  # seen silent for t1.5 and now more bytes: a frame buffered now is broken
+                    framer.split()
+                    quiet = False
                 framer.feed(view[:n])
                 last = now
                 partial = True  # bytes since the last silence: the next one is a frame's end
                 frame = framer.next_frame()
-            elif partial and time.ticks_diff(now, last) >= gap:
-                frame = framer.gap()  # a well-formed frame of a function without a length rule, or None
-                partial = False
+            elif partial:
+                idle = time.ticks_diff(now, last)
+                if idle >= gap:
+                    frame = framer.gap()  # a well-formed frame of a function without a length rule, or None
+                    partial = quiet = False
+                elif idle >= half:
+                    quiet = True
             while frame is not None:
                 if frame[0] == unit or frame[0] == 0:
                     resp = self.answer(frame[1])  # an unknown function: exception 01

@@ -9,8 +9,11 @@ calls `gap()` when the line has been silent for 3.5 character times, which ends 
 2.5.1.1). On a server, silence is also what delimits a frame by the serial-line rules: when the bytes since
 the last silence make one well-formed frame (unit 0..247, good CRC) that the length rules could not frame, a
 function code this framer does not know, `gap()` returns it, so the server can answer exception 01 as the
-application protocol requires (a bus scanner's 07, 08, 0x11, 43/14) instead of staying silent. A TCP stream
-cannot resynchronise: a bad header raises ProtocolError and the connection is closed.
+application protocol requires (a bus scanner's 07, 08, 0x11, 43/14) instead of staying silent. The I/O layer
+calls `split()` when it saw a silence of more than 1.5 but less than 3.5 character times: a frame with such a
+gap inside is incomplete (spec 2.5.1.1), so what is buffered and every byte up to the next 3.5-character
+silence are discarded. A TCP stream cannot resynchronise: a bad header raises ProtocolError and the connection
+is closed.
 """
 
 from protocols._compat import const
@@ -125,8 +128,12 @@ class RtuFramer:
         # -1 once more than a frame came or a frame was framed from them
         self._since = bytearray(MAX_RTU_FRAME) if requests else bytearray(0)
         self._n = 0 if requests else -1
+        self._cut = False  # a silence of 1.5 to 3.5 characters broke a frame: discard until the next gap()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._cut:
+            self.discarded += len(data)
+            return
         n = self._n
         if n >= 0:
             if n + len(data) > MAX_RTU_FRAME:
@@ -137,11 +144,22 @@ class RtuFramer:
         # a babbling line: keep at most four frames' worth, dropping the oldest bytes
         self.discarded += self._rx.append(data, 4 * MAX_RTU_FRAME)
 
+    def split(self) -> None:
+        """A silence of more than 1.5 and less than 3.5 character times: a frame buffered now is broken (spec
+        2.5.1.1: "the frame is incomplete and shall be discarded"); it and the bytes that follow it up to the next
+        silence of 3.5 characters (gap()) are discarded. Nothing buffered (a frame was just framed): no effect."""
+        if self._rx.size:
+            self.discarded += self._rx.size
+            self._rx.size = 0
+            self._cut = True
+            self._n = -1
+
     def gap(self) -> tuple[int, bytes] | None:
         """3.5 character times of silence: whatever is buffered cannot be completed. On a server: (unit, pdu)
         if the bytes since the last silence are one well-formed frame that next_frame could not frame (its
         function code has no length rule here: the server answers exception 01), else None."""
         found = None
+        self._cut = False
         n = self._n
         since = self._since
         # only a function this framer has no length rule for: not one it frames by length (a response to one

@@ -229,3 +229,41 @@ def test_rtu_answers_after_the_silence_that_ends_the_request(tmp_path: Path) -> 
             assert max(delays) < 0.5, delays
         finally:
             fw.stop()
+
+
+def test_rtu_discards_a_frame_with_a_gap_of_1_5_characters_inside(tmp_path: Path) -> None:
+    """Spec 2.5.1.1: a silence of more than 1.5 characters inside a frame makes it incomplete: discard it. At 300
+    baud 8N1, t1.5 is 50 ms and t3.5 117 ms (the board judges with a 1 ms tick: 51 and 118 ms), a window wide
+    enough for a pty's real timing on a busy machine: the request is written in two parts with a pause between
+    them. The landed board joined the parts and answered. (A pty carries no baud rate, so bytes inside one part
+    arrive together: a gap between two characters of one write cannot be made here.)"""
+    import serial  # noqa: PLC0415 - pyserial only here
+
+    with pty_pair(tmp_path) as (board_tty, hub_tty):
+        fw = board(tmp_path, {"transport": "rtu", "device": board_tty, "unit": 3, "baudrate": 300})
+        try:
+            wait_until(lambda: "RTU unit 3" in fw.output(), 20, 0.1, what="the board's RTU server")
+            request = mf.rtu_frame(3, modbus.read_request(4, boardmap.input_address("uptime"), 2))
+            with serial.Serial(hub_tty, 300, timeout=0.5) as line:
+                def ask(pause: float | None) -> bytes:
+                    time.sleep(0.2)  # t3.5 of silence before a new request
+                    line.reset_input_buffer()
+                    if pause is None:
+                        line.write(request)
+                    else:
+                        line.write(request[:3])
+                        line.flush()
+                        time.sleep(pause)
+                        line.write(request[3:])
+                    line.flush()
+                    time.sleep(0.4)
+                    return bytes(line.read(line.in_waiting or 1))
+
+                assert len(ask(None)) == 9
+                assert len(ask(0.002)) == 9  # well under t1.5: one frame
+                assert ask(0.080) == b""  # between t1.5 and t3.5: broken, discarded
+                assert ask(0.250) == b""  # past t3.5: the first part ended at the silence, the rest is noise
+                assert len(ask(None)) == 9  # and the next whole request is served
+            assert fw.alive
+        finally:
+            fw.stop()

@@ -139,6 +139,33 @@ def test_rtu_silence_delimits_a_frame_of_a_function_without_a_length_rule():
     assert client.gap() is None  # a client frames responses by their function's rule only
 
 
+def test_rtu_a_gap_of_1_5_characters_inside_a_frame_discards_it_until_the_next_silence():
+    """Spec 2.5.1.1: a silence of more than 1.5 characters inside a frame makes it incomplete. split() (the I/O
+    layer saw such a silence, then more bytes) drops what is buffered and what follows, up to gap(); the landed
+    framer joined the two halves and served the request."""
+    good = f.rtu_frame(1, m.read_request(3, 0, 10))
+    framer = f.RtuFramer(requests=True)
+    framer.feed(good[:3])
+    framer.split()
+    framer.feed(good[3:])
+    assert framer.next_frame() is None
+    framer.feed(good)  # still before the 3.5-character silence: part of the broken frame
+    assert framer.next_frame() is None
+    assert framer.gap() is None
+    assert framer.discarded == 2 * len(good)
+    framer.feed(good)  # after the silence: a frame again
+    assert framer.next_frame() == (1, H("030000000a"))
+    framer.split()  # nothing buffered (that frame was framed): nothing to discard
+    framer.feed(good)
+    assert framer.next_frame() == (1, H("030000000a"))
+    framer.feed(f.rtu_frame(5, H("11"))[:2])  # a function without a length rule, broken: no exception 01
+    framer.split()
+    framer.feed(f.rtu_frame(5, H("11"))[2:])
+    assert framer.gap() is None
+    framer.feed(f.rtu_frame(5, H("11")))
+    assert framer.gap() == (5, H("11"))
+
+
 def test_rtu_client_side_lengths():
     framer = f.RtuFramer(requests=False)
     framer.feed(f.rtu_frame(1, m.registers_response(3, [1, 2])) + f.rtu_frame(1, m.exception_response(3, 2)))
