@@ -96,8 +96,11 @@ def handle(pdu, regs, writes=True):
     """The response PDU to a request PDU (an exception response for anything refused); None for no answer.
 
     `writes` False (a TCP peer not in modbus.writers): every write function answers 01 and changes nothing.
+    Function codes 128..255 are exception responses, never requests (application protocol 4.1): an exception
+    to one cannot be told from an exception to function - 128 (`83 01` reads as "function 03 refused"), so such
+    a frame gets no answer, over TCP as on RTU.
     """
-    if not pdu:
+    if not pdu or pdu[0] & 0x80:
         return None
     function = pdu[0]
     if not writes and function in WRITES:

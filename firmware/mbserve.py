@@ -117,7 +117,10 @@ class ModbusBoard(app.Board):
         resp = handle(pdu, self.regs, writes)
         self.client.last = time.ticks_ms()
         self.served += 1
-        if resp is not None and resp[0] & 0x80:
+        if resp is None and pdu and pdu[0] & 0x80:
+            self.refused += 1
+            log.debug("modbus: no answer to function %d: 128..255 are exception responses", pdu[0])
+        elif resp is not None and resp[0] & 0x80:
             self.refused += 1
             if not writes and pdu[0] in WRITES:
                 self.denied += 1

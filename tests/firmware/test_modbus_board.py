@@ -170,6 +170,10 @@ def test_refusals_change_nothing():
     assert handle(bytes((4, 0, 0, 0)), regs) == bytes((0x84, 3))  # truncated
     assert handle(bytes((4, 0, 0, 0, 0)), regs) == bytes((0x84, 3))  # quantity 0
     assert handle(b"", regs) is None
+    # 128..255 are exception responses, never requests: `83 01` would read as "function 03 refused" (the landed
+    # board answered so); no answer, as on RTU
+    for function in (0x83, 0x80, 0xAB, 0xFF):
+        assert handle(bytes((function, 0, 0, 0, 1)), regs) is None
     assert fake.applied == []
 
 

@@ -146,6 +146,12 @@ def test_tcp_server_survives_bad_input(tmp_path: Path) -> None:
         assert _tcp_ask(port, mf.tcp_frame(5, 3, over)) == mf.tcp_frame(5, 3, bytes((0x90, 3)))
         big = bytes((4, 0, 0, 0x01, 0x00))  # quantity 256
         assert _tcp_ask(port, mf.tcp_frame(3, 3, big)) == mf.tcp_frame(3, 3, bytes((0x84, 3)))
+        # function 0x83 is an exception response, not a request: no answer (the landed board said `83 01`, which
+        # reads as an exception to function 03); the connection goes on serving
+        read = mf.tcp_frame(7, 3, modbus.read_request(4, 0, 2))
+        answer = _tcp_ask(port, mf.tcp_frame(6, 3, bytes((0x83, 0, 0, 0, 1))) + read)
+        assert answer[:2] == b"\x00\x07", answer.hex()  # only the read's answer came
+        assert answer[7] == 4, answer.hex()
         assert _tcp_ask(port, b"\x00\x01\x12\x34\x00\x06\x03\x04\x00\x00\x00\x02") == b""  # not Modbus: closed
         assert _tcp_ask(port, os.urandom(200)) == b""
         for _ in range(5):  # peers that vanish mid-frame
