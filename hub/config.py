@@ -2,8 +2,8 @@
 
 Owns the key list (DOCUMENT: every section declared through hub.sections, [modbus] taken from
 hub.modbus.config), the defaults and the rules between keys. Every problem raises ConfigError whose message
-starts with the key path and states the rule (`influxdb.bucket: required when api = "v2"`), so the hub
-stops at start-up with a line an operator can act on. Secrets: any string
+starts with the key path and states the rule (`influxdb.bucket: required when api = "v2"`); `load` puts the
+file's path in front, so the hub stops at start-up with a line an operator can act on. Secrets: any string
 value, in any section, may be written as `${NAME}` and is then read from the environment variable NAME (a
 missing variable is an error naming the key). docs/hub.md documents every key; hub/config.example.toml is a
 complete example that a test loads.
@@ -451,7 +451,7 @@ def _schedule(path: str, v: dict[str, Any]) -> Schedule:
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:
-    """Read and validate a TOML config file; ConfigError names the file for syntax errors."""
+    """Read and validate a TOML config file; every ConfigError starts with the file's path."""
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeError) as exc:
@@ -460,4 +460,7 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(document, env, base=path.parent.absolute())
+    try:
+        return parse(document, env, base=path.parent.absolute())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -171,7 +171,7 @@ def test_cli_stops_with_the_message_before_opening_any_socket(
     path = tmp_path / "hub.toml"
     path.write_text('[site]\nid="s"\n[mqtt]\nhost="h"\nport="x"\n')
     assert cli.main(["hub", "run", "--config", str(path)]) == 2
-    assert "configuration error: mqtt.port: must be an integer" in capsys.readouterr().err
+    assert f"configuration error: {path}: mqtt.port: must be an integer" in capsys.readouterr().err
 
 
 PLAIN_HUB = """[site]
@@ -196,7 +196,7 @@ def test_a_spool_path_the_hub_cannot_create_is_one_line(tmp_path: Path, capsys: 
     assert cli.main(["hub", "run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     state = tmp_path / "afile" / "state"
-    assert f"configuration error: spool.path: cannot create {state}: Not a directory" in err
+    assert f"configuration error: {path}: spool.path: cannot create {state}: Not a directory" in err
     assert "Traceback" not in err
 
 
@@ -210,6 +210,6 @@ def test_an_api_port_taken_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
                         f'[api]\nport = {port}\nread_token = "read-token-0123456789"\n')
         assert cli.main(["hub", "run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"configuration error: api.listen/api.port: cannot listen on 127.0.0.1:{port}" in err
+    assert f"configuration error: {path}: api.listen/api.port: cannot listen on 127.0.0.1:{port}" in err
     assert "choose another api.port" in err
     assert "Traceback" not in err

@@ -98,6 +98,14 @@ def test_modbus_alone_and_in_hub_toml_give_the_same_message() -> None:
     assert str(alone.value).startswith("modbus.devices.meter-1.slave: unknown key (known keys: bus, unit, ")
 
 
+def test_load_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text((REPO / "hub" / "config.example.toml").read_text().replace("keepalive = 30", "keepalive = 0"))
+    with pytest.raises(ConfigError) as info:
+        hub_config.load(path, ENV)
+    assert str(info.value) == f"{path}: mqtt.keepalive: must be positive, got 0"
+
+
 SPEC = Table(
     {
         "kind": Key(str, choices=("a", "b")),
