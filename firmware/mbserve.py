@@ -50,15 +50,6 @@ class _Link:
         return self.last is not None and time.ticks_diff(time.ticks_ms(), self.last) < _ALIVE_MS
 
 
-def silence_ms(baudrate, parity, stopbits=1):
-    """t3.5 in whole ms, rounded up plus 1: 3.5 characters of 1 start + 8 data + parity + stop bits; 1.75 ms
-    above 19200 baud (spec 2.5.1.1)."""
-    if baudrate > 19200:
-        return 2
-    bits = 9 + (parity != "N") + stopbits
-    return (35 * bits * 1000 // baudrate + 9) // 10 + 1
-
-
 class ModbusBoard(app.Board):
     def __init__(self, impl, cfg, caps, boot, state):
         self.hw = impl
@@ -247,7 +238,9 @@ class ModbusBoard(app.Board):
         m = self.cfg["modbus"]
         port = self.hw.serial(m)
         unit = m["unit"]
-        gap = silence_ms(m["baudrate"], m["parity"], m["stopbits"])
+        # t3.5 (protocols.modbus_framing) in whole ms, rounded up, plus 1: a ticks_ms difference of n proves only
+        # that more than n - 1 ms have passed
+        gap = (mf.silence_us(m["baudrate"], m["parity"], m["stopbits"]) + 999) // 1000 + 1
         framer = mf.RtuFramer(True)
         buf = bytearray(mf.MAX_RTU_FRAME)
         view = memoryview(buf)

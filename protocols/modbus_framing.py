@@ -10,7 +10,8 @@ calls `gap()` when the line has been silent for 3.5 character times, which ends 
 the last silence make one well-formed frame (unit 0..247, good CRC) that the length rules could not frame, a
 function code this framer does not know, `gap()` returns it, so the server can answer exception 01 as the
 application protocol requires (a bus scanner's 07, 08, 0x11, 43/14) instead of staying silent. A TCP stream
-cannot resynchronise: a bad header raises ProtocolError and the connection is closed.
+cannot resynchronise: a bad header raises ProtocolError and the connection is closed. `silence_us` is that
+3.5 character times, the serial line's one timing rule, for whoever keeps the line's time.
 """
 
 from protocols._compat import const
@@ -53,6 +54,16 @@ def tcp_frame(transaction: int, unit: int, pdu: bytes | bytearray) -> bytes:
         raise ProtocolError("unit", "must be 0..255, got %r" % (unit,))
     n = len(pdu) + 1
     return bytes((transaction >> 8, transaction & 0xFF, 0, 0, n >> 8, n & 0xFF, unit)) + bytes(pdu)
+
+
+def silence_us(baudrate: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8) -> int:
+    """t3.5 in whole microseconds, rounded up: the silence that ends an RTU frame and comes before the next
+    one, 3.5 characters of 1 start + data + parity + stop bits; a fixed 1750 above 19200 baud (spec 2.5.1.1).
+    The hub's bus arbiter, the board's RTU server and the simulated line all take it from here."""
+    if baudrate > 19200:
+        return 1750
+    bits = 1 + bytesize + (parity != "N") + stopbits
+    return -(-35 * bits * 100000 // baudrate)
 
 
 def _rtu_length(buf: bytearray, size: int, requests: bool) -> int:
