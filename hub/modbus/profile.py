@@ -8,8 +8,9 @@ guide. Every problem raises ProfileError naming the file and the key path (`sdm1
 registers.voltage.order: must be one of ...`).
 
 Owns the profile layout (DOCUMENT, declared through hub.sections as hub.toml's sections are) and the built-in
-profiles folder (hub/profiles). Imports protocols (catalogue, registers) and hub.sections only: no I/O
-besides reading the file, no asyncio, no pymodbus.
+profiles folder (hub/profiles). One of the hub's public pieces (hub.PUBLIC): `__all__` is what it promises,
+to the poller and to simulators/ alike. Imports protocols (catalogue, registers), hub.errors and hub.sections
+only: no I/O besides reading the file, no asyncio, no pymodbus.
 """
 
 from __future__ import annotations
@@ -27,6 +28,21 @@ from protocols import catalogue, registers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+__all__ = [  # public (hub.PUBLIC): simulators/ read profiles through these
+    "BUILTIN_DIR",
+    "DEFAULT_SENSOR",
+    "HOLDING",
+    "INPUT",
+    "TABLES",
+    "Profile",
+    "ProfileError",
+    "Register",
+    "builtin_names",
+    "load",
+    "parse",
+    "resolve",
+]
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
