@@ -51,16 +51,6 @@ class _Link:
         return self.last is not None and time.ticks_diff(time.ticks_ms(), self.last) < _ALIVE_MS
 
 
-def silence_ms(baudrate, parity, stopbits=1, tenths=35):
-    """t3.5 (t1.5 with `tenths` 15) in whole ms, rounded up plus 1: characters of 1 start + 8 data + parity +
-    stop bits; fixed 1.75 ms and 0.75 ms above 19200 baud (spec 2.5.1.1), both 2 here: a 1 ms tick cannot tell
-    them apart, so above 19200 baud only the 3.5-character silence is judged."""
-    if baudrate > 19200:
-        return 2
-    bits = 9 + (parity != "N") + stopbits
-    return (tenths * bits * 1000 // baudrate + 9) // 10 + 1
-
-
 class ModbusBoard(app.Board):
     def __init__(self, impl, cfg, caps, boot, state):
         self.hw = impl
@@ -252,8 +242,10 @@ class ModbusBoard(app.Board):
         m = self.cfg["modbus"]
         port = self.hw.serial(m)
         unit = m["unit"]
-        gap = silence_ms(m["baudrate"], m["parity"], m["stopbits"])
-        half = silence_ms(m["baudrate"], m["parity"], m["stopbits"], 15)
+        # t3.5 and t1.5 (protocols.modbus_framing) in whole ms, rounded up, plus 1: a ticks_ms difference of n
+        # proves only that more than n - 1 ms have passed
+        gap = (mf.silence_us(m["baudrate"], m["parity"], m["stopbits"]) + 999) // 1000 + 1
+        half = (mf.silence_us(m["baudrate"], m["parity"], m["stopbits"], 8, 15) + 999) // 1000 + 1
         framer = mf.RtuFramer(True)
         buf = bytearray(mf.MAX_RTU_FRAME)
         view = memoryview(buf)

@@ -31,14 +31,14 @@ def _cmd_hub_run(args: argparse.Namespace) -> int:
     from hub.trust.store import StoreError  # noqa: PLC0415
 
     try:
-        config = hub_config.load(Path(args.config))
+        config = hub_config.load(Path(args.config))  # its errors start with the file's path
     except hub_config.ConfigError as exc:
         sys.stderr.write(f"qala hub: configuration error: {exc}\n")
         return 2
     try:
         asyncio.run(serve(config))
     except hub_config.ConfigError as exc:  # found at start-up, e.g. api.tls_cert that does not load
-        sys.stderr.write(f"qala hub: configuration error: {exc}\n")
+        sys.stderr.write(f"qala hub: configuration error: {args.config}: {exc}\n")
         return 2
     except (StoreError, CounterError) as exc:
         sys.stderr.write(f"qala hub: provisioning store ([trust] store): {exc}\n")

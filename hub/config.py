@@ -1,14 +1,17 @@
 """The hub's configuration: a TOML file validated into typed, frozen dataclasses before any socket opens.
 
-Owns the key list, the defaults and the error messages. Every problem raises ConfigError whose message
-starts with the key path and states the rule (`influxdb.bucket: required when api = "v2"`), so the hub
-stops at start-up with a line an operator can act on. Secrets: any string value may be written as
-`${NAME}` and is then read from the environment variable NAME (a missing variable is an error naming the
-key). docs/hub.md documents every key; hub/config.example.toml is a complete example that a test loads.
+Owns the key list (DOCUMENT: every section declared through hub.sections, [modbus] taken from
+hub.modbus.config), the defaults and the rules between keys. Every problem raises ConfigError whose message
+starts with the key path and states the rule (`influxdb.bucket: required when api = "v2"`); `load` puts the
+file's path in front, so the hub stops at start-up with a line an operator can act on. Secrets: any string
+value, in any section, may be written as `${NAME}` and is then read from the environment variable NAME (a
+missing variable is an error naming the key). docs/hub.md documents every key; hub/config.example.toml is a
+complete example that a test loads.
 
-Imports only the standard library, protocols (the id rule, the catalogue), the rule/schedule types of
-hub.control.rules and the store's layout (hub.trust.store); does no I/O except reading the file and the
-environment: the store named by [trust] is loaded by the hub at start (hub.service), not here.
+Imports only the standard library, hub.sections, hub.modbus.config (the [modbus] section), protocols (the
+catalogue), the rule/schedule types of hub.control.rules and the store's layout (hub.trust.store); does no
+I/O except reading the file, the environment and the Modbus profiles named: the store named by [trust] is
+loaded by the hub at start (hub.service), not here.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hub import sections
 from hub.control.rules import Rule, Schedule
 from hub.errors import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers take it from here
+from hub.modbus import config as modbus_config
+from hub.sections import Array, Key, Table
 from hub.trust.store import CA_CERT
 from protocols import catalogue
-from protocols.errors import ProtocolError
-from protocols.topics import check_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -174,150 +178,126 @@ class HubConfig:
     HubConfig itself (tests of single parts)."""
 
 
-# ---------------------------------------------------------------------------------------------- schema
+# ---------------------------------------------------------------------------------------------- layout
+# Every section is declared here, once, through hub.sections; parse() checks the whole file against DOCUMENT,
+# then builds the dataclasses and checks the rules between keys.
 
-_REQUIRED = object()
-_ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-
-# key -> (python type, default); int keys accept only integers, float keys integers or floats.
-_Schema = dict[str, tuple[type, Any]]
-
-_SITE: _Schema = {"id": (str, _REQUIRED), "require_birth": (bool, False)}
-_MQTT: _Schema = {
-    "host": (str, _REQUIRED),
-    "port": (int, 1883),
-    "username": (str, None),
-    "password": (str, None),
-    "tls": (bool, False),
-    "ca_file": (str, None),
-    "client_id": (str, None),
-    "keepalive": (int, 30),
-    "reconnect_min": (float, 0.5),
-    "reconnect_max": (float, 30.0),
-    "share_group": (str, None),
-}
-_INFLUX: _Schema = {
-    "api": (str, _REQUIRED),
-    "url": (str, _REQUIRED),
-    "database": (str, None),
-    "retention_policy": (str, ""),
-    "username": (str, None),
-    "password": (str, None),
-    "org": (str, None),
-    "bucket": (str, None),
-    "token": (str, None),
-    "timeout": (float, 10.0),
-    "retry_min": (float, 0.5),
-    "retry_max": (float, 30.0),
-}
-_V1_ONLY = ("database", "retention_policy", "username", "password")
-_V2_ONLY = ("org", "bucket", "token")
-_SPOOL: _Schema = {"path": (str, _REQUIRED), "max_bytes": (int, 1 << 30)}
-_BATCH: _Schema = {"size": (int, 5000), "flush_interval": (float, 1.0)}
-_METRICS: _Schema = {"interval": (float, 10.0)}
-_HUB: _Schema = {"shutdown_timeout": (float, 10.0), "heartbeat": (int, 10), "confirm": (bool, True),
-                 "confirm_interval": (float, 1.0), "gap_timeout": (float, 600.0)}
-_API: _Schema = {
-    "listen": (str, "127.0.0.1"),
-    "port": (int, 8470),
-    "control_token": (str, None),
-    "read_token": (str, None),
-    "trusted_proxy": (str, None),
-    "tls_cert": (str, None),
-    "tls_key": (str, None),
-}
-_TRUST: _Schema = {"store": (str, None), "hub": (str, "main"), "plain": (bool, False)}
-_CONTROL: _Schema = {"ttl": (float, 30.0), "retries": (int, 2), "ack_timeout": (float, 5.0)}
-_RULE: _Schema = {
-    "name": (str, _REQUIRED),
-    "device": (str, _REQUIRED),
-    "sensor": (str, _REQUIRED),
-    "quantity": (str, _REQUIRED),
-    "above": (float, _REQUIRED),
-    "below": (float, _REQUIRED),
-    "hold_s": (float, 0.0),
-    "target_device": (str, None),
-    "actuator": (str, _REQUIRED),
-    "high": (float, _REQUIRED),
-    "low": (float, _REQUIRED),
-}
-_SCHEDULE: _Schema = {
-    "name": (str, _REQUIRED),
-    "device": (str, _REQUIRED),
-    "actuator": (str, _REQUIRED),
-    "at": (str, _REQUIRED),
-    "value": (float, _REQUIRED),
-    "retry_every": (float, 60.0),
-    "retry_window": (float, 900.0),
-}
-_ARRAYS: dict[str, _Schema] = {"rules": _RULE, "schedules": _SCHEDULE}  # [[rules]], [[schedules]]
-_SECTIONS: dict[str, tuple[_Schema, bool]] = {  # name -> (schema, section required)
-    "site": (_SITE, True),
-    "mqtt": (_MQTT, True),
-    "influxdb": (_INFLUX, True),
-    "spool": (_SPOOL, True),
-    "batch": (_BATCH, False),
-    "metrics": (_METRICS, False),
-    "hub": (_HUB, False),
-    "control": (_CONTROL, False),
-    "trust": (_TRUST, True),
-}
-_OPTIONAL = {"api": _API, "modbus": {}}  # sections that switch a feature on by being present (modbus: own parser)
-
-_MISSING_HINTS = {
-    "trust": " (store = the provisioning store's folder, made by `qala provision init`, docs/security.md; or "
-             "plain = true on a lab bench)",
-}
-
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _value(path: str, value: Any, kind: type, env: Mapping[str, str]) -> Any:
-    if kind is str and isinstance(value, str):
-        match = _ENV.match(value)
-        if match:
-            name = match.group(1)
-            if name not in env:
-                raise ConfigError(f"{path}: environment variable {name} is not set")
-            return env[name]
-        return value
-    ok = (
-        (kind is bool and isinstance(value, bool))
-        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
-        or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-    )
-    if not ok:
-        raise ConfigError(f"{path}: must be {_TYPE_NAMES[kind]}, got {type(value).__name__} {value!r}")
-    return float(value) if kind is float else value
-
-
-def _section(name: str, table: Any, schema: _Schema, env: Mapping[str, str]) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{name}: must be a table ([{name}]), got {type(table).__name__}")
-    out: dict[str, Any] = {}
-    for key in table:
-        if key not in schema:
-            known = ", ".join(schema)
-            raise ConfigError(f"{name}.{key}: unknown key (known keys: {known})")
-    for key, (kind, default) in schema.items():
-        if key in table:
-            out[key] = _value(f"{name}.{key}", table[key], kind, env)
-        elif default is _REQUIRED:
-            raise ConfigError(f"{name}.{key}: required")
-        else:
-            out[key] = default
-    return out
-
-
-def _positive(path: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{path}: must be positive, got {value!r}")
+SITE = Table({"id": Key(str, id=True), "require_birth": Key(bool, default=False)}, missing="required")
+TRUST = Table(
+    {"store": Key(str, None), "hub": Key(str, "main", id=True), "plain": Key(bool, default=False)},
+    missing="required",
+    note="store = the provisioning store's folder, made by `qala provision init`, docs/security.md; or "
+         "plain = true on a lab bench",
+)
+MQTT = Table({
+    "host": Key(str),
+    "port": Key(int, None, 1, 65535),
+    "username": Key(str, None, empty=True),
+    "password": Key(str, None, empty=True),
+    "tls": Key(bool, None),  # None: true with a store, else false
+    "ca_file": Key(str, None),
+    "client_id": Key(str, None, note="a persistent session needs a fixed id"),
+    "keepalive": Key(int, 30, positive=True, unit="seconds"),
+    "reconnect_min": Key(float, 0.5, positive=True),
+    "reconnect_max": Key(float, 30.0, positive=True),
+    "share_group": Key(str, None),
+}, missing="required")
+INFLUXDB = Table(
+    {
+        "api": Key(str, choices=("v1", "v2")),
+        "url": Key(str),
+        "timeout": Key(float, 10.0, positive=True),
+        "retry_min": Key(float, 0.5, positive=True),
+        "retry_max": Key(float, 30.0, positive=True),
+    },
+    missing="required",
+    by="api",
+    variants={
+        "v1": {"database": Key(str), "retention_policy": Key(str, "", empty=True),
+               "username": Key(str, None, empty=True), "password": Key(str, None, empty=True)},
+        "v2": {"org": Key(str), "bucket": Key(str), "token": Key(str)},
+    },
+)
+SPOOL = Table({"path": Key(str), "max_bytes": Key(int, 1 << 30, lo=1 << 20, unit="bytes")},
+              missing="required")
+BATCH = Table({"size": Key(int, 5000, 1, 100_000), "flush_interval": Key(float, 1.0, positive=True)})
+METRICS = Table({"interval": Key(float, 10.0, positive=True)})
+HUB = Table({
+    "shutdown_timeout": Key(float, 10.0, positive=True),
+    "heartbeat": Key(int, 10, 1, 3600, unit="seconds"),
+    "confirm": Key(bool, None),  # None: true, or false with mqtt.share_group
+    "confirm_interval": Key(float, 1.0, 0.1, 60, unit="seconds",
+                            note="boards resend what stays unconfirmed for buffer.resend_after, 30 s by default"),
+    "gap_timeout": Key(float, 600.0, positive=True),
+})
+CONTROL = Table({
+    "ttl": Key(float, 30.0, positive=True),
+    "retries": Key(int, 2, 0, 10),
+    "ack_timeout": Key(float, 5.0, positive=True),
+})
+API = Table(
+    {
+        "listen": Key(str, "127.0.0.1", empty=True),
+        "port": Key(int, 8470, 0, 65535, note="0: any free port"),
+        "control_token": Key(str, None),
+        "read_token": Key(str, None),
+        "trusted_proxy": Key(str, None),
+        "tls_cert": Key(str, None),
+        "tls_key": Key(str, None),
+    },
+    missing="none",
+    retired={"token": "renamed api.control_token (the control role); api.read_token is the read-only role "
+                      "(docs/control.md)"},
+)
+RULE = Table({
+    "name": Key(str, id=True),
+    "device": Key(str, id=True),
+    "sensor": Key(str, id=True),
+    "quantity": Key(str),
+    "above": Key(float),
+    "below": Key(float),
+    "hold_s": Key(float, 0.0, lo=0, unit="seconds"),
+    "target_device": Key(str, None, id=True),
+    "actuator": Key(str, id=True),
+    "high": Key(float),
+    "low": Key(float),
+})
+SCHEDULE = Table({
+    "name": Key(str, id=True),
+    "device": Key(str, id=True),
+    "actuator": Key(str, id=True),
+    "at": Key(str, note="a local time HH:MM"),
+    "value": Key(float),
+    "retry_every": Key(float, 60.0, 1, 3600, unit="seconds"),
+    "retry_window": Key(float, 900.0, 0, 86400, unit="seconds", note="0: no retry"),
+})
+DOCUMENT = Table({
+    "site": SITE,
+    "mqtt": MQTT,
+    "influxdb": INFLUXDB,
+    "spool": SPOOL,
+    "batch": BATCH,
+    "metrics": METRICS,
+    "hub": HUB,
+    "control": CONTROL,
+    "trust": TRUST,
+    "api": API,
+    "rules": Array(RULE),
+    "schedules": Array(SCHEDULE),
+    "modbus": modbus_config.SECTION,
+})
+"""The whole of hub.toml; hub/config.example.toml shows every section, docs/hub.md every key."""
 
 
 def _url(path: str, value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ConfigError(f"{path}: must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def _path(value: str, base: Path | None) -> Path:
+    path = Path(value)
+    return base / path if not path.is_absolute() and base is not None else path
 
 
 def _trust(values: dict[str, Any], base: Path | None) -> TrustConfig:
@@ -328,12 +308,7 @@ def _trust(values: dict[str, Any], base: Path | None) -> TrustConfig:
     if values["store"] is None:
         raise ConfigError("trust.store: required: the provisioning store's folder (`qala provision init --store DIR "
                           "--site ID`, docs/security.md); plain = true instead only on a lab bench")
-    if not values["store"]:
-        raise ConfigError("trust.store: must not be empty")
-    path = Path(values["store"])
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return TrustConfig(store=path, hub=_id_value("trust.hub", values["hub"]))
+    return TrustConfig(store=_path(values["store"], base), hub=values["hub"])
 
 
 def _mqtt_from_store(mqtt: dict[str, Any], site: str, store: Path, hub: str, given: Mapping[str, Any]) -> None:
@@ -341,7 +316,7 @@ def _mqtt_from_store(mqtt: dict[str, Any], site: str, store: Path, hub: str, giv
     for key in ("username", "password", "ca_file"):
         if key in given:
             raise ConfigError(f"mqtt.{key}: comes from the provisioning store ([trust] store); remove it")
-    if "tls" not in given:
+    if mqtt["tls"] is None:
         mqtt["tls"] = True
     if mqtt["tls"]:
         mqtt["ca_file"] = str(store / CA_CERT)
@@ -349,170 +324,77 @@ def _mqtt_from_store(mqtt: dict[str, Any], site: str, store: Path, hub: str, giv
         mqtt["client_id"] = f"hub/{site}/{hub}"  # the broker ties client ids to usernames
 
 
-def _check_mqtt(mqtt: dict[str, Any], site: str, trust: TrustConfig, given: Mapping[str, Any]) -> None:
+def _mqtt(mqtt: dict[str, Any], site: str, trust: TrustConfig, given: Mapping[str, Any]) -> MqttConfig:
     if trust.store is not None:
         _mqtt_from_store(mqtt, site, trust.store, trust.hub, given)
-    if "port" not in given and mqtt["tls"]:
-        mqtt["port"] = 8883
-    if not 1 <= mqtt["port"] <= 65535:
-        raise ConfigError(f"mqtt.port: must be 1..65535, got {mqtt['port']}")
+    mqtt["tls"] = bool(mqtt["tls"])
+    if mqtt["port"] is None:
+        mqtt["port"] = 8883 if mqtt["tls"] else 1883
     if mqtt["client_id"] is None:
         mqtt["client_id"] = f"qala-hub-{site}"
-    if not mqtt["client_id"]:
-        raise ConfigError("mqtt.client_id: must not be empty (a persistent session needs a fixed id)")
     if mqtt["password"] is not None and mqtt["username"] is None:
         raise ConfigError("mqtt.password: given without mqtt.username")
     if mqtt["ca_file"] is not None and not mqtt["tls"]:
         raise ConfigError("mqtt.ca_file: only used with tls = true")
-    _positive("mqtt.keepalive", mqtt["keepalive"])
-    _positive("mqtt.reconnect_min", mqtt["reconnect_min"])
     if mqtt["reconnect_max"] < mqtt["reconnect_min"]:
         raise ConfigError("mqtt.reconnect_max: must not be below mqtt.reconnect_min")
     group = mqtt["share_group"]
     if group is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}", group):
         raise ConfigError(f"mqtt.share_group: 1..32 of A-Z a-z 0-9 _ -, starting with a letter or digit, got {group!r}")
+    return MqttConfig(**mqtt)
 
 
-def _check_influx(influx: dict[str, Any], given: Mapping[str, Any]) -> None:
-    api = influx["api"]
-    if api not in ("v1", "v2"):
-        raise ConfigError(f'influxdb.api: must be "v1" or "v2", got {api!r}')
+def _influx(influx: dict[str, Any]) -> InfluxConfig:
     influx["url"] = _url("influxdb.url", influx["url"])
-    other = _V2_ONLY if api == "v1" else _V1_ONLY
-    for key in other:
-        if key in given:
-            raise ConfigError(f'influxdb.{key}: not used when api = "{api}" (remove it)')
-    required = ("database",) if api == "v1" else ("org", "bucket", "token")
-    for key in required:
-        if not influx[key]:
-            raise ConfigError(f'influxdb.{key}: required when api = "{api}"')
-    if influx["password"] is not None and influx["username"] is None:
+    if influx.get("password") is not None and influx.get("username") is None:
         raise ConfigError("influxdb.password: given without influxdb.username")
-    for key in ("database", "org", "bucket", "token"):
-        influx[key] = influx[key] or ""
-    _positive("influxdb.timeout", influx["timeout"])
-    _positive("influxdb.retry_min", influx["retry_min"])
     if influx["retry_max"] < influx["retry_min"]:
         raise ConfigError("influxdb.retry_max: must not be below influxdb.retry_min")
+    return InfluxConfig(**influx)
 
 
-def _check_spool(spool: dict[str, Any], base: Path | None) -> None:
-    if not spool["path"]:
-        raise ConfigError("spool.path: must not be empty")
-    path = Path(spool["path"])
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    spool["path"] = path
-    if spool["max_bytes"] < 1 << 20:
-        raise ConfigError(f"spool.max_bytes: must be at least 1 MiB (1048576), got {spool['max_bytes']}")
-
-
-def _check_hub(hub: dict[str, Any], mqtt: dict[str, Any], given: Mapping[str, Any]) -> None:
-    """[hub]: ranges; confirmations off with a share group (`given`: the section as written)."""
-    _positive("hub.shutdown_timeout", hub["shutdown_timeout"])
-    _positive("hub.gap_timeout", hub["gap_timeout"])
-    if not 0.1 <= hub["confirm_interval"] <= 60:
-        raise ConfigError(f"hub.confirm_interval: must be 0.1..60 seconds (boards resend what stays unconfirmed "
-                          f"for buffer.resend_after, 30 s by default), got {hub['confirm_interval']}")
-    if mqtt["share_group"] is not None:
-        if given.get("confirm") is True:
-            raise ConfigError("hub.confirm: not with mqtt.share_group: each hub of a group gets part of a board's "
-                              "messages, so none can confirm a run of them; set hub.confirm = false (and "
-                              "buffer.confirm false on the boards)")
-        hub["confirm"] = False
-    if not 1 <= hub["heartbeat"] <= 3600:
-        raise ConfigError(f"hub.heartbeat: must be 1..3600 seconds, got {hub['heartbeat']}")
+def _hub(hub: dict[str, Any], share_group: str | None) -> dict[str, Any]:
+    """[hub]: confirmations are off with a share group, and refused there when asked for."""
+    if share_group is None:
+        return hub | {"confirm": hub["confirm"] is not False}
+    if hub["confirm"] is True:
+        raise ConfigError("hub.confirm: not with mqtt.share_group: each hub of a group gets part of a board's "
+                          "messages, so none can confirm a run of them; set hub.confirm = false (and "
+                          "buffer.confirm false on the boards)")
+    return hub | {"confirm": False}
 
 
 def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, base: Path | None = None) -> HubConfig:
-    """Validate a parsed TOML document; relative spool.path, api.tls_cert and api.tls_key are taken from
-    `base` (the file's folder)."""
-    env = os.environ if env is None else env
-    for name in document:
-        if name not in _SECTIONS and name not in _OPTIONAL and name not in _ARRAYS:
-            known = ", ".join([*_SECTIONS, *_OPTIONAL, *_ARRAYS])
-            raise ConfigError(f"{name}: unknown section (known sections: {known})")
-    values: dict[str, dict[str, Any]] = {}
-    for name, (schema, required) in _SECTIONS.items():
-        if name not in document and required:
-            raise ConfigError(f"{name}: required section [{name}] is missing{_MISSING_HINTS.get(name, '')}")
-        values[name] = _section(name, document.get(name, {}), schema, env)
-
+    """Validate a parsed TOML document; relative spool.path, api.tls_cert, api.tls_key and Modbus profile
+    paths are taken from `base` (the file's folder)."""
+    values = sections.check(DOCUMENT, document, env=os.environ if env is None else env)
     site = values["site"]
-    try:
-        check_id("site.id", site["id"])
-    except ProtocolError as exc:
-        raise ConfigError(str(exc)) from None
     trust = _trust(values["trust"], base)
-    _check_mqtt(values["mqtt"], site["id"], trust, document["mqtt"])
-    _check_influx(values["influxdb"], document["influxdb"])
-    _check_spool(values["spool"], base)
-    batch = values["batch"]
-    if not 1 <= batch["size"] <= 100_000:
-        raise ConfigError(f"batch.size: must be 1..100000, got {batch['size']}")
-    _positive("batch.flush_interval", batch["flush_interval"])
-    _positive("metrics.interval", values["metrics"]["interval"])
-    _check_hub(values["hub"], values["mqtt"], document.get("hub", {}))
-    control = _control(values["control"])
-    api = _api(document["api"], env, base) if "api" in document else None
-    rules = tuple(_rule(f"rules[{i}]", t, env) for i, t in enumerate(_array("rules", document.get("rules", []))))
-    schedules = tuple(
-        _schedule(f"schedules[{i}]", t, env) for i, t in enumerate(_array("schedules", document.get("schedules", [])))
-    )
+    mqtt = _mqtt(values["mqtt"], site["id"], trust, document["mqtt"])
+    spool = values["spool"] | {"path": _path(values["spool"]["path"], base)}
+    rules = tuple(_rule(f"rules[{i}]", v) for i, v in enumerate(values["rules"]))
+    schedules = tuple(_schedule(f"schedules[{i}]", v) for i, v in enumerate(values["schedules"]))
     _unique("rules", [r.name for r in rules])
     _unique("schedules", [s.name for s in schedules])
-    modbus = _modbus(document["modbus"], base) if "modbus" in document else None
-
+    modbus = values["modbus"]
     return HubConfig(
         site=SiteConfig(**site),
-        mqtt=MqttConfig(**values["mqtt"]),
-        influxdb=InfluxConfig(**values["influxdb"]),
-        spool=SpoolConfig(**values["spool"]),
-        batch=BatchConfig(**batch),
+        mqtt=mqtt,
+        influxdb=_influx(values["influxdb"]),
+        spool=SpoolConfig(**spool),
+        batch=BatchConfig(**values["batch"]),
         metrics=MetricsConfig(**values["metrics"]),
-        shutdown_timeout=values["hub"]["shutdown_timeout"],
-        heartbeat=values["hub"]["heartbeat"],
-        confirm=values["hub"]["confirm"],
-        confirm_interval=values["hub"]["confirm_interval"],
-        gap_timeout=values["hub"]["gap_timeout"],
-        control=control,
-        api=api,
+        **_hub(values["hub"], mqtt.share_group),
+        control=ControlConfig(**values["control"]),
+        api=None if values["api"] is None else _api(values["api"], base),
         rules=rules,
         schedules=schedules,
-        modbus=modbus,
+        modbus=None if modbus is None else modbus_config.build(modbus, base),
         trust=trust,
     )
 
 
-def _modbus(table: Any, base: Path | None) -> ModbusConfig:
-    """[modbus] is validated by hub.modbus.config, which raises ConfigError with the key path."""
-    from hub.modbus import config as modbus_config  # noqa: PLC0415 - loaded only with a [modbus] section
-
-    return modbus_config.parse(table, base=base)
-
-
-def _id_value(path: str, value: str) -> str:
-    try:
-        return check_id(path, value)
-    except ProtocolError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _control(values: dict[str, Any]) -> ControlConfig:
-    _positive("control.ttl", values["ttl"])
-    _positive("control.ack_timeout", values["ack_timeout"])
-    if not 0 <= values["retries"] <= 10:
-        raise ConfigError(f"control.retries: must be 0..10, got {values['retries']}")
-    return ControlConfig(**values)
-
-
-def _api(table: Any, env: Mapping[str, str], base: Path | None) -> ApiConfig:
-    if isinstance(table, dict) and "token" in table:
-        raise ConfigError("api.token: renamed api.control_token (the control role); api.read_token is the "
-                          "read-only role (docs/control.md)")
-    values = _section("api", table, _API, env)
-    if not 0 <= values["port"] <= 65535:
-        raise ConfigError(f"api.port: must be 0..65535 (0: any free port), got {values['port']}")
+def _api(values: dict[str, Any], base: Path | None) -> ApiConfig:
     _check_api_tokens(values)
     if values["trusted_proxy"] is not None:
         try:
@@ -523,11 +405,8 @@ def _api(table: Any, env: Mapping[str, str], base: Path | None) -> ApiConfig:
     for key, other in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
         if values[key] is not None and values[other] is None:
             raise ConfigError(f"api.{other}: required with api.{key}")
-        if values[key] == "":
-            raise ConfigError(f"api.{key}: must not be empty")
         if values[key] is not None:
-            path = Path(values[key])
-            values[key] = base / path if not path.is_absolute() and base is not None else path
+            values[key] = _path(values[key], base)
     return ApiConfig(**values)
 
 
@@ -546,12 +425,6 @@ def _check_api_tokens(values: dict[str, Any]) -> None:
         raise ConfigError("api.read_token: must differ from api.control_token (one token per role)")
 
 
-def _array(name: str, value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{name}: must be an array of tables ([[{name}]]), got {type(value).__name__}")
-    return value
-
-
 def _unique(name: str, names: list[str]) -> None:
     seen: set[str] = set()
     for i, n in enumerate(names):
@@ -560,38 +433,25 @@ def _unique(name: str, names: list[str]) -> None:
         seen.add(n)
 
 
-def _rule(path: str, table: Any, env: Mapping[str, str]) -> Rule:
-    v = _section(path, table, _RULE, env)
-    for key in ("name", "device", "sensor", "actuator"):
-        _id_value(f"{path}.{key}", v[key])
-    v["target_device"] = _id_value(f"{path}.target_device", v["target_device"] or v["device"])
+def _rule(path: str, v: dict[str, Any]) -> Rule:
     if v["quantity"] not in catalogue.QUANTITIES:
         raise ConfigError(f"{path}.quantity: unknown quantity {v['quantity']!r} (not in the catalogue)")
     if v["below"] >= v["above"]:
         raise ConfigError(f"{path}.below: must be below {path}.above (the hysteresis band)")
-    if v["hold_s"] < 0:
-        raise ConfigError(f"{path}.hold_s: must not be negative")
     return Rule(v["name"], v["device"], v["sensor"], v["quantity"], v["above"], v["below"], v["hold_s"],
-                v["target_device"], v["actuator"], v["high"], v["low"])
+                v["target_device"] or v["device"], v["actuator"], v["high"], v["low"])
 
 
-def _schedule(path: str, table: Any, env: Mapping[str, str]) -> Schedule:
-    v = _section(path, table, _SCHEDULE, env)
-    for key in ("name", "device", "actuator"):
-        _id_value(f"{path}.{key}", v[key])
+def _schedule(path: str, v: dict[str, Any]) -> Schedule:
     match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", v["at"])
     if match is None:
         raise ConfigError(f"{path}.at: must be a local time HH:MM, got {v['at']!r}")
     at = dt.time(int(match.group(1)), int(match.group(2)))
-    if not 1 <= v["retry_every"] <= 3600:
-        raise ConfigError(f"{path}.retry_every: must be 1..3600 seconds, got {v['retry_every']!r}")
-    if not 0 <= v["retry_window"] <= 86400:
-        raise ConfigError(f"{path}.retry_window: must be 0..86400 seconds (0: no retry), got {v['retry_window']!r}")
     return Schedule(v["name"], v["device"], v["actuator"], at, v["value"], v["retry_every"], v["retry_window"])
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:
-    """Read and validate a TOML config file; ConfigError names the file for syntax errors."""
+    """Read and validate a TOML config file; every ConfigError starts with the file's path."""
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeError) as exc:
@@ -600,4 +460,7 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(document, env, base=path.parent.absolute())
+    try:
+        return parse(document, env, base=path.parent.absolute())
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

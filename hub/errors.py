@@ -1,5 +1,6 @@
-"""Errors the hub's modules share: ConfigError, raised by hub.config and by the sections it hands to other
-modules (hub.modbus.config), so neither has to import the other for it.
+"""Errors the hub's modules share: ConfigError, raised by hub.sections (the one checker of TOML sections) and
+by the owners of the sections (hub.config, hub.modbus.config, hub.modbus.profile), so none has to import
+another for it.
 
 Imports nothing of the hub.
 """

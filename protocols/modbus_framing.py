@@ -13,7 +13,8 @@ application protocol requires (a bus scanner's 07, 08, 0x11, 43/14) instead of s
 calls `split()` when it saw a silence of more than 1.5 but less than 3.5 character times: a frame with such a
 gap inside is incomplete (spec 2.5.1.1), so what is buffered and every byte up to the next 3.5-character
 silence are discarded. A TCP stream cannot resynchronise: a bad header raises ProtocolError and the connection
-is closed.
+is closed. `silence_us` is that 3.5 (or 1.5) character times, the serial line's timing rule, for whoever keeps
+the line's time.
 """
 
 from protocols._compat import const
@@ -56,6 +57,17 @@ def tcp_frame(transaction: int, unit: int, pdu: bytes | bytearray) -> bytes:
         raise ProtocolError("unit", "must be 0..255, got %r" % (unit,))
     n = len(pdu) + 1
     return bytes((transaction >> 8, transaction & 0xFF, 0, 0, n >> 8, n & 0xFF, unit)) + bytes(pdu)
+
+
+def silence_us(baudrate: int, parity: str = "N", stopbits: int = 1, bytesize: int = 8, tenths: int = 35) -> int:
+    """t3.5 in whole microseconds, rounded up: the silence that ends an RTU frame and comes before the next
+    one, 3.5 characters of 1 start + data + parity + stop bits; a fixed 1750 above 19200 baud (spec 2.5.1.1).
+    With `tenths` 15, t1.5 (fixed 750 above 19200 baud): a longer silence inside a frame breaks it. The hub's
+    bus arbiter, the board's RTU server and the simulated line all take it from here."""
+    if baudrate > 19200:
+        return 50 * tenths
+    bits = 1 + bytesize + (parity != "N") + stopbits
+    return -(-tenths * bits * 100000 // baudrate)
 
 
 def _rtu_length(buf: bytearray, size: int, requests: bool) -> int:

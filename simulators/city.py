@@ -18,6 +18,8 @@ everything it started by pid, in order (boards, hub, meters, socat, influxd, mos
 request (SIGINT) and on errors. The data stays in the run folder.
 
 Nothing here prints: the caller gets `Progress` snapshots and event lines through callbacks (hub/demo_cli.py).
+Of the hub it imports only public pieces (hub.PUBLIC): hub.trust.provision and hub.trust.store, hub.tools.bundle
+and hub.modbus.profile; the hub itself runs as a subprocess.
 """
 
 from __future__ import annotations

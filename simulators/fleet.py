@@ -16,7 +16,8 @@ Trust: given a board's identity from the provisioning store (hub.trust.store.Boa
 a board speaks TLS verified against that CA with its own login and carries its command key; without one it
 is a lab-bench board (plain MQTT, a random command key nobody holds: it can be watched, not commanded).
 
-No printing: callers report through the `on_sent` callback. CPython only.
+No printing: callers report through the `on_sent` callback. CPython only. Of the hub it imports only public
+pieces (hub.PUBLIC): hub.tools.executables and hub.trust.store's types.
 """
 
 from __future__ import annotations

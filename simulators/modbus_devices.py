@@ -13,7 +13,8 @@ Two transports serve one or many devices (keyed by unit id):
 A pty moves bytes at once whatever its baud rate, so by default the RTU devices answer as fast as they can.
 `RtuBusSimulator(devices, timing=LineTiming(9600))` honours the wire instead: a request that arrives at t is
 taken as sent from t, one character (start + data + parity + stop bits) per `char_time`; the device answers
-after the request's last character, t3.5 of silence (hub.modbus.bus.silent_interval) and `turnaround`, and
+after the request's last character, t3.5 of silence (protocols.modbus_framing.silence_us, the rule the hub
+and the boards keep) and `turnaround`, and
 the response is written to the pty when its own last character would arrive. A request that starts less
 than t3.5 after the line's last character, or while a response is pending, is a gap violation: counted and
 ignored, as a real device ignores a frame it cannot delimit. `stats` counts what a benchmark needs.
@@ -26,7 +27,8 @@ pymodbus's: byte-level faults (bad CRC, truncated frames, garbage) need control 
 pymodbus 3.16's server datastore is mid-migration (ModbusDeviceContext is deprecated for SimData). The hub
 side stays pymodbus, so these also check that pymodbus interoperates with Qala's own codec.
 
-CPython only (os.openpty, asyncio); imports hub.modbus.profile and protocols. Run one from a shell:
+CPython only (os.openpty, asyncio); imports protocols and, of the hub, only its public profile loader
+(hub.modbus.profile, hub.PUBLIC). Run one from a shell:
 `python -m simulators.modbus_devices --profile sdm630 --tcp 5020` or `--rtu` (prints the pty path; add
 `--baudrate 9600` for wire timing).
 """
@@ -49,10 +51,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 from hub.modbus import profile as profiles
-from hub.modbus.bus import silent_interval
 from protocols import modbus, registers
 from protocols.errors import ProtocolError
-from protocols.modbus_framing import RtuFramer, TcpFramer, rtu_frame, tcp_frame
+from protocols.modbus_framing import RtuFramer, TcpFramer, rtu_frame, silence_us, tcp_frame
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -245,8 +246,8 @@ class LineTiming:
 
     @property
     def silent(self) -> float:
-        """t3.5, by the hub's own rule."""
-        return silent_interval(self.baudrate, self.bytesize, self.parity, self.stopbits)
+        """t3.5 in seconds, by the serial line's rule (the hub's and the boards')."""
+        return silence_us(self.baudrate, self.parity, self.stopbits, self.bytesize) / 1e6
 
     def min_cycle(self, request_chars: int, response_chars: int) -> float:
         """The shortest request-to-request period of a transaction: both frames, t3.5 after each, turnaround."""

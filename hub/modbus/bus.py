@@ -6,6 +6,7 @@ priority), so several pollers and the control path never talk over each other on
 times; 1.75 ms above 19200 baud, Modbus over serial line spec 2.5.1.1) after every transaction. A failed
 transaction fails only its own job: the caller decides about retries and queues them again behind the
 other devices' jobs, so a dead device costs the bus one timeout per attempt and cannot starve the rest.
+The poller gives it t3.5 from protocols.modbus_framing.silence_us, the serial line's one timing rule.
 
 `PymodbusTransport` is the only code in the hub that touches pymodbus. pymodbus's own retries are off
 (`retries=0`) and its auto-reconnect too (`reconnect_delay=0`): timeouts, retries and reconnects are the
@@ -69,14 +70,6 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def silent_interval(baudrate: int, bytesize: int = 8, parity: str = "N", stopbits: int = 1) -> float:
-    """t3.5 in seconds: 3.5 character times, fixed at 1.75 ms above 19200 baud (spec 2.5.1.1)."""
-    if baudrate > 19200:
-        return 0.00175
-    bits = 1 + bytesize + (0 if parity == "N" else 1) + stopbits
-    return 3.5 * bits / baudrate
 
 
 class Transport(Protocol):

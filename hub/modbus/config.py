@@ -13,10 +13,11 @@
     profile = "sdm630"                # a built-in profile (hub/profiles) or a path to a .toml file
     interval = 10.0
 
-`parse` takes the section as a parsed dict and returns frozen dataclasses; every problem raises
-hub.config.ConfigError whose message starts with the key path (`modbus.devices.meter-1.unit: ...`).
-docs/modbus.md documents each key. Imports hub.errors (ConfigError), hub.modbus.profile and
-protocols.topics; no I/O besides reading profile files.
+SECTION declares the keys through hub.sections, as every other section of hub.toml is declared; hub.config
+puts it in the file's layout and calls `build` with what `sections.check` returned; `parse` does both for
+a [modbus] table alone. Every problem raises hub.errors.ConfigError whose message starts with the key path
+(`modbus.devices.meter-1.unit: ...`). docs/modbus.md documents each key. Imports hub.sections and
+hub.modbus.profile; no I/O besides reading profile files; knows nothing of the rest of hub.toml.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from hub.errors import ConfigError
+from hub import sections
 from hub.modbus import profile as profiles
-from hub.modbus import schema
-from protocols.errors import ProtocolError
-from protocols.topics import check_id
+from hub.sections import Key, Table, Tables
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,10 +37,36 @@ TCP = "tcp"
 RTU = "rtu"
 PARITIES = ("N", "E", "O")
 
-_BUS_COMMON = ("timeout", "retries")
-_TCP_KEYS = ("host", "port", *_BUS_COMMON)
-_RTU_KEYS = ("port", "baudrate", "parity", "stopbits", "bytesize", *_BUS_COMMON)
-_DEVICE_KEYS = ("bus", "unit", "profile", "interval", "offline_interval", "max_gap", "retries", "actuators")
+BUS = Table(
+    {
+        "transport": Key(str, choices=(TCP, RTU)),
+        "timeout": Key(float, 0.5, 0.01, 60.0, unit="seconds"),
+        "retries": Key(int, 1, 0, 5),
+    },
+    by="transport",
+    variants={
+        TCP: {"host": Key(str), "port": Key(int, 502, 1, 65535)},
+        RTU: {
+            "port": Key(str, note="the serial device, e.g. /dev/ttyUSB0"),
+            "baudrate": Key(int, 9600, 300, 1_000_000),
+            "parity": Key(str, "N", choices=PARITIES),
+            "stopbits": Key(int, 1, 1, 2),
+            "bytesize": Key(int, 8, 7, 8),
+        },
+    },
+)
+DEVICE = Table({
+    "bus": Key(str),
+    "unit": Key(int),  # the range depends on the bus's transport: _device
+    "profile": Key(str, note="a built-in profile (hub/profiles) or a path to a .toml file"),
+    "interval": Key(float, 10.0, 0.05, 86400.0, unit="seconds"),
+    "offline_interval": Key(float, None, 0.05, 86400.0, unit="seconds"),
+    "max_gap": Key(int, None, 0, 120),
+    "retries": Key(int, None, 0, 5),
+    "actuators": Key(list, None),
+})
+SECTION = Table({"buses": Tables(BUS), "devices": Tables(DEVICE)}, missing="none")
+"""[modbus], declared through hub.sections; hub.config puts it in hub.toml's layout."""
 
 
 @dataclass(frozen=True)
@@ -88,101 +113,61 @@ class ModbusConfig:
         raise KeyError(name)
 
 
-def parse(section: Mapping[str, Any], base: Path | None = None, prefix: str = "modbus") -> ModbusConfig:
+def parse(section: object, base: Path | None = None, prefix: str = "modbus",
+          env: Mapping[str, str] | None = None) -> ModbusConfig:
     """Validate the `[modbus]` table; relative profile paths are taken from `base` (the hub.toml folder)."""
-    try:
-        return _parse(section, base, prefix)
-    except schema.SchemaError as exc:
-        raise ConfigError(str(exc)) from None
+    return build(sections.check(SECTION, section, prefix, env), base, prefix)
 
 
-def _parse(section: Mapping[str, Any], base: Path | None, prefix: str) -> ModbusConfig:
-    root = schema.table(prefix, section)
-    schema.known_keys(prefix, root, (), ("buses", "devices"))
-    buses_table = schema.table(f"{prefix}.buses", root.get("buses", {}))
-    buses = tuple(_bus(f"{prefix}.buses.{name}", name, value) for name, value in buses_table.items())
-    devices_table = schema.table(f"{prefix}.devices", root.get("devices", {}))
-    by_name = {b.name: b for b in buses}
-    devices = tuple(
-        _device(f"{prefix}.devices.{name}", name, value, by_name, base) for name, value in devices_table.items()
-    )
+def build(values: Mapping[str, Any], base: Path | None = None, prefix: str = "modbus") -> ModbusConfig:
+    """The ModbusConfig of a [modbus] section that `sections.check(SECTION, ...)` returned."""
+    buses = {name: _bus(name, body) for name, body in values["buses"].items()}
+    devices = tuple(_device(f"{prefix}.devices.{name}", name, body, buses, base)
+                    for name, body in values["devices"].items())
     seen: dict[tuple[str, int], str] = {}
     for dev in devices:
         key = (dev.bus, dev.unit)
         if key in seen:
-            raise schema.SchemaError(
+            raise sections.fail(
                 f"{prefix}.devices.{dev.name}.unit",
                 f"unit {dev.unit} on bus {dev.bus!r} is already used by {prefix}.devices.{seen[key]}",
             )
         seen[key] = dev.name
-    return ModbusConfig(buses=buses, devices=devices)
+    return ModbusConfig(buses=tuple(buses.values()), devices=devices)
 
 
-def _bus(path: str, name: str, value: object) -> BusConfig:
-    _id(path, name)
-    body = schema.table(path, value)
-    transport = schema.string(f"{path}.transport", body.get("transport"), choices=(TCP, RTU)) \
-        if "transport" in body else None
-    if transport is None:
-        raise schema.SchemaError(f"{path}.transport", 'required ("tcp" or "rtu")')
-    rest = {k: v for k, v in body.items() if k != "transport"}
-    timeout = schema.number(f"{path}.timeout", rest.get("timeout", 0.5), 0.01, 60.0)
-    retries = schema.integer(f"{path}.retries", rest.get("retries", 1), 0, 5)
-    if transport == TCP:
-        schema.known_keys(path, rest, ("host",), _TCP_KEYS[1:])
-        return BusConfig(
-            name=name,
-            transport=TCP,
-            host=schema.string(f"{path}.host", rest["host"]),
-            port=schema.integer(f"{path}.port", rest.get("port", 502), 1, 65535),
-            timeout=timeout,
-            retries=retries,
-        )
-    schema.known_keys(path, rest, ("port",), _RTU_KEYS[1:])
-    return BusConfig(
-        name=name,
-        transport=RTU,
-        port=schema.string(f"{path}.port", rest["port"]),
-        baudrate=schema.integer(f"{path}.baudrate", rest.get("baudrate", 9600), 300, 1_000_000),
-        parity=schema.string(f"{path}.parity", rest.get("parity", "N"), choices=PARITIES),
-        stopbits=schema.integer(f"{path}.stopbits", rest.get("stopbits", 1), 1, 2),
-        bytesize=schema.integer(f"{path}.bytesize", rest.get("bytesize", 8), 7, 8),
-        timeout=timeout,
-        retries=retries,
-    )
+def _bus(name: str, body: Mapping[str, Any]) -> BusConfig:
+    return BusConfig(name=name, **body)
 
 
-def _device(path: str, name: str, value: object, buses: Mapping[str, BusConfig], base: Path | None) -> DeviceConfig:
-    _id(path, name)
-    body = schema.table(path, value)
-    schema.known_keys(path, body, ("bus", "unit", "profile"), _DEVICE_KEYS[3:])
-    bus_name = schema.string(f"{path}.bus", body["bus"])
+def _device(path: str, name: str, body: Mapping[str, Any], buses: Mapping[str, BusConfig],
+            base: Path | None) -> DeviceConfig:
+    bus_name = body["bus"]
     if bus_name not in buses:
         known = ", ".join(buses) or "none defined"
-        raise schema.SchemaError(f"{path}.bus", f"no bus {bus_name!r} in modbus.buses (known: {known})")
-    bus = buses[bus_name]
+        raise sections.fail(f"{path}.bus", f"no bus {bus_name!r} in modbus.buses (known: {known})")
     # RTU: 0 is broadcast (no answer) and 248..255 are reserved; TCP gateways use 0..255 (255 = "the server").
-    unit = schema.integer(f"{path}.unit", body["unit"], 1, 247) if bus.transport == RTU else \
-        schema.integer(f"{path}.unit", body["unit"], 0, 255)
-    ref = schema.string(f"{path}.profile", body["profile"])
+    lo, hi = (1, 247) if buses[bus_name].transport == RTU else (0, 255)
+    unit = body["unit"]
+    if not lo <= unit <= hi:
+        raise sections.fail(f"{path}.unit", f"must be {lo}..{hi} on a {buses[bus_name].transport} bus, got {unit}")
+    ref = body["profile"]
     file = profiles.resolve(ref, base)
     if not file.is_file():
-        raise schema.SchemaError(
+        raise sections.fail(
             f"{path}.profile",
             f"no profile {ref!r} ({file} not found; built-in: {', '.join(profiles.builtin_names())})",
         )
     try:
         prof = profiles.load(file)
     except profiles.ProfileError as exc:
-        raise schema.SchemaError(f"{path}.profile", str(exc)) from None
-    if "actuators" in body:
+        raise sections.fail(f"{path}.profile", str(exc)) from None
+    if body["actuators"] is not None:
         prof = _named_actuators(f"{path}.actuators", prof, body["actuators"])
-    interval = schema.number(f"{path}.interval", body.get("interval", 10.0), 0.05, 86400.0)
-    offline = schema.number(f"{path}.offline_interval", body.get("offline_interval", max(60.0, interval)),
-                            0.05, 86400.0)
+    interval = body["interval"]
+    offline = max(60.0, interval) if body["offline_interval"] is None else body["offline_interval"]
     if offline < interval:
-        raise schema.SchemaError(f"{path}.offline_interval", f"must not be below interval ({offline:g} < {interval:g})")
-    retries = schema.integer(f"{path}.retries", body["retries"], 0, 5) if "retries" in body else None
+        raise sections.fail(f"{path}.offline_interval", f"must not be below interval ({offline:g} < {interval:g})")
     return DeviceConfig(
         name=name,
         bus=bus_name,
@@ -190,8 +175,8 @@ def _device(path: str, name: str, value: object, buses: Mapping[str, BusConfig],
         profile=prof,
         interval=interval,
         offline_interval=offline,
-        max_gap=schema.integer(f"{path}.max_gap", body.get("max_gap", prof.max_gap), 0, 120),
-        retries=retries,
+        max_gap=prof.max_gap if body["max_gap"] is None else body["max_gap"],
+        retries=body["retries"],
     )
 
 
@@ -201,24 +186,17 @@ def _named_actuators(path: str, prof: profiles.Profile, value: object) -> profil
     order of the names, as the board lays them out (docs/modbus.md), in place of the profile's `actuator1`."""
     template = next((r for r in prof.registers if r.name == "actuator1" and r.table == profiles.HOLDING), None)
     if template is None:
-        raise schema.SchemaError(path, f"only for the qala_board profile (a Qala board's setpoints); profile "
+        raise sections.fail(path, f"only for the qala_board profile (a Qala board's setpoints); profile "
                                        f"{prof.name!r} has no actuator1 register")
     if not isinstance(value, list) or not 1 <= len(value) <= 32:
-        raise schema.SchemaError(path, "must be a list of 1..32 actuator names, as in the board's config")
-    names = sorted({_id(f"{path}[{i}]", v) for i, v in enumerate(value)})
+        raise sections.fail(path, "must be a list of 1..32 actuator names, as in the board's config")
+    names = sorted({sections.valid_id(f"{path}[{i}]", v) for i, v in enumerate(value)})
     if len(names) != len(value):
-        raise schema.SchemaError(path, "names must be different")
+        raise sections.fail(path, "names must be different")
     kept = tuple(r for r in prof.registers if not (r.table == profiles.HOLDING and r.name.startswith("actuator")))
     named = tuple(replace(template, name=n, sensor=n, address=2 * i, description=f"setpoint of actuator {n}")
                   for i, n in enumerate(names))
     clash = {r.name for r in kept} & set(names)
     if clash:
-        raise schema.SchemaError(path, f"{', '.join(sorted(clash))}: already a register of profile {prof.name!r}")
+        raise sections.fail(path, f"{', '.join(sorted(clash))}: already a register of profile {prof.name!r}")
     return replace(prof, registers=kept + named)
-
-
-def _id(path: str, value: object) -> str:
-    try:
-        return check_id(path, value)
-    except ProtocolError as exc:
-        raise schema.SchemaError(path, exc.problem) from None

@@ -50,12 +50,12 @@ from hub.modbus.bus import (
     PymodbusTransport,
     Transport,
     raise_if_cancelling,
-    silent_interval,
 )
 from hub.modbus.config import RTU
 from hub.model import DEVICE_STATUS, STATUS_SENSOR, Reading
 from protocols import catalogue, registers
 from protocols.errors import ProtocolError
+from protocols.modbus_framing import silence_us
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -314,7 +314,7 @@ class ModbusService:
             transport = (transports or {}).get(bus.name) or PymodbusTransport(bus)
             silent = 0.0
             if bus.transport == RTU:
-                silent = silent_interval(bus.baudrate, bus.bytesize, bus.parity, bus.stopbits)
+                silent = silence_us(bus.baudrate, bus.parity, bus.stopbits, bus.bytesize) / 1e6
             self.arbiters[bus.name] = BusArbiter(bus.name, transport, timeout=bus.timeout, silent=silent)
         self.pollers: dict[str, DevicePoller] = {}
         for dev in config.devices:

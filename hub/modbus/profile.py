@@ -7,8 +7,10 @@ be `writable` (holding only) with `min`/`max` limits the hub enforces before wri
 guide. Every problem raises ProfileError naming the file and the key path (`sdm120.toml:
 registers.voltage.order: must be one of ...`).
 
-Owns the profile schema and the built-in profiles folder (hub/profiles). Imports protocols (catalogue,
-registers, topics) and hub.modbus.schema only: no I/O besides reading the file, no asyncio, no pymodbus.
+Owns the profile layout (DOCUMENT, declared through hub.sections as hub.toml's sections are) and the built-in
+profiles folder (hub/profiles). One of the hub's public pieces (hub.PUBLIC): `__all__` is what it promises,
+to the poller and to simulators/ alike. Imports protocols (catalogue, registers), hub.errors and hub.sections
+only: no I/O besides reading the file, no asyncio, no pymodbus.
 """
 
 from __future__ import annotations
@@ -19,13 +21,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hub.modbus import schema
+from hub import sections
+from hub.errors import ConfigError
+from hub.sections import Key, Table, Tables
 from protocols import catalogue, registers
-from protocols.errors import ProtocolError
-from protocols.topics import check_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+__all__ = [  # public (hub.PUBLIC): simulators/ read profiles through these
+    "BUILTIN_DIR",
+    "DEFAULT_SENSOR",
+    "HOLDING",
+    "INPUT",
+    "TABLES",
+    "Profile",
+    "ProfileError",
+    "Register",
+    "builtin_names",
+    "load",
+    "parse",
+    "resolve",
+]
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -34,10 +51,35 @@ HOLDING = "holding"
 TABLES = (INPUT, HOLDING)
 DEFAULT_SENSOR = "meter"
 
-_PROFILE_KEYS = ("name", "manufacturer", "model", "source", "description", "table", "type", "order", "sensor",
-                 "max_gap")
-_REGISTER_KEYS = ("address", "quantity", "table", "type", "order", "scale", "sensor", "writable", "min", "max",
-                  "description")
+HEAD = Table({
+    "name": Key(str, id=True),
+    "manufacturer": Key(str, "", empty=True),
+    "model": Key(str, "", empty=True),
+    "source": Key(str, "", empty=True),
+    "description": Key(str, "", empty=True),
+    "table": Key(str, INPUT, choices=TABLES),
+    "type": Key(str, "f32", choices=tuple(registers.TYPES)),
+    "order": Key(str, "ABCD", choices=registers.ORDERS),
+    "sensor": Key(str, DEFAULT_SENSOR, id=True),
+    "max_gap": Key(int, 0, 0, 120),
+}, missing="required")
+"""[profile]: the device, and the defaults of its registers' table, type, order and sensor."""
+REGISTER = Table({
+    "address": Key(int, lo=0, hi=0xFFFF, note="0-based, as on the wire: Eastron's 30001 is 0"),
+    "quantity": Key(str),
+    "table": Key(str, None, choices=TABLES),
+    "type": Key(str, None, choices=tuple(registers.TYPES)),
+    "order": Key(str, None, choices=registers.ORDERS),
+    "scale": Key(float, 1.0),
+    "sensor": Key(str, None, id=True),
+    "writable": Key(bool, default=False),
+    "min": Key(float, None),
+    "max": Key(float, None),
+    "description": Key(str, "", empty=True),
+})
+"""[registers.NAME]: one value; table, type, order and sensor default to [profile]'s."""
+DOCUMENT = Table({"profile": HEAD, "registers": Tables(REGISTER)})
+"""A profile file, declared through hub.sections as hub.toml is."""
 
 
 class ProfileError(ValueError):
@@ -90,8 +132,8 @@ class Profile:
 def parse(document: Mapping[str, Any], origin: str) -> Profile:
     """Validate a parsed profile; `origin` (usually the file name) starts every error message."""
     try:
-        return _parse(document)
-    except schema.SchemaError as exc:
+        return _parse(sections.check(DOCUMENT, document))
+    except ConfigError as exc:
         raise ProfileError(f"{origin}: {exc}") from None
 
 
@@ -121,70 +163,46 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
 
 
-def _parse(document: Mapping[str, Any]) -> Profile:
-    root = schema.table("", document)
-    schema.known_keys("", root, ("profile", "registers"), ())
-    head = schema.table("profile", root["profile"])
-    schema.known_keys("profile", head, ("name",), _PROFILE_KEYS[1:])
-    name = _id("profile.name", head["name"])
-    texts = {k: _text(f"profile.{k}", head.get(k, "")) for k in ("manufacturer", "model", "source", "description")}
-    defaults = {
-        "table": schema.string("profile.table", head.get("table", INPUT), choices=TABLES),
-        "type": schema.string("profile.type", head.get("type", "f32"), choices=tuple(registers.TYPES)),
-        "order": schema.string("profile.order", head.get("order", "ABCD"), choices=registers.ORDERS),
-        "sensor": _id("profile.sensor", head.get("sensor", DEFAULT_SENSOR)),
-    }
-    max_gap = schema.integer("profile.max_gap", head.get("max_gap", 0), 0, 120)
-    regs_table = schema.table("registers", root["registers"])
-    if not regs_table:
-        raise schema.SchemaError("registers", "must define at least one register")
-    regs = tuple(_register(f"registers.{key}", key, value, defaults) for key, value in regs_table.items())
+def _parse(values: Mapping[str, Any]) -> Profile:
+    head = values["profile"]
+    if not values["registers"]:
+        raise sections.fail("registers", "must define at least one register ([registers.NAME] tables)")
+    regs = tuple(_register(f"registers.{name}", name, body, head) for name, body in values["registers"].items())
     _check_layout(regs)
-    return Profile(name=name, registers=regs, max_gap=max_gap, **texts)
+    texts = {k: head[k] for k in ("manufacturer", "model", "source", "description")}
+    return Profile(name=head["name"], registers=regs, max_gap=head["max_gap"], **texts)
 
 
-def _register(path: str, name: str, value: object, defaults: Mapping[str, str]) -> Register:
-    _id(path, name)
-    body = schema.table(path, value)
-    schema.known_keys(path, body, ("address", "quantity"), _REGISTER_KEYS[2:])
-    quantity = schema.string(f"{path}.quantity", body["quantity"])
-    if quantity not in catalogue.QUANTITIES:
-        raise schema.SchemaError(f"{path}.quantity", f"unknown quantity {quantity!r} (see docs/protocol.md catalogue)")
-    dtype = schema.string(f"{path}.type", body.get("type", defaults["type"]), choices=tuple(registers.TYPES))
-    address = schema.integer(f"{path}.address", body["address"], 0, 0xFFFF)
-    if address + registers.size(dtype) > 0x10000:
-        raise schema.SchemaError(f"{path}.address", f"a {dtype} at {address} runs past register 65535")
-    table = schema.string(f"{path}.table", body.get("table", defaults["table"]), choices=TABLES)
-    writable = schema.boolean(f"{path}.writable", body.get("writable", False))
-    if writable and table != HOLDING:
-        raise schema.SchemaError(f"{path}.writable", 'only holding registers can be written (table = "holding")')
-    scale = schema.number(f"{path}.scale", body.get("scale", 1.0))
-    if scale == 0:
-        raise schema.SchemaError(f"{path}.scale", "must not be zero")
-    limits: dict[str, float | None] = {}
+def _register(path: str, name: str, body: Mapping[str, Any], head: Mapping[str, Any]) -> Register:
+    v = {k: head[k] if body[k] is None and k in head else body[k] for k in body}
+    if v["quantity"] not in catalogue.QUANTITIES:
+        raise sections.fail(f"{path}.quantity",
+                            f"unknown quantity {v['quantity']!r} (see docs/protocol.md catalogue)")
+    if v["address"] + registers.size(v["type"]) > 0x10000:
+        raise sections.fail(f"{path}.address", f"a {v['type']} at {v['address']} runs past register 65535")
+    if v["writable"] and v["table"] != HOLDING:
+        raise sections.fail(f"{path}.writable", 'only holding registers can be written (table = "holding")')
+    if v["scale"] == 0:
+        raise sections.fail(f"{path}.scale", "must not be zero")
     for key in ("min", "max"):
-        if key in body:
-            if not writable:
-                raise schema.SchemaError(f"{path}.{key}", "limits apply to writable registers only (writable = true)")
-            limits[key] = schema.number(f"{path}.{key}", body[key])
-        else:
-            limits[key] = None
-    lo, hi = limits["min"], limits["max"]
+        if v[key] is not None and not v["writable"]:
+            raise sections.fail(f"{path}.{key}", "limits apply to writable registers only (writable = true)")
+    lo, hi = v["min"], v["max"]
     if lo is not None and hi is not None and lo > hi:
-        raise schema.SchemaError(f"{path}.max", f"must not be below min ({hi:g} < {lo:g})")
+        raise sections.fail(f"{path}.max", f"must not be below min ({hi:g} < {lo:g})")
     return Register(
         name=name,
-        address=address,
-        quantity=quantity,
-        table=table,
-        type=dtype,
-        order=schema.string(f"{path}.order", body.get("order", defaults["order"]), choices=registers.ORDERS),
-        scale=scale,
-        sensor=_id(f"{path}.sensor", body.get("sensor", defaults["sensor"])),
-        writable=writable,
+        address=v["address"],
+        quantity=v["quantity"],
+        table=v["table"],
+        type=v["type"],
+        order=v["order"],
+        scale=v["scale"],
+        sensor=v["sensor"],
+        writable=v["writable"],
         minimum=lo,
         maximum=hi,
-        description=_text(f"{path}.description", body.get("description", "")),
+        description=v["description"],
     )
 
 
@@ -194,7 +212,7 @@ def _check_layout(regs: tuple[Register, ...]) -> None:
     for reg in regs:
         key = (reg.sensor, reg.quantity)
         if key in seen:
-            raise schema.SchemaError(
+            raise sections.fail(
                 f"registers.{reg.name}",
                 f"same sensor {reg.sensor!r} and quantity {reg.quantity!r} as registers.{seen[key]} "
                 "(give one a different sensor tag)",
@@ -204,20 +222,7 @@ def _check_layout(regs: tuple[Register, ...]) -> None:
         ordered = sorted((r for r in regs if r.table == table), key=lambda r: r.address)
         for prev, nxt in itertools.pairwise(ordered):
             if nxt.address < prev.end:
-                raise schema.SchemaError(
+                raise sections.fail(
                     f"registers.{nxt.name}.address",
                     f"{table} register {nxt.address} overlaps registers.{prev.name} ({prev.address}..{prev.end - 1})",
                 )
-
-
-def _id(path: str, value: object) -> str:
-    try:
-        return check_id(path, value)
-    except ProtocolError as exc:
-        raise schema.SchemaError(path, exc.problem) from None
-
-
-def _text(path: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise schema.SchemaError(path, f"must be a string, got {type(value).__name__} {value!r}")
-    return value

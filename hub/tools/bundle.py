@@ -4,7 +4,8 @@ A board (and a heap-bounded test on the unix port) runs precompiled `.mpy` bytec
 on the device needs several times the heap the code then occupies. `build()` mirrors the package trees
 into an output folder, compiling every module except the entry scripts a board runs by name (`boot.py`,
 `main.py`), which are copied, and returns a manifest of file hashes. Pure file I/O and a subprocess; no
-network, no imports of the compiled code.
+network, no imports of the compiled code. One of the hub's public pieces (hub.PUBLIC): `__all__` is what it
+promises.
 """
 
 import hashlib
@@ -13,6 +14,8 @@ import subprocess
 from pathlib import Path
 
 from hub.tools.executables import find_executable
+
+__all__ = ["PACKAGES", "TWINS", "BundleError", "build", "compile_module", "find_mpy_cross"]  # public (hub.PUBLIC)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocols", "firmware")

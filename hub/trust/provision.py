@@ -17,7 +17,8 @@ After every change the broker's password_file and acl_file are written again fro
 none is ever issued twice. Nothing here logs or prints a secret.
 
 Errors: ProvisionError (the operation cannot be done as asked: the message names the argument or file) and
-StoreError (hub.trust.store: the store is broken); OSError when the system refuses a write.
+StoreError (hub.trust.store: the store is broken); OSError when the system refuses a write. One of the hub's
+public pieces (hub.PUBLIC): `__all__` is what it promises.
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ from protocols.topics import check_id
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
+
+__all__ = [  # public (hub.PUBLIC)
+    "ProvisionError",
+    "Session",
+    "add_board",
+    "add_boards",
+    "add_hub",
+    "init_store",
+    "open_store",
+    "revoke_board",
+    "rotate_board",
+]
 
 ISSUED = "secrets/issued"
 LOCK = ".lock"

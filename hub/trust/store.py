@@ -14,7 +14,7 @@ A store is a folder (docs/hub.md, "Provisioning"):
 `TrustStore.load(root)` reads and checks all of it at once (a hub re-reads it on restart or SIGHUP) and raises
 StoreError naming the file and the problem. A secrets file that group or others may read is refused, as ssh
 refuses a private key. Secrets never appear in a repr or a message. The write side (init, add, rotate,
-revoke) is hub.trust.provision.
+revoke) is hub.trust.provision. One of the hub's public pieces (hub.PUBLIC): `__all__` is what it promises.
 
 Imports the standard library, protocols.topics (the id rule) and hub.trust.broker (the usernames); no TLS.
 """
@@ -34,6 +34,8 @@ from protocols.topics import check_id
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
+
+__all__ = ["BoardIdentity", "DeviceEntry", "StoreError", "TrustStore"]  # public (hub.PUBLIC)
 
 VERSION = 1
 DEFAULT_HUB = "main"

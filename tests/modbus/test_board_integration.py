@@ -201,14 +201,6 @@ def test_rtu_server_survives_bad_input(tmp_path: Path) -> None:
             fw.stop()
 
 
-def test_rtu_silence_counts_stop_bits() -> None:
-    from firmware.mbserve import silence_ms  # noqa: PLC0415 - the board's own rule, run under CPython
-
-    # t3.5 = 3.5 characters of start + 8 data + parity + stop bits, rounded up to ms, plus 1 ms
-    assert (silence_ms(1200, "N"), silence_ms(1200, "N", 2), silence_ms(1200, "E", 1)) == (31, 33, 33)
-    assert silence_ms(38400, "N", 2) == 2  # 1.75 ms above 19,200 baud
-
-
 def test_rtu_answers_after_the_silence_that_ends_the_request(tmp_path: Path) -> None:
     """The answer is a new frame, so t3.5 of silence comes first (spec 2.5.1.1; 3.65 ms at 9600 8N1). The
     landed board answered about 1 ms after the request. A pty has no baud rate: the request's bytes arrive at

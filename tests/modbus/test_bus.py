@@ -15,9 +15,10 @@ from hub.modbus.bus import (
     NoResponseError,
     PymodbusTransport,
     Transport,
-    silent_interval,
 )
 from hub.modbus.config import RTU, BusConfig
+from hub.modbus.config import parse as parse_modbus
+from hub.modbus.poller import ModbusService
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -66,8 +67,13 @@ class Recorder:
 @pytest.mark.parametrize(("baud", "parity", "stop", "expected"), [
     (9600, "N", 1, 3.5 * 10 / 9600), (9600, "E", 1, 3.5 * 11 / 9600), (2400, "N", 2, 3.5 * 11 / 2400),
     (19200, "N", 1, 3.5 * 10 / 19200), (38400, "N", 1, 0.00175), (115200, "E", 1, 0.00175)])
-def test_silent_interval(baud: int, parity: str, stop: int, expected: float) -> None:
-    assert silent_interval(baud, 8, parity, stop) == pytest.approx(expected)
+def test_an_rtu_bus_keeps_t35_of_silence(baud: int, parity: str, stop: int, expected: float) -> None:
+    """The arbiter's silence is protocols.modbus_framing.silence_us (tests/protocols/test_modbus.py), in seconds."""
+    cfg = parse_modbus({"buses": {"rs": {"transport": "rtu", "port": "/dev/null", "baudrate": baud, "parity": parity,
+                                         "stopbits": stop}, "net": {"transport": "tcp", "host": "h"}}})
+    service = ModbusService(cfg, "s", transports={"rs": Recorder(), "net": Recorder()})
+    assert service.arbiters["rs"].silent == pytest.approx(expected, abs=1e-6)
+    assert service.arbiters["net"].silent == 0.0
 
 
 async def _running(transport: Transport, **kw: float) -> tuple[BusArbiter, asyncio.Task[None]]:

@@ -79,7 +79,7 @@ _DELETE = object()
 
 BAD = [
     (("profile",), _DELETE, "profile: required"),
-    (("extra",), 1, "extra: unknown key"),
+    (("extra",), 1, "extra: unknown section (known sections: profile, registers)"),
     (("profile", "name"), _DELETE, "profile.name: required"),
     (("profile", "name"), "bad name", "profile.name: character ' ' not allowed"),
     (("profile", "colour"), "red", "profile.colour: unknown key"),

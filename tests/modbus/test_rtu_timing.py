@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from hub.modbus import config
-from hub.modbus.bus import PymodbusTransport, silent_interval
+from hub.modbus.bus import PymodbusTransport
 from hub.modbus.poller import ModbusService
 from hub.model import DEVICE_STATUS, Reading
 from protocols import modbus
-from protocols.modbus_framing import rtu_frame
+from protocols.modbus_framing import rtu_frame, silence_us
 from simulators.modbus_devices import LineTiming, RtuBusSimulator, SimulatedDevice, char_time
 from tests.modbus.conftest import builtin
 
@@ -42,9 +42,9 @@ def test_char_time_counts_start_parity_and_stop_bits() -> None:
 def test_min_cycle_is_both_frames_two_silences_and_turnaround() -> None:
     line = LineTiming(9600, turnaround=0.001)
     tc = 10 / 9600
-    assert line.silent == silent_interval(9600) == pytest.approx(3.5 * tc)
-    assert line.min_cycle(8, 157) == pytest.approx(172 * tc + 0.001)
-    assert LineTiming(9600).max_utilisation(8, 9) == pytest.approx(17 / 24)
+    assert line.silent == silence_us(9600) / 1e6 == pytest.approx(3.5 * tc, abs=1e-6)
+    assert line.min_cycle(8, 157) == pytest.approx(172 * tc + 0.001, abs=2e-6)  # each t3.5 rounded up to the us
+    assert LineTiming(9600).max_utilisation(8, 9) == pytest.approx(17 / 24, abs=1e-4)
     assert LineTiming(38400).silent == 0.00175  # fixed above 19200 baud
 
 

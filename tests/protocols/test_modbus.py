@@ -166,6 +166,18 @@ def test_rtu_a_gap_of_1_5_characters_inside_a_frame_discards_it_until_the_next_s
     assert framer.gap() == (5, H("11"))
 
 
+def test_silence_is_three_and_a_half_characters_to_the_microsecond():
+    # a character: start + data + parity + stop bits; t3.5 rounded up to the microsecond
+    assert f.silence_us(9600) == 3646  # 3.5 * 10 / 9600 s = 3645.83 us
+    assert (f.silence_us(1200, "N"), f.silence_us(1200, "N", 2), f.silence_us(1200, "E", 1)) == (29167, 32084, 32084)
+    assert f.silence_us(19200, "O", 2, 7) == 2006  # 11 bits: 2005.2 us
+    assert f.silence_us(19200) == 1823
+    assert f.silence_us(38400, "N", 2) == f.silence_us(115200, "E") == 1750  # fixed above 19,200 baud
+    # t1.5: a longer silence inside a frame breaks it
+    assert (f.silence_us(9600, tenths=15), f.silence_us(300, tenths=15), f.silence_us(38400, tenths=15)) == (
+        1563, 50000, 750)
+
+
 def test_rtu_client_side_lengths():
     framer = f.RtuFramer(requests=False)
     framer.feed(f.rtu_frame(1, m.registers_response(3, [1, 2])) + f.rtu_frame(1, m.exception_response(3, 2)))
