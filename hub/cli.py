@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hub import __version__, demo_cli, fw_cli
+from hub import __version__, argtypes, demo_cli, fw_cli
 from hub.modbus import cli as modbus_cli
 from hub.trust import cli as trust_cli
 
@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     hub = sub.add_parser("hub", help="the hub service")
     hub_sub = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
     run = hub_sub.add_parser("run", help="ingest the site's MQTT telemetry into InfluxDB (until SIGTERM)")
-    run.add_argument("--config", required=True, metavar="HUB_TOML", help="the hub's TOML configuration")
+    run.add_argument("--config", type=argtypes.text, required=True, metavar="HUB_TOML",
+                     help="the hub's TOML configuration")
     run.set_defaults(func=_cmd_hub_run)
     modbus_cli.add_parser(sub)
     fw_cli.add_parser(sub)
@@ -74,11 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     setpoint.add_argument("device")
     setpoint.add_argument("actuator")
     setpoint.add_argument("value", help="a number, e.g. 80 or 0.5")
-    setpoint.add_argument("--config", metavar="HUB_TOML", help="read the API address and token from the hub's config")
+    setpoint.add_argument("--config", type=argtypes.text, metavar="HUB_TOML",
+                          help="read the API address and token from the hub's config")
     setpoint.add_argument("--api", metavar="URL", help="the hub's API, e.g. http://127.0.0.1:8470")
-    setpoint.add_argument("--token", help="the API's control token (default: $QALA_API_CONTROL)")
-    setpoint.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the outcome")
-    setpoint.add_argument("--ttl", type=float, help="seconds before the command expires (default: control.ttl)")
+    setpoint.add_argument("--token", type=argtypes.text, help="the API's control token (default: $QALA_API_CONTROL)")
+    setpoint.add_argument("--timeout", type=argtypes.seconds(120), default=60.0,
+                          help="seconds to wait for the outcome (at most 120)")
+    setpoint.add_argument("--ttl", type=argtypes.seconds(3600),
+                          help="seconds before the command expires, at most 3600 (default: control.ttl)")
     setpoint.set_defaults(func=_cmd_set)
     return parser
 

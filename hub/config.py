@@ -454,8 +454,10 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> HubConfig:
     """Read and validate a TOML config file; every ConfigError starts with the file's path."""
     try:
         text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeError:
+        raise ConfigError(f"{path}: not a TOML file: it holds bytes that are not UTF-8 text") from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -8,7 +8,6 @@ This is the only layer that writes to stdout. Nothing is imported from simulator
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
@@ -18,30 +17,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hub import argtypes
+from protocols.errors import ProtocolError
+from protocols.topics import check_id
+
 if TYPE_CHECKING:
+    import argparse
+
     from simulators.city import Progress
 
 LIGHT_ABOVE = 20  # more real firmware boards than this: use --light
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 class View:
@@ -126,6 +111,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
+    problem = _demo_arguments(args)
+    if problem is not None:
+        sys.stderr.write(f"qala demo: {problem}\n")
+        return 2
     problems = city.missing_tools()
     if problems:
         sys.stderr.write("qala demo: cannot start, missing:\n  - " + "\n  - ".join(problems) + "\n")
@@ -147,20 +136,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with `qala demo`'s arguments (checked before anything starts), or None."""
+    if args.boards > LIGHT_ABOVE:
+        return (f"--boards {args.boards}: the demo runs each board as a firmware process (about 160k heap and a "
+                f"process each): at most {LIGHT_ABOVE}; for load, qala sim fleet --light")
+    if args.run_dir is not None:
+        root = Path(args.run_dir)
+        blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            return f"--run-dir {root}: {blocker} is a file, not a folder; give another --run-dir"
+    return None
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from simulators import fleet  # noqa: PLC0415
 
     try:
         host, port = fleet.parse_broker(args.broker)
         _check_size(args)
-        args.trust = _fleet_store(args)
+        if args.site is not None:
+            check_id("--site", args.site)
+        _check_rate(args.rate, host, port)
+        args.trust = _fleet_store(args)  # last: it may provision boards (--provision)
         if args.trust is not None:
             args.site = args.trust.site
-        fleet.board_config(args.site or "astana", "check", "air", host, port)  # the site id's rules, no socket
-    except (fleet.FleetError, ValueError) as exc:
+        args.site = args.site or "astana"
+    except (fleet.FleetError, ProtocolError) as exc:
         sys.stderr.write(f"qala sim fleet: {exc}\n")
         return 2
-    args.site = args.site or "astana"
     duration = args.duration if args.duration is not None else float("inf")
     if args.light:
         return _light(args, host, port, duration)
@@ -173,6 +177,16 @@ def _check_size(args: argparse.Namespace) -> None:
     if not args.light and args.boards > LIGHT_ABOVE:
         raise fleet.FleetError(f"{args.boards} firmware processes are too heavy for one machine (about 160k "
                                f"heap and a process each); use --light above {LIGHT_ABOVE} boards")
+
+
+def _check_rate(rate: float, host: str, port: int) -> None:
+    """--rate against the firmware's own config rules (a board refuses to sample faster than it can send)."""
+    from simulators import fleet  # noqa: PLC0415
+
+    try:
+        fleet.board_config("check", "check", "air", host, port, interval=1 / rate)  # no socket
+    except ValueError as exc:
+        raise fleet.FleetError(f"--rate {rate:g}: a board's config refuses it: {exc}") from None
 
 
 def _fleet_store(args: argparse.Namespace) -> Any:
@@ -282,26 +296,28 @@ def _firmware(args: argparse.Namespace, host: str, port: int, duration: float) -
 def add_parsers(sub: Any) -> None:
     """Register `demo` and `sim fleet` on the `qala` subparsers."""
     demo = sub.add_parser("demo", help="run the simulated city: boards, meters, the hub, InfluxDB (docs/demo.md)")
-    demo.add_argument("--boards", type=_positive_int, default=6, help="simulated boards (default 6)")
-    demo.add_argument("--duration", type=_positive_float, default=60.0,
+    demo.add_argument("--boards", type=argtypes.positive_int, default=6,
+                      help=f"simulated boards (default 6, at most {LIGHT_ABOVE})")
+    demo.add_argument("--duration", type=argtypes.seconds(), default=60.0,
                       help="seconds before the demo stops by itself (default 60)")
     demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
-    demo.add_argument("--run-dir", metavar="DIR", help="where the run folder goes (default ./run)")
+    demo.add_argument("--run-dir", type=argtypes.text, metavar="DIR", help="where the run folder goes (default ./run)")
     demo.set_defaults(func=cmd_demo)
     sim = sub.add_parser("sim", help="simulators")
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
     fleet = sim_sub.add_parser("fleet", help="many simulated boards publishing to a broker (load)")
-    fleet.add_argument("--boards", type=_positive_int, required=True, help="number of boards")
-    fleet.add_argument("--rate", type=_positive_float, required=True, help="telemetry messages per second per board")
+    fleet.add_argument("--boards", type=argtypes.positive_int, required=True, help="number of boards")
+    fleet.add_argument("--rate", type=argtypes.positive, required=True, help="telemetry messages per second per board")
     fleet.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker")
     fleet.add_argument("--site", help="site id (default: the store's; astana with --plain)")
     trust = fleet.add_mutually_exclusive_group()
-    trust.add_argument("--store", metavar="DIR", help="the provisioning store: boards log in with their identities "
-                       "there, over TLS verified against its site CA")
+    trust.add_argument("--store", type=argtypes.text, metavar="DIR",
+                       help="the provisioning store: boards log in with their identities there, over TLS verified "
+                       "against its site CA")
     trust.add_argument("--plain", action="store_true", help="a lab-bench broker: plain MQTT, no logins")
     fleet.add_argument("--provision", action="store_true",
                        help="with --store: provision the fleet's boards the store lacks (then SIGHUP the broker)")
-    fleet.add_argument("--duration", type=_positive_float, help="seconds to run (default: until Ctrl-C)")
+    fleet.add_argument("--duration", type=argtypes.seconds(), help="seconds to run (default: until Ctrl-C)")
     fleet.add_argument("--light", action="store_true",
                        help="CPython boards with the firmware's payloads instead of firmware processes")
     fleet.set_defaults(func=cmd_fleet)

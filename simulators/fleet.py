@@ -99,6 +99,8 @@ def parse_broker(text: str) -> tuple[str, int]:
         raise FleetError(f"--broker: the port must be a number 1..65535, got {port_text!r}") from None
     if not 1 <= port <= 65535:
         raise FleetError(f"--broker: the port must be 1..65535, got {port}")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise FleetError(f"--broker: an IPv6 address goes in brackets, e.g. [::1]:1883, got {text!r}")
     return host.strip("[]"), port
 
 

@@ -15,13 +15,18 @@ Standard library only (urllib): a CLI call should not need an event loop.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from protocols.errors import ProtocolError
+from protocols.topics import check_id
 
 if TYPE_CHECKING:
     import argparse
@@ -65,14 +70,36 @@ def _url_problem(url: str) -> str | None:
     """Why the API's URL is unusable, or None."""
     if not re.match(r"^https?://[^/\s]+", url):
         return f"--api: the URL needs http:// or https:// and a host (e.g. http://127.0.0.1:8470), got {url!r}"
+    try:
+        port = urllib.parse.urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"--api: the port must be a number 1..65535, got {url!r}"
+    return None
+
+
+def _arguments_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with DEVICE, ACTUATOR and VALUE (checked before the hub is asked), or None."""
+    try:
+        check_id("device", args.device)
+        check_id("actuator", args.actuator)
+    except ProtocolError as exc:
+        return str(exc)
+    try:
+        value = float(args.value)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return f"value: must be a finite number, e.g. 80 or 0.5, got {args.value!r}"
     return None
 
 
 def run_set(args: argparse.Namespace) -> int:
-    try:
-        value = float(args.value)
-    except ValueError:
-        return _fail(USAGE, f"value: must be a number, got {args.value!r}")
+    problem = _arguments_problem(args)
+    if problem is not None:
+        return _fail(USAGE, problem)
+    value = float(args.value)
     target = _target(args)
     if isinstance(target, str):
         return _fail(USAGE, target)

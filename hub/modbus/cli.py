@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import stat
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub import argtypes
 from hub.address import host_port
 from hub.modbus import probe
 from hub.modbus import profile as profiles
@@ -65,14 +68,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST[:PORT]", type=tcp_address,
                        help="a Modbus TCP device or gateway (port 502 by default)")
-    where.add_argument("--rtu", metavar="SERIAL_PORT", help="a serial port with an RS-485 adapter, e.g. /dev/ttyUSB0")
-    p.add_argument("--baudrate", type=int, default=9600)
+    where.add_argument("--rtu", type=argtypes.text, metavar="SERIAL_PORT",
+                       help="a serial port with an RS-485 adapter, e.g. /dev/ttyUSB0")
+    p.add_argument("--baudrate", type=argtypes.whole(300, 1_000_000), default=9600)
     p.add_argument("--parity", choices=("N", "E", "O"), default="N")
-    p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    p.add_argument("--stopbits", type=argtypes.whole(1, 2), choices=(1, 2), default=1)
     p.add_argument("--unit", type=unit_id, default=1, help="unit id (slave address), default 1")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per answer, default 1")
+    p.add_argument("--timeout", type=argtypes.seconds(60), default=1.0,
+                   help="seconds per answer, default 1 (at most 60)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--profile", help="take the candidates from a profile (built-in name or .toml path)")
+    what.add_argument("--profile", type=argtypes.text,
+                      help="take the candidates from a profile (built-in name or .toml path)")
     what.add_argument("--register", action="append", metavar="ADDR:QUANTITY[:TYPE]",
                       help="a candidate: protocol address (0-based), catalogue quantity, type (default f32); repeat")
     p.add_argument("--table", choices=profiles.TABLES, default=profiles.INPUT, help="for --register, default input")
@@ -80,9 +86,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return modbus
 
 
+def _profile(ref: str) -> profiles.Profile:
+    """The profile --profile names; ValueError naming --profile and what to give."""
+    path = profiles.resolve(ref)
+    if path.parent == profiles.BUILTIN_DIR and not path.is_file():
+        raise ValueError(f"--profile {ref}: no built-in profile of that name (have: "
+                         f"{', '.join(profiles.builtin_names())}); a profile file's name ends in .toml")
+    try:
+        return profiles.load(path)
+    except profiles.ProfileError as exc:
+        raise ValueError(f"--profile {ref}: {exc}") from None
+
+
 def _candidates(args: argparse.Namespace) -> list[probe.Candidate]:
-    if args.profile:
-        return probe.candidates_from_profile(profiles.load(profiles.resolve(args.profile)))
+    if args.profile is not None:
+        return probe.candidates_from_profile(_profile(args.profile))
     out = []
     for spec in args.register:
         parts = spec.split(":")
@@ -104,13 +122,28 @@ def _candidates(args: argparse.Namespace) -> list[probe.Candidate]:
     return out
 
 
+def _serial_port(port: str) -> str:
+    """--rtu: a character device (or a pyserial URL such as socket://HOST:PORT); ValueError if it is not."""
+    if "://" in port:
+        return port
+    try:
+        mode = Path(port).stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"--rtu {port}: no such serial port (is the adapter plugged in? see ls /dev/serial/by-id)"
+                         ) from None
+    except OSError as exc:
+        raise ValueError(f"--rtu {port}: {exc.strerror or exc}") from None
+    if not stat.S_ISCHR(mode):
+        raise ValueError(f"--rtu {port}: not a serial port (a {'folder' if stat.S_ISDIR(mode) else 'file'}); give "
+                         "the adapter's device, e.g. /dev/ttyUSB0")
+    return port
+
+
 def _bus(args: argparse.Namespace) -> BusConfig:
-    if args.timeout <= 0:
-        raise ValueError(f"--timeout {args.timeout:g}: give seconds above 0")
-    if args.rtu:
+    if args.rtu is not None:
         if not 1 <= args.unit <= 247:
             raise ValueError(f"--unit {args.unit}: an RTU device answers only as 1..247 (0 is a broadcast)")
-        return BusConfig("probe", RTU, port=args.rtu, baudrate=args.baudrate, parity=args.parity,
+        return BusConfig("probe", RTU, port=_serial_port(args.rtu), baudrate=args.baudrate, parity=args.parity,
                          stopbits=args.stopbits, timeout=args.timeout, retries=0)
     host, port = args.tcp
     return BusConfig("probe", TCP, host=host, port=port, timeout=args.timeout, retries=0)

@@ -146,6 +146,8 @@ def load(path: Path) -> Profile:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path.name}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path.name}: not a TOML file: it holds bytes that are not UTF-8 text") from None
     return parse(document, path.name)
 
 

@@ -18,12 +18,13 @@ import ast
 import hashlib
 import importlib
 import json
+import math
 import os
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-from hub.address import host_port
+from hub.address import host_port, host_problem
 from hub.tools import bundle
 from hub.tools.executables import find_executable
 
@@ -103,8 +104,12 @@ def check_bundle(folder: Path) -> dict[str, Any]:
     """The manifest of a built bundle, every file's hash checked; FwError naming the first mismatch."""
     try:
         manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise FwError(f"{folder} is not a bundle ({MANIFEST}: {exc}); run `qala fw build --out {folder}`") from None
+    except OSError as exc:
+        raise FwError(f"{folder} is not a bundle ({MANIFEST}: {exc.strerror or exc}); run `qala fw build --out "
+                      f"{folder}`") from None
+    except ValueError:
+        raise FwError(f"{folder} is not a bundle ({MANIFEST} is not valid JSON); run `qala fw build --out "
+                      f"{folder}`") from None
     for rel, digest in manifest["files"].items():
         path = folder / rel
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
@@ -120,19 +125,21 @@ def parse_broker(text: str) -> tuple[str, int | None]:
     try:
         return host_port(text, "192.168.10.2:1883")
     except ValueError as exc:
-        raise FwError(f"--broker {text!r}: {exc}") from None
+        raise InputError(f"--broker {text!r}: {exc}") from None
 
 
 def parse_sensor(text: str) -> tuple[str, dict[str, Any]]:
     """`NAME:DRIVER:QUANTITIES:INTERVAL` (quantities comma-separated) -> (name, sensor config)."""
     parts = text.split(":")
     if len(parts) != 4 or not all(parts):
-        raise FwError(f"--sensor {text!r}: expected NAME:DRIVER:QUANTITIES:INTERVAL, e.g. air1:pms5003:pm25,pm10:10")
+        raise InputError(f"--sensor {text!r}: expected NAME:DRIVER:QUANTITIES:INTERVAL, e.g. air1:pms5003:pm25,pm10:10")
     name, driver, quantities, interval = parts
     try:
         seconds = float(interval)
     except ValueError:
-        raise FwError(f"--sensor {text!r}: INTERVAL must be a number of seconds, got {interval!r}") from None
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise InputError(f"--sensor {text!r}: INTERVAL must be a number of seconds, got {interval!r}")
     value: float | int = int(seconds) if seconds.is_integer() else seconds
     return name, {"driver": driver, "interval": value, "quantities": quantities.split(",")}
 
@@ -248,6 +255,10 @@ def _set_tls(mqtt: dict[str, Any], tls: bool | None, ca: str | None, server_host
     if tls is False:  # plain: the TLS keys of a --from file would be refused
         mqtt.pop("ca", None)
         mqtt.pop("server_hostname", None)
+    if server_hostname:
+        problem = host_problem(server_hostname)
+        if problem is not None:
+            raise InputError(f"--server-hostname: {problem}")
     mqtt.update({k: v for k, v in (("ca", ca), ("server_hostname", server_hostname)) if v is not None})
 
 
@@ -256,6 +267,8 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         value = json.loads(path.read_text())
     except OSError as exc:
         raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path}: not a JSON file: it holds bytes that are not UTF-8 text") from None
     except ValueError as exc:
         raise InputError(f"{what} {path}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
@@ -270,19 +283,19 @@ def read_ca(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise FwError(f"--ca {path}: {exc.strerror or exc}") from None
+        raise InputError(f"--ca {path}: {exc.strerror or exc}") from None
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise FwError(f"--ca {path}: not a PEM certificate file (-----BEGIN CERTIFICATE-----)") from None
+        raise InputError(f"--ca {path}: not a PEM certificate file (-----BEGIN CERTIFICATE-----)") from None
     for cert in certs:
         try:
             ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         except x509.ExtensionNotFound:
             ca = False
         if not ca:
-            raise FwError(f"--ca {path}: {cert.subject.rfc4514_string()} is not a CA certificate "
-                          "(give the site CA, STORE/tls/ca.pem, not the broker's certificate)")
+            raise InputError(f"--ca {path}: {cert.subject.rfc4514_string()} is not a CA certificate "
+                             "(give the site CA, STORE/tls/ca.pem, not the broker's certificate)")
     return data
 
 
@@ -303,6 +316,20 @@ def board_ca(raw: dict[str, Any], config: Path) -> tuple[Path, str] | None:
         raise FwError(f"board config: mqtt.ca: {local} not found (qala fw config --ca FILE writes it next to "
                       "the config)")
     return local, name
+
+
+def check_out(out: Path, option: str = "--out") -> None:
+    """InputError if no file can be written at `out`: a folder there, no folder to hold it, no permission.
+    For commands that change something else first (qala provision board|rotate): ask before, not after."""
+    folder = out.parent
+    if out.is_dir():
+        raise InputError(f"{option} {out}: a folder is there; give a file name")
+    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+        raise InputError(f"{option} {out}: a file is in the way of the folder; give another {option} or remove it")
+    if not folder.is_dir():
+        raise InputError(f"{option} {out}: the folder {folder} does not exist; create it or give another {option}")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"{option} {out}: not allowed to write there; give another {option}")
 
 
 def write_config(raw: dict[str, Any], out: Path) -> None:

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub import argtypes
 from hub.tools import fw
 from hub.trust import broker, provision
 from hub.trust.store import DEFAULT_HUB, TOOLS, BoardIdentity, StoreError, TrustStore
@@ -78,6 +79,7 @@ def _save_with_config(args: argparse.Namespace, rotate: bool) -> tuple[TrustStor
         preview = TrustStore(session.root, session.store.site, session.store.broker_host,
                              {identity.device: identity}, {})
         raw = board_config(preview, identity.device, args)
+        fw.check_out(Path(args.out))  # before the store changes: a new identity must reach its config
         store = session.save_board(identity)
     return store, identity, _write_board(store, raw, args)
 
@@ -127,7 +129,7 @@ def _run(func: Any, args: argparse.Namespace) -> int:
     except (provision.ProvisionError, fw.FwError) as exc:
         return _err(str(exc))
     except StoreError as exc:
-        return _err(f"store: {exc}")
+        return _err(f"--store: {exc}")
     except OSError as exc:
         return _err(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
     return code
@@ -149,26 +151,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     init.add_argument("--broker-host", action="append", metavar="NAME",
                       help="a name or address of the broker for its certificate (repeat; the first is the one "
                       "boards dial); localhost and 127.0.0.1 are always added")
-    init.add_argument("--port", type=int, default=broker.DEFAULT_PORT, help="the broker's TLS port (8883)")
+    init.add_argument("--port", type=argtypes.port, default=broker.DEFAULT_PORT, help="the broker's TLS port (8883)")
 
     for name, func, text in (("board", _cmd_board, "provision a new board and write its config"),
                              ("rotate", _cmd_rotate, "new MQTT password and command key for one board")):
         p = command(name, func, text)
         p.add_argument("device", help="the board's id (1-32 of A-Z a-z 0-9 _ -)")
-        p.add_argument("--from", dest="base", metavar="FILE",
+        p.add_argument("--from", dest="base", type=argtypes.text, metavar="FILE",
                        help="start from this config (e.g. firmware/board.example.json, or the board's current one)")
-        p.add_argument("--broker", metavar="HOST:PORT", help="what the board dials (default: the store's broker "
-                       "host and --port)")
-        p.add_argument("--port", type=int, default=broker.DEFAULT_PORT, help="the broker's TLS port without --broker")
+        p.add_argument("--broker", type=argtypes.text, metavar="HOST:PORT",
+                       help="what the board dials (default: the store's broker host and --port)")
+        p.add_argument("--port", type=argtypes.port, default=broker.DEFAULT_PORT,
+                       help="the broker's TLS port without --broker")
         p.add_argument("--server-hostname", metavar="NAME",
                        help="the name the broker's certificate must carry (default: the --broker host)")
         p.add_argument("--wifi-ssid")
         p.add_argument("--wifi-password")
         p.add_argument("--sensor", action="append", metavar="NAME:DRIVER:QUANTITIES:INTERVAL")
-        p.add_argument("--max-ttl", type=int, default=600, metavar="SECONDS",
+        p.add_argument("--max-ttl", type=argtypes.whole(1, 86400), default=600, metavar="SECONDS",
                        help="the board refuses a command that expires further ahead than this (600)")
         p.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
-        p.add_argument("--out", default="board.json", metavar="FILE", help="the board config to write")
+        p.add_argument("--out", type=argtypes.text, default="board.json", metavar="FILE",
+                       help="the board config to write")
 
     revoke = command("revoke", _cmd_revoke, "remove one board: broker login, ACL, hub's device list")
     revoke.add_argument("device")
@@ -177,5 +181,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     hub.add_argument("--rotate", action="store_true")
     command("list", _cmd_list, "the store's devices and hubs (no secrets)")
     for p in sub.choices.values():
-        p.add_argument("--store", required=True, metavar="DIR", help="the provisioning store's folder")
+        p.add_argument("--store", type=argtypes.text, required=True, metavar="DIR",
+                       help="the provisioning store's folder")
     return parser

@@ -18,7 +18,7 @@ from hub import cli
     (["--tcp", "127.0.0.1", "--unit", "300"], "argument --unit: 300: a unit id is 1..247 on RTU, 0..255 over TCP"),
     (["--tcp", "127.0.0.1", "--unit", "one"], "argument --unit: 'one': a unit id is a number"),
     (["--rtu", "/dev/null", "--unit", "0"], "--unit 0: an RTU device answers only as 1..247"),
-    (["--tcp", "127.0.0.1", "--timeout", "0"], "--timeout 0: give seconds above 0"),
+    (["--tcp", "127.0.0.1", "--timeout", "0"], "argument --timeout: must be a positive number, got 0"),
 ])
 def test_bad_arguments_name_the_option(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["modbus", "probe", *args, "--profile", "sdm120"]
