@@ -225,7 +225,8 @@ def toml_config() -> list[Bad]:
             Bad("{bad_toml}", "not valid TOML"), Bad("{bad_json}", "not valid TOML"),
             Bad("{binary}", "not a TOML file: it holds bytes that are not UTF-8 text"),
             Bad("{under_file}", "cannot read: Not a directory"),
-            Bad("{empty_file}", "configuration error: site: required section [site] is missing", names=False)]
+            Bad("{empty_file}", "configuration error: {empty_file}: site: required section [site] is missing",
+                names=False)]
 
 
 BOARD = {  # qala provision board|rotate
