@@ -1,6 +1,7 @@
 """Fuzz the board's Modbus request handler (firmware/mbregs.py) under CPython with hypothesis: random and
 mutated request PDUs get a well-formed answer (a normal response, or an exception response with code 01, 02
-or 03) or None for an empty PDU, never an exception, and a refused write never drives an actuator."""
+or 03) or None for an empty PDU or a function code of 128..255 (exception responses, never requests), never an
+exception, and a refused write never drives an actuator."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ VALID = [
 def _check(pdu: bytes) -> None:
     applied: list[tuple[str, float]] = []
     resp = handle(pdu, _regs(applied))
-    if not pdu:
+    if not pdu or pdu[0] & 0x80:  # empty, or an exception response's code (128..255): never a request
         assert resp is None
+        assert applied == []
         return
     assert isinstance(resp, bytes)
     assert resp
