@@ -1,4 +1,5 @@
-"""hub.ingest.tlsbio against a real TLS server (Python's ssl in a thread).
+"""bench/tlsbio.py (the ingest benchmark publisher's TLS reader) against a real TLS server (Python's ssl in a
+thread).
 
 The BioSocket must verify exactly as an SSLSocket does (the site CA, the host name), hand out many records
 per socket read, report EOF and close_notify, never block in recv, and write all its ciphertext. (The hub's
@@ -15,8 +16,8 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from hub.ingest.tlsbio import BioContext, BioSocket
 
+from bench.tlsbio import BioContext, BioSocket
 from hub.trust import tls
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def client(port: int, ca: Path, name: str = "127.0.0.1") -> BioSocket:
 
 
 def read_all(conn: BioSocket, want: int) -> bytes:
-    """Non-blocking reads as paho's loop makes them: select only when nothing is pending."""
+    """Non-blocking reads as a select loop makes them: select only when nothing is pending."""
     conn.setblocking(flag=False)
     got = bytearray()
     while len(got) < want:
@@ -120,7 +121,7 @@ def test_recv_never_blocks_and_pending_does_not_spin(pki: dict[str, Path]) -> No
         conn.setblocking(flag=False)
         with pytest.raises(ssl.SSLWantReadError):
             conn.recv(10)
-        assert conn.pending() == 0  # nothing whole to read: paho waits in select, it does not spin
+        assert conn.pending() == 0  # nothing whole to read: the caller waits in select, it does not spin
         go.set()
         assert read_all(conn, 100) == b"x" * 100
         assert conn.pending() == 0
