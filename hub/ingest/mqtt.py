@@ -132,7 +132,10 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.generation = 0
         """The source's generation once the broker accepted this connection (0 before)."""
-        self.connack: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] = []
+        """Packets written in this turn of the event loop, not yet handed to the transport."""
+        self.connack: asyncio.Future[bool] = self._loop.create_future()
         """session_present once accepted; _Refused, or why the connection ended before a CONNACK."""
         self.closed = asyncio.Event()
         self.why: str | None = None
@@ -201,7 +204,8 @@ class _Connection(asyncio.Protocol):
                 pos = end
                 if kind == PUBLISH:
                     if intake:
-                        topic, payload, qos, _retain, _again, mid = cast("_Publish", value)
+                        fields: _Publish = value  # type: ignore[assignment]  # what parse gives for a PUBLISH
+                        topic, payload, qos, _retain, _again, mid = fields
                         queue.append(_new_message(Message, (generation, mid, qos, topic, payload)))
                     continue
                 source.control(self, kind, value)
@@ -219,9 +223,23 @@ class _Connection(asyncio.Protocol):
         return self.transport is None or self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
+        """Send data; what is written in one turn of the event loop leaves in one write (`flush`)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self._out:
+            self._loop.call_soon(self.flush)
+        self._out.append(data)
+        self.last_out = time.monotonic()
+
+    def flush(self) -> None:
+        """Write what was queued, joined: a round of the boards' confirmations (a PUBLISH to each of hundreds
+        of boards) is one write and a few TLS records instead of one record and one system call each."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            self.last_out = time.monotonic()
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def end(self, why: str) -> None:
         if self.why is None:
@@ -320,6 +338,7 @@ class MqttSource:
         if conn is not None and conn.transport is not None and not conn.closed.is_set():
             conn.end("stopping")
             conn.write(DISCONNECT_PACKET)
+            conn.flush()
             conn.transport.close()  # sends what is buffered first
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -349,22 +368,12 @@ class MqttSource:
 
     async def _session(self) -> None:
         """One connection: connect, keep it alive until it ends, then wait the backoff delay."""
-        config = self.config
         try:
             conn = await self._connect()
-        except _Refused as exc:
-            log.error("mqtt: connection refused host=%s reason=%s", config.host, exc)  # noqa: TRY400 - the broker's answer
-            self._lost(f"connection refused: {exc}")
-            await self._pause()
-            return
-        except (OSError, MQTTProtocolError) as exc:  # ssl.SSLError, socket errors, TimeoutError, garbage
-            if isinstance(exc, ssl.SSLCertVerificationError) and not self._outage_logged:
-                # not an outage that heals: the broker is not the one the CA and the host name promise
-                log.error("mqtt: connect failed: %s host=%s port=%d, retrying with backoff",  # noqa: TRY400 - no traceback
-                          connect_failure(exc, config.ca_file), config.host, config.port)
-                self._outage_logged = True
-            self._lost(f"connect failed: {connect_failure(exc, config.ca_file)}")
-            await self._pause()
+        except (_Refused, OSError, MQTTProtocolError) as exc:
+            if not self._stop.is_set():  # else stop() ended the attempt: nothing to report
+                self._connect_failed(exc)
+                await self._pause()
             return
         keepalive = asyncio.create_task(self._keepalive(conn), name="qala-hub.mqtt-keepalive")
         try:
@@ -377,6 +386,21 @@ class MqttSource:
             return
         self._lost(f"disconnected: {conn.why}")
         await self._pause()
+
+    def _connect_failed(self, exc: Exception) -> None:
+        """Say why a connect failed: a refusal at every attempt, a refused certificate once per outage, the rest
+        as the outage's one warning."""
+        config = self.config
+        if isinstance(exc, _Refused):
+            log.error("mqtt: connection refused host=%s reason=%s", config.host, exc)
+            self._lost(f"connection refused: {exc}")
+            return
+        if isinstance(exc, ssl.SSLCertVerificationError) and not self._outage_logged:
+            # not an outage that heals: the broker is not the one the CA and the host name promise
+            log.error("mqtt: connect failed: %s host=%s port=%d, retrying with backoff",
+                      connect_failure(exc, config.ca_file), config.host, config.port)
+            self._outage_logged = True
+        self._lost(f"connect failed: {connect_failure(exc, config.ca_file)}")
 
     async def _connect(self) -> _Connection:
         """TCP, TLS and CONNECT; returns once the broker accepted. The CONNACK is handled where it is read

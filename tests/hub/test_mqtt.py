@@ -372,3 +372,33 @@ async def _run_until_refused(config_file: Path, caplog: pytest.LogCaptureFixture
     finally:
         hub.request_stop()
         await asyncio.wait_for(task, 30)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_what_is_written_in_one_turn_of_the_loop_leaves_in_one_write() -> None:
+    conn = mqtt._Connection(MqttSource(config(1883), TOPICS))
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    for board in range(300):  # a confirmation round: a retained conf to each board
+        conn.write(mc.encode_publish(f"qala/s/b{board:03d}/conf", b'{"boot":1,"seq":9}', 0, retain=True))
+    conn.write(mc.encode_puback(7))
+    assert transport.writes == []
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"\x31")
+    assert transport.writes[0].endswith(b"\x40\x02\x00\x07")
+    conn.write(b"\xc0\x00")
+    conn.flush()  # at once, as stop() does before the DISCONNECT
+    assert transport.writes[1:] == [b"\xc0\x00"]
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 2  # the scheduled flush found nothing left
