@@ -3,10 +3,11 @@
 Why its own client: aiomqtt 2.5.1 acknowledges a QoS 1 message as it arrives and has no manual
 acknowledgement, so a hub killed between the PUBACK and its spool write would lose the message. paho-mqtt 2.x
 has manual acknowledgement, but at its public API it reads a packet with four or five system calls and
-wakes its thread once per PUBACK: 10,600 messages/s against 30,200 for the same hub reading in bulk
-(docs/performance.md, *One MQTT codec*), and reading in bulk meant overriding paho's private methods, which any
-paho release could break. The packets themselves are the board's codec (protocols/mqtt_codec.py, the same
-byte vectors under CPython and MicroPython); this module owns only the connection.
+wakes its thread once per PUBACK: 12,800 messages/s at 65 us of CPU each, against 30,400 at 23 us for the hub
+reading in bulk (docs/performance.md, *One MQTT codec*), and reading in bulk meant overriding paho's private
+methods, which any paho release could break. The packets themselves are the board's codec
+(protocols/mqtt_codec.py, the same byte vectors under CPython and MicroPython); this module owns only the
+connection.
 
 - One asyncio connection (`loop.create_connection`), read in large chunks: up to 256 KiB a read, TLS records
   decrypted from memory by asyncio's SSL protocol. Whole packets are found with `packet_at` and decoded by
@@ -23,9 +24,10 @@ byte vectors under CPython and MicroPython); this module owns only the connectio
   (telegraf#13031). Keepalive: a PINGREQ once nothing was sent or received for `keepalive` seconds; no
   PINGRESP within another `keepalive` drops the connection, which is then made again.
 - `publish` sends the control service's commands, the hub's liveness and the boards' confirmations on the
-  same connection. QoS 1 messages are kept until their PUBACK (at most MAX_INFLIGHT in flight, the rest
-  queued, as paho did) and sent again, marked DUP, after a reconnect; a QoS 0 message while disconnected is
-  dropped. The will (`will`) is QoS 1 and retained.
+  same connection; what one turn of the event loop writes (a batch's PUBACKs, a round of confirmations to
+  hundreds of boards) leaves in one write. QoS 1 messages are kept until their PUBACK (at most MAX_INFLIGHT in
+  flight, the rest queued, as paho did) and sent again, marked DUP, after a reconnect; a QoS 0 message while
+  disconnected is dropped. The will (`will`) is QoS 1 and retained.
 - `close_intake()` stops handing messages over (those arriving later stay unacknowledged, so the broker keeps
   them for the next session); `stop()` then sends DISCONNECT after the queued acknowledgements and closes.
 
