@@ -77,9 +77,9 @@ GROWTH64_MPY_KB = 17.8
 BOARD_MODULES = (
     "asyncio", "asyncio.core", "asyncio.event", "asyncio.funcs", "firmware", "firmware.app", "firmware.backoff",
     "firmware.buffer", "firmware.drivers", "firmware.drivers.sim", "firmware.hw", "firmware.hw.unix",
-    "firmware.log", "firmware.mqtt", "firmware.mqtt_codec", "firmware.vitals", "protocols", "protocols._compat",
-    "protocols.confirm", "protocols.errors", "protocols.fields", "protocols.liveness", "protocols.status",
-    "protocols.telemetry_encode", "protocols.topics",
+    "firmware.log", "firmware.mqtt", "firmware.vitals", "protocols", "protocols._compat",
+    "protocols.confirm", "protocols.errors", "protocols.fields", "protocols.liveness", "protocols.mqtt_codec",
+    "protocols.status", "protocols.telemetry_encode", "protocols.topics",
 )
 STAGES = ("base", "asyncio", "start-up", "modules", "board", "tasks", "peak")
 

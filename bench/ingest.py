@@ -24,8 +24,9 @@ second) and influxd 1.6.7 in a temporary folder, then:
 
 The publisher is one raw MQTT 3.1.1 socket with pre-encoded PUBLISH packets (QoS 1, a window of unacknowledged
 packets; PUBACKs read by a thread on a plain socket, by the sending thread between writes over TLS, since one
-TLS connection must not be read and written by two threads at once, through the hub's own TLS reader
-hub.ingest.tlsbio, since every PUBACK is a TLS record of its own), so it costs little CPU next to the hub.
+TLS connection must not be read and written by two threads at once, through bench/tlsbio.py, which decrypts
+many TLS records per socket read, since every PUBACK is a TLS record of its own), so it costs little CPU next
+to the hub.
 Every process started here is stopped by PID (also on Ctrl-C and errors). The broker's
 `$SYS/broker/publish/messages/dropped` must read 0.
 """
@@ -54,7 +55,7 @@ from typing import Self
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hub.ingest.tlsbio import BioContext, BioSocket  # noqa: E402
+from bench.tlsbio import BioContext, BioSocket  # noqa: E402
 from hub.trust import provision  # noqa: E402
 from hub.trust.store import TrustStore  # noqa: E402
 from simulators.services import Influxd, Mosquitto  # noqa: E402

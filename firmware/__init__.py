@@ -4,7 +4,8 @@ Modules, each owning one concern:
 - main.py / boot.py: entry points on a board and on the unix port
 - app: the board loop (sampling, telemetry, birth, health, safe mode)
 - config: reading and validating the JSON board config
-- mqtt_codec: MQTT 3.1.1 packets as pure functions (sans-I/O); mqtt: the asyncio client around it
+- mqtt: the asyncio MQTT client around protocols.mqtt_codec (MQTT 3.1.1 packets as pure functions, shared
+  with the hub)
 - backoff: reconnect delays with jitter; buffer: the offline buffer (RAM, then flash)
 - sensors: the sensor interface and driver registry; drivers/: sensor drivers (only `sim` for now)
 - hw: the hardware layer, one implementation for real boards and one for the unix port

@@ -1,6 +1,6 @@
 """An asyncio MQTT 3.1.1 client for MicroPython that never blocks the event loop.
 
-Packets come from firmware.mqtt_codec; this module owns only the connection: connect with a timeout,
+Packets come from protocols.mqtt_codec; this module owns only the connection: connect with a timeout,
 keepalive pings, QoS 0 and 1 publish with PUBACK tracking, subscribe, the last will, a persistent session,
 reconnection with exponential backoff and jitter, and a maximum incoming packet size. Method names follow
 umqtt.simple where they fit (set_last_will, set_callback, connect, disconnect, ping, publish, subscribe).
@@ -22,7 +22,7 @@ import os
 import time
 
 from firmware import backoff, log
-from firmware import mqtt_codec as mc
+from protocols import mqtt_codec as mc
 
 try:  # MicroPython has no builtin TimeoutError, and asyncio.TimeoutError is not reachable from the package
     from asyncio.core import TimeoutError as _Timeout

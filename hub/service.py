@@ -1,6 +1,6 @@
 """The hub service: MQTT in, spool, InfluxDB out, with self-metrics and a graceful shutdown.
 
-Tasks (one asyncio loop; paho's network thread feeds it):
+Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it reads):
 - ingest: drains received messages in batches, turns them into Readings (hub.ingest.process), appends
   their line protocol to the spool with one write+fsync per batch, and only then acknowledges the batch's
   MQTT messages (those of device ids the provisioning store does not know are only counted and acknowledged).
@@ -238,7 +238,7 @@ class Hub:
         log.info("trust: store reloaded devices=%d added=%d removed=%d", len(store.devices()),
                  len(store.devices() - before), len(before - store.devices()))
 
-    def _on_mqtt_connect(self) -> None:  # paho's thread
+    def _on_mqtt_connect(self) -> None:  # as the broker's CONNACK is read
         self.metrics.mqtt_connects += 1
         self._announce()
 
@@ -369,7 +369,7 @@ class Hub:
         await self._confirm_round()  # what the last batches stored
         if self.mqtt.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
             self.mqtt.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
-        await asyncio.to_thread(self.mqtt.stop)
+        await self.mqtt.stop()
         self._extra.extend(self._snapshot())
         if self._disk_error is None:
             await self._spool_extra()

@@ -1,1 +1,2 @@
-"""MQTT ingest: the paho adapter, per-message processing and sequence tracking."""
+"""MQTT ingest: the asyncio MQTT connection (packets from protocols.mqtt_codec), per-message processing,
+sequence tracking and the boards' confirmations."""

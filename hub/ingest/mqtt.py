@@ -1,31 +1,42 @@
-"""The MQTT adapter: paho-mqtt's network thread with manual acknowledgement, handed into asyncio.
+"""The MQTT adapter: the hub's one MQTT 3.1.1 connection on asyncio, its packets from protocols.mqtt_codec.
 
-Why paho and not aiomqtt: aiomqtt 2.5.1 acknowledges a QoS 1 message as it arrives and has no manual
-acknowledgement, so a hub killed between the PUBACK and its spool write would lose the message. paho-mqtt
-2.x has `manual_ack=True` and `ack(mid, qos)`: this module acknowledges only what the service has spooled.
+Why its own client: aiomqtt 2.5.1 acknowledges a QoS 1 message as it arrives and has no manual
+acknowledgement, so a hub killed between the PUBACK and its spool write would lose the message. paho-mqtt 2.x
+has manual acknowledgement, but at its public API it reads a packet with four or five system calls and
+wakes its thread once per PUBACK: 12,800 messages/s at 65 us of CPU each, against 30,400 at 23 us for the hub
+reading in bulk (docs/performance.md, *One MQTT codec*), and reading in bulk meant overriding paho's private
+methods, which any paho release could break. The packets themselves are the board's codec
+(protocols/mqtt_codec.py, the same byte vectors under CPython and MicroPython); this module owns only the
+connection.
 
-- paho runs its own network thread (`loop_start`); `ack` and `disconnect` from the asyncio thread only
-  queue a packet and wake that thread (paho's threaded mode), so the socket has one writer.
-- Persistent session: MQTT 3.1.1, clean session off, a fixed client id, QoS 1 subscriptions renewed on
-  every connect. The broker keeps what the hub has not acknowledged while the hub is down or slow.
-- Incoming messages go into a deque; the event loop is woken with one `call_soon_threadsafe` per burst,
-  not per message. The service drains the deque in batches (`drain`).
-- Reconnect with jittered exponential backoff (hub.backoff) for ever: paho's own fixed doubling is turned
-  off (`reconnect_delay_set(0, 0)`) and the disconnect callbacks sleep our delay in the network thread,
-  interruptibly. A broker restart never stops the hub (telegraf#13031).
-- Every connect starts a new `generation`; acknowledgements for messages of an earlier connection are
-  dropped (the broker redelivers those), so a packet id reused by the broker is never acknowledged early.
-- `close_intake()` stops handing messages over (those arriving later stay unacknowledged, so the broker
-  keeps them for the next session); `stop()` then disconnects after the queued acknowledgements.
+- One asyncio connection (`loop.create_connection`), read in large chunks: up to 256 KiB a read, TLS records
+  decrypted from memory by asyncio's SSL protocol. Whole packets are found with `packet_at` and decoded by
+  `parse` straight from the chunk; a packet cut by the chunk's end waits for the bytes it still needs.
+- Persistent session: clean session off, a fixed client id, QoS 1 subscriptions renewed on every connect. The
+  broker keeps what the hub has not acknowledged while the hub is down or slow.
+- Incoming messages go into a deque and `wakeup` is set once per read, not per message. The service drains
+  the deque in batches (`drain`) and acknowledges a batch after its spool fsync (`ack`: one write for all of
+  its PUBACKs). Every connect starts a new `generation`; acknowledgements for messages of an earlier
+  connection are dropped (the broker redelivers those), so a packet id the broker reuses is never
+  acknowledged early. A CONNACK and the messages behind it in one read are handled in order: the messages
+  already belong to the new generation.
+- Reconnect with jittered exponential backoff (hub.backoff) for ever: a broker restart never stops the hub
+  (telegraf#13031). Keepalive: a PINGREQ once nothing was sent or received for `keepalive` seconds; no
+  PINGRESP within another `keepalive` drops the connection, which is then made again.
+- `publish` sends the control service's commands, the hub's liveness and the boards' confirmations on the
+  same connection; what one turn of the event loop writes (a batch's PUBACKs, a round of confirmations to
+  hundreds of boards) leaves in one write. QoS 1 messages are kept until their PUBACK (at most MAX_INFLIGHT in
+  flight, the rest queued, as paho did) and sent again, marked DUP, after a reconnect; a QoS 0 message while
+  disconnected is dropped. The will (`will`) is QoS 1 and retained.
+- `close_intake()` stops handing messages over (those arriving later stay unacknowledged, so the broker keeps
+  them for the next session); `stop()` then sends DISCONNECT after the queued acknowledgements and closes.
 
-- TLS (`mqtt.tls`): `ssl.create_default_context(cafile=mqtt.ca_file)`, so CERT_REQUIRED and check_hostname:
-  the broker's certificate must chain to that CA and name `mqtt.host`. A refused certificate is logged once
-  per outage as one ERROR line naming the failed check (`connect_failure`), never as a traceback. The records
-  are decrypted from memory (hub.ingest.tlsbio: one system call for many records, not two per record).
+- TLS (`mqtt.tls`): `ssl.create_default_context(cafile=mqtt.ca_file)`, so CERT_REQUIRED and check_hostname: the
+  broker's certificate must chain to that CA and name `mqtt.host`. A refused certificate is logged once per
+  outage as one ERROR line naming the failed check (`connect_failure`), never as a traceback.
 
-`publish` sends the control service's commands (QoS 1, never retained) on the same connection.
-
-Imports paho, hub.backoff, hub.ingest.tlsbio and hub.config; knows nothing of payloads, spool or InfluxDB.
+Everything runs on the event loop's thread; nothing here blocks. Imports protocols.mqtt_codec, hub.backoff
+and hub.config; knows nothing of payloads, spool or InfluxDB.
 """
 
 from __future__ import annotations
@@ -34,17 +45,28 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import struct
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from hub.backoff import Backoff
-from hub.ingest.tlsbio import BioContext, BioSocket
+from protocols.mqtt_codec import (
+    CONNACK,
+    DISCONNECT_PACKET,
+    PINGREQ_PACKET,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    MQTTProtocolError,
+    encode_connect,
+    encode_puback,
+    encode_publish,
+    encode_subscribe,
+    packet_at,
+    parse,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -53,147 +75,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PUBACK = struct.Struct(">BBH")
-"""MQTT 3.1.1 PUBACK: type 4 (0x40), remaining length 2, packet id."""
-
-
-class _Client(paho.Client):
-    """paho's client with buffered reads and without the topic matcher on every message.
-
-    paho 2.2 reads a packet with one `recv` for its first byte, one per remaining-length byte and one for the
-    rest, and goes back to `select` after each packet: four or five system calls per message. Here `_sock_recv`
-    serves those reads from one `recv(65536)`, and `loop_read` keeps parsing while buffered bytes remain (a
-    whole packet sitting in the buffer would otherwise wait for the next `select`). The buffer belongs to
-    one socket: after a reconnect, bytes of the old connection are never handed out.
-
-    `_handle_on_message` calls `on_message` directly: the hub registers no per-topic callbacks, and paho's
-    matcher walk cost more than the rest of the hand-over.
-    """
-
-    _BUFSIZE = 65536
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = b""
-        self._rpos = 0
-        self._rsock: object = None
-        self.on_qos1_publish: Callable[[bytes, int, bytes], None] | None = None
-        """(topic, packet id, payload) of each QoS 1 PUBLISH, instead of on_message (see _packet_read)."""
-        self.connect_error: OSError | None = None
-        """Why the last connect attempt failed: paho's loop swallows it before calling on_connect_fail."""
-
-    def reconnect(self) -> MQTTErrorCode:
-        self.connect_error = None
-        try:
-            return super().reconnect()
-        except OSError as exc:  # ssl.SSLError and socket errors; paho's loop catches OSError only
-            self.connect_error = exc
-            raise
-
-    def _fill(self) -> bytes:
-        """Up to _BUFSIZE bytes from the socket: BlockingIOError when nothing is there, b"" when it closed.
-
-        Over TLS one `recv` gives one TLS record, and mosquitto writes a record per message: the records
-        already there are read too (the socket is non-blocking), or TLS would cost a `select` per message.
-        """
-        buf = super()._sock_recv(self._BUFSIZE)
-        if not buf or not isinstance(self._sock, BioSocket | ssl.SSLSocket):
-            return buf
-        parts = [buf]
-        total = len(buf)
-        while total < self._BUFSIZE:
-            try:
-                more = super()._sock_recv(self._BUFSIZE - total)
-            except BlockingIOError:
-                break
-            if not more:
-                break  # closed: these bytes first, the next read reports it
-            parts.append(more)
-            total += len(more)
-        return b"".join(parts) if len(parts) > 1 else buf
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buf = self._rbuf
-        pos = self._rpos
-        if pos >= len(buf) or self._rsock is not self._sock:
-            buf = self._fill()  # raises BlockingIOError when nothing is there
-            if not buf:
-                return buf  # connection closed
-            self._rsock = self._sock
-            pos = 0
-        end = pos + bufsize
-        chunk = buf[pos:end]
-        self._rbuf = buf
-        self._rpos = pos + len(chunk)
-        return chunk
-
-    def _packet_read(self) -> Any:
-        """Hand every whole QoS 1 PUBLISH at the front of the buffer to `on_qos1_publish`, else paho's read.
-
-        Only between packets (paho holds no partial one) and only for MQTT 3.1.1 PUBLISH at QoS 1: topic,
-        packet id and payload are sliced straight out of the buffer, without paho's per-packet state dict,
-        MQTTMessage and debug-log formatting. Anything else (an incomplete packet, PUBACK, SUBACK, PINGRESP,
-        QoS 0) goes through paho unchanged, which keeps the stream in order.
-        """
-        deliver = self.on_qos1_publish
-        if deliver is None or self._in_packet["command"] != 0 or self._rsock is not self._sock:
-            return super()._packet_read()
-        buf = self._rbuf
-        pos = self._rpos
-        size = len(buf)
-        handled = 0
-        while pos + 4 <= size and buf[pos] & 0xF6 == 0x32:  # PUBLISH (0x3_), QoS 1; DUP and RETAIN may be set
-            length = 0
-            shift = 0
-            i = pos + 1
-            while True:  # remaining length: 1..4 bytes of 7 bits
-                if i >= size or i > pos + 4:
-                    length = -1
-                    break
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                i += 1
-                if not byte & 0x80:
-                    break
-            if length < 0 or i + length > size or length < 4:
-                break
-            end = i + length
-            topic_len = (buf[i] << 8) | buf[i + 1]
-            mid_at = i + 2 + topic_len
-            if mid_at + 2 > end:
-                break  # malformed: paho reports it
-            deliver(buf[i + 2 : mid_at], (buf[mid_at] << 8) | buf[mid_at + 1], buf[mid_at + 2 : end])
-            pos = end
-            handled += 1
-        if not handled:
-            return super()._packet_read()
-        self._rpos = pos
-        with self._msgtime_mutex:
-            self._last_bytes_received = time.monotonic()
-        return paho.MQTT_ERR_SUCCESS
-
-    def loop_read(self, max_packets: int = 1) -> Any:
-        rc = super().loop_read(max_packets)
-        while rc == paho.MQTT_ERR_SUCCESS and self._sock is not None and self._rsock is self._sock \
-                and self._rpos < len(self._rbuf):
-            rc = super().loop_read(max_packets)
-        return rc
-
-    def queue_raw(self, packets: bytes) -> None:
-        """Queue whole control packets (here: a batch of PUBACKs) as one write, as `ack` would one by one.
-
-        `ack(mid, 1)` queues a 4-byte packet, wakes paho's thread through its socket pair and costs one `send`
-        each; a batch's acknowledgements in one buffer cost one of each. paho treats a queued PUBACK as bytes to
-        write and keeps no state for it, so this is exactly the same bytes on the wire, in the same order.
-        """
-        self._packet_queue(paho.PUBACK, packets, 0, 0)
-
-    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
-        on_message = self.on_message
-        if on_message is not None:
-            with self._in_callback_mutex:
-                on_message(self, self._userdata, message)
+CONNECT_TIMEOUT = 10.0
+"""Seconds for TCP, the TLS handshake and the broker's CONNACK together."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds `stop` waits for the broker to take what is queued and close, before it cuts the connection."""
+MAX_INFLIGHT = 20
+"""Outgoing QoS 1 messages awaiting their PUBACK at once (paho's default); later ones wait their turn."""
+REFUSED = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
+           4: "bad user name or password", 5: "not authorised"}
+"""CONNACK return codes (MQTT 3.1.1 section 3.2.2.3)."""
 
 
 def connect_failure(exc: BaseException | None, ca_file: str | None) -> str:
@@ -203,6 +93,8 @@ def connect_failure(exc: BaseException | None, ca_file: str | None) -> str:
                 f"(trusted: {ca_file or 'the system CAs'}, mqtt.ca_file)")
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, MQTTProtocolError):
+        return f"protocol error: {exc}"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return "unknown cause"
@@ -219,6 +111,150 @@ class Message(NamedTuple):
 _new_message: Callable[[type[Message], tuple[object, ...]], Message] = tuple.__new__
 """Message(...) without the NamedTuple's Python-level __new__ (about half the cost; one per message)."""
 
+_Publish = tuple[str, bytes, int, bool, bool, int]
+"""What `parse` gives for a PUBLISH: topic, payload, qos, retain, dup, packet id."""
+
+
+def _dup(packet: bytes) -> bytes:
+    """The PUBLISH packet marked as a retransmission (MQTT 3.1.1 section 3.3.1.1)."""
+    return bytes((packet[0] | 0x08,)) + packet[1:]
+
+
+class _Refused(Exception):  # noqa: N818 - a CONNACK's refusal, not an error of ours
+    def __init__(self, code: int) -> None:
+        super().__init__(REFUSED.get(code, f"return code {code}"))
+        self.code = code
+
+
+class _Connection(asyncio.Protocol):
+    """One network connection: bytes in, packets to the source; PUBACKs and publishes out."""
+
+    def __init__(self, source: MqttSource) -> None:
+        self.source = source
+        self.transport: asyncio.Transport | None = None
+        self.generation = 0
+        """The source's generation once the broker accepted this connection (0 before)."""
+        self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] = []
+        """Packets written in this turn of the event loop, not yet handed to the transport."""
+        self.connack: asyncio.Future[bool] = self._loop.create_future()
+        """session_present once accepted; _Refused, or why the connection ended before a CONNACK."""
+        self.closed = asyncio.Event()
+        self.why: str | None = None
+        """Why the connection ended: the first reason given wins."""
+        self.subscribing: dict[int, str] = {}
+        """Packet id -> topic of SUBSCRIBEs the broker has not answered yet."""
+        self.refused: list[str] = []
+        self.last_in = self.last_out = time.monotonic()
+        self.ping_sent = 0.0
+        self._parts: list[bytes] = []
+        """A packet cut by a read's end, in the pieces read so far."""
+        self._have = 0
+        self._need = 0
+
+    # -- asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.end(f"connection lost: {connect_failure(exc, None)}")
+        else:
+            self.end("closed by the broker")
+        self.source.lost(self)
+        self.closed.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_in = time.monotonic()
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            data = b"".join(self._parts)
+            self._parts = []
+        try:
+            pos, need = self._packets(data)
+        except MQTTProtocolError as exc:
+            self.abort(f"protocol error: {exc}")
+            return
+        if pos < len(data) and not self.closing():
+            self._parts = [data[pos:]]
+            self._have = len(data) - pos
+            self._need = need - pos
+
+    def _packets(self, data: bytes) -> tuple[int, int]:
+        """Hand over every whole packet of data; returns where the first incomplete one starts and the
+        index the data must reach before it is whole (one more byte while its length is incomplete)."""
+        source = self.source
+        queue = source.queue
+        intake = source.intake
+        generation = self.generation
+        size = len(data)
+        pos = 0
+        taken = len(queue)
+        try:
+            while True:
+                found = packet_at(data, pos)
+                if found is None:
+                    return pos, size + 1
+                first, start, end = found
+                if end > size:
+                    return pos, end
+                kind, value = parse(first, data[start:end])
+                pos = end
+                if kind == PUBLISH:
+                    if intake:
+                        fields: _Publish = value  # type: ignore[assignment]  # what parse gives for a PUBLISH
+                        topic, payload, qos, _retain, _again, mid = fields
+                        queue.append(_new_message(Message, (generation, mid, qos, topic, payload)))
+                    continue
+                source.control(self, kind, value)
+                if self.closing():
+                    return pos, size + 1
+                intake = source.intake
+                generation = self.generation
+        finally:
+            if len(queue) > taken:
+                source.wakeup.set()
+
+    # -- the source's side
+
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        """Send data; what is written in one turn of the event loop leaves in one write (`flush`)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self._out:
+            self._loop.call_soon(self.flush)
+        self._out.append(data)
+        self.last_out = time.monotonic()
+
+    def flush(self) -> None:
+        """Write what was queued, joined: a round of the boards' confirmations (a PUBLISH to each of hundreds
+        of boards) is one write and a few TLS records instead of one record and one system call each."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def end(self, why: str) -> None:
+        if self.why is None:
+            self.why = why
+        if not self.connack.done():
+            self.connack.set_exception(ConnectionError(why))
+
+    def abort(self, why: str) -> None:
+        """Drop the connection at once (a protocol error, a dead broker)."""
+        self.end(why)
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class MqttSource:
     def __init__(
@@ -230,165 +266,284 @@ class MqttSource:
     ) -> None:
         """`will`: (topic, payload) the broker publishes, retained, when this connection dies."""
         self.config = config
-        self.subscriptions = [(topic, 1) for topic in subscriptions]
+        self.subscriptions = list(subscriptions)
         self.queue: deque[Message] = deque()
         self.generation = 0
         self.connected = False
+        self.intake = True
+        """Messages are handed over (`close_intake` ends it: later ones stay unacknowledged at the broker)."""
         self.subscribed = threading.Event()
-        """Set once the broker acknowledged the subscriptions of the first connection."""
+        """Set once the broker acknowledged the subscriptions of the first connection (tests wait in a thread)."""
+        self.wakeup = asyncio.Event()
         self._on_connect_hook = on_connect
-        self._gen_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._intake = True
+        self._will = None if will is None else (will[0], will[1], True, 1)
+        # verified: CERT_REQUIRED and check_hostname against mqtt.host
+        self._ssl = ssl.create_default_context(cafile=config.ca_file) if config.tls else None
+        self._conn: _Connection | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._outage_logged = False
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_pending = False
-        self.wakeup = asyncio.Event()
-        client = _Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            clean_session=False,
-            protocol=paho.MQTTv311,
-            manual_ack=True,
-        )
-        if config.username is not None:
-            client.username_pw_set(config.username, config.password)
-        if config.tls:  # verified (CERT_REQUIRED, check_hostname); records read from memory (hub.ingest.tlsbio)
-            # paho calls only the context's wrap_socket (and reads check_hostname): a BioContext stands in for it
-            context = BioContext(ssl.create_default_context(cafile=config.ca_file))
-            client.tls_set_context(cast("ssl.SSLContext", context))
-        if will is not None:
-            client.will_set(will[0], will[1], qos=1, retain=True)
-        client.reconnect_delay_set(0, 0)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_message = self._on_message
-        client.on_qos1_publish = self._on_qos1_publish
-        client.on_subscribe = self._on_subscribe
-        self._client = client
+        self._pid = 0
+        self._inflight: dict[int, bytes] = {}
+        """Packet id -> the PUBLISH to send (again, DUP once sent) after a reconnect: QoS 1 messages awaiting
+        their PUBACK, oldest first."""
+        self._outbox: deque[tuple[str, bytes, bool]] = deque()
+        """QoS 1 messages waiting for room among the in-flight ones."""
 
-    # ------------------------------------------------------------------------------ asyncio side
+    # ------------------------------------------------------------------------------ the service's side
 
     def start(self) -> None:
-        """Start connecting in paho's thread; call from the running event loop."""
-        self._loop = asyncio.get_running_loop()
+        """Start connecting; call from the running event loop."""
         log.info("mqtt: connecting host=%s port=%d client_id=%s", self.config.host, self.config.port,
                  self.config.client_id)
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
-        self._client.loop_start()
+        self._task = asyncio.create_task(self._run(), name="qala-hub.mqtt")
 
     def drain(self, limit: int) -> list[Message]:
         """Take up to `limit` received messages, oldest first; clears the wake-up flag."""
         self.wakeup.clear()
-        self._wake_pending = False
         queue = self.queue
         n = min(limit, len(queue))
         return [queue.popleft() for _ in range(n)]
 
     def ack(self, messages: Iterable[Message]) -> int:
-        """Acknowledge QoS 1 messages of the current connection, in order; returns how many were sent."""
-        packet = bytearray()
-        puback = _PUBACK.pack
-        with self._gen_lock:
-            generation = self.generation
-            for m in messages:
-                if m.qos == 1 and m.generation == generation:
-                    packet += puback(0x40, 2, m.mid)
-            if packet:
-                self._client.queue_raw(bytes(packet))
-        return len(packet) // _PUBACK.size
+        """Acknowledge QoS 1 messages of the current connection, in order, in one write; returns how many."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return 0
+        generation = self.generation
+        packets = [encode_puback(m.mid) for m in messages if m.qos == 1 and m.generation == generation]
+        if packets:
+            conn.write(b"".join(packets))
+        return len(packets)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
-        """Queue an outgoing message; paho sends it, and resends QoS 1 after a reconnect. Commands are never
-        retained; the hub's liveness is."""
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+        """Send a message: QoS 1 is kept until the broker acknowledges it, across reconnects; QoS 0 is dropped
+        while disconnected. Commands are never retained; the hub's liveness and confirmations are."""
+        if qos == 0:
+            if self.connected and self._conn is not None:
+                self._conn.write(encode_publish(topic, payload, 0, retain))
+            return
+        self._outbox.append((topic, payload, retain))
+        self._send_queued()
 
     def close_intake(self) -> None:
         """Stop handing over new messages; they stay unacknowledged at the broker."""
-        self._intake = False
+        self.intake = False
 
-    def stop(self) -> None:
-        """Disconnect (queued acknowledgements go out first) and join paho's thread. Blocking, brief."""
-        self._intake = False
+    async def stop(self) -> None:
+        """Disconnect (what is queued, acknowledgements first, goes out before the DISCONNECT) and end the
+        connection's task."""
+        self.intake = False
         self._stop.set()
-        self._client.disconnect()
-        self._client.loop_stop()
+        conn = self._conn
+        if conn is not None and conn.transport is not None and not conn.closed.is_set():
+            conn.end("stopping")
+            conn.write(DISCONNECT_PACKET)
+            conn.flush()
+            conn.transport.close()  # sends what is buffered first
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await conn.closed.wait()
+            except TimeoutError:
+                conn.abort("the broker did not close in time")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         self.connected = False
 
-    # ---------------------------------------------------------------------------- network thread
+    # ------------------------------------------------------------------------------- the connection
 
-    def _wake(self) -> None:
-        self.wakeup.set()
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug of ours must not end the hub's intake for good: log it, connect again
+                log.exception("mqtt: unexpected error, reconnecting")
+                self.connected = False
+                if self._conn is not None:
+                    self._conn.abort("unexpected error")
+                await self._pause()
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-        if not self._intake:
+    async def _session(self) -> None:
+        """One connection: connect, keep it alive until it ends, then wait the backoff delay."""
+        try:
+            conn = await self._connect()
+        except (_Refused, OSError, MQTTProtocolError) as exc:
+            if not self._stop.is_set():  # else stop() ended the attempt: nothing to report
+                self._connect_failed(exc)
+                await self._pause()
             return
-        self.queue.append(Message(self.generation, message.mid, message.qos, message.topic, bytes(message.payload)))
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the hub is exiting
-                self._loop.call_soon_threadsafe(self._wake)
-
-    def _on_qos1_publish(self, topic: bytes, mid: int, payload: bytes) -> None:
-        if not self._intake:
-            return
-        # surrogateescape: a topic that is not UTF-8 (mosquitto refuses those) reaches the parser, which rejects it
-        self.queue.append(_new_message(Message, (self.generation, mid, 1, topic.decode("utf-8", "surrogateescape"),
-                                                 payload)))
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the hub is exiting
-                self._loop.call_soon_threadsafe(self._wake)
-
-    def _on_connect(self, client: paho.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
-        if reason.is_failure:
-            log.error("mqtt: connection refused host=%s reason=%s", self.config.host, reason)
-            return
-        with self._gen_lock:
-            self.generation += 1
-        self.connected = True
-        self._backoff.reset()
-        self._outage_logged = False
-        client.subscribe(self.subscriptions)
-        log.info("mqtt: connected host=%s session_present=%s generation=%d tls=%s", self.config.host,
-                 flags.session_present, self.generation, self.config.tls)
-        if not self.config.tls:
-            log.warning("mqtt: plain MQTT (mqtt.tls = false): the login and every message cross the network "
-                        "unencrypted; a lab bench only host=%s", self.config.host)
-        if self._on_connect_hook is not None:
-            self._on_connect_hook()
-
-    def _on_subscribe(self, _client: paho.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any) -> None:
-        failed = [r for r in reasons if r.is_failure]
-        if failed:
-            log.error("mqtt: subscription refused topics=%s reasons=%s", self.subscriptions, failed)
-            return
-        log.info("mqtt: subscribed topics=%s", ",".join(topic for topic, _ in self.subscriptions))
-        self.subscribed.set()
-
-    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        self.connected = False
+        keepalive = asyncio.create_task(self._keepalive(conn), name="qala-hub.mqtt-keepalive")
+        try:
+            await conn.closed.wait()
+        finally:
+            keepalive.cancel()
+            if not conn.closed.is_set() and conn.transport is not None:
+                conn.transport.abort()
         if self._stop.is_set():
             return
-        self._lost(f"disconnected reason={reason}")
+        self._lost(f"disconnected: {conn.why}")
+        await self._pause()
 
-    def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
-        exc = self._client.connect_error
+    def _connect_failed(self, exc: Exception) -> None:
+        """Say why a connect failed: a refusal at every attempt, a refused certificate once per outage, the rest
+        as the outage's one warning."""
+        config = self.config
+        if isinstance(exc, _Refused):
+            log.error("mqtt: connection refused host=%s reason=%s", config.host, exc)
+            self._lost(f"connection refused: {exc}")
+            return
         if isinstance(exc, ssl.SSLCertVerificationError) and not self._outage_logged:
             # not an outage that heals: the broker is not the one the CA and the host name promise
             log.error("mqtt: connect failed: %s host=%s port=%d, retrying with backoff",
-                      connect_failure(exc, self.config.ca_file), self.config.host, self.config.port)
+                      connect_failure(exc, config.ca_file), config.host, config.port)
             self._outage_logged = True
-        self._lost(f"connect failed: {connect_failure(exc, self.config.ca_file)}")
+        self._lost(f"connect failed: {connect_failure(exc, config.ca_file)}")
+
+    async def _connect(self) -> _Connection:
+        """TCP, TLS and CONNECT; returns once the broker accepted. The CONNACK is handled where it is read
+        (`control`), so messages behind it in the same read are already of the new connection."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self)
+        self._conn = conn
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(lambda: conn, config.host, config.port, ssl=self._ssl)
+                conn.write(encode_connect(config.client_id, config.keepalive, clean=False, user=config.username,
+                                          password=config.password, will=self._will))
+                await conn.connack
+        except TimeoutError:
+            conn.connack.cancel()
+            conn.abort("connect timed out")
+            raise TimeoutError(f"no connection and CONNACK within {CONNECT_TIMEOUT:g} s") from None
+        except BaseException:
+            conn.connack.cancel()  # an outcome nobody reads must not be left in it
+            conn.abort("connect failed")
+            raise
+        return conn
+
+    async def _keepalive(self, conn: _Connection) -> None:
+        """A PINGREQ once the connection was quiet (either way) for `keepalive` seconds; no PINGRESP within
+        another `keepalive`: the broker is gone, the connection is dropped (and made again)."""
+        keepalive = self.config.keepalive
+        while True:
+            now = time.monotonic()
+            if conn.ping_sent:
+                due = conn.ping_sent + keepalive
+                if now >= due:
+                    conn.abort(f"no PINGRESP within {keepalive} s")
+                    return
+            else:
+                due = min(conn.last_in, conn.last_out) + keepalive
+                if now >= due:
+                    conn.ping_sent = now
+                    conn.write(PINGREQ_PACKET)
+                    due = now + keepalive
+            await asyncio.sleep(due - now)
+
+    def control(self, conn: _Connection, kind: int, value: object) -> None:
+        """A packet other than PUBLISH, as it is read."""
+        if kind == PUBACK:
+            if self._inflight.pop(cast("int", value), None) is not None:
+                self._send_queued()
+        elif kind == PINGRESP:
+            conn.ping_sent = 0.0
+        elif kind == SUBACK:
+            self._suback(conn, *cast("tuple[int, list[int]]", value))
+        elif kind == CONNACK:
+            if conn.connack.done():
+                conn.abort("protocol error: CONNACK on an open connection")
+                return
+            session_present, code = cast("tuple[bool, int]", value)
+            if code:
+                conn.connack.set_exception(_Refused(code))
+                conn.abort(f"connection refused: {REFUSED.get(code, code)}")
+                return
+            self._accepted(conn, session_present)
+            conn.connack.set_result(session_present)
+        # UNSUBACK: the hub never unsubscribes
+
+    def _accepted(self, conn: _Connection, session_present: bool) -> None:
+        self.generation += 1
+        conn.generation = self.generation
+        self.connected = True
+        self._backoff.reset()
+        self._outage_logged = False
+        for topic in self.subscriptions:
+            pid = self._next_pid(conn)
+            conn.subscribing[pid] = topic
+            conn.write(encode_subscribe(pid, topic, 1))
+        log.info("mqtt: connected host=%s session_present=%s generation=%d tls=%s", self.config.host,
+                 session_present, self.generation, self.config.tls)
+        if not self.config.tls:
+            log.warning("mqtt: plain MQTT (mqtt.tls = false): the login and every message cross the network "
+                        "unencrypted; a lab bench only host=%s", self.config.host)
+        inflight = self._inflight
+        for pid, packet in inflight.items():  # unacknowledged QoS 1 messages first, DUP if sent before
+            conn.write(packet)
+            inflight[pid] = _dup(packet)
+        if self._on_connect_hook is not None:
+            try:
+                self._on_connect_hook()
+            except Exception:
+                log.exception("mqtt: the on-connect hook failed")
+
+    def _suback(self, conn: _Connection, pid: int, granted: list[int]) -> None:
+        topic = conn.subscribing.pop(pid, None)
+        if topic is None:
+            return
+        if any(code & 0x80 for code in granted):
+            conn.refused.append(topic)
+        if conn.subscribing:
+            return
+        if conn.refused:
+            log.error("mqtt: subscription refused topics=%s", ",".join(conn.refused))
+            return
+        log.info("mqtt: subscribed topics=%s", ",".join(self.subscriptions))
+        self.subscribed.set()
+
+    def lost(self, conn: _Connection) -> None:
+        """The connection ended (called by the connection)."""
+        if conn is self._conn:
+            self.connected = False
+
+    def _send_queued(self) -> None:
+        outbox = self._outbox
+        inflight = self._inflight
+        conn = self._conn if self.connected else None
+        while outbox and len(inflight) < MAX_INFLIGHT:
+            topic, payload, retain = outbox.popleft()
+            pid = self._next_pid(conn)
+            packet = encode_publish(topic, payload, 1, retain, pid=pid)
+            if conn is not None:
+                conn.write(packet)
+                packet = _dup(packet)
+            inflight[pid] = packet
+
+    def _next_pid(self, conn: _Connection | None) -> int:
+        """A packet id no message or subscription in flight holds."""
+        while True:
+            self._pid = self._pid % 0xFFFF + 1
+            if self._pid not in self._inflight and (conn is None or self._pid not in conn.subscribing):
+                return self._pid
 
     def _lost(self, what: str) -> None:
-        delay = self._backoff.next()
         if not self._outage_logged:
             log.warning("mqtt: %s host=%s port=%d, reconnecting with backoff", what, self.config.host,
                         self.config.port)
             self._outage_logged = True
         else:
-            log.debug("mqtt: %s, retry in %.1f s", what, delay)
-        self._stop.wait(delay)
+            log.debug("mqtt: %s", what)
+
+    async def _pause(self) -> None:
+        """The backoff delay before the next attempt; a stop ends it."""
+        delay = self._backoff.next()
+        log.debug("mqtt: retry in %.1f s", delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._stop.wait()

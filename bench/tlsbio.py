@@ -1,25 +1,24 @@
-"""TLS over memory BIOs for paho: one system call reads many TLS records.
+"""TLS over memory BIOs for the ingest benchmark's publisher: one system call reads many TLS records.
 
-mosquitto writes each MQTT packet as a TLS record of its own. Through an `ssl.SSLSocket` every record costs
-OpenSSL two `read` system calls (header, then body) and a trip through Python: with a few hundred bytes per
-telemetry message that was the biggest cost of TLS in the hub. Here the TCP socket is read in large chunks
-into an `ssl.MemoryBIO` and the records are decrypted from memory (`ssl.SSLObject`, the standard library's
-sans-I/O TLS), which halves the hub's CPU per record (measured in docs/performance.md).
+mosquitto writes each MQTT packet (every PUBACK the publisher gets) as a TLS record of its own. Through an
+`ssl.SSLSocket` every record costs OpenSSL two `read` system calls (header, then body) and a trip through
+Python. Here the TCP socket is read in large chunks into an `ssl.MemoryBIO` and the records are decrypted from
+memory (`ssl.SSLObject`, the standard library's sans-I/O TLS), so the publisher costs little CPU next to the
+hub it measures. (The hub read paho's TLS records this way until its MQTT connection moved to asyncio, whose
+SSL protocol does the same: hub/ingest/mqtt.py, docs/performance.md.)
 
-- `BioContext(context)` stands in for an `ssl.SSLContext` where paho calls `wrap_socket(sock,
-  server_hostname=..., do_handshake_on_connect=False)`; it returns a `BioSocket`. Certificate and host name
-  checks are the wrapped context's own (CERT_REQUIRED, check_hostname), made during the handshake.
-- `BioSocket` offers what paho uses of a TLS socket: `do_handshake`, `recv`, `send` (and `sendall`),
+- `BioContext(context)` wraps an `ssl.SSLContext`: `wrap_socket(sock, server_hostname=...,
+  do_handshake_on_connect=True)` returns a `BioSocket`. Certificate and host name checks are the wrapped
+  context's own (CERT_REQUIRED, check_hostname), made during the handshake.
+- `BioSocket` offers what a caller uses of a TLS socket: `do_handshake`, `recv`, `send` (and `sendall`),
   `pending`, `fileno`, `setblocking`, `settimeout`, `getpeercert`, `close`. On a non-blocking socket `recv`
-  raises `ssl.SSLWantReadError` when nothing is there, as an SSLSocket does (paho turns it into
-  BlockingIOError); on a blocking one it waits for data, as a socket does. `send` accepts the plaintext and writes
-  all of its ciphertext before it returns (waiting for the socket at most the socket's timeout, or
-  `SEND_TIMEOUT` when non-blocking), so no ciphertext is ever left behind without a caller to send it.
-  `pending()` counts decrypted bytes and buffered ciphertext that may hold a whole record, so paho reads them
-  without waiting in `select`.
+  raises `ssl.SSLWantReadError` when nothing is there, as an SSLSocket does; on a blocking one it waits for
+  data, as a socket does. `send` accepts the plaintext and writes all of its ciphertext before it returns
+  (waiting for the socket at most the socket's timeout, or `SEND_TIMEOUT` when non-blocking), so no
+  ciphertext is ever left behind without a caller to send it. `pending()` counts decrypted bytes and buffered
+  ciphertext that may hold a whole record, so a caller reads them without waiting in `select`.
 
-One thread uses a BioSocket at a time (paho's network thread), as with an SSLSocket. Standard library only;
-knows nothing of MQTT.
+One thread uses a BioSocket at a time, as with an SSLSocket. Standard library only; knows nothing of MQTT.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ SEND_TIMEOUT = 30.0
 
 
 class BioContext:
-    """A wrapper of an `ssl.SSLContext` whose `wrap_socket` gives a BioSocket (what paho calls)."""
+    """A wrapper of an `ssl.SSLContext` whose `wrap_socket` gives a BioSocket."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self.context = context
@@ -69,7 +68,7 @@ class BioSocket:
     def __repr__(self) -> str:
         return f"<BioSocket fd={self._sock.fileno()}>"
 
-    # -- what paho uses of a socket
+    # -- what a caller uses of a socket
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -91,7 +90,7 @@ class BioSocket:
         return self._tls.pending() + (0 if self._starved else self._in.pending)
 
     def do_handshake(self) -> None:
-        """The TLS handshake, on a blocking socket or one with a timeout (paho sets the connect timeout)."""
+        """The TLS handshake, on a blocking socket or one with a timeout."""
         while True:
             try:
                 self._tls.do_handshake()
@@ -122,7 +121,7 @@ class BioSocket:
                 return b""
             self._in.write(data)
             self._starved = False
-            if self._sock.gettimeout() == 0.0:  # non-blocking: one socket read per call, as paho expects
+            if self._sock.gettimeout() == 0.0:  # non-blocking: one socket read per call (select loops)
                 try:
                     return self._read(bufsize)
                 except ssl.SSLWantReadError:

@@ -1,9 +1,9 @@
-"""The MQTT 3.1.1 packet codec (firmware/mqtt_codec.py) against exact byte vectors, on both interpreters.
+"""The MQTT 3.1.1 packet codec (protocols/mqtt_codec.py) against exact byte vectors, on both interpreters.
 
 Vectors are written out by hand from the MQTT 3.1.1 specification (sections 2.2, 3.1-3.14).
 """
 
-from firmware import mqtt_codec as mc
+from protocols import mqtt_codec as mc
 
 # 256k, not 64k: these modules are compiled from source here; boards run them precompiled.
 MICROPYTHON_HEAP = "256k"
@@ -90,3 +90,32 @@ def test_parse_refuses_garbage():
     assert "UTF-8" in _raises(mc.parse, 0x30, b"\x00\x01\xff")
     assert "type 1" in _raises(mc.parse, 0x10, b"")  # a broker never sends CONNECT
     assert "type 15" in _raises(mc.parse, 0xF0, b"")
+
+
+def test_parse_reads_a_memoryview_in_place():
+    stream = memoryview(b"\x32\x09\x00\x03a/b\x00\x0ahi")
+    assert mc.parse(stream[0], stream[2:]) == (mc.PUBLISH, ("a/b", b"hi", 1, False, False, 10))
+
+
+def test_packet_at_finds_whole_packets():
+    pub = mc.encode_publish("a/b", b"x" * 200, 1, False, False, 7)  # a 2-byte remaining length
+    stream = b"\x90\x03\x00\x01\x01" + pub + b"\xd0\x00"
+    assert mc.packet_at(stream, 0) == (0x90, 2, 5)
+    assert mc.packet_at(stream, 5) == (0x32, 8, len(pub) + 5)
+    first, start, end = mc.packet_at(stream, 5)
+    assert mc.parse(first, stream[start:end]) == (mc.PUBLISH, ("a/b", b"x" * 200, 1, False, False, 7))
+    assert mc.packet_at(stream, end) == (0xD0, end + 2, end + 2)  # no body
+    assert mc.packet_at(stream, len(stream)) is None
+    assert mc.packet_at(bytearray(stream), 5) == (0x32, 8, len(pub) + 5)
+
+
+def test_packet_at_waits_for_the_rest():
+    pub = mc.encode_publish("a/b", b"x" * 200, 1, False, False, 7)
+    for cut in range(len(pub)):  # the first byte only, half the length, part of the body
+        assert mc.packet_at(pub[:cut], 0) is None
+    assert mc.packet_at(pub, 0) is not None
+
+
+def test_packet_at_refuses_a_length_over_4_bytes():
+    assert "length" in _raises(mc.packet_at, b"\x30\xff\xff\xff\xff\x01", 0)
+    assert mc.packet_at(b"\x30\xff\xff\xff\x7f", 0) is None  # the largest length: wait for the body

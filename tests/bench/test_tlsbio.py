@@ -1,15 +1,14 @@
-"""hub.ingest.tlsbio against a real TLS server (Python's ssl in a thread) and the hub against a real broker.
+"""bench/tlsbio.py (the ingest benchmark publisher's TLS reader) against a real TLS server (Python's ssl in a
+thread).
 
 The BioSocket must verify exactly as an SSLSocket does (the site CA, the host name), hand out many records
-per socket read, report EOF and close_notify, never block in recv, and write all its ciphertext. The hub,
-given a broker of another CA or dialling a name the certificate lacks, refuses it with one clear log line.
+per socket read, report EOF and close_notify, never block in recv, and write all its ciphertext. (The hub's
+own TLS checks are in tests/hub/test_mqtt.py.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import select
 import socket
 import ssl
@@ -18,17 +17,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hub.ingest.tlsbio import BioContext, BioSocket
+from bench.tlsbio import BioContext, BioSocket
 from hub.trust import tls
-from tests._plugins.trust import provision_site
-from tests.hub.conftest import write_config
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from simulators.services import Mosquitto
-    from tests._plugins.services import ServiceFactory
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +70,7 @@ def client(port: int, ca: Path, name: str = "127.0.0.1") -> BioSocket:
 
 
 def read_all(conn: BioSocket, want: int) -> bytes:
-    """Non-blocking reads as paho's loop makes them: select only when nothing is pending."""
+    """Non-blocking reads as a select loop makes them: select only when nothing is pending."""
     conn.setblocking(flag=False)
     got = bytearray()
     while len(got) < want:
@@ -126,7 +121,7 @@ def test_recv_never_blocks_and_pending_does_not_spin(pki: dict[str, Path]) -> No
         conn.setblocking(flag=False)
         with pytest.raises(ssl.SSLWantReadError):
             conn.recv(10)
-        assert conn.pending() == 0  # nothing whole to read: paho waits in select, it does not spin
+        assert conn.pending() == 0  # nothing whole to read: the caller waits in select, it does not spin
         go.set()
         assert read_all(conn, 100) == b"x" * 100
         assert conn.pending() == 0
@@ -155,41 +150,3 @@ def test_the_peer_closing_during_the_handshake_is_an_eof(pki: dict[str, Path]) -
     with pytest.raises(ssl.SSLEOFError, match="closed the connection during the TLS handshake"):
         BioContext(ssl.create_default_context(cafile=str(pki["ca"]))).wrap_socket(sock, server_hostname="127.0.0.1")
     listener.close()
-
-
-@pytest.mark.integration
-async def test_the_hub_refuses_a_broker_of_another_site(
-    tmp_path: Path, mosquitto_factory: ServiceFactory[Mosquitto], caplog: pytest.LogCaptureFixture
-) -> None:
-    """The hub trusts its own store's CA: a broker whose certificate another site's CA made is refused."""
-    ours = provision_site(tmp_path / "ours", ["t1"])
-    theirs = provision_site(tmp_path / "theirs", ["t1"])
-    broker = mosquitto_factory(store=theirs.root)
-    config = write_config(tmp_path, broker, {"api": "v1", "url": "http://127.0.0.1:9", "database": "x"})
-    config.write_text(config.read_text().replace(str(theirs.root), str(ours.root)))
-    caplog.set_level(logging.ERROR, logger="hub.ingest.mqtt")
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(8):
-            await _run_until_refused(config, caplog)
-    refused = [r.getMessage() for r in caplog.records if "broker certificate refused" in r.getMessage()]
-    assert refused, [r.getMessage() for r in caplog.records]
-    assert "self-signed certificate in certificate chain" in refused[0]  # not our CA
-    assert f"trusted: {ours.ca_file}" in refused[0]
-    assert len(refused) == 1  # once per outage, not per retry
-
-
-async def _run_until_refused(config: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from hub import config as hub_config  # noqa: PLC0415
-    from hub.service import Hub  # noqa: PLC0415
-
-    hub = Hub(hub_config.load(config))
-    task = asyncio.create_task(hub.run())
-    try:
-        while not any("broker certificate refused" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)  # polling the captured log: it has no event to wait on
-        await asyncio.sleep(2)  # retries with backoff meanwhile
-        assert not hub.mqtt.connected
-    finally:
-        hub.request_stop()
-        await asyncio.wait_for(task, 30)
-
