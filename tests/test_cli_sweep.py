@@ -438,6 +438,8 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# Plain mode on purpose: no broker or database is reached (every start is stopped before it connects), and a
+# store would only slow the sweep down; the secure defaults have their own tests (tests/trust, test_config).
 HUB_TOML = """[site]
 id = "lab"
 [mqtt]
