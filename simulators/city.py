@@ -636,10 +636,20 @@ class Demo:
     async def _summarise(self) -> dict[str, Any]:
         assert self.influxd is not None, "started first"
         await asyncio.sleep(2.0)  # the hub's last batch (flush_interval 0.5 s) reaches influxd
+        # the audit rows of the setpoints applied last may come a batch later on a busy machine: wait for them
+        # (at most 10 s more), so the summary shows each applied setpoint's row
+        applied = {o.device for o in self.outcomes if o.state == "applied"}
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 10.0
+        while True:
+            commands = await asyncio.to_thread(
+                self.influxd.points, DATABASE, 'SELECT "value", "applied", "source", "reason" FROM "qala_command" '
+                                               'GROUP BY "device", "sensor", "quality"')
+            audited = {c.get("device") for c in commands if c.get("quality") == "applied"}
+            if applied <= audited or loop.time() >= until:
+                break
+            await asyncio.sleep(0.5)
         counts = await asyncio.to_thread(self._counts)
-        commands = await asyncio.to_thread(
-            self.influxd.points, DATABASE, 'SELECT "value", "applied", "source", "reason" FROM "qala_command" '
-                                           'GROUP BY "device", "sensor", "quality"')
         summary: dict[str, Any] = {
             "folder": str(self.folder),
             "first_messages": await asyncio.to_thread(self._first_stored),
