@@ -18,7 +18,7 @@ begun next time, the old one's good frames kept for `recover`), so the caller ca
 `recover` leaves in place what it cannot seal and says so.
 
 Synchronous file I/O only (the service calls append/seal in a worker thread); thread-safe accounting.
-Imports only the standard library.
+Imports the standard library and hub.atomic (fsync_folder).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
+
+from hub.atomic import fsync_folder
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,14 +51,6 @@ class Segment:
     path: Path
     size: int
     points: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _frames(data: bytes) -> tuple[list[bytes], int]:
@@ -146,7 +140,7 @@ class Spool:
                           path, exc.strerror or exc)
                 self._next_id = max(self._next_id, int(path.stem) + 1)
         try:
-            _fsync_dir(self.dir)
+            fsync_folder(self.dir)
         except OSError as exc:
             log.error("spool: cannot fsync the spool folder path=%s error=%s", self.dir, exc.strerror or exc)  # noqa: TRY400 - a disk condition: one line, no traceback
         found: list[Segment] = []
@@ -195,7 +189,7 @@ class Spool:
             with self._lock:
                 self._segments += 1
             try:
-                _fsync_dir(self.dir)
+                fsync_folder(self.dir)
             except OSError as exc:
                 self._abandon()
                 raise SpoolWriteError(self.dir, exc) from None
@@ -270,7 +264,7 @@ class Spool:
             self._file.close()
         self._file = None
         try:
-            _fsync_dir(self.dir)
+            fsync_folder(self.dir)
         except OSError as exc:
             log.error("spool: cannot fsync the spool folder after sealing path=%s error=%s", self.dir,  # noqa: TRY400 - one line
                       exc.strerror or exc)
