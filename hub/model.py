@@ -26,6 +26,10 @@ COMMAND = "qala_command"
 """Control audit: one point per command outcome (hub.control.service.audit); quality tag = outcome."""
 SECURITY = "qala_security"
 """Security events (hub.control.service): e.g. a forged ack; sensor tag = what was forged, quality = the event."""
+ALERT = "qala_alert"
+"""Alert transitions (hub.alerts): device = the alert's device, sensor tag = its kind, quality = its state."""
+COVERAGE = "qala_coverage"
+"""District coverage (hub.coverage): device tag = `district:<name>`, sensor tag = `district` or a quantity."""
 
 # `sensor` tag values of the hub's own records.
 STATUS_SENSOR = "status"
