@@ -5,7 +5,7 @@ then prints `qala ...: error: argument --OPTION: <rule>` and exits 2, so every o
 way (tests/test_cli_sweep.py). An empty string is refused instead of meaning "the default", and numbers are
 finite: `nan`, `inf` and `1e999` are not numbers of seconds or boards.
 
-Imports nothing of the hub.
+Imports nothing of the hub; protocols.topics for the id rule.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 from typing import TYPE_CHECKING
+
+from protocols.errors import ProtocolError
+from protocols.topics import check_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -69,3 +72,26 @@ def seconds(most: float = YEAR) -> Callable[[str], float]:
 
 positive_int = whole(1)
 port = whole(1, 65535)
+
+
+def identifier(value: str) -> str:
+    """An id by the rules of docs/protocol.md (1-32 of A-Z a-z 0-9 _ -): a device, a district."""
+    try:
+        return check_id("id", value)
+    except ProtocolError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
+def degrees(bound: float) -> Callable[[str], float]:
+    """A finite number of degrees in -bound..bound (a latitude: 90, a longitude: 180)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of degrees, got {value!r}") from None
+        if not (math.isfinite(number) and -bound <= number <= bound):
+            raise argparse.ArgumentTypeError(f"must be -{bound:g}..{bound:g} degrees, got {value}")
+        return number
+
+    return parse

@@ -9,9 +9,9 @@ missing variable is an error naming the key). docs/hub.md documents every key; h
 complete example that a test loads.
 
 Imports only the standard library, hub.sections, hub.modbus.config (the [modbus] section), protocols (the
-catalogue), the rule/schedule types of hub.control.rules and the store's layout (hub.trust.store); does no
-I/O except reading the file, the environment and the Modbus profiles named: the store named by [trust] is
-loaded by the hub at start (hub.service), not here.
+catalogue), the detectors' kinds (hub.detect.events), the rule/schedule types of hub.control.rules and the
+store's layout (hub.trust.store); does no I/O except reading the file, the environment and the Modbus
+profiles named: the store named by [trust] is loaded by the hub at start (hub.service), not here.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hub import sections
 from hub.control.rules import Rule, Schedule
+from hub.detect.events import KINDS
 from hub.errors import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers take it from here
 from hub.modbus import config as modbus_config
 from hub.sections import Array, Key, Table
@@ -148,6 +149,42 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class AlertAction:
+    """[[alerts.actions]]: when an alert of `kind` fires (for `device`, or a device of `district`; any device
+    when neither is given), set `actuator` of `target_device` (the alert's device when None) to `value`,
+    through the control service (its limits and audit; source `alert:<id>`)."""
+
+    kind: str
+    actuator: str
+    value: float
+    device: str | None = None
+    district: str | None = None
+    target_device: str | None = None
+
+    def matches(self, kind: str, device: str, district: str | None) -> bool:
+        return (kind == self.kind and (self.device is None or device == self.device)
+                and (self.district is None or district == self.district))
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """[alerts]: the alert book (hub.alerts), district coverage (hub.coverage) and automatic actions."""
+
+    per_device_hour: int = 10
+    """New alerts per device in any hour; more are dropped, counted and summed up in one log line."""
+    reopen_s: float = 300.0
+    """A key firing again within this many seconds of its alert resolving reopens that alert (flap damping)."""
+    keep_resolved: int = 1000
+    """Resolved alerts kept (API, state file) besides the open ones."""
+    summary_interval: float = 60.0
+    """Seconds between district coverage rounds: `qala_coverage` points and northbound summaries."""
+    on_time_factor: float = 3.0
+    """A device reports on time while its last telemetry is younger than this many times its interval."""
+    actions: tuple[AlertAction, ...] = ()
+    """Automatic actions; none by default."""
+
+
+@dataclass(frozen=True)
 class HubConfig:
     site: SiteConfig
     mqtt: MqttConfig
@@ -173,6 +210,7 @@ class HubConfig:
     schedules: tuple[Schedule, ...] = ()
     modbus: ModbusConfig | None = None
     """The [modbus] section (hub.modbus.config): buses and devices the hub polls; None without one."""
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     trust: TrustConfig = field(default_factory=lambda: TrustConfig(plain=True))
     """[trust]; a config always has one (parse() requires it), the default serves code that builds a
     HubConfig itself (tests of single parts)."""
@@ -271,6 +309,22 @@ SCHEDULE = Table({
     "retry_every": Key(float, 60.0, 1, 3600, unit="seconds"),
     "retry_window": Key(float, 900.0, 0, 86400, unit="seconds", note="0: no retry"),
 })
+ALERT_ACTION = Table({
+    "kind": Key(str, choices=KINDS),
+    "device": Key(str, None, id=True, note="only alerts of this device (default: any)"),
+    "district": Key(str, None, id=True, note="only alerts of devices of this district (default: any)"),
+    "target_device": Key(str, None, id=True, note="the device whose actuator is set (default: the alert's)"),
+    "actuator": Key(str, id=True),
+    "value": Key(float),
+})
+ALERTS = Table({
+    "per_device_hour": Key(int, 10, 1, 1000, note="new alerts per device in any hour"),
+    "reopen_s": Key(float, 300.0, 0, 86400, unit="seconds"),
+    "keep_resolved": Key(int, 1000, 10, 100_000),
+    "summary_interval": Key(float, 60.0, 1, 3600, unit="seconds"),
+    "on_time_factor": Key(float, 3.0, 1, 100, note="times a device's interval"),
+    "actions": Array(ALERT_ACTION),
+})
 DOCUMENT = Table({
     "site": SITE,
     "mqtt": MQTT,
@@ -284,6 +338,7 @@ DOCUMENT = Table({
     "api": API,
     "rules": Array(RULE),
     "schedules": Array(SCHEDULE),
+    "alerts": ALERTS,
     "modbus": modbus_config.SECTION,
 })
 """The whole of hub.toml; hub/config.example.toml shows every section, docs/hub.md every key."""
@@ -390,8 +445,20 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         rules=rules,
         schedules=schedules,
         modbus=None if modbus is None else modbus_config.build(modbus, base),
+        alerts=_alerts(values["alerts"]),
         trust=trust,
     )
+
+
+def _alerts(values: dict[str, Any]) -> AlertsConfig:
+    actions = tuple(AlertAction(**action) for action in values.pop("actions"))
+    for i, action in enumerate(actions):
+        if action.target_device is None and action.device is None and action.district is None:
+            continue  # the alert's own device, whichever it is: allowed (every device of that kind)
+        if action.target_device is not None and action.device is None and action.district is None:
+            raise ConfigError(f"alerts.actions[{i}].target_device: with a target, say which alerts move it "
+                              f"(alerts.actions[{i}].device or .district); otherwise any device's alert would")
+    return AlertsConfig(**values, actions=actions)
 
 
 def _api(values: dict[str, Any], base: Path | None) -> ApiConfig:

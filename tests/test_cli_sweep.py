@@ -244,6 +244,16 @@ BOARD = {  # qala provision board|rotate
     "--store": store(CHANGED),
 }
 
+def degrees(bound: int) -> list[Bad]:
+    """--lat (90) and --lon (180)."""
+    rule = f"must be -{bound}..{bound} degrees"
+    return [Bad("", "expected a number of degrees, got ''"), Bad("x", "expected a number of degrees, got 'x'"),
+            Bad("nan", f"{rule}, got nan"), Bad("inf", f"{rule}, got inf"), Bad("1e999", f"{rule}, got 1e999"),
+            Bad(str(bound + 1), f"{rule}, got {bound + 1}"), Bad(f"-{bound}.5", f"{rule}, got -{bound}.5")]
+
+
+PLACE = {"--district": ids(), "--lat": degrees(90), "--lon": degrees(180)}
+
 SWEEP: dict[tuple[str, ...], Command] = {
     (): Command({}, {"--verbose": FLAG}),
     ("version",): Command({}, {}, starts=False),
@@ -361,8 +371,13 @@ SWEEP: dict[tuple[str, ...], Command] = {
                     Bad("{under_file}", "the folder {file} does not exist")],
     }, starts=False),
     ("provision", "board"): Command({"device": "b2", "--store": "{store}", "--no-wifi": None,
-                                     "--out": "{tmp}/board.json"}, {
-        "device": [*ids(), Bad("b1", "DEVICE 'b1': already provisioned (generation 1)")], **BOARD,
+                                     "--out": "{tmp}/board.json", "--district": "esil", "--lat": "51.13",
+                                     "--lon": "71.43"}, {
+        "device": [*ids(), Bad("b1", "DEVICE 'b1': already provisioned (generation 1)")], **BOARD, **PLACE,
+    }, starts=False),
+    ("provision", "place"): Command({"device": "b1", "--store": "{store}", "--district": "esil", "--lat": "51.13",
+                                     "--lon": "71.43"}, {
+        "device": [*ids(), Bad("b9", "DEVICE 'b9': not provisioned in")], "--store": store(CHANGED), **PLACE,
     }, starts=False),
     ("provision", "rotate"): Command({"device": "b1", "--store": "{store}", "--no-wifi": None,
                                       "--out": "{tmp}/board.json"}, {

@@ -12,6 +12,9 @@
     unit = 1
     profile = "sdm630"                # a built-in profile (hub/profiles) or a path to a .toml file
     interval = 10.0
+    district = "esil"                 # optional: where it is (coverage per district), with lat/lon
+    lat = 51.128
+    lon = 71.430
 
 SECTION declares the keys through hub.sections, as every other section of hub.toml is declared; hub.config
 puts it in the file's layout and calls `build` with what `sections.check` returned; `parse` does both for
@@ -64,6 +67,9 @@ DEVICE = Table({
     "max_gap": Key(int, None, 0, 120),
     "retries": Key(int, None, 0, 5),
     "actuators": Key(list, None),
+    "district": Key(str, None, id=True, note="the city district the device serves (coverage per district)"),
+    "lat": Key(float, None, -90, 90, unit="degrees"),
+    "lon": Key(float, None, -180, 180, unit="degrees"),
 })
 SECTION = Table({"buses": Tables(BUS), "devices": Tables(DEVICE)}, missing="none")
 """[modbus], declared through hub.sections; hub.config puts it in hub.toml's layout."""
@@ -99,6 +105,9 @@ class DeviceConfig:
     max_gap: int = 0
     retries: int | None = None
     """Overrides the bus's `retries` for this device."""
+    district: str | None = None
+    lat: float | None = None
+    lon: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,9 @@ def _device(path: str, name: str, body: Mapping[str, Any], buses: Mapping[str, B
         prof = _named_actuators(f"{path}.actuators", prof, body["actuators"])
     interval = body["interval"]
     offline = max(60.0, interval) if body["offline_interval"] is None else body["offline_interval"]
+    if (body["lat"] is None) != (body["lon"] is None):
+        raise sections.fail(f"{path}.{'lon' if body['lon'] is None else 'lat'}", "required with "
+                            f"{path}.{'lat' if body['lon'] is None else 'lon'} (coordinates are a pair)")
     if offline < interval:
         raise sections.fail(f"{path}.offline_interval", f"must not be below interval ({offline:g} < {interval:g})")
     return DeviceConfig(
@@ -177,6 +189,9 @@ def _device(path: str, name: str, body: Mapping[str, Any], buses: Mapping[str, B
         offline_interval=offline,
         max_gap=prof.max_gap if body["max_gap"] is None else body["max_gap"],
         retries=body["retries"],
+        district=body["district"],
+        lat=body["lat"],
+        lon=body["lon"],
     )
 
 

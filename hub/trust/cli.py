@@ -2,8 +2,10 @@
 
     qala provision init   --store DIR --site ID [--broker-host NAME ...] [--port 8883]
     qala provision board  DEVICE --store DIR [--from FILE] [--broker HOST:PORT] [--sensor ...] [--out board.json]
+                          [--district D] [--lat X --lon Y]
     qala provision rotate DEVICE --store DIR [--from FILE] [--out board.json]
     qala provision revoke DEVICE --store DIR
+    qala provision place  DEVICE --store DIR [--district D] [--lat X --lon Y]
     qala provision hub    NAME --store DIR [--rotate]
     qala provision list   --store DIR
 
@@ -80,7 +82,9 @@ def _save_with_config(args: argparse.Namespace, rotate: bool) -> tuple[TrustStor
                              {identity.device: identity}, {})
         raw = board_config(preview, identity.device, args)
         fw.check_out(Path(args.out))  # before the store changes: a new identity must reach its config
-        store = session.save_board(identity)
+        place = getattr(args, "district", None), getattr(args, "lat", None), getattr(args, "lon", None)
+        places = {identity.device: provision.check_place(*place)} if any(v is not None for v in place) else None
+        store = session.save_boards([identity], places)
     return store, identity, _write_board(store, raw, args)
 
 
@@ -104,6 +108,18 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_place(args: argparse.Namespace) -> int:
+    store = provision.place_board(Path(args.store), args.device, args.district, args.lat, args.lon)
+    entry = store.entry(args.device)
+    where = "?"
+    if entry is not None:
+        where = f"district {entry.district or '-'}, " + (
+            f"lat {entry.lat:g}, lon {entry.lon:g}" if entry.lat is not None and entry.lon is not None
+            else "no coordinates")
+    sys.stdout.write(f"placed {store.site}/{args.device}: {where}; the hub reads it at the next reload\n{RELOAD}\n")
+    return 0
+
+
 def _cmd_hub(args: argparse.Namespace) -> int:
     user, _password = provision.add_hub(Path(args.store), args.name, rotate=args.rotate)
     secret = Path(args.store).absolute() / "secrets" / "hubs" / f"{args.name}.json"
@@ -118,7 +134,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for device in sorted(store.devices()):
         entry = store.entry(device)
         generation = entry.generation if entry is not None else "?"
-        sys.stdout.write(f"{device}\tgeneration {generation}\tuser {broker.board_user(store.site, device)}\n")
+        place = ""
+        if entry is not None and entry.district is not None:
+            place += f"\tdistrict {entry.district}"
+        if entry is not None and entry.lat is not None and entry.lon is not None:
+            place += f"\tlat {entry.lat:g} lon {entry.lon:g}"
+        sys.stdout.write(f"{device}\tgeneration {generation}\tuser {broker.board_user(store.site, device)}{place}\n")
     sys.stdout.write(f"{len(store.devices())} devices\n")
     return 0
 
@@ -133,6 +154,13 @@ def _run(func: Any, args: argparse.Namespace) -> int:
     except OSError as exc:
         return _err(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
     return code
+
+
+def _place_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--district", type=argtypes.identifier, metavar="D",
+                   help="the city district the board serves, an id (coverage per district)")
+    p.add_argument("--lat", type=argtypes.degrees(90), metavar="X", help="latitude, degrees (WGS 84), with --lon")
+    p.add_argument("--lon", type=argtypes.degrees(180), metavar="Y", help="longitude, degrees, with --lat")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -173,9 +201,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--no-wifi", action="store_true", help="a board without Wi-Fi (unix port, wired)")
         p.add_argument("--out", type=argtypes.text, default="board.json", metavar="FILE",
                        help="the board config to write")
+        if name == "board":
+            _place_arguments(p)
 
     revoke = command("revoke", _cmd_revoke, "remove one board: broker login, ACL, hub's device list")
     revoke.add_argument("device")
+    place = command("place", _cmd_place, "record a board's district and coordinates (coverage per district)")
+    place.add_argument("device")
+    _place_arguments(place)
     hub = command("hub", _cmd_hub, "add a hub identity (or --rotate its password)")
     hub.add_argument("name", help="e.g. main, hub-2")
     hub.add_argument("--rotate", action="store_true")

@@ -8,6 +8,8 @@
   and `rotated_*` only make an identity in memory, so a caller can check what it will write with it (a board
   config) before anything in the store changes. `add_board`, `rotate_board`, `revoke_board` and `add_hub`
   do both steps at once.
+- A device's place (its district and coordinates, public in devices.json) comes with `save_boards(...,
+  places)` / `add_boards(..., places)` or later with `place_board` (`qala provision place`).
 
 After every change the broker's password_file and acl_file are written again from the whole store
 (hub.trust.passwd, hub.trust.broker); mosquitto reads them again on SIGHUP. Every file is written atomically
@@ -28,6 +30,7 @@ import fcntl
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -62,7 +65,7 @@ from protocols.errors import ProtocolError
 from protocols.topics import check_id
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
 __all__ = [  # public (hub.PUBLIC)
@@ -73,6 +76,7 @@ __all__ = [  # public (hub.PUBLIC)
     "add_hub",
     "init_store",
     "open_store",
+    "place_board",
     "revoke_board",
     "rotate_board",
 ]
@@ -109,6 +113,35 @@ def check_device(device: str, what: str = "DEVICE") -> str:
         return check_id(what, device)
     except ProtocolError as exc:
         raise ProvisionError(str(exc)) from None
+
+
+Place = tuple[str | None, float | None, float | None]
+"""(district, lat, lon) of a device; None where it is not known."""
+
+
+def check_place(district: str | None, lat: float | None, lon: float | None) -> Place:
+    """A device's place, checked: the district an id, coordinates finite degrees and given as a pair; else
+    ProvisionError naming the option."""
+    if district is not None:
+        try:
+            check_id("--district", district)
+        except ProtocolError as exc:
+            raise ProvisionError(str(exc)) from None
+    if (lat is None) != (lon is None):
+        raise ProvisionError(f"{'--lon' if lon is None else '--lat'}: required with "
+                             f"{'--lat' if lon is None else '--lon'} (coordinates are a pair)")
+    for name, value, bound in (("--lat", lat, 90.0), ("--lon", lon, 180.0)):
+        if value is not None and not (math.isfinite(value) and -bound <= value <= bound):
+            raise ProvisionError(f"{name}: must be -{bound:g}..{bound:g} degrees, got {value!r}")
+    return district, lat, lon
+
+
+def _entry_doc(entry: DeviceEntry) -> dict[str, Any]:
+    """A device's line in devices.json; lat and lon only when known (stores without them stay as they were)."""
+    doc: dict[str, Any] = {"generation": entry.generation, "district": entry.district}
+    if entry.lat is not None and entry.lon is not None:
+        doc |= {"lat": entry.lat, "lon": entry.lon}
+    return doc
 
 
 def split_hosts(hosts: Sequence[str]) -> tuple[str, list[str], list[str]]:
@@ -293,10 +326,15 @@ class Session:
         """Write a board identity (new or rotated), devices.json and the broker files; return the new store."""
         return self.save_boards([identity])
 
-    def save_boards(self, identities: Sequence[BoardIdentity]) -> TrustStore:
-        """save_board for many at once: devices.json and the broker files are written once (a fleet)."""
+    def save_boards(self, identities: Sequence[BoardIdentity],
+                    places: Mapping[str, Place] | None = None) -> TrustStore:
+        """save_board for many at once: devices.json and the broker files are written once (a fleet).
+        `places`: device -> (district, lat, lon) to record with them (checked: ProvisionError)."""
         boards = {d: b for d in self.store.devices() if (b := self.store.board(d)) is not None}
         entries = {d: e for d in boards if (e := self.store.entry(d)) is not None}
+        for device, place in (places or {}).items():
+            district, lat, lon = check_place(*place)
+            entries[device] = replace(entries.get(device, DeviceEntry()), district=district, lat=lat, lon=lon)
         for identity in identities:
             self._record(identity.password, identity.cmd_key, flush=False)
             doc = {"device": identity.device, "user": identity.user, "password": identity.password,
@@ -308,6 +346,21 @@ class Session:
         self._flush_issued()
         fsync_folder(self.root / BOARDS)
         return self._commit(boards, entries, {identity.user for identity in identities})
+
+    def place_board(self, device: str, district: str | None, lat: float | None, lon: float | None) -> TrustStore:
+        """Record where a provisioned device is (its district and coordinates): devices.json only, no secret
+        changes. None keeps what the store has; ProvisionError for an unknown device or a bad place."""
+        old = self._known(device)
+        entry = self.store.entry(old.device) or DeviceEntry(old.generation)
+        if district is None and lat is None and lon is None:
+            raise ProvisionError("give --district, or --lat with --lon, or all three")
+        district, lat, lon = check_place(district or entry.district,
+                                         entry.lat if lat is None and lon is None else lat,
+                                         entry.lon if lat is None and lon is None else lon)
+        boards = {d: b for d in self.store.devices() if (b := self.store.board(d)) is not None}
+        entries = {d: e for d in boards if (e := self.store.entry(d)) is not None}
+        entries[old.device] = replace(entry, district=district, lat=lat, lon=lon)
+        return self._commit(boards, entries, set())
 
     def revoke_board(self, device: str) -> TrustStore:
         """Remove a device: from devices.json, passwd and acl, and delete its secrets file."""
@@ -348,7 +401,7 @@ class Session:
 
     def _commit(self, boards: dict[str, BoardIdentity], entries: dict[str, DeviceEntry],
                 changed: set[str]) -> TrustStore:
-        devices = {d: {"generation": entries[d].generation, "district": entries[d].district} for d in sorted(boards)}
+        devices = {d: _entry_doc(entries[d]) for d in sorted(boards)}
         write_atomic(self.root / DEVICES_FILE, _json_bytes({"version": VERSION, "devices": devices}))
         hubs = {n: self.store.hub(n) for n in self.store.hubs()}
         self.store = TrustStore(self.root, self.store.site, self.store.broker_host, boards, hubs, entries)
@@ -382,14 +435,23 @@ def add_board(root: Path, device: str) -> BoardIdentity:
     return add_boards(root, [device])[0]
 
 
-def add_boards(root: Path, devices: Sequence[str]) -> list[BoardIdentity]:
-    """Provision new devices at once (a fleet: the broker files are written once); their identities."""
+def add_boards(root: Path, devices: Sequence[str], places: Mapping[str, Place] | None = None,
+               ) -> list[BoardIdentity]:
+    """Provision new devices at once (a fleet: the broker files are written once); their identities.
+    `places`: device -> (district, lat, lon) recorded with them."""
     with open_store(root) as session:
         if len(set(devices)) != len(devices):
             raise ProvisionError("DEVICE: a device is named twice")
         identities = [session.new_board(device) for device in devices]
-        session.save_boards(identities)
+        session.save_boards(identities, places)
         return identities
+
+
+def place_board(root: Path, device: str, district: str | None, lat: float | None, lon: float | None,
+                ) -> TrustStore:
+    """Record a provisioned device's district and coordinates (None: keep the store's)."""
+    with open_store(root) as session:
+        return session.place_board(device, district, lat, lon)
 
 
 def rotate_board(root: Path, device: str) -> BoardIdentity:

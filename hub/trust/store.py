@@ -3,7 +3,8 @@
 A store is a folder (docs/hub.md, "Provisioning"):
 
     site.json            {"version": 1, "site": ..., "broker_host": ...}
-    devices.json         {"version": 1, "devices": {device: {"generation": N, "district": null}}}  (public)
+    devices.json         {"version": 1, "devices": {device: {"generation": N, "district": null,
+                         "lat": null, "lon": null}}}  (public; lat/lon optional: stores made before them load)
     tls/ca.pem           the site CA (public); tls/broker.pem, the broker's certificate
     broker/passwd        mosquitto password_file ($7$ hashes); broker/acl, its acl_file;
     broker/qala-broker.conf   the mosquitto snippet a site includes
@@ -81,6 +82,10 @@ class DeviceEntry:
 
     generation: int = 1
     district: str | None = None
+    """The city district the device serves (id rules), None if not placed."""
+    lat: float | None = None
+    """WGS 84 latitude and longitude in degrees (both or neither)."""
+    lon: float | None = None
 
 
 class TrustStore:
@@ -269,13 +274,25 @@ def _devices(path: Path) -> dict[str, DeviceEntry]:
     out: dict[str, DeviceEntry] = {}
     for device, entry in devices.items():
         _id(path, f"devices.{device}", device)
-        if not isinstance(entry, dict) or set(entry) - {"generation", "district"}:
-            raise StoreError(f"{path}: devices.{device}: must be an object with generation and district")
+        if not isinstance(entry, dict) or set(entry) - {"generation", "district", "lat", "lon"}:
+            raise StoreError(f"{path}: devices.{device}: must be an object with generation, district, lat and lon")
         district = entry.get("district")
-        if district is not None and not isinstance(district, str):
-            raise StoreError(f"{path}: devices.{device}.district: must be a string or null")
-        out[device] = DeviceEntry(_generation(path, entry.get("generation")), district)
+        if district is not None:
+            _id(path, f"devices.{device}.district", district)
+        lat = _coordinate(path, f"devices.{device}.lat", entry.get("lat"), 90)
+        lon = _coordinate(path, f"devices.{device}.lon", entry.get("lon"), 180)
+        if (lat is None) != (lon is None):
+            raise StoreError(f"{path}: devices.{device}: lat and lon go together (both or neither)")
+        out[device] = DeviceEntry(_generation(path, entry.get("generation")), district, lat, lon)
     return out
+
+
+def _coordinate(path: Path, key: str, value: Any, bound: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -bound <= value <= bound:
+        raise StoreError(f"{path}: {key}: must be a number of degrees in -{bound:g}..{bound:g} or null, got {value!r}")
+    return float(value)
 
 
 def _board(root: Path, site: str, device: str, entry: DeviceEntry) -> BoardIdentity:
