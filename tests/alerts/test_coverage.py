@@ -1,0 +1,93 @@
+"""District coverage: expected, online, on time (learned intervals), per quantity, AQI, consumption, open
+alerts; and the qala_coverage points."""
+
+from __future__ import annotations
+
+from hub.coverage import LastValues, Place, coverage_readings, device_view, summaries
+from hub.model import COVERAGE, Reading
+from hub.sinks.lineproto import encode
+
+T0 = 1_795_553_687_000
+S = 1000
+
+
+def feed(values: LastValues, device: str, every_s: float, until: int, **quantities: float) -> None:
+    """A device reporting `quantities` every `every_s` seconds for the 10 intervals up to `until`."""
+    for i in range(10, -1, -1):
+        ts = until - int(i * every_s * S)
+        values.sample(device, ts, [(q, v, "ok") for q, v in quantities.items()])
+
+
+def test_learned_interval_and_outliers() -> None:
+    values = LastValues()
+    feed(values, "a1", 10, T0, pm25=12.0)
+    assert values.devices["a1"]["pm25"][2] == 10 * S
+    values.sample("a1", T0 + 3600 * S, [("pm25", 13.0, "ok")])  # an hour's outage
+    assert values.devices["a1"]["pm25"][2] == 10 * S + (40 * S - 10 * S) / 8  # counted as 4 intervals at most
+    values.sample("a1", T0, [("pm25", 1.0, "ok")])  # late: older than what it has, value kept
+    assert values.last("a1") == {"pm25": (13.0, T0 + 3600 * S)}
+
+
+def test_bounded_devices() -> None:
+    values = LastValues(max_devices=2)
+    for name in ("a", "b", "c"):
+        values.sample(name, T0, [("pm25", 1.0, "ok")])
+    assert set(values.devices) == {"a", "b"}
+
+
+def test_modbus_readings_feed_it_too() -> None:
+    values = LastValues()
+    values.observe([Reading("energy", "s", "m1", "meter", "ok", "power_active", 1500.0, T0),
+                    Reading("qala_device_status", "s", "m1", "status", "ok", "state", "online", T0)])
+    assert values.last("m1") == {"power_active": (1500.0, T0)}
+
+
+def test_district_documents() -> None:
+    values = LastValues()
+    now = T0
+    feed(values, "air-1", 10, now - 5 * S, pm25=40.0)  # on time (aqi 112)
+    feed(values, "air-2", 10, now - 100 * S, pm25=300.0)  # late: 100 s > 3 x 10 s; its AQI is not current
+    feed(values, "w1", 60, now, water_flow=1.5)
+    feed(values, "m1", 1, now - 5 * S, power_active=2000.0)  # Modbus, polled every 10 s (configured)
+    feed(values, "h1", 60, now, heat_power=120.0, aqi=30.0)
+    site = {
+        "air-1": Place("esil", 51.1, 71.4, online=True, quantities=frozenset({"pm25", "temperature"})),
+        "air-2": Place("esil", online=True, quantities=frozenset({"pm25"})),
+        "air-3": Place("esil", quantities=frozenset({"pm25"})),  # never seen
+        "w1": Place("almaty", online=True),
+        "m1": Place("almaty", online=True, interval_s=10),
+        "h1": Place(None, online=True),
+    }
+    docs = summaries(site, values, {"air-2": 2, "w1": 1}, now)
+    assert [d["district"] for d in docs] == ["", "almaty", "esil"]
+    nowhere, almaty, esil = docs
+    assert esil == {
+        "district": "esil", "expected": 3, "online": 2, "on_time": 1, "coverage": 0.3333,
+        "quantities": {"pm25": {"expected": 3, "on_time": 1}, "temperature": {"expected": 1, "on_time": 0}},
+        "aqi": 112.0, "open_alerts": 2, "consumption": {"water_m3_h": None, "energy_kw": None, "heat_kw": None},
+    }
+    assert almaty["on_time"] == 2
+    assert almaty["consumption"] == {"water_m3_h": 1.5, "energy_kw": 2.0, "heat_kw": None}
+    assert almaty["open_alerts"] == 1
+    assert nowhere["aqi"] == 30.0
+    assert nowhere["consumption"]["heat_kw"] == 120.0
+    # a device never heard of falls back on the default interval
+    later = summaries({"w1": Place("almaty")}, values, {}, now + 170 * S, default_interval_s=1)
+    assert later[0]["on_time"] == 1  # learned 60 s x 3 = 180 s
+
+
+def test_coverage_points_and_device_view() -> None:
+    doc = {"district": "esil", "expected": 3, "online": 2, "on_time": 1, "coverage": 0.3333,
+           "quantities": {"pm25": {"expected": 3, "on_time": 1}}, "aqi": 112.0, "open_alerts": 2,
+           "consumption": {"water_m3_h": None, "energy_kw": 2.0, "heat_kw": None}}
+    points = coverage_readings("astana", [doc], T0)
+    assert {(r.measurement, r.device, r.sensor) for r in points} == {(COVERAGE, "district:esil", "district"),
+                                                                     (COVERAGE, "district:esil", "pm25")}
+    fields = {(r.sensor, r.field): r.value for r in points}
+    assert fields == {("district", "expected"): 3.0, ("district", "online"): 2.0, ("district", "on_time"): 1.0,
+                      ("district", "coverage"): 0.3333, ("district", "open_alerts"): 2.0, ("district", "aqi"): 112.0,
+                      ("district", "energy_kw"): 2.0, ("pm25", "expected"): 3.0, ("pm25", "on_time"): 1.0}
+    assert encode(points)[0].startswith("qala_coverage,device=district:esil,quality=ok,sensor=district,site=astana ")
+    view = device_view("air-1", Place("esil", 51.1, 71.4, online=True, last_seen=T0), {"pm25": (12.0, T0)})
+    assert view == {"device": "air-1", "district": "esil", "lat": 51.1, "lon": 71.4, "online": True,
+                    "last_seen": T0, "values": {"pm25": {"value": 12.0, "ts": T0}}}
