@@ -100,13 +100,15 @@ class Place:
     """What it is expected to report (birth caps or Modbus profile)."""
     interval_s: float | None = None
     """A configured reporting interval (a Modbus device's poll interval), else learned."""
+    transport: str = "mqtt"
+    """mqtt (a board) or modbus (polled by the hub)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def device_view(name: str, place: Place, last: Mapping[str, tuple[float, int]]) -> dict[str, Any]:
-    """The extra fields a device gets in GET /v1/devices: district, lat, lon, online, last_seen, values."""
-    return {"device": name, "district": place.district, "lat": place.lat, "lon": place.lon, "online": place.online,
-            "last_seen": place.last_seen,
+    """The fields a device gets in GET /v1/devices: transport, district, lat, lon, online, last_seen, values."""
+    return {"device": name, "transport": place.transport, "district": place.district, "lat": place.lat,
+            "lon": place.lon, "online": place.online, "last_seen": place.last_seen,
             "values": {q: {"value": v, "ts": ts} for q, (v, ts) in sorted(last.items())}}
 
 

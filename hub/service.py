@@ -14,6 +14,11 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
 - modbus (hub.modbus.poller, when [modbus] configures devices): polls devices; their Readings take the same
   path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
   `Hub.modbus_write` (the control service uses the same ModbusService).
+- alerting (hub.alerting): every `detect.interval` seconds the detectors' events (hub.detect) into the alert
+  book (hub.alerts, `<state>/alerts.json`): each transition a `qala_alert` point, a northbound document
+  (hub.north) and, if [[alerts.actions]] say so, a setpoint through the control service; every
+  `alerts.summary_interval` seconds the district coverage (hub.coverage) as `qala_coverage` points and
+  northbound summaries. The ingest keeps each device's last values for it (hub.coverage.LastValues).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
 - confirm: once a second, the boards' confirmations (hub.ingest.confirm, protocols/confirm.py): for each
   board whose spooled messages advanced without a hole, the (boot, seq) up to which all are spooled, saved to
@@ -53,6 +58,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from hub.alerting import DEFAULT_INTERVAL, Alerting, site_places
 from hub.backoff import Backoff
 from hub.config import ConfigError
 from hub.control.journal import Journal
@@ -75,7 +81,9 @@ from protocols import confirm, liveness, topics
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from hub.alerting import DetectorsLike, NorthLike
     from hub.config import HubConfig
+    from hub.coverage import Place
     from hub.ingest.mqtt import Message
     from hub.modbus.poller import ModbusService
     from hub.model import Reading
@@ -174,6 +182,7 @@ class Hub:
             journal=Journal(state / "commands.jsonl"),
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
+        self.alerting = self._alerting(config, state)
         self.confirms = self._confirmations(config)
         self._conf_topics: dict[str, str] = {}
         """device -> its conf topic (built once: a round may publish to every board of the site)."""
@@ -190,6 +199,17 @@ class Hub:
         self._registry_error = False
         self.ready = asyncio.Event()
         """Set once the spool backlog is queued and MQTT is connecting."""
+
+    def _alerting(self, config: HubConfig, state: Path) -> Alerting:
+        self.detectors: DetectorsLike | None = None
+        """The detectors (hub.detect) the alerting loop ticks; None: alerts come from nothing but are kept."""
+        self.north: NorthLike | None = None
+        """The northbound feed (hub.north) alerts and district summaries go to; None: not fed."""
+        detect = getattr(config, "detect", None)  # [detect] (hub.detect): its interval paces the ticks
+        alerting = Alerting(config.site.id, config.alerts, state, emit=self.emit, places=self.places,
+                            control=self.control, interval=float(getattr(detect, "interval", DEFAULT_INTERVAL)))
+        self.processor.sample = alerting.values.sample  # each telemetry message's values (hot path: cheap)
+        return alerting
 
     def _confirmations(self, config: HubConfig) -> Confirmations | None:
         """The marks to confirm (loaded from the last run), and the processor told to collect ids; None if off."""
@@ -298,9 +318,21 @@ class Hub:
 
     def ingest(self, readings: list[Reading]) -> None:
         """Readings from a source other than MQTT (the Modbus poller): the control rules see them, as they see
-        MQTT readings, and they are spooled with the next batch."""
+        MQTT readings, coverage keeps their last values, and they are spooled with the next batch."""
         self.control.observe(readings)
+        self.alerting.values.observe(readings)
         self.emit(readings)
+
+    def places(self) -> dict[str, Place]:
+        """The devices the site expects (provisioned boards, configured Modbus devices) and where they are."""
+        modbus = self.config.modbus.devices if self.config.modbus is not None else ()
+        pollers = self.modbus.pollers if self.modbus is not None else {}
+
+        def online(name: str) -> bool | None:
+            poller = pollers.get(name)
+            return None if poller is None else poller.online
+
+        return site_places(self.trust, self.registry, modbus, online, self.alerting.values)
 
     async def modbus_write(self, device: str, register: str, value: float) -> float:
         """Write a setpoint to a Modbus device (ahead of polls) and return the value read back.
@@ -335,10 +367,13 @@ class Hub:
             others.append(asyncio.create_task(self._confirm_loop(), name="qala-hub.confirm"))
         if self.modbus is not None:
             others.append(asyncio.create_task(self.modbus.run(self.ingest), name="qala-hub.modbus"))
+        self.alerting.detectors = self.detectors
+        self.alerting.north = self.north
+        others.append(asyncio.create_task(self.alerting.run(), name="qala-hub.alerting"))
         if self.config.api is not None:
             from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
 
-            self.api_port, api = await serve_api(self.config.api, self.control)
+            self.api_port, api = await serve_api(self.config.api, self.control, self.alerting)
             others.append(asyncio.create_task(api, name="qala-hub.api"))
         self.mqtt.start()
         log.info("hub: running site=%s influxdb=%s spool=%s", self.config.site.id, self.sink.description,
@@ -370,6 +405,7 @@ class Hub:
         if self.mqtt.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
             self.mqtt.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
         await self.mqtt.stop()
+        self.alerting.close()
         self._extra.extend(self._snapshot())
         if self._disk_error is None:
             await self._spool_extra()

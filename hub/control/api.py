@@ -3,11 +3,17 @@
     GET  /openapi.json           the OpenAPI 3.1 document (no token needed)
     POST /v1/setpoints           {device, actuator, value, ttl_s?, wait?, timeout_s?} -> 202 (or 200 with wait)
     GET  /v1/commands/{id}       a command's state
-    GET  /v1/devices             devices with their actuators, limits and last values
+    GET  /v1/devices             devices with their actuators, limits, place, state and last values
+    GET  /v1/alerts              alerts, newest first (?state=open|all, ?limit=N)
+    GET  /v1/alerts/{id}         one alert
+    POST /v1/alerts/{id}/ack     {note?} -> the alert, acknowledged (409 once it is resolved)
+    GET  /v1/districts           coverage per district (hub.coverage)
 
 Every /v1 request needs `Authorization: Bearer <token>`, one of two roles: `api.read_token` may GET,
 `api.control_token` may do everything (POST /v1/setpoints too). Each command's `source` (audited) is
-`api:<role>`, or `cli:<role>` when `qala set` sent it. Errors are JSON `{"error": "...", "field": ...}`:
+`api:<role>`, or `cli:<role>` when `qala set` sent it; an acknowledgement's `acked_by` is `api:<role>` too.
+The alert and district endpoints answer from the hub's alerting loop (hub.alerting); an app made without one
+(tests of the control part alone) answers them 404. Errors are JSON `{"error": "...", "field": ...}`:
 400 malformed body or unknown key, 401 missing or wrong token, 403 a read token on a request that needs the
 control role (`needed` names it), 404 unknown device, actuator, command or path, 422 a value of the wrong
 type or outside the device's limits (then the refused command is returned too: it was audited as
@@ -15,8 +21,8 @@ type or outside the device's limits (then the refused command is returned too: i
 hub.control.throttle decides, the middleware here applies it). Binds 127.0.0.1 by default (`api.listen`);
 HTTPS with `api.tls_cert` and `api.tls_key`. Tokens are compared in constant time and never logged.
 
-Imports aiohttp, hub.control.service and hub.control.throttle, and hub.config for its types and ConfigError;
-nothing else of the hub.
+Imports aiohttp, hub.control.service and hub.control.throttle, hub.alerts (its errors), and hub.config for its
+types and ConfigError; the alerting loop is handed in.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from hub.alerts import AlertError
 from hub.config import ConfigError
 from hub.control.command import REJECTED
 from hub.control.service import ControlError
@@ -40,12 +47,14 @@ from hub.control.throttle import Throttle, client_key
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
+    from hub.alerting import Alerting
     from hub.config import ApiConfig
     from hub.control.service import ControlService
 
 log = logging.getLogger(__name__)
 
 CONTROL: web.AppKey[ControlService] = web.AppKey("control")
+ALERTING: web.AppKey[Alerting | None] = web.AppKey("alerting")
 TOKENS: web.AppKey[tuple[tuple[str, bytes], ...]] = web.AppKey("tokens")
 """(role, token) of each configured token."""
 THROTTLE: web.AppKey[Throttle] = web.AppKey("throttle")
@@ -55,6 +64,8 @@ ROLE: web.RequestKey[str] = web.RequestKey("role")
 READ_METHODS = ("GET", "HEAD")
 """Methods the read role may use; every other method needs the control role."""
 MAX_WAIT = 120.0
+MAX_ALERTS = 1000
+"""The most alerts GET /v1/alerts answers with (`limit`); 100 by default."""
 _SETPOINT_KEYS = ("device", "actuator", "value", "ttl_s", "wait", "timeout_s")
 
 _COMMAND_SCHEMA: dict[str, Any] = {
@@ -86,8 +97,52 @@ def _resp(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_ALERT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An alert (hub.alerts, docs/operators.md): one per (kind, device, quantity) at a time",
+    "properties": {
+        "id": {"type": "string", "pattern": "^a-[0-9a-f]{12}$"},
+        "kind": {"type": "string", "description": "the detector: flatline, spike, leak, silent, ..."},
+        "severity": {"enum": ["info", "warning", "critical"]},
+        "state": {"enum": ["firing", "acknowledged", "resolved"]},
+        "device": {"type": "string"},
+        "quantity": {"type": ["string", "null"]},
+        "district": {"type": ["string", "null"]},
+        "message": {"type": "string"},
+        "evidence": {"type": "object"},
+        "fired_at": {"type": "integer"},
+        "updated_at": {"type": "integer"},
+        "acked_at": {"type": ["integer", "null"]},
+        "acked_by": {"type": ["string", "null"]},
+        "note": {"type": ["string", "null"]},
+        "resolved_at": {"type": ["integer", "null"]},
+        "count": {"type": "integer", "description": "times it fired (updates and reopenings included)"},
+    },
+}
+_PER_QUANTITY = {"type": "object", "properties": {"expected": {"type": "integer"}, "on_time": {"type": "integer"}}}
+_DISTRICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Coverage of one district (hub.coverage, docs/operators.md)",
+    "properties": {
+        "district": {"type": "string", "description": '"" for devices without a district'},
+        "expected": {"type": "integer"},
+        "online": {"type": "integer"},
+        "on_time": {"type": "integer"},
+        "coverage": {"type": "number", "minimum": 0, "maximum": 1, "description": "on_time / expected"},
+        "quantities": {"type": "object", "additionalProperties": _PER_QUANTITY},
+        "aqi": {"type": ["number", "null"]},
+        "open_alerts": {"type": "integer"},
+        "consumption": {"type": "object", "properties": {
+            "water_m3_h": {"type": ["number", "null"]}, "energy_kw": {"type": ["number", "null"]},
+            "heat_kw": {"type": ["number", "null"]}}},
+    },
+}
 _ERR = {"$ref": "#/components/schemas/Error"}
 _CMD = {"$ref": "#/components/schemas/Command"}
+_ALERT = {"$ref": "#/components/schemas/Alert"}
+_UNAUTHORIZED = {"401": _resp("missing or wrong token", _ERR),
+                 "429": _resp("too many wrong tokens from this address (see Retry-After)", _ERR)}
+_ALERT_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -97,7 +152,8 @@ OPENAPI: dict[str, Any] = {
                             "per client address: delayed answers, then 429 with Retry-After."},
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {"Command": _COMMAND_SCHEMA, "Error": _ERROR},
+        "schemas": {"Command": _COMMAND_SCHEMA, "Error": _ERROR, "Alert": _ALERT_SCHEMA,
+                    "District": _DISTRICT_SCHEMA},
     },
     "security": [{"bearer": []}],
     "paths": {
@@ -130,10 +186,54 @@ OPENAPI: dict[str, Any] = {
                           "429": _resp("too many wrong tokens from this address (see Retry-After)", _ERR)},
         }},
         "/v1/devices": {"get": {
-            "summary": "Devices with their actuators, limits and last values",
+            "summary": "Devices: actuators and limits, district and coordinates, online, last seen, last values",
             "responses": {"200": _resp("the devices", {"type": "object", "properties": {"devices": {
-                "type": "array", "items": {"type": "object"}}}}), "401": _resp("missing or wrong token", _ERR),
-                "429": _resp("too many wrong tokens from this address (see Retry-After)", _ERR)},
+                "type": "array", "items": {"type": "object", "properties": {
+                    "device": {"type": "string"}, "transport": {"enum": ["mqtt", "modbus"]},
+                    "state": {"type": "string"}, "actuators": {"type": "object"},
+                    "district": {"type": ["string", "null"]}, "lat": {"type": ["number", "null"]},
+                    "lon": {"type": ["number", "null"]}, "online": {"type": "boolean"},
+                    "last_seen": {"type": ["integer", "null"]},
+                    "values": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                        "value": {"type": "number"}, "ts": {"type": "integer"}}}}}}}}}),
+                **_UNAUTHORIZED},
+        }},
+        "/v1/alerts": {"get": {
+            "summary": "Alerts, newest first",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"enum": ["open", "all"], "default": "open"},
+                 "description": "open: firing and acknowledged; all: the kept resolved ones too"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                            "maximum": MAX_ALERTS, "default": 100}}],
+            "responses": {"200": _resp("the alerts", {"type": "object", "properties": {
+                "alerts": {"type": "array", "items": _ALERT}}}),
+                "400": _resp("a bad state or limit (`field` names it)", _ERR), **_UNAUTHORIZED},
+        }},
+        "/v1/alerts/{id}": {"get": {
+            "summary": "One alert",
+            "parameters": _ALERT_ID,
+            "responses": {"200": _resp("the alert", _ALERT), "404": _resp("unknown alert id", _ERR),
+                          **_UNAUTHORIZED},
+        }},
+        "/v1/alerts/{id}/ack": {"post": {
+            "summary": "Acknowledge an alert: an operator has seen it (it stays open until it resolves)",
+            "parameters": _ALERT_ID,
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"note": {"type": "string", "maxLength": 200}}}}}},
+            "responses": {
+                "200": _resp("the alert, acknowledged (an acknowledged one: unchanged)", _ALERT),
+                "400": _resp("malformed body, unknown key, a note that is not a string or too long", _ERR),
+                "403": _resp("a read token: acknowledging needs the control role", _ERR),
+                "404": _resp("unknown alert id", _ERR),
+                "409": _resp("the alert is resolved: nothing to acknowledge", _ERR),
+                **_UNAUTHORIZED},
+        }},
+        "/v1/districts": {"get": {
+            "summary": "Coverage per district: devices expected, online, on time, per quantity; AQI, consumption",
+            "responses": {"200": _resp("the districts", {"type": "object", "properties": {
+                "districts": {"type": "array", "items": {"$ref": "#/components/schemas/District"}},
+                "generated_at": {"type": "integer"}}}), **_UNAUTHORIZED},
         }},
     },
 }
@@ -277,13 +377,93 @@ async def _command(request: web.Request) -> web.Response:
 
 
 async def _devices(request: web.Request) -> web.Response:
-    return web.json_response({"devices": request.app[CONTROL].devices()})
+    """Devices with actuators (the control service) and every device the site expects (hub.alerting), each
+    with its place, state and last values."""
+    listed = request.app[CONTROL].devices()
+    alerting = request.app[ALERTING]
+    if alerting is None:
+        return web.json_response({"devices": listed})
+    views = alerting.devices()
+    blank: dict[str, Any] = {"district": None, "lat": None, "lon": None, "online": False, "last_seen": None,
+                             "values": {}}
+    out: dict[str, dict[str, Any]] = {}
+    for entry in listed:
+        name = str(entry["device"])
+        out[name] = {**(views.get(name) or blank), **entry}
+    for name, view in views.items():
+        if name not in out:
+            out[name] = {**view, "state": "online" if view["online"] else "offline", "actuators": {}}
+    return web.json_response({"devices": [out[name] for name in sorted(out)]})
 
 
-def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | None = None) -> web.Application:
-    """The API's application: tokens and trusted proxy from `config`; `throttle` (a fresh one by default)."""
+def _alerting(request: web.Request) -> Alerting:
+    alerting = request.app[ALERTING]
+    if alerting is None:
+        raise web.HTTPNotFound(reason="this hub keeps no alerts")
+    return alerting
+
+
+async def _alerts(request: web.Request) -> web.Response:
+    alerting = _alerting(request)
+    state = request.query.get("state", "open")
+    if state not in ("open", "all"):
+        return _error(400, f"must be open or all, got {state!r}", "state")
+    raw = request.query.get("limit", "100")
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_ALERTS:
+        return _error(400, f"must be a whole number 1..{MAX_ALERTS}, got {raw!r}", "limit")
+    alerts = alerting.book.alerts(include_resolved=state == "all", limit=limit)
+    return web.json_response({"alerts": [a.as_dict() for a in alerts]})
+
+
+async def _alert(request: web.Request) -> web.Response:
+    alert = _alerting(request).book.get(request.match_info["id"])
+    if alert is None:
+        return _error(404, "unknown alert id", "id")
+    return web.json_response(alert.as_dict())
+
+
+async def _ack(request: web.Request) -> web.Response:
+    alerting = _alerting(request)
+    raw = await request.read()
+    note = None
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeError):
+            return _error(400, "body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        for key in body:
+            if key != "note":
+                return _error(400, f"unknown key {key!r} (known: note)", key)
+        note = body.get("note")
+        if note is not None and not isinstance(note, str):
+            return _error(400, "must be a string", "note")
+    try:
+        alert, _changed = alerting.ack(request.match_info["id"], f"api:{request[ROLE]}", note)
+    except AlertError as exc:
+        field = "note" if exc.status == 400 else "id"
+        return _error(exc.status, str(exc).removeprefix("note: "), field)
+    return web.json_response(alert.as_dict())
+
+
+async def _districts(request: web.Request) -> web.Response:
+    alerting = _alerting(request)
+    districts = alerting.districts()
+    return web.json_response({"districts": districts, "generated_at": alerting.clock_ms()})
+
+
+def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | None = None,
+             alerting: Alerting | None = None) -> web.Application:
+    """The API's application: tokens and trusted proxy from `config`; `throttle` (a fresh one by default);
+    `alerting`: the hub's alerts and districts (None: their endpoints answer 404)."""
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CONTROL] = control
+    app[ALERTING] = alerting
     app[TOKENS] = tuple((role, token.encode()) for role, token in config.tokens())
     app[THROTTLE] = Throttle() if throttle is None else throttle
     app[PROXY] = config.trusted_proxy
@@ -291,16 +471,21 @@ def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | No
     app.router.add_post("/v1/setpoints", _setpoint)
     app.router.add_get("/v1/commands/{id}", _command)
     app.router.add_get("/v1/devices", _devices)
+    app.router.add_get("/v1/alerts", _alerts)
+    app.router.add_get("/v1/alerts/{id}", _alert)
+    app.router.add_post("/v1/alerts/{id}/ack", _ack)
+    app.router.add_get("/v1/districts", _districts)
     return app
 
 
-async def serve_api(config: ApiConfig, control: ControlService) -> tuple[int, Coroutine[Any, Any, None]]:
+async def serve_api(config: ApiConfig, control: ControlService, alerting: Alerting | None = None,
+                    ) -> tuple[int, Coroutine[Any, Any, None]]:
     """Start listening; (bound port, a coroutine that serves until cancelled and then cleans up).
 
     ConfigError naming api.tls_cert when the certificate or its key cannot be loaded, and api.listen/api.port
     when the address cannot be listened on (a port taken)."""
     context = tls_context(config)
-    runner = web.AppRunner(make_app(control, config), access_log=None)
+    runner = web.AppRunner(make_app(control, config, alerting=alerting), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
     try:

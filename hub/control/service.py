@@ -486,10 +486,11 @@ class ControlService:
                 if value is not None:
                     log.info("rule %s: %s.%s.%s=%g -> %s.%s=%g", rule.name, r.device, r.sensor, r.field, r.value,
                              rule.target_device, rule.actuator, value)
-                    self._submit_quietly(rule.target_device, rule.actuator, value, "rule:" + rule.name)
+                    self.submit_automatic(rule.target_device, rule.actuator, value, "rule:" + rule.name)
 
-    def _submit_quietly(self, device: str, actuator: str, value: float, source: str) -> lc.Command:
-        """A rule's or schedule's setpoint: sent, or a rejected command with the reason (audited)."""
+    def submit_automatic(self, device: str, actuator: str, value: float, source: str) -> lc.Command:
+        """A setpoint no person asked for (a rule, a schedule, an alert action): sent, or a rejected command
+        with the reason (audited)."""
         try:
             return self.submit(device, actuator, value, source=source)
         except ControlError as exc:
@@ -504,7 +505,7 @@ class ControlService:
 
     def _schedule(self, s: rules.Schedule, now: int, *, first: bool) -> None:
         """Send a schedule's setpoint; keep trying within its window while it is not applied."""
-        cmd = self._submit_quietly(s.device, s.actuator, s.value, "schedule:" + s.name)
+        cmd = self.submit_automatic(s.device, s.actuator, s.value, "schedule:" + s.name)
         until = now + int(s.retry_window * 1000)
         if not first and s.name in self._schedule_tries:
             until = self._schedule_tries[s.name][1]

@@ -87,7 +87,9 @@ def test_coverage_points_and_device_view() -> None:
     assert fields == {("district", "expected"): 3.0, ("district", "online"): 2.0, ("district", "on_time"): 1.0,
                       ("district", "coverage"): 0.3333, ("district", "open_alerts"): 2.0, ("district", "aqi"): 112.0,
                       ("district", "energy_kw"): 2.0, ("pm25", "expected"): 3.0, ("pm25", "on_time"): 1.0}
-    assert encode(points)[0].startswith("qala_coverage,device=district:esil,quality=ok,sensor=district,site=astana ")
+    first = encode(points)[0]
+    assert first.startswith("qala_coverage,device=district:esil,quality=ok,sensor=district,site=astana ")
     view = device_view("air-1", Place("esil", 51.1, 71.4, online=True, last_seen=T0), {"pm25": (12.0, T0)})
-    assert view == {"device": "air-1", "district": "esil", "lat": 51.1, "lon": 71.4, "online": True,
+    assert view == {"device": "air-1", "transport": "mqtt", "district": "esil", "lat": 51.1, "lon": 71.4,
+                    "online": True,
                     "last_seen": T0, "values": {"pm25": {"value": 12.0, "ts": T0}}}
