@@ -44,7 +44,7 @@ def test_a_command_pending_at_a_hub_crash_ends_once(
     port, hub, board = hub_and_board(tmp_path, mosquitto, influxd, influxd_database, hub_processes, {},
                                      control={"ttl": 120.0, "retries": 0, "ack_timeout": 5.0})
     try:
-        wait_until(lambda: bool(api(port, "GET", "/v1/devices")[1].get("devices")), 30,
+        wait_until(lambda: any(d["actuators"] for d in api(port, "GET", "/v1/devices")[1].get("devices", ())), 30,
                    what="the board known to the hub")
         board.stop()  # offline: the command will wait at the broker in the board's session
         status, cmd = api(port, "POST", "/v1/setpoints", {"device": "t1", "actuator": "fan1", "value": 70})

@@ -1,0 +1,141 @@
+"""Alerts and districts on a real hub: a provisioned broker, influxd, the hub in-process, its HTTP API.
+
+Devices placed with the provisioning store (`provision.place_board`) report telemetry; the API shows them
+with their district, coordinates and last values, and /v1/districts their coverage. Events from a stand-in
+for the detectors (hub.detect is built apart) become an alert that an operator acknowledges through the API
+and that resolves; InfluxDB holds each transition (`qala_alert`) and the coverage rounds (`qala_coverage`);
+a restart keeps the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from hub.detect.events import CLEAR, FIRE, LEAK, WARNING, Event
+from hub.trust import provision
+from protocols import aqi
+from tests._plugins.trust import SITE
+from tests.control.live import TOKEN, api
+from tests.hub.conftest import Publisher, async_wait_until, running_hub, v1_table, write_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hub.trust.store import TrustStore
+    from simulators.services import Influxd, Mosquitto
+
+pytestmark = [pytest.mark.integration]
+
+READ = "read-token-0123456789abc"
+
+
+class Detectors:
+    enabled = True
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def tick(self, _now_ms: int) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+def leak(state: str, ts: int) -> Event:
+    return Event(LEAK, state, "dev-0000", "water_flow", WARNING, ts, "water_flow never below 0.4 m3/h at night",
+                 {"night_min": 0.4, "limit": 0.05})
+
+
+async def call(port: int, method: str, path: str, body: dict[str, Any] | None = None,
+               token: str = TOKEN) -> tuple[int, dict[str, Any]]:
+    return await asyncio.to_thread(api, port, method, path, body, token)
+
+
+async def test_alerts_and_districts_on_a_real_hub(
+    tmp_path: Path, site_store: TrustStore, secure_mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
+) -> None:
+    provision.place_board(site_store.root, "dev-0000", "esil", 51.128, 71.43)
+    provision.place_board(site_store.root, "dev-0001", "almaty", None, None)
+    path = write_config(tmp_path, secure_mosquitto, v1_table(influxd, influxd_database),
+                        site={"id": SITE, "require_birth": False},
+                        api={"control_token": TOKEN, "read_token": READ, "port": 0},
+                        alerts={"summary_interval": 1.0})
+    publisher = Publisher(secure_mosquitto)
+    try:
+        async with running_hub(path) as hub:
+            port = hub.api_port
+            assert port
+            publisher.birth("dev-0000")
+            now = int(time.time() * 1000)
+            for seq in range(5):
+                publisher.telemetry("dev-0000", seq, now - (4 - seq) * 1000, 20.0 + seq)
+            publisher.wait()
+
+            async def values_seen() -> bool:
+                status, body = await call(port, "GET", "/v1/devices", token=READ)
+                return status == 200 and any(d["values"] for d in body["devices"])
+            await async_wait_until(lambda: bool(hub.alerting.values.last("dev-0000").get("pm25")), 30,
+                                   what="dev-0000's telemetry")
+            assert await values_seen()
+            status, body = await call(port, "GET", "/v1/devices", token=READ)
+            devices = {d["device"]: d for d in body["devices"]}
+            assert set(devices) == {"dev-0000", "dev-0001", "dev-0002"}
+            d0 = devices["dev-0000"]
+            assert (d0["district"], d0["lat"], d0["lon"], d0["online"]) == ("esil", 51.128, 71.43, True)
+            assert d0["values"]["pm25"] == {"value": 24.0, "ts": now}
+            assert (devices["dev-0001"]["district"], devices["dev-0001"]["online"]) == ("almaty", False)
+
+            status, body = await call(port, "GET", "/v1/districts", token=READ)
+            assert status == 200
+            districts = {d["district"]: d for d in body["districts"]}
+            assert set(districts) == {"", "almaty", "esil"}
+            esil = districts["esil"]
+            assert (esil["expected"], esil["online"], esil["on_time"], esil["coverage"]) == (1, 1, 1, 1.0)
+            assert esil["quantities"]["pm25"] == {"expected": 1, "on_time": 1}
+            assert esil["aqi"] == aqi.pm25_index(24.0)
+            assert (districts["almaty"]["expected"], districts["almaty"]["on_time"]) == (1, 0)
+
+            detectors = Detectors()
+            hub.alerting.detectors = detectors
+            detectors.events.append(leak(FIRE, now))
+            hub.alerting.tick()
+            status, body = await call(port, "GET", "/v1/alerts", token=READ)
+            (alert,) = body["alerts"]
+            assert (alert["state"], alert["district"], alert["kind"]) == ("firing", "esil", "leak")
+            status, acked = await call(port, "POST", f"/v1/alerts/{alert['id']}/ack", {"note": "crew sent"})
+            assert (status, acked["state"], acked["acked_by"]) == (200, "acknowledged", "api:control")
+            status, body = await call(port, "GET", "/v1/districts", token=READ)
+            assert {d["district"]: d["open_alerts"] for d in body["districts"]}["esil"] == 1
+    finally:
+        publisher.close()
+
+    async with running_hub(path) as hub:  # the acknowledged alert survives a restart
+        port = hub.api_port
+        assert port
+        status, again = await call(port, "GET", f"/v1/alerts/{alert['id']}", token=READ)
+        assert (status, again) == (200, acked)
+        detectors = Detectors()
+        hub.alerting.detectors = detectors
+        detectors.events.append(leak(CLEAR, now + 60_000))
+        hub.alerting.tick()
+        status, body = await call(port, "POST", f"/v1/alerts/{alert['id']}/ack", {})
+        assert (status, body["error"]) == (409, f"alert {alert['id']} is resolved: nothing to acknowledge")
+
+        def stored() -> bool:
+            rows = influxd.points(influxd_database, 'SELECT * FROM "qala_alert" GROUP BY *')
+            return {r["quality"] for r in rows} == {"firing", "acknowledged", "resolved"}
+        await async_wait_until(stored, 30, what="the alert's transitions in InfluxDB")
+        rows = influxd.points(influxd_database, 'SELECT * FROM "qala_alert" GROUP BY *')
+        acked_row = next(r for r in rows if r["quality"] == "acknowledged")
+        assert (acked_row["device"], acked_row["sensor"], acked_row["id"], acked_row["district"],
+                acked_row["acked_by"], acked_row["note"]) == ("dev-0000", "leak", alert["id"], "esil", "api:control",
+                                                              "crew sent")
+
+        def coverage() -> bool:
+            rows = influxd.points(influxd_database,
+                                  'SELECT * FROM "qala_coverage" WHERE "device" = \'district:esil\' GROUP BY *')
+            return any(r["sensor"] == "district" and r.get("expected") == 1 for r in rows)
+        await async_wait_until(coverage, 30, what="qala_coverage points of district esil")
