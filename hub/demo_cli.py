@@ -210,7 +210,8 @@ def _fleet_store(args: argparse.Namespace) -> Any:
         names = [fleet.board_name(i)[0] for i in range(args.boards)]
         missing = [name for name in names if store.board(name) is None]
         if missing and args.provision:
-            provision.add_boards(store.root, missing)
+            places = {name: fleet.board_place(i) for i, name in enumerate(names) if name in missing}
+            provision.add_boards(store.root, missing, places)
             sys.stdout.write(f"qala sim fleet: provisioned {len(missing)} boards in {store.root}; SIGHUP the "
                              "broker (and the hub) so that they can log in\n")
             store = TrustStore.load(store.root)

@@ -8,7 +8,8 @@
 - a socat pty pair as an RS-485 line: the hub opens `rs485-hub`, the SDM630 (unit 1) and SDM120 (unit 2)
   simulators answer on `rs485-meters`; the ONICON heat meter profile over Modbus TCP (simulators.modbus_devices);
 - the board bundle (hub.tools.bundle) and N boards, each the real firmware under `micropython` with the sim
-  driver: air (fan), energy (relay) and water (valve) boards across Astana's districts (simulators.fleet);
+  driver: air (fan), energy (relay) and water (valve) boards across Astana's districts (simulators.fleet),
+  each provisioned with its district and coordinates (the Modbus meters get theirs in hub.toml);
 - the hub as a subprocess `python -m hub hub run --config hub.toml` (generated: [trust] the store, MQTT ingest
   over TLS, the Modbus buses, InfluxDB v1, the HTTP API with a fresh token, a CO2 rule driving the first air
   board's fan). Every board verifies the broker and acts only on commands the hub signed with its key.
@@ -354,7 +355,9 @@ class Demo:
 
         root = self.folder / "store"
         provision.init_store(root, SITE)
-        provision.add_boards(root, [fleet.board_name(i)[0] for i in range(self.options.boards)])
+        boards = range(self.options.boards)
+        provision.add_boards(root, [fleet.board_name(i)[0] for i in boards],
+                             {fleet.board_name(i)[0]: fleet.board_place(i) for i in boards})
         provision.add_hub(root, WATCH)
         return TrustStore.load(root)
 
@@ -470,12 +473,16 @@ class Demo:
             "modbus.buses.heat-plant": {"transport": "tcp", "host": "127.0.0.1", "port": self.tcp.port,
                                         "timeout": 0.5},
         }
-        for device, (profile, unit) in RTU_METERS.items():
+        esil_lat, esil_lon = fleet.CENTRES["esil"]
+        for i, (device, (profile, unit)) in enumerate(RTU_METERS.items()):  # meters on a line in Esil district
             tables[f"modbus.devices.{device}"] = {"bus": "rs485-esil", "unit": unit, "profile": profile,
-                                                  "interval": 2.0}
-        for device, profile in TCP_METERS.items():
+                                                  "interval": 2.0, "district": "esil",
+                                                  "lat": round(esil_lat + 0.001 * i, 5), "lon": esil_lon}
+        plant_lat, plant_lon = fleet.CENTRES["baikonyr"]
+        for device, profile in TCP_METERS.items():  # the heat plant's meter, in Baikonyr district
             tables[f"modbus.devices.{device}"] = {"bus": "heat-plant", "unit": 1, "profile": profile,
-                                                  "interval": 2.0}
+                                                  "interval": 2.0, "district": "baikonyr", "lat": plant_lat,
+                                                  "lon": plant_lon}
         text = _toml(tables) + (  # the CO2 rule: a [[rules]] array table
             "\n[[rules]]\n"
             'name = "co2-fan"\n'

@@ -47,12 +47,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BOARD_HEAP",
+    "CENTRES",
     "DISTRICTS",
     "KINDS",
     "FirmwareBoard",
     "FleetError",
     "board_config",
     "board_name",
+    "board_place",
     "find_micropython",
     "fleet_identities",
     "parse_broker",
@@ -64,6 +66,13 @@ __all__ = [
 BOARD_HEAP = "160k"
 KINDS = ("air", "energy", "water")
 DISTRICTS = ("esil", "almaty", "saryarka", "baikonyr", "nura")
+CENTRES = {  # a point in each of Astana's districts (WGS 84, rounded): where the demo's boards are placed
+    "esil": (51.128, 71.430),
+    "almaty": (51.150, 71.490),
+    "saryarka": (51.190, 71.400),
+    "baikonyr": (51.170, 71.450),
+    "nura": (51.070, 71.400),
+}
 
 # kind: (sensor name, quantities, actuator name, actuator limits)
 _KIND_SPECS: dict[str, tuple[str, list[str], str, dict[str, Any]]] = {
@@ -109,6 +118,15 @@ def board_name(index: int) -> tuple[str, str]:
     kind = KINDS[index % len(KINDS)]
     district = DISTRICTS[index % len(DISTRICTS)]
     return f"{district}-{kind}-{index + 1:02d}", kind
+
+
+def board_place(index: int) -> tuple[str, float, float]:
+    """(district, lat, lon) of the index-th board: its district's centre, moved a few hundred metres by
+    index so that boards of a district do not sit on one point."""
+    district = DISTRICTS[index % len(DISTRICTS)]
+    lat, lon = CENTRES[district]
+    step = index // len(DISTRICTS)
+    return district, round(lat + 0.004 * (step % 5 - 2), 5), round(lon + 0.006 * (step // 5 % 5 - 2), 5)
 
 
 def board_config(site: str, device: str, kind: str, host: str, port: int, *, interval: float = 2.0,
