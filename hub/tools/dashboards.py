@@ -235,6 +235,59 @@ def panels() -> list[Panel]:
         "  |> difference(nonNegative: true)",
     ))
 
+    districts = "Districts and alerts"
+    district = "\"sensor\" = 'district'"
+    out.append(Panel(
+        districts, "Coverage per district (devices reporting on time / expected)",
+        (f'SELECT last("coverage") FROM "qala_coverage" WHERE {SITE} AND {district} AND $timeFilter '
+         'GROUP BY time($__interval), "device" fill(none)',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_coverage" and r._field == "coverage" and '
+        'r.site == v.site and r.sensor == "district")\n'
+        '  |> group(columns: ["device"])\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)",
+        unit="percentunit",
+        description="One line per district (device tag district:<name>; district: for devices without one), "
+        "written every alerts.summary_interval (hub.coverage, docs/operators.md).",
+    ))
+    out.append(Panel(
+        districts, "Districts now: expected, online, on time, open alerts, AQI",
+        ('SELECT last("expected") AS "expected", last("online") AS "online", last("on_time") AS "on_time", '
+         'last("coverage") AS "coverage", last("open_alerts") AS "open_alerts", last("aqi") AS "aqi" '
+         f'FROM "qala_coverage" WHERE {SITE} AND {district} AND time > now() - 1h GROUP BY "device"',),
+        f'from(bucket: "{BUCKET}")\n  |> range(start: -1h)\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_coverage" and r.site == v.site and r.sensor == "district")\n'
+        '  |> group(columns: ["device", "_field"])\n  |> last()\n'
+        '  |> pivot(rowKey: ["device"], columnKey: ["_field"], valueColumn: "_value")\n'
+        '  |> group()',
+        kind="table",
+        description="The latest coverage round of each district; the per-quantity figures are in the same "
+        "measurement with sensor = the quantity.",
+    ))
+    out.append(Panel(
+        districts, "Open alerts per district",
+        (f'SELECT last("open_alerts") FROM "qala_coverage" WHERE {SITE} AND {district} AND $timeFilter '
+         'GROUP BY time($__interval), "device" fill(none)',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_coverage" and r._field == "open_alerts" and '
+        'r.site == v.site and r.sensor == "district")\n'
+        '  |> group(columns: ["device"])\n'
+        "  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)",
+        description="Alerts firing or acknowledged (not yet resolved) per district.",
+    ))
+    out.append(Panel(
+        districts, "Alerts: transitions (latest first)",
+        ('SELECT "id", "severity", "quantity", "district", "message", "count", "acked_by", "note" FROM "qala_alert" '
+         f'WHERE {SITE} AND $timeFilter GROUP BY "device", "sensor", "quality" ORDER BY time DESC LIMIT 200',),
+        f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+        '  |> filter(fn: (r) => r._measurement == "qala_alert" and r.site == v.site)\n'
+        '  |> pivot(rowKey: ["_time", "device", "sensor", "quality"], columnKey: ["_field"], valueColumn: "_value")\n'
+        '  |> group()\n  |> sort(columns: ["_time"], desc: true)',
+        kind="table",
+        description="One row per alert transition: sensor is the kind (leak, flatline, ...), quality the state "
+        "(firing, acknowledged, resolved). Acknowledge in the operator page or POST /v1/alerts/{id}/ack.",
+    ))
+
     control = "Control actions"
     out.append(Panel(
         control, "Commands (latest first)",
@@ -334,7 +387,7 @@ def grafana() -> dict[str, Any]:
 # Grafana unit ids -> what InfluxDB 2's charts print after a value (they take a literal suffix, no unit ids)
 INFLUX2_SUFFIX = {
     "": "", "bytes": " B", "celsius": " °C", "conμgm3": " µg/m³", "dBm": " dBm", "humidity": " %", "kwatt": " kW",
-    "kwatth": " kWh", "ppb": " ppb", "ppm": " ppm", "volt": " V", "watt": " W",
+    "kwatth": " kWh", "percentunit": "", "ppb": " ppb", "ppm": " ppm", "volt": " V", "watt": " W",
 }
 
 
@@ -374,7 +427,7 @@ def influx2() -> list[dict[str, Any]]:
          "spec": {"name": "site", "type": "query", "language": "flux", "query": SITE_VARIABLE_FLUX}},
         {"apiVersion": api, "kind": "Dashboard", "metadata": {"name": "qala-city"},
          "spec": {"name": "Qala: city sensors", "description": "Air quality, energy, water and heat, device "
-                  "health, control actions (docs/operators.md)", "charts": charts}},
+                  "health, districts and alerts, control actions (docs/operators.md)", "charts": charts}},
     ]
 
 

@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from hub import alerts
+from hub.alerts import AlertBook, alert_readings
 from hub.control import command as lc
 from hub.control.service import ControlService
 from hub.ingest.process import status_readings
+from hub.coverage import LastValues, Place, coverage_readings, summaries
+from hub.detect.events import Event
 from hub.metrics import Metrics
-from hub.model import COMMAND, DEVICE_STATUS, HUB, Reading, telemetry_readings
+from hub.model import ALERT, COMMAND, COVERAGE, DEVICE_STATUS, HUB, Reading, telemetry_readings
 from hub.service import Hub
 from hub.sinks import lineproto
 from hub.tools import dashboards
@@ -77,14 +81,35 @@ def _telemetry(ts: int) -> list[Reading]:
     return out
 
 
+def _alerts(ts: int) -> list[Reading]:
+    book = AlertBook(district=lambda _d: "esil")
+    out: list[Reading] = []
+    fire = Event("leak", "fire", "w-1", "water_flow", "warning", ts - 2000, "never below 0.4", {"value": 0.4})
+    ((alert, _),) = book.apply([fire], ts - 2000)
+    out += alert_readings(SITE, alert)
+    book.ack(alert.id, "api:control", "crew sent", ts - 1000)
+    out += alert_readings(SITE, alert)
+    book.apply([fire._replace(state="clear", ts=ts)], ts)
+    return out + alert_readings(SITE, alert)
+
+
+def _coverage(ts: int) -> list[Reading]:
+    values = LastValues()
+    values.sample("aq-1", ts - 1000, [("pm25", 20.0, "ok"), ("power_active", 500.0, "ok")])
+    values.sample("aq-1", ts, [("pm25", 21.0, "ok"), ("power_active", 500.0, "ok")])
+    site = {"aq-1": Place("esil", online=True), "w-1": Place("esil", quantities=frozenset({"water_flow"}))}
+    return coverage_readings(SITE, summaries(site, values, {"w-1": 1}, ts), ts)
+
+
 def every_reading(ts: int) -> list[Reading]:
-    return _telemetry(ts) + _status(ts) + _audit(ts) + _hub(ts) + _hub(ts + 60_000)
+    return (_telemetry(ts) + _status(ts) + _audit(ts) + _hub(ts) + _hub(ts + 60_000) + _alerts(ts)
+            + _coverage(ts) + _coverage(ts + 60_000))
 
 
 def schema() -> tuple[dict[str, set[str]], set[str]]:
     """{measurement: fields} and quality values, from Readings the hub's own code makes."""
     fields: dict[str, set[str]] = {}
-    qualities: set[str] = set(catalogue.QUALITIES) | set(lc.FINAL)
+    qualities: set[str] = set(catalogue.QUALITIES) | set(lc.FINAL) | set(alerts.STATES)
     for r in every_reading(1_700_000_000_000):
         fields.setdefault(r.measurement, set()).add(r.field)
     return fields, qualities
@@ -92,7 +117,10 @@ def schema() -> tuple[dict[str, set[str]], set[str]]:
 
 def test_schema_is_what_the_docs_say() -> None:
     fields, _ = schema()
-    assert set(fields) == set(catalogue.DOMAINS) | {DEVICE_STATUS, HUB, COMMAND}
+    assert set(fields) == set(catalogue.DOMAINS) | {DEVICE_STATUS, HUB, COMMAND, ALERT, COVERAGE}
+    assert fields[ALERT] == {"id", "severity", "quantity", "district", "message", "evidence", "count", "fired_at",
+                             "acked_by", "note", "resolved_at"}
+    assert fields[COVERAGE] == {"expected", "online", "on_time", "coverage", "open_alerts", "aqi", "energy_kw"}
     assert fields[COMMAND] >= {"value", "applied", "latency_ms", "attempts", "id", "source", "transport", "reason"}
     assert fields[DEVICE_STATUS] == {"state", "online", "safe", "boot", "fw", "error"}
     assert {"spool_fill", "write_latency_max_ms", "rejects", "seq_gaps"} <= fields[HUB]
