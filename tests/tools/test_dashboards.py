@@ -20,9 +20,9 @@ from hub import alerts
 from hub.alerts import AlertBook, alert_readings
 from hub.control import command as lc
 from hub.control.service import ControlService
-from hub.ingest.process import status_readings
 from hub.coverage import LastValues, Place, coverage_readings, summaries
 from hub.detect.events import Event
+from hub.ingest.process import status_readings
 from hub.metrics import Metrics
 from hub.model import ALERT, COMMAND, COVERAGE, DEVICE_STATUS, HUB, Reading, telemetry_readings
 from hub.service import Hub
