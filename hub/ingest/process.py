@@ -156,7 +156,7 @@ def decode_telemetry(payload: bytes) -> payloads.Telemetry:
     return payloads.decode_telemetry(payload)
 
 
-def _keep_nothing(_device: str, _ts: int, _values: list[tuple[str, float, str]]) -> None:
+def _keep_nothing(_device: str, _sensor: str, _ts: int, _values: list[tuple[str, float, str]]) -> None:
     return
 
 
@@ -192,9 +192,9 @@ class Processor:
         self._topics: dict[str, tuple[str, str]] = {}
         """(device, kind) of topics admitted before: valid, of this site, of a known device. A device sends on
         the same few topics all day, so the checks cost nothing per message after the first."""
-        self.sample: Callable[[str, int, list[tuple[str, float, str]]], None] = _keep_nothing
-        """Called with each telemetry message's (device, ts, readings): the service's last values for district
-        coverage and the API (hub.coverage.LastValues.sample); by default nothing is kept."""
+        self.sample: Callable[[str, str, int, list[tuple[str, float, str]]], None] = _keep_nothing
+        """Called with each telemetry message's (device, sensor, ts, readings): the service's last values for
+        district coverage and the API (hub.coverage.LastValues.sample); by default nothing is kept."""
         self.ids: list[tuple[str, int, int]] | None = None
         """(device, boot, seq) of every telemetry message to store since the service last took them: what it
         confirms to the boards once they are in the spool (hub.ingest.confirm); None: not collected (the hub
@@ -278,7 +278,7 @@ class Processor:
         if verdict is Verdict.GAP:
             self.ratelog.warning("gap:" + device, "sequence gap device=%s boot=%d seq=%d", device, t.boot, t.seq)
         self.registry.seen(device, now_ms)
-        self.sample(device, t.ts, t.readings)
+        self.sample(device, t.sensor, t.ts, t.readings)
         metrics.readings_in += len(t.readings)
         if catalogue.RANGE in map(_QUALITY, t.readings):  # rare: the loop only then
             for quantity, value, quality in t.readings:

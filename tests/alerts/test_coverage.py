@@ -15,23 +15,23 @@ def feed(values: LastValues, device: str, every_s: float, until: int, **quantiti
     """A device reporting `quantities` every `every_s` seconds for the 10 intervals up to `until`."""
     for i in range(10, -1, -1):
         ts = until - int(i * every_s * S)
-        values.sample(device, ts, [(q, v, "ok") for q, v in quantities.items()])
+        values.sample(device, "s1", ts, [(q, v, "ok") for q, v in quantities.items()])
 
 
 def test_learned_interval_and_outliers() -> None:
     values = LastValues()
     feed(values, "a1", 10, T0, pm25=12.0)
-    assert values.devices["a1"]["pm25"][2] == 10 * S
-    values.sample("a1", T0 + 3600 * S, [("pm25", 13.0, "ok")])  # an hour's outage
-    assert values.devices["a1"]["pm25"][2] == 10 * S + (40 * S - 10 * S) / 8  # counted as 4 intervals at most
-    values.sample("a1", T0, [("pm25", 1.0, "ok")])  # late: older than what it has, value kept
+    assert values.devices["a1"]["s1"][2] == 10 * S
+    values.sample("a1", "s1", T0 + 3600 * S, [("pm25", 13.0, "ok")])  # an hour's outage
+    assert values.devices["a1"]["s1"][2] == 10 * S + (40 * S - 10 * S) / 8  # counted as 4 intervals at most
+    values.sample("a1", "s1", T0, [("pm25", 1.0, "ok")])  # late: older than what it has, value kept
     assert values.last("a1") == {"pm25": (13.0, T0 + 3600 * S)}
 
 
 def test_bounded_devices() -> None:
     values = LastValues(max_devices=2)
     for name in ("a", "b", "c"):
-        values.sample(name, T0, [("pm25", 1.0, "ok")])
+        values.sample(name, "s1", T0, [("pm25", 1.0, "ok")])
     assert set(values.devices) == {"a", "b"}
 
 

@@ -163,8 +163,8 @@ async def test_tokens_are_needed(client: TestClient[Any, Any]) -> None:
 
 
 async def test_districts_and_devices(setup: Setup, client: TestClient[Any, Any]) -> None:
-    setup.alerting.values.sample("t1", T0 - 2000, [("pm25", 30.0, "ok")])
-    setup.alerting.values.sample("t1", T0 - 1000, [("pm25", 40.0, "ok")])
+    setup.alerting.values.sample("t1", "s1", T0 - 2000, [("pm25", 30.0, "ok")])
+    setup.alerting.values.sample("t1", "s1", T0 - 1000, [("pm25", 40.0, "ok")])
     setup.fire(leak())
     status, body = await call(client, "GET", "/v1/districts", READER)
     assert status == 200

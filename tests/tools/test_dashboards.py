@@ -95,8 +95,8 @@ def _alerts(ts: int) -> list[Reading]:
 
 def _coverage(ts: int) -> list[Reading]:
     values = LastValues()
-    values.sample("aq-1", ts - 1000, [("pm25", 20.0, "ok"), ("power_active", 500.0, "ok")])
-    values.sample("aq-1", ts, [("pm25", 21.0, "ok"), ("power_active", 500.0, "ok")])
+    values.sample("aq-1", "s1", ts - 1000, [("pm25", 20.0, "ok"), ("power_active", 500.0, "ok")])
+    values.sample("aq-1", "s1", ts, [("pm25", 21.0, "ok"), ("power_active", 500.0, "ok")])
     site = {"aq-1": Place("esil", online=True), "w-1": Place("esil", quantities=frozenset({"water_flow"}))}
     return coverage_readings(SITE, summaries(site, values, {"w-1": 1}, ts), ts)
 
