@@ -600,6 +600,9 @@ class Hub:
             "seq_reboots": float(self.tracker.reboots),
             "confirm_gaps_given_up": float(self.confirms.gaps_given_up if self.confirms is not None else 0),
             "devices": float(len(self.registry.devices)),
+            "alerts_open": float(len(self.alerting.book.open)),
+            "alerts_suppressed": float(self.alerting.book.suppressed),
+            "alert_actions": float(self.alerting.actions_sent),
         }
         return self.metrics.snapshot(self.config.site.id, self.config.mqtt.client_id, int(time.time() * 1000), gauges)
 
