@@ -39,6 +39,12 @@ def test_generated_hub_toml_loads_with_everything_the_demo_needs(tmp_path: Path)
     assert config.api.port == demo.api_port
     assert config.modbus is not None
     assert {d.name for d in config.modbus.devices} == set(city.RTU_METERS) | set(city.TCP_METERS)
+    assert all(d.district in fleet.DISTRICTS and d.lat and d.lon for d in config.modbus.devices)
+    for i in range(3):  # every board placed in its district of Astana
+        entry = demo.store.entry(fleet.board_name(i)[0])
+        assert entry is not None
+        assert (entry.district, entry.lat, entry.lon) == fleet.board_place(i)
+        assert entry.district in fleet.DISTRICTS
     assert [rule.device for rule in config.rules] == [fleet.board_name(0)[0]]
 
 
