@@ -201,10 +201,14 @@ class Hub:
         """Set once the spool backlog is queued and MQTT is connecting."""
 
     def _alerting(self, config: HubConfig, state: Path) -> Alerting:
-        self.detectors: DetectorsLike | None = None
-        """The detectors (hub.detect) the alerting loop ticks; None: alerts come from nothing but are kept."""
-        self.north: NorthLike | None = None
-        """The northbound feed (hub.north) alerts and district summaries go to; None: not fed."""
+        """The alerting loop; `detectors` and `north` (set here to None unless set before) are handed to it
+        when the hub runs, so whatever builds them may do so before or after this."""
+        if not hasattr(self, "detectors"):
+            self.detectors: DetectorsLike | None = None
+            """The detectors (hub.detect) the alerting loop ticks; None: no events, alerts are only kept."""
+        if not hasattr(self, "north"):
+            self.north: NorthLike | None = None
+            """The northbound feed (hub.north) alerts and district summaries go to; None: not fed."""
         detect = getattr(config, "detect", None)  # [detect] (hub.detect): its interval paces the ticks
         alerting = Alerting(config.site.id, config.alerts, state, emit=self.emit, places=self.places,
                             control=self.control, interval=float(getattr(detect, "interval", DEFAULT_INTERVAL)))

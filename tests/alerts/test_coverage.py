@@ -3,9 +3,20 @@ alerts; and the qala_coverage points."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+from hub.alerting import site_places
 from hub.coverage import LastValues, Place, coverage_readings, device_view, summaries
+from hub.modbus import config as modbus_config
 from hub.model import COVERAGE, Reading
+from hub.registry import Registry
 from hub.sinks.lineproto import encode
+from hub.trust.store import DeviceEntry
+from protocols import payloads
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 T0 = 1_795_553_687_000
 S = 1000
@@ -93,3 +104,31 @@ def test_coverage_points_and_device_view() -> None:
     assert view == {"device": "air-1", "transport": "mqtt", "district": "esil", "lat": 51.1, "lon": 71.4,
                     "online": True,
                     "last_seen": T0, "values": {"pm25": {"value": 12.0, "ts": T0}}}
+
+
+def test_the_devices_a_site_expects(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.json")
+    caps = {"sensors": {"air1": {"driver": "sim", "q": ["pm25", "co2"]}}, "actuators": {}}
+    registry.update("b1", payloads.decode_status(payloads.encode_status("online", T0, 1, "1.0", caps)), T0)
+    registry.update("b2", payloads.decode_status(payloads.encode_status("offline")), T0)
+    modbus = modbus_config.parse({
+        "buses": {"plant": {"transport": "tcp", "host": "127.0.0.1"}},
+        "devices": {"m1": {"bus": "plant", "unit": 1, "profile": "sdm120", "interval": 5.0, "district": "nura",
+                           "lat": 51.07, "lon": 71.4}}})
+    values = LastValues()
+    values.observe([Reading("energy", "s", "m1", "meter", "ok", "voltage", 230.0, T0)])
+    # plain mode (no store): the registry's devices; Modbus devices from the config
+    places = site_places(None, registry, modbus.devices, {"m1": True}.get, values)
+    assert places["b1"] == Place(None, None, None, online=True, last_seen=T0, quantities=frozenset({"pm25", "co2"}))
+    assert places["b2"].online is False
+    m1 = places["m1"]
+    assert (m1.district, m1.lat, m1.lon, m1.online, m1.last_seen, m1.interval_s, m1.transport) == (
+        "nura", 51.07, 71.4, True, T0, 5.0, "modbus")
+    assert "voltage" in m1.quantities
+    # with a store: its provisioned devices and their places, known to the registry or not
+    store = SimpleNamespace(devices=lambda: frozenset({"b1", "b9"}),
+                            entry=lambda d: DeviceEntry(1, "esil", 51.1, 71.4) if d == "b1" else DeviceEntry(1))
+    places = site_places(store, registry, (), lambda _d: None, values)
+    assert set(places) == {"b1", "b9"}
+    assert (places["b1"].district, places["b1"].lat, places["b1"].online) == ("esil", 51.1, True)
+    assert (places["b9"].district, places["b9"].online, places["b9"].last_seen) == (None, False, None)
