@@ -6,9 +6,10 @@ Two parts:
   and the interval the sensor reports at, learned from the messages themselves (a smoothed gap between two
   messages of the same sensor). Fed once per telemetry message by the ingest (hub.ingest.process: `sample`,
   one dict lookup and a list update: 0.3-0.6 us a message measured here, about 5 % of the message's
-  processing) and with the Modbus poller's Readings (`observe`). Bounded: at most `max_devices` devices (100,000; further ids are not tracked), each entry a
-  device's sensor holding its last decoded message (a few hundred bytes).
-- `summaries(...)`: the District documents (docs/operators.md), computed from a `Site` (each expected
+  processing) and with the Modbus poller's Readings (`observe`). Bounded: at most `max_devices` devices
+  (100,000; further ids are not tracked), each entry a device's sensor holding its last decoded message (a few
+  hundred bytes).
+- `summaries(...)`: the District documents (docs/operators.md), computed from the site's places (each expected
   device with its district, coordinates, online state and the quantities it is expected to report), the last
   values and the open alerts; `coverage_readings` turns them into `qala_coverage` Readings (docs/influxdb.md).
 
