@@ -18,7 +18,9 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
   book (hub.alerts, `<state>/alerts.json`): each transition a `qala_alert` point, a northbound document
   (hub.north) and, if [[alerts.actions]] say so, a setpoint through the control service; every
   `alerts.summary_interval` seconds the district coverage (hub.coverage) as `qala_coverage` points and
-  northbound summaries. The ingest keeps each device's last values for it (hub.coverage.LastValues).
+  northbound summaries. The ingest keeps each device's last values for it (hub.coverage.LastValues). At
+  start, in the background, the detectors' consumption baselines are loaded from InfluxDB
+  (hub.detect.baseline, when there).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
 - confirm: once a second, the boards' confirmations (hub.ingest.confirm, protocols/confirm.py): for each
   board whose spooled messages advanced without a hole, the (boot, seq) up to which all are spooled, saved to
@@ -53,10 +55,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import logging
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub.alerting import DEFAULT_INTERVAL, Alerting, site_places
 from hub.backoff import Backoff
@@ -123,7 +126,7 @@ def load_trust(config: HubConfig) -> TrustStore | None:
 
 
 class Hub:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig) -> None:  # noqa: PLR0915 - wires every part, one statement each
         """Raises StoreError when [trust]'s store cannot be used. Only the store's device ids are taken from
         MQTT; Modbus devices come from the config and are never filtered."""
         self.trust = load_trust(config)
@@ -197,8 +200,31 @@ class Hub:
         """Why the spool's disk refused the last write (None while it takes them)."""
         self._disk_backoff = Backoff(0.5, 5.0)
         self._registry_error = False
+        self._baseline: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         """Set once the spool backlog is queued and MQTT is connecting."""
+
+    async def _load_baseline(self) -> None:
+        """Once at start, in the background: the detectors' consumption baselines from what InfluxDB holds
+        (hub.detect.baseline.load_baseline, when the detectors are on and that module is there). A failure
+        is logged; the baselines then start from the stream."""
+        detectors = self.detectors
+        if detectors is None or not detectors.enabled:
+            return
+        try:
+            baseline: Any = importlib.import_module("hub.detect.baseline")
+        except ImportError:
+            return
+        load = getattr(baseline, "load_baseline", None)
+        if load is None:
+            return
+        try:
+            loaded = await load(detectors, self.config.influxdb, self.config.site.id)
+        except Exception as exc:  # noqa: BLE001 - InfluxDB down or answering badly: the stream builds them
+            log.warning("detect: consumption baselines not loaded from InfluxDB, they start from the stream: %s",
+                        exc)
+            return
+        log.info("detect: consumption baselines loaded from InfluxDB series=%s", loaded)
 
     def _alerting(self, config: HubConfig, state: Path) -> Alerting:
         """The alerting loop; `detectors` and `north` (set here to None unless set before) are handed to it
@@ -374,6 +400,7 @@ class Hub:
         self.alerting.detectors = self.detectors
         self.alerting.north = self.north
         others.append(asyncio.create_task(self.alerting.run(), name="qala-hub.alerting"))
+        self._baseline = asyncio.create_task(self._load_baseline(), name="qala-hub.baseline")
         if self.config.api is not None:
             from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
 
@@ -399,6 +426,8 @@ class Hub:
         *others: asyncio.Task[object],
     ) -> None:
         self._closing = True
+        if self._baseline is not None:
+            self._baseline.cancel()
         self.mqtt.close_intake()
         self.mqtt.wakeup.set()
         for task in others:
