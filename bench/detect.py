@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub.detect import events as ev  # noqa: E402
-from hub.detect.config import DetectConfig  # noqa: E402
-from hub.detect.defaults import DEFAULTS  # noqa: E402
-from hub.detect.engine import Detectors  # noqa: E402
-from protocols import aqi, catalogue  # noqa: E402
-from simulators.faults import DAY, HOUR, MIN, City, Fault, Message  # noqa: E402
+from hub.detect import events as ev
+from hub.detect.config import DetectConfig
+from hub.detect.defaults import DEFAULTS
+from hub.detect.engine import Detectors
+from protocols import aqi, catalogue
+from simulators.faults import DAY, HOUR, MIN, City, Fault, Message
 
 TICK = 10_000
 GRACE = {ev.DRIFT: 3 * HOUR, ev.CONSUMPTION: 3 * HOUR, ev.COUNTER_STOPPED: 3 * HOUR, ev.LEAK: 2 * HOUR,
@@ -70,7 +70,7 @@ class Plain:
     hourly: dict[str, list[float]] = field(default_factory=dict)
     h0: dict[str, float] = field(default_factory=dict)
 
-    def edge(self, kind: str, device: str, quantity: str, cond: bool, at: int) -> None:  # noqa: FBT001
+    def edge(self, kind: str, device: str, quantity: str, cond: bool, at: int) -> None:
         key = (kind, device, quantity)
         if cond and key not in self.on:
             self.on.add(key)
@@ -81,7 +81,7 @@ class Plain:
     def sample(self, m: Message) -> None:  # noqa: C901
         d, now = m.device, m.now_ms
         self.seen[d] = now
-        self.edge(ev.CLOCK, d, "", abs(m.ts_ms - now) > 120_000, now)  # noqa: PLR2004
+        self.edge(ev.CLOCK, d, "", abs(m.ts_ms - now) > 120_000, now)
         if m.gap:
             self.gap_at[d] = now
         self.edge(ev.SEQ_GAPS, d, "", now - self.gap_at.get(d, -HOUR) < HOUR, now)
@@ -97,15 +97,15 @@ class Plain:
             if q in ("water_volume", "heat_energy", "energy_import"):
                 self.edge(ev.COUNTER_BACKWARDS, d, q, v < prev, now)
                 n = self.same[key] = self.same.get(key, 0) + 1 if v == prev else 0
-                self.edge(ev.COUNTER_STOPPED, d, q, n >= 12, now)  # noqa: PLR2004 - an hour of 5-minute samples
+                self.edge(ev.COUNTER_STOPPED, d, q, n >= 12, now)
                 continue
             if lim is not None and lim.flatline_s is not None:
                 n = self.same[key] = self.same.get(key, 0) + 1 if v == prev and not (lim.flat_zero_ok and v == 0) \
                     else 0
-                self.edge(ev.FLATLINE, d, q, n >= 10, now)  # noqa: PLR2004
+                self.edge(ev.FLATLINE, d, q, n >= 10, now)
             span = hi - lo
             if lim is not None and lim.spike_step is not None:
-                self.edge(ev.SPIKE, d, q, abs(v - prev) > 0.05 * span, now)  # noqa: PLR2004
+                self.edge(ev.SPIKE, d, q, abs(v - prev) > 0.05 * span, now)
             if lim is not None and lim.drift_abs is not None and d in self.groups:
                 self.latest[(d, q)] = v
                 mates = [self.latest.get((o, q)) for o, g in self.groups.items() if g == self.groups[d] and o != d]
@@ -114,7 +114,7 @@ class Plain:
                     self.edge(ev.DRIFT, d, q, abs(v - sum(vals) / len(vals)) > 2 * lim.drift_abs, now)
             if q in ("water_flow", "heat_flow") and lim is not None and lim.leak_min is not None:
                 h = ((m.ts_ms + 5 * HOUR) % DAY) / HOUR
-                if 3 <= h < 3.1:  # noqa: PLR2004 - the 03:00 sample
+                if 3 <= h < 3.1:
                     self.edge(ev.LEAK, d, q, v > lim.leak_min, now)
             if q == "pm25":
                 win = self.pm5.setdefault(d, deque())
@@ -122,7 +122,7 @@ class Plain:
                 while win and win[0][0] < now - 5 * MIN:
                     win.popleft()
                 mean = sum(x for _, x in win) / len(win)
-                self.edge(ev.AQI_FORECAST, d, q, aqi.pm25_index(mean) > 80, now)  # noqa: PLR2004 - 80 % of the way to 100
+                self.edge(ev.AQI_FORECAST, d, q, aqi.pm25_index(mean) > 80, now)
 
     def tick(self, now: int, meters: dict[str, tuple[str, float]]) -> None:
         for d, t in self.seen.items():
@@ -132,7 +132,7 @@ class Plain:
                 inc = v - self.h0.get(d, v)
                 self.h0[d] = v
                 hist = self.hourly.setdefault(d, [])
-                mean = sum(hist) / len(hist) if len(hist) >= 24 else None  # noqa: PLR2004
+                mean = sum(hist) / len(hist) if len(hist) >= 24 else None
                 self.edge(ev.CONSUMPTION, d, q, mean is not None and inc > 3 * mean, now)
                 if inc >= 0:
                     hist.append(inc)
@@ -204,9 +204,8 @@ def run(city: City, config: DetectConfig | None = None) -> dict[str, object]:
     psample = plain.sample
 
     def tick(now: int) -> None:
-        for e in det.tick(now):
-            if e.state == ev.FIRE:
-                fires.append(Fire(e.kind, e.device, e.quantity, now, str(e.evidence.get("pair", ""))))
+        fires.extend(Fire(e.kind, e.device, e.quantity, now, str(e.evidence.get("pair", "")))
+                     for e in det.tick(now) if e.state == ev.FIRE)
         plain.tick(now, meters)
 
     for m in city.messages():
@@ -236,8 +235,8 @@ def table(result: dict[str, object]) -> str:
     plain = result["plain"]
     assert isinstance(det, dict)
     assert isinstance(plain, dict)
-    lines = ["| kind | faults | recall | false /1000 dd | median detect (min) | side effects | plain recall | "
-             "plain false /1000 dd | plain median (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| kind | faults | recall | false /1000 dd | median detect (min) | side effects | plain recall | "
+              "plain false /1000 dd | plain median (min) |"), "|---|---|---|---|---|---|---|---|---|"]
     for kind in ev.KINDS:
         a, b = det[kind], plain[kind]
         lines.append(f"| {kind} | {a['faults']} | {a['recall']:.2f} | {a['false_per_1000dd']:.2f} | "

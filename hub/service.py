@@ -58,6 +58,7 @@ from hub.config import ConfigError
 from hub.control.journal import Journal
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
+from hub.detect.engine import Detectors
 from hub.ingest.confirm import Confirmations
 from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
@@ -115,7 +116,7 @@ def load_trust(config: HubConfig) -> TrustStore | None:
 
 
 class Hub:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig) -> None:  # noqa: PLR0915 - wires every part, one statement each
         """Raises StoreError when [trust]'s store cannot be used. Only the store's device ids are taken from
         MQTT; Modbus devices come from the config and are never filtered."""
         self.trust = load_trust(config)
@@ -174,6 +175,10 @@ class Hub:
             journal=Journal(state / "commands.jsonl"),
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
+        self.detectors = Detectors(config.detect)
+        """The stream's detectors (hub.detect): fed by the processor, evaluated by `tick` in the service loop."""
+        if self.detectors.enabled:
+            self.processor.detect = self.detectors
         self.confirms = self._confirmations(config)
         self._conf_topics: dict[str, str] = {}
         """device -> its conf topic (built once: a round may publish to every board of the site)."""

@@ -79,7 +79,7 @@ def _hour(ms: int) -> float:
 
 
 def _weekend(ms: int) -> bool:
-    return ((ms + LOCAL) // DAY + 3) % 7 >= 5  # noqa: PLR2004 - Saturday, Sunday
+    return ((ms + LOCAL) // DAY + 3) % 7 >= 5
 
 
 def _bump(h: float, centre: float, width: float) -> float:
@@ -147,7 +147,7 @@ class City:
         self.days = days
         self.start = START
         self.end = START + days * DAY
-        rng = random.Random(seed)
+        rng = random.Random(seed)  # noqa: S311 - a simulation, not a secret
         steps = days * DAY // STEP + 1
         self.devices: list[_Device] = []
         self.districts: list[_District] = []
@@ -284,12 +284,12 @@ class City:
         """Every board's messages merged in the hub's arrival order (now_ms)."""
         return heapq.merge(*(self._device(dev) for dev in self.devices), key=lambda m: m.now_ms)
 
-    def _device(self, dev: _Device) -> Iterator[Message]:
-        rng = random.Random(dev.seed)
+    def _device(self, dev: _Device) -> Iterator[Message]:  # noqa: C901, PLR0912 - one board's life, in order
+        rng = random.Random(dev.seed)  # noqa: S311 - a simulation, not a secret
         iv = AIR_IV if dev.kind == "air" else METER_IV
         t = self.start + rng.randrange(0, iv, 1000)
         silent = [f for f in dev.faults if f.kind == "silent"]
-        backlog_ok = {f: rng.random() < 0.5 for f in silent}  # noqa: PLR2004
+        backlog_ok = {f: rng.random() < 0.5 for f in silent}
         backlog: list[Message] = []
         lost = False
         seq_loss = [(f, rng.uniform(0.15, 0.4)) for f in dev.faults if f.kind == "seq_gaps"]
@@ -306,7 +306,7 @@ class City:
                 msgs = air.sample(t, active)
             elif state is not None:
                 msgs = state.sample(t, active)
-            out = [Message(t, dev.name, sensor, t + offset, readings, False) for sensor, readings in msgs]
+            out = [Message(t, dev.name, sensor, t + offset, readings, gap=False) for sensor, readings in msgs]
             quiet = next((f for f in silent if f in active), None)
             if quiet is not None:
                 if backlog_ok[quiet]:
@@ -408,7 +408,7 @@ class _MeterState:
         if dev.kind == "water":
             shift = 1.5 if weekend else 0.0
             day = 0.9 * _bump(h, 7.5 + shift, 1.0) + _bump(h, 20, 1.8) + 0.35 * _bump(h, 13, 3)
-            if 0.5 <= h < 5.5 and rng.random() < 0.7:  # noqa: PLR2004 - quiet night: most 5-minute samples read 0
+            if 0.5 <= h < 5.5 and rng.random() < 0.7:
                 return 0.0
             return dev.size * max(0.0, (0.03 + day) * rng.lognormvariate(0, 0.3))
         if dev.kind == "heat":
@@ -433,7 +433,7 @@ class _MeterState:
         back = _active(active, "counter_backwards")
         stopped = _active(active, "counter_stopped")
         if back is not None:
-            reverse = self.reverse.setdefault(back, rng.random() < 0.5)  # noqa: PLR2004
+            reverse = self.reverse.setdefault(back, rng.random() < 0.5)
             if reverse:
                 self.counter -= per_h * dt_h
             elif back not in self.reset:

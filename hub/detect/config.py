@@ -99,8 +99,8 @@ def build(values: dict[str, Any]) -> DetectConfig:
     overrides: dict[str, dict[str, object]] = {}
     for name, table in (values["quantities"] or {}).items():
         if name not in catalogue.QUANTITIES:
-            raise ConfigError(f"detect.quantities.{name}: unknown quantity (not in the catalogue; "
-                              f"`qala quantities` lists them)")
+            raise ConfigError(f"detect.quantities.{name}: unknown quantity (not in the catalogue: "
+                              f"docs/protocol.md lists them)")
         overrides[name] = {k: v for k, v in table.items() if v is not None}
     off = frozenset(kind for kind in events.KINDS if not values[kind])
     plain = {k: v for k, v in values.items() if k not in events.KINDS and k != "quantities"}

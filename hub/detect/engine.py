@@ -87,6 +87,8 @@ CONSUMPTION_HOURS = 2
 """Hours in a row far from (or, to clear, within half of) the usual to fire (to clear)."""
 FORECAST_MIN = 6
 """5-minute means (of the last 12) a forecast needs."""
+FORECAST_MARGIN = 1.05
+"""A forecast must pass the threshold's concentration by this factor."""
 
 
 def _median(values: list[float]) -> float:
@@ -567,7 +569,9 @@ class Detectors:
         forecast = max(0.0, fitted + slope * RING)  # an hour ahead, per 5-minute step
         fc_idx = aqi.pm25_index(forecast)
         if not s.forecast:
-            if now_idx <= threshold < fc_idx and slope > 0:
+            # foreseen in two windows running (10 minutes), by a margin: a trend, not a wobble
+            s.fc_clear = s.fc_clear + 1 if now_idx <= threshold < aqi.pm25_index(forecast / FORECAST_MARGIN) else 0
+            if s.fc_clear >= 2 and slope > 0:
                 s.forecast = 1
                 s.fc_clear = 0
                 sev = ev.CRITICAL if fc_idx > threshold + 50 else ev.WARNING
@@ -578,6 +582,7 @@ class Detectors:
                             "slope_per_h": slope * 12, "threshold": threshold})
             elif now_idx > threshold:
                 s.forecast = 1  # exceeded without warning: say so, once
+                s.fc_clear = 0
                 self._fire(ev.AQI_FORECAST, dev.name, s.q, ev.WARNING, at,
                            f"AQI {now_idx} ({aqi.category(now_idx)}) is above {threshold} (not foreseen)",
                            {"aqi": now_idx, "pm25": means[-1], "threshold": threshold})
@@ -682,6 +687,8 @@ class Detectors:
         for h in range(hours):
             hour, weekday = _local(at - 1 - h * 3_600_000, self._offset)
             slot = hour + (24 if weekday >= 5 else 0)
+            if slot_n[slot] < 3:  # a weekend hour not learnt yet: the weekday one says whether it moves
+                slot = hour
             count = min(slot_n[slot], PER_SLOT)
             past = [slots[slot * PER_SLOT + k] for k in range(count)]
             if count < 3 or min(past) <= 0:
