@@ -402,6 +402,32 @@ class Detectors:
         """Keys (kind, device, quantity) of the conditions firing now."""
         return frozenset(self._firing)
 
+    # ------------------------------------------------------------------------------------------ baseline
+    def preload(self, device: str, sensor: str, quantity: str, hours: Iterable[tuple[int, float]]) -> bool:
+        """Past hourly increments of a meter counter ((end of the hour, ms; increment), oldest first) into its
+        baseline, as if the stream had seen them (hub.detect.baseline reads them from InfluxDB at start-up).
+        False if the quantity is not a meter counter or the device is beyond the bound."""
+        if quantity not in COUNTER_QUANTITIES:
+            return False
+        dev = self._devices.get(device) or self._new_device(device)
+        if dev is None:
+            return False
+        st = dev.streams.get(sensor)
+        if st is None:
+            st = dev.streams[sensor] = _Stream()
+        s = st.series.get(quantity) or self._new_series(dev, st, quantity)
+        slots, slot_n = s.slots, s.slot_n
+        if slots is None or slot_n is None:
+            return False
+        for end_ms, inc in hours:
+            if inc != inc or inc < 0:  # noqa: PLR0124 - NaN
+                continue
+            hour, weekday = _local(end_ms - 1, self._offset)
+            slot = hour + (24 if weekday >= 5 else 0)
+            slots[slot * PER_SLOT + slot_n[slot] % PER_SLOT] = inc
+            slot_n[slot] += 1
+        return True
+
     # ------------------------------------------------------------------------------------------ groups
     def set_groups(self, mapping: Mapping[str, str]) -> None:
         """Co-located devices: device -> group name (devices of one group are compared for drift)."""
