@@ -4,6 +4,8 @@
     python bench/ingest.py --burst 400000 --rates ""  --runs 3
     python bench/ingest.py --plain              # no provisioning: plain MQTT, anonymous, no ACL, no store
     python bench/ingest.py --no-confirm         # hub.confirm = false: no confirmations to the boards
+    python bench/ingest.py --no-detect          # [detect] enabled = false: no detectors in the stream
+    python bench/ingest.py --detect-ab 5        # bursts only, detectors on and off interleaved, 5 rounds each
 
 Per run it starts its own mosquitto (simulators/mosquitto-qala.conf: queue limits raised, $SYS every
 second) and influxd 1.6.7 in a temporary folder, then:
@@ -278,8 +280,9 @@ def sys_counters(broker: Mosquitto, trust: Trust | None) -> dict[str, int]:
 class Hub:
     def __init__(self, work: Path, broker: Mosquitto, influxd: Influxd, client_id: str, batch: int,
                  flush: float, extra_args: list[str], share_group: str | None = None, *,
-                 trust: Trust | None = None, identity: str = "main", confirm: bool = True) -> None:
-        self.dir = work / client_id
+                 trust: Trust | None = None, identity: str = "main", confirm: bool = True, detect: bool = True,
+                 folder: str | None = None) -> None:
+        self.dir = work / (folder or client_id)
         self.dir.mkdir(parents=True)
         config = self.dir / "hub.toml"
         trusted = (f'[trust]\nstore = "{trust.store.root}"\nhub = "{identity}"\n' if trust is not None
@@ -294,6 +297,7 @@ class Hub:
             f"[batch]\nsize = {batch}\nflush_interval = {flush}\n"
             "[metrics]\ninterval = 10.0\n"
             + ("" if confirm or share_group else "[hub]\nconfirm = false\n")
+            + ("" if detect else "[detect]\nenabled = false\n")
         )
         self.log = self.dir / "hub.log"
         with self.log.open("ab") as out:
@@ -427,9 +431,11 @@ def conf_cost(watch: ConfWatch | None, before: tuple[int, int], n: int) -> dict[
     return {"conf_msgs": float(msgs), "conf_per_msg": msgs / n, "conf_bytes_per_msg": size / n}
 
 
-def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float, watch: ConfWatch | None = None
-              ) -> dict[str, float]:
-    chunks = burst_packets(n, int(time.time() * 1000) - 3_600_000 - n)
+def hub_burst(stack: Stack, hubs: list[Hub], n: int, limit: float, watch: ConfWatch | None = None,
+              back_s: int = 0) -> dict[str, float]:
+    """The burst stamped an hour (and `back_s` seconds more) ago: bursts of one stack need distinct times,
+    or InfluxDB overwrites the points of one with the other's."""
+    chunks = burst_packets(n, int(time.time() * 1000) - 3_600_000 - back_s * 1000 - n)
     for i in range(min(n, BOARDS)):  # board i sent seqs 0 .. its message count - 1
         stack.seqs[i] = (n - 1 - i) // BOARDS
     taken = watch.taken() if watch else (0, 0)
@@ -554,7 +560,7 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
         watch = ConfWatch(stack) if confirm else None
         hubs = [Hub(stack.work, stack.broker, stack.influxd, f"bench-hub-{h}", args.batch, args.flush,
                     extra if h == 0 else [], group, trust=stack.trust, identity="main" if h == 0 else f"hub-{h}",
-                    confirm=confirm)
+                    confirm=confirm, detect=not args.no_detect)
                 for h in range(args.hubs)]
         stack.hubs += hubs
         burst = hub_burst(stack, hubs, args.burst, args.limit, watch)
@@ -568,6 +574,38 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
         dropped = counters.get("dropped", -1)
     return {"baseline": base, "burst": burst, "rates": rates, "dropped": dropped, "total": total,
             "expected": expected, "sys": counters}
+
+
+def detect_ab(args: argparse.Namespace) -> dict[str, list[float]]:
+    """The burst rate with the stream's detectors on and off ([detect] enabled), in one stack, interleaved:
+    each round runs both (on first in even rounds, off first in odd ones), each on a fresh hub process and
+    state folder taking over the same MQTT session; medians over the rounds."""
+    rates: dict[str, list[float]] = {"on": [], "off": [], "cpu_on": [], "cpu_off": []}
+    with Stack(args.inflight, plain=args.plain) as stack:
+        span = args.burst // BOARDS + 60  # seconds of board time one burst covers, and a margin
+        k = 0
+        for rnd in range(args.detect_ab):
+            for mode in (("on", "off") if rnd % 2 == 0 else ("off", "on")):
+                k += 1
+                hub = Hub(stack.work, stack.broker, stack.influxd, "bench-hub-0", args.batch, args.flush, [],
+                          trust=stack.trust, confirm=not args.no_confirm, detect=mode == "on",
+                          folder=f"bench-hub-{k}-{mode}")
+                stack.hubs.append(hub)
+                try:
+                    burst = hub_burst(stack, [hub], args.burst, args.limit, back_s=k * span)
+                finally:
+                    hub.stop()
+                if burst["stored"] != burst["n"]:
+                    raise RuntimeError(f"round {rnd + 1} detectors {mode}: stored {burst['stored']}/{burst['n']}")
+                rates[mode].append(burst["msg_s"])
+                rates["cpu_" + mode].append(burst["cpu_us_msg"])
+                print(f"round {rnd + 1} detectors {mode:<3}: {burst['msg_s']:8.0f} msg/s stored, "
+                      f"{burst['cpu_us_msg']:.1f} us CPU/message", flush=True)
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    print(f"\ndetectors on / off, {args.detect_ab} rounds of a {args.burst:,}-message burst each, medians: "
+          f"{on:.0f} / {off:.0f} msg/s ({on / off - 1:+.1%}); CPU per message "
+          f"{statistics.median(rates['cpu_on']):.1f} / {statistics.median(rates['cpu_off']):.1f} us")
+    return rates
 
 
 def main() -> int:
@@ -586,8 +624,17 @@ def main() -> int:
                         help="no provisioning store: plain MQTT, anonymous clients, no ACL (the comparison)")
     parser.add_argument("--no-confirm", action="store_true",
                         help="hub.confirm = false: no end-to-end confirmations to the boards (the comparison)")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="[detect] enabled = false: no detectors in the stream (the comparison)")
+    parser.add_argument("--detect-ab", type=int, default=0, metavar="ROUNDS",
+                        help="only the burst, with detectors on and off interleaved in one stack, ROUNDS rounds")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = parser.parse_args()
+    if args.detect_ab:
+        rates = detect_ab(args)
+        if args.json:
+            print(json.dumps(rates, indent=1))
+        return 0
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
     results = []
     ok = True

@@ -8,10 +8,11 @@ value, in any section, may be written as `${NAME}` and is then read from the env
 missing variable is an error naming the key). docs/hub.md documents every key; hub/config.example.toml is a
 complete example that a test loads.
 
-Imports only the standard library, hub.sections, hub.modbus.config (the [modbus] section), protocols (the
-catalogue), the detectors' kinds (hub.detect.events), the rule/schedule types of hub.control.rules and the
-store's layout (hub.trust.store); does no I/O except reading the file, the environment and the Modbus
-profiles named: the store named by [trust] is loaded by the hub at start (hub.service), not here.
+Imports only the standard library, hub.sections, hub.modbus.config ([modbus]), hub.detect.config
+([detect]), the detectors' kinds (hub.detect.events), protocols (the catalogue), the rule/schedule types of
+hub.control.rules and the store's layout (hub.trust.store); does no I/O except reading the file, the
+environment and the Modbus profiles named: the store named by [trust] is loaded by the hub at start
+(hub.service), not here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from hub import sections
 from hub.control.rules import Rule, Schedule
+from hub.detect import config as detect_config
+from hub.detect.config import DetectConfig
 from hub.detect.events import KINDS
 from hub.errors import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers take it from here
 from hub.modbus import config as modbus_config
@@ -214,6 +217,8 @@ class HubConfig:
     trust: TrustConfig = field(default_factory=lambda: TrustConfig(plain=True))
     """[trust]; a config always has one (parse() requires it), the default serves code that builds a
     HubConfig itself (tests of single parts)."""
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    """[detect]: the detectors in the stream (hub.detect, docs/detect.md); on by default."""
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -340,6 +345,7 @@ DOCUMENT = Table({
     "schedules": Array(SCHEDULE),
     "alerts": ALERTS,
     "modbus": modbus_config.SECTION,
+    "detect": detect_config.SECTION,
 })
 """The whole of hub.toml; hub/config.example.toml shows every section, docs/hub.md every key."""
 
@@ -447,6 +453,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         modbus=None if modbus is None else modbus_config.build(modbus, base),
         alerts=_alerts(values["alerts"]),
         trust=trust,
+        detect=detect_config.build(values["detect"]),
     )
 
 

@@ -20,7 +20,7 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
   `alerts.summary_interval` seconds the district coverage (hub.coverage) as `qala_coverage` points and
   northbound summaries. The ingest keeps each device's last values for it (hub.coverage.LastValues). At
   start, in the background, the detectors' consumption baselines are loaded from InfluxDB
-  (hub.detect.baseline, when there).
+  (hub.detect.baseline).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
 - confirm: once a second, the boards' confirmations (hub.ingest.confirm, protocols/confirm.py): for each
   board whose spooled messages advanced without a hole, the (boot, seq) up to which all are spooled, saved to
@@ -55,11 +55,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hub.alerting import DEFAULT_INTERVAL, Alerting, site_places
 from hub.backoff import Backoff
@@ -67,6 +66,8 @@ from hub.config import ConfigError
 from hub.control.journal import Journal
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
+from hub.detect.baseline import load_baseline
+from hub.detect.engine import Detectors
 from hub.ingest.confirm import Confirmations
 from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
@@ -84,7 +85,7 @@ from protocols import confirm, liveness, topics
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hub.alerting import DetectorsLike, NorthLike
+    from hub.alerting import NorthLike
     from hub.config import HubConfig
     from hub.coverage import Place
     from hub.ingest.mqtt import Message
@@ -185,6 +186,10 @@ class Hub:
             journal=Journal(state / "commands.jsonl"),
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
+        self.detectors = Detectors(config.detect)
+        """The stream's detectors (hub.detect): fed by the processor, evaluated by `tick` in the service loop."""
+        if self.detectors.enabled:
+            self.processor.detect = self.detectors
         self.alerting = self._alerting(config, state)
         self.confirms = self._confirmations(config)
         self._conf_topics: dict[str, str] = {}
@@ -206,32 +211,20 @@ class Hub:
 
     async def _load_baseline(self) -> None:
         """Once at start, in the background: the detectors' consumption baselines from what InfluxDB holds
-        (hub.detect.baseline.load_baseline, when the detectors are on and that module is there). A failure
-        is logged; the baselines then start from the stream."""
-        detectors = self.detectors
-        if detectors is None or not detectors.enabled:
+        (hub.detect.baseline). A failure is logged; the baselines then start from the stream."""
+        if not self.detectors.enabled:
             return
         try:
-            baseline: Any = importlib.import_module("hub.detect.baseline")
-        except ImportError:
-            return
-        load = getattr(baseline, "load_baseline", None)
-        if load is None:
-            return
-        try:
-            loaded = await load(detectors, self.config.influxdb, self.config.site.id)
+            loaded = await load_baseline(self.detectors, self.config.influxdb, self.config.site.id)
         except Exception as exc:  # noqa: BLE001 - InfluxDB down or answering badly: the stream builds them
             log.warning("detect: consumption baselines not loaded from InfluxDB, they start from the stream: %s",
                         exc)
             return
-        log.info("detect: consumption baselines loaded from InfluxDB series=%s", loaded)
+        log.info("detect: consumption baselines loaded from InfluxDB series=%d", loaded)
 
     def _alerting(self, config: HubConfig, state: Path) -> Alerting:
-        """The alerting loop; `detectors` and `north` (set here to None unless set before) are handed to it
-        when the hub runs, so whatever builds them may do so before or after this."""
-        if not hasattr(self, "detectors"):
-            self.detectors: DetectorsLike | None = None
-            """The detectors (hub.detect) the alerting loop ticks; None: no events, alerts are only kept."""
+        """The alerting loop; `self.detectors` and `north` (set here to None unless set before) are handed to
+        it when the hub runs, so whatever builds them may do so before or after this."""
         if not hasattr(self, "north"):
             self.north: NorthLike | None = None
             """The northbound feed (hub.north) alerts and district summaries go to; None: not fed."""

@@ -10,8 +10,11 @@ from another id is counted (`Metrics.unprovisioned`), named in a flood-proof log
 before it reaches the sequence tracker, the registry or the control service. `known=None` (a lab bench
 without a provisioning store) admits every id, as before.
 
+Feeds each accepted telemetry message to the stream's detectors (`detect`, hub.detect.engine) when set.
+
 Synchronous and cheap: no I/O except the registry's save on a status change (rare). Imports protocols/,
-hub.model, hub.metrics, hub.registry and hub.ingest.sequence; knows nothing of MQTT clients or InfluxDB.
+hub.model, hub.metrics, hub.registry, hub.ingest.sequence and (for types) hub.detect.engine; knows nothing
+of MQTT clients or InfluxDB.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from protocols.telemetry import MAX_TELEMETRY, check_telemetry
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hub.detect.engine import Detectors
     from hub.ingest.sequence import SequenceTracker
     from hub.metrics import Metrics
     from hub.registry import Registry
@@ -195,6 +199,9 @@ class Processor:
         self.sample: Callable[[str, str, int, list[tuple[str, float, str]]], None] = _keep_nothing
         """Called with each telemetry message's (device, sensor, ts, readings): the service's last values for
         district coverage and the API (hub.coverage.LastValues.sample); by default nothing is kept."""
+        self.detect: Detectors | None = None
+        """The stream's detectors (hub.detect.engine), fed every accepted telemetry message; None: none (the
+        service sets it only when [detect] is enabled, so a disabled one costs one attribute test)."""
         self.ids: list[tuple[str, int, int]] | None = None
         """(device, boot, seq) of every telemetry message to store since the service last took them: what it
         confirms to the boards once they are in the spool (hub.ingest.confirm); None: not collected (the hub
@@ -280,19 +287,25 @@ class Processor:
         self.registry.seen(device, now_ms)
         self.sample(device, t.sensor, t.ts, t.readings)
         metrics.readings_in += len(t.readings)
+        detect = self.detect
+        if detect is not None:
+            detect.sample(device, t.sensor, t.ts, t.readings, now_ms, verdict is Verdict.GAP)
         if catalogue.RANGE in map(_QUALITY, t.readings):  # rare: the loop only then
-            for quantity, value, quality in t.readings:
-                if quality == catalogue.RANGE:
-                    metrics.reject(m.OUT_OF_RANGE)
-                    self.ratelog.warning(
-                        "range:" + device,
-                        "reading out of range, stored with quality=range device=%s sensor=%s %s=%r",
-                        device, t.sensor, quantity, value,
-                    )
+            self._out_of_range(device, t)
         if lines is not None and not self.watches(device, t.sensor, t.readings):
             lines += encode_telemetry(self.site, device, t.sensor, t.ts, t.readings, catalogue.QUANTITIES)
             return []
         return telemetry_readings(self.site, device, t.sensor, t.ts, t.readings)
+
+    def _out_of_range(self, device: str, t: payloads.Telemetry) -> None:
+        for quantity, value, quality in t.readings:
+            if quality == catalogue.RANGE:
+                self.metrics.reject(m.OUT_OF_RANGE)
+                self.ratelog.warning(
+                    "range:" + device,
+                    "reading out of range, stored with quality=range device=%s sensor=%s %s=%r",
+                    device, t.sensor, quantity, value,
+                )
 
     def _status(self, device: str, payload: bytes, now_ms: int) -> list[Reading]:
         self.metrics.status_in += 1

@@ -57,7 +57,8 @@ def test_the_example_and_its_modbus_part_are_declared_through_hub_sections() -> 
     assert hub_config.DOCUMENT.keys["modbus"] is modbus_config.SECTION
     found = {path for path, _ in tables(hub_config.DOCUMENT, document) if path}
     assert set(document) - {"rules", "schedules"} <= found  # every section of the file has a declaration
-    assert {"modbus.buses.rs485-1", "modbus.devices.meter-1", "rules[0]", "schedules[0]"} <= found
+    assert {"modbus.buses.rs485-1", "modbus.devices.meter-1", "rules[0]", "schedules[0]",
+            "detect.quantities.pm25"} <= found
 
 
 def test_an_unknown_key_is_refused_the_same_way_in_every_section() -> None:
@@ -70,7 +71,7 @@ def test_an_unknown_key_is_refused_the_same_way_in_every_section() -> None:
         del table[ODD]
         kind = "key" if path else "section"
         assert str(info.value).startswith(f"{sections.join(path, ODD)}: unknown {kind} (known {kind}s: "), path
-    assert len(found) == 18  # the file, its 12 sections, a rule, a schedule, a bus and 2 devices
+    assert len(found) == 20  # the file, its 13 sections, a rule, a schedule, a bus, 2 devices, detect.quantities(.pm25)
 
 
 def test_a_profile_refuses_an_unknown_key_the_same_way() -> None:
