@@ -139,3 +139,39 @@ async def test_alerts_and_districts_on_a_real_hub(
                                   'SELECT * FROM "qala_coverage" WHERE "device" = \'district:esil\' GROUP BY *')
             return any(r["sensor"] == "district" and r.get("expected") == 1 for r in rows)
         await async_wait_until(coverage, 30, what="qala_coverage points of district esil")
+
+
+async def test_a_detector_fires_an_alert_through_the_hub(
+    tmp_path: Path, site_store: TrustStore, secure_mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
+) -> None:
+    """The real detectors (hub.detect) ticked by the hub's loop: an impossible pm25 becomes an alert."""
+    provision.place_board(site_store.root, "dev-0001", "nura", 51.07, 71.4)
+    path = write_config(tmp_path, secure_mosquitto, v1_table(influxd, influxd_database),
+                        site={"id": SITE, "require_birth": False},
+                        api={"control_token": TOKEN, "port": 0}, detect={"interval": 1.0})
+    publisher = Publisher(secure_mosquitto)
+    try:
+        async with running_hub(path) as hub:
+            port = hub.api_port
+            assert port
+            publisher.birth("dev-0001")
+            now = int(time.time() * 1000)
+            publisher.telemetry("dev-0001", 0, now - 1000, 20.0)
+            publisher.telemetry("dev-0001", 1, now, 2000.0)  # beyond the catalogue's 0..1000 ug/m3
+            publisher.wait()
+
+            def fired() -> bool:  # polled in a thread (async_wait_until)
+                status, body = api(port, "GET", "/v1/alerts")
+                return status == 200 and any(a["kind"] == "out_of_range" for a in body["alerts"])
+            await async_wait_until(fired, 30, what="an out_of_range alert")
+            _, body = await call(port, "GET", "/v1/alerts")
+            alert = next(a for a in body["alerts"] if a["kind"] == "out_of_range")
+            assert (alert["device"], alert["quantity"], alert["district"], alert["state"]) == (
+                "dev-0001", "pm25", "nura", "firing")
+
+            def stored() -> bool:
+                rows = influxd.points(influxd_database, 'SELECT * FROM "qala_alert" GROUP BY *')
+                return any(r["id"] == alert["id"] and r["quality"] == "firing" for r in rows)
+            await async_wait_until(stored, 30, what="the alert in InfluxDB")
+    finally:
+        publisher.close()
