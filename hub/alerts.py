@@ -208,9 +208,8 @@ class AlertBook:
                 continue
             if change is not None:
                 changes.append(change)
+                self._tell(*change)  # now: a later event of this round may change the alert again
         self._expire_windows(now_ms)
-        for alert, transition in changes:
-            self._tell(alert, transition)
         return changes
 
     def ack(self, alert_id: str, by: str, note: str | None, now_ms: int) -> tuple[Alert, bool]:
@@ -253,7 +252,7 @@ class AlertBook:
             return None
         old_id = self._last_resolved.get(key)
         old = self.resolved.get(old_id) if old_id is not None else None
-        if old is not None and old.resolved_at is not None and now_ms - old.updated_at <= self.reopen_ms:
+        if old is not None and self.reopen_ms > 0 and now_ms - old.updated_at <= self.reopen_ms:
             return self._reopen(old, event, now_ms)
         if not self._admit(event.device, now_ms):
             return None

@@ -219,3 +219,20 @@ def test_readings_of_each_transition() -> None:
                       "note": 'line one said "hi"'}
     (line,) = encode(points)
     assert line.startswith("qala_alert,device=w1,quality=acknowledged,sensor=leak,site=astana ")
+
+
+def test_each_transition_is_told_as_it_happens() -> None:
+    """A fire and a clear of one key in the same round: the listener sees firing, then resolved."""
+    told: list[tuple[str, str]] = []
+    book = AlertBook(listener=lambda a, transition: told.append((transition, alert_readings("s", a)[0].quality)))
+    book.apply([fire(), clear(ts=T0 + 1)], T0 + 2)
+    assert told == [("fired", "firing"), ("resolved", "resolved")]
+    assert book.alerts(include_resolved=True)[0].state == RESOLVED
+
+
+def test_reopen_s_zero_never_reopens() -> None:
+    book = AlertBook(reopen_s=0)
+    (first, _), = book.apply([fire()], T0)
+    book.apply([clear()], T0)
+    (second, transition), = book.apply([fire()], T0)
+    assert (transition, second.id != first.id) == ("fired", True)
