@@ -60,7 +60,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from hub.alerting import DEFAULT_INTERVAL, Alerting, site_places
+from hub.alerting import Alerting, site_places
 from hub.backoff import Backoff
 from hub.config import ConfigError
 from hub.control.journal import Journal
@@ -228,9 +228,8 @@ class Hub:
         if not hasattr(self, "north"):
             self.north: NorthLike | None = None
             """The northbound feed (hub.north) alerts and district summaries go to; None: not fed."""
-        detect = getattr(config, "detect", None)  # [detect] (hub.detect): its interval paces the ticks
         alerting = Alerting(config.site.id, config.alerts, state, emit=self.emit, places=self.places,
-                            control=self.control, interval=float(getattr(detect, "interval", DEFAULT_INTERVAL)))
+                            control=self.control, interval=config.detect.interval)  # [detect] paces the ticks
         self.processor.sample = alerting.values.sample  # each telemetry message's values (hot path: cheap)
         return alerting
 
