@@ -2,7 +2,8 @@
 InfluxDB 2 dashboard template (Flux). `python -m hub.tools.dashboards` rewrites dashboards/*.json.
 
 Every panel has an InfluxQL query and a Flux query over the schema of docs/influxdb.md. The AQI: the hub
-stores no AQI of its own (boards may report an `aqi` field, which one panel shows). The Flux panel computes
+stores no AQI per device (boards may report an `aqi` field, which one panel shows; a district's current one
+is in `qala_coverage`, on the districts table). The Flux panel computes
 the EPA AQI from PM2.5 and PM10 means with the breakpoints of protocols/aqi.py (generated from its tables).
 InfluxQL has no conditional expressions, so the Grafana panels compute the PM2.5 sub-index only, as a
 continuous piecewise-linear approximation written with abs() hinges through the band ends of the same
