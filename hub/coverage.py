@@ -13,8 +13,10 @@ Two parts:
   device with its district, coordinates, online state and the quantities it is expected to report), the last
   values and the open alerts; `coverage_readings` turns them into `qala_coverage` Readings (docs/influxdb.md).
 
-A device reports *on time* while its newest reading is younger than `factor` x its interval (the learned one;
-a Modbus device's configured poll interval; `default_interval_s` before anything is learned). A quantity is
+A device reports *on time* while its newest reading of a city quantity (air, energy, water, gas, heat; its
+health readings only if it sends nothing else) is younger than `factor` x its interval (the learned one; a
+Modbus device's configured poll interval; `default_interval_s` before anything is learned). Per quantity,
+only city quantities count: a board's health and setpoints are not coverage. A quantity is
 *expected* of a device when its birth message lists it (caps sensors' `q`), its Modbus profile reads it, or
 it has reported it since the hub started. AQI: a district's highest current index, from an `aqi` reading or
 computed from pm25/pm10 (protocols.aqi). Consumption: the sums of the current `water_flow` (m3/h),
@@ -49,6 +51,9 @@ DISTRICT_PREFIX = "district:"
 one), so they never mix with a real device's series."""
 
 _QUANTITIES = catalogue.QUANTITIES
+_MEASURED = frozenset(q for q, spec in _QUANTITIES.items() if spec[0] not in (catalogue.DEVICE, catalogue.ACTUATOR))
+"""Quantities of the city (air, energy, water, gas, heat): what coverage counts. A board's own health
+(`device`) and its setpoints (`actuator`) are not coverage."""
 
 
 class LastValues:
@@ -154,7 +159,8 @@ def summaries(  # noqa: C901, PLR0912 - one pass over the devices, one branch pe
         doc["expected"] += 1
         doc["online"] += place.online
         doc["open_alerts"] += open_alerts.get(name, 0)
-        known = values.entries(name)
+        everything = values.entries(name)
+        known = {q: e for q, e in everything.items() if q in _MEASURED} or everything  # health alone: still alive
         configured = None if place.interval_s is None else place.interval_s * 1000
         newest = max((e[1] for e in known.values()), default=None)
         every = min((e[2] for e in known.values() if e[2]), default=0.0)
@@ -162,7 +168,7 @@ def summaries(  # noqa: C901, PLR0912 - one pass over the devices, one branch pe
         if newest is not None and now_ms - newest <= due:
             doc["on_time"] += 1
         fresh: dict[str, float] = {}
-        for quantity in place.quantities | set(known):
+        for quantity in (place.quantities | set(known)) & _MEASURED:
             per = doc["quantities"].setdefault(quantity, {"expected": 0, "on_time": 0})
             per["expected"] += 1
             entry = known.get(quantity)

@@ -132,3 +132,14 @@ def test_the_devices_a_site_expects(tmp_path: Path) -> None:
     assert set(places) == {"b1", "b9"}
     assert (places["b1"].district, places["b1"].lat, places["b1"].online) == ("esil", 51.1, True)
     assert (places["b9"].district, places["b9"].online, places["b9"].last_seen) == (None, False, None)
+
+
+def test_health_and_setpoints_are_not_coverage() -> None:
+    values = LastValues()
+    feed(values, "a1", 10, T0 - 200 * S, pm25=10.0)  # its sensor went quiet 200 s ago
+    feed(values, "a1", 10, T0, uptime=100.0, heap_free=5000.0)  # the board itself still reports
+    values.sample("a1", "fan1", T0 - 3600 * S, [("setpoint", 20.0, "ok")])  # setpoints: only on change
+    values.sample("h1", "sys", T0, [("uptime", 5.0, "ok")])  # a board with nothing but health
+    (doc,) = summaries({"a1": Place("esil", online=True), "h1": Place("esil", online=True)}, values, {}, T0)
+    assert doc["quantities"] == {"pm25": {"expected": 1, "on_time": 0}}
+    assert doc["on_time"] == 1  # h1 alive; a1's pm25 is late, its health does not make it on time
