@@ -22,11 +22,12 @@ T0 = 1_795_553_687_000
 S = 1000
 
 
-def feed(values: LastValues, device: str, every_s: float, until: int, **quantities: float) -> None:
-    """A device reporting `quantities` every `every_s` seconds for the 10 intervals up to `until`."""
+def feed(values: LastValues, device: str, every_s: float, until: int, sensor: str = "s1",
+         **quantities: float) -> None:
+    """A device's sensor reporting `quantities` every `every_s` seconds for the 10 intervals up to `until`."""
     for i in range(10, -1, -1):
         ts = until - int(i * every_s * S)
-        values.sample(device, "s1", ts, [(q, v, "ok") for q, v in quantities.items()])
+        values.sample(device, sensor, ts, [(q, v, "ok") for q, v in quantities.items()])
 
 
 def test_learned_interval_and_outliers() -> None:
@@ -137,7 +138,7 @@ def test_the_devices_a_site_expects(tmp_path: Path) -> None:
 def test_health_and_setpoints_are_not_coverage() -> None:
     values = LastValues()
     feed(values, "a1", 10, T0 - 200 * S, pm25=10.0)  # its sensor went quiet 200 s ago
-    feed(values, "a1", 10, T0, uptime=100.0, heap_free=5000.0)  # the board itself still reports
+    feed(values, "a1", 10, T0, "sys", uptime=100.0, heap_free=5000.0)  # the board itself still reports
     values.sample("a1", "fan1", T0 - 3600 * S, [("setpoint", 20.0, "ok")])  # setpoints: only on change
     values.sample("h1", "sys", T0, [("uptime", 5.0, "ok")])  # a board with nothing but health
     (doc,) = summaries({"a1": Place("esil", online=True), "h1": Place("esil", online=True)}, values, {}, T0)
