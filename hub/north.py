@@ -313,8 +313,14 @@ class Northbound:
         self._wakeup.set()
         for hook in self._hooks:
             hook.wakeup.set()
+        await asyncio.sleep(0)  # a run() task created just now starts first
         task = self._task
-        if task is not None and not task.done():
+        if task is None:
+            if self._pending or any(hook.waiting() for hook in self._hooks):  # never ran: send what waits here
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self.run()
+        elif not task.done():
             try:
                 async with asyncio.timeout(timeout):
                     await self._done.wait()
