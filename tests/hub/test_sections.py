@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {"QALA_INFLUX_PASSWORD": "p", "QALA_API_CONTROL": "c" * 16, "QALA_API_READ": "r" * 16}
+ENV = {"QALA_INFLUX_PASSWORD": "p", "QALA_API_CONTROL": "c" * 16, "QALA_API_READ": "r" * 16,
+       "QALA_NORTH_SECRET": "n" * 16}
 ODD = "zzz_odd"
 
 
@@ -70,7 +71,7 @@ def test_an_unknown_key_is_refused_the_same_way_in_every_section() -> None:
         del table[ODD]
         kind = "key" if path else "section"
         assert str(info.value).startswith(f"{sections.join(path, ODD)}: unknown {kind} (known {kind}s: "), path
-    assert len(found) == 17  # the file, its 11 sections, a rule, a schedule, a bus and 2 devices
+    assert len(found) == 19  # the file, its 12 sections, a rule, a schedule, a webhook, a bus and 2 devices
 
 
 def test_a_profile_refuses_an_unknown_key_the_same_way() -> None:
