@@ -449,8 +449,12 @@ class Northbound:
                     return
                 hook.wakeup.clear()
                 await hook.wakeup.wait()
-            hook.current = hook.queue.popleft()
-            await self._deliver(hook, session, hook.current)
+            hook.current = doc = hook.queue.popleft()
+            try:
+                await self._deliver(hook, session, doc)
+            except Exception:  # a bug here must not end the feed, nor the hub's task group with it
+                log.exception("north: webhook %s: delivery failed delivery=%s", hook.name, doc.delivery)
+                self._counts["north_webhook_failed"] += 1
             hook.current = None
 
     async def _deliver(self, hook: _Hook, session: aiohttp.ClientSession, doc: _Doc) -> None:

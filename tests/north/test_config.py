@@ -64,3 +64,13 @@ def test_a_missing_secret_and_an_unknown_key_of_the_section() -> None:
         north({"webhooks": [{"url": "https://x/"}]})
     with pytest.raises(ConfigError, match=r"^north\.summaries: unknown key \(did you mean mqtt_summaries"):
         north({"summaries": False})
+
+
+def test_make_northbound_takes_the_section_and_the_site() -> None:
+    from hub.north import make_northbound  # noqa: PLC0415 - the factory the service calls
+
+    feed = make_northbound(parse(BASE | {"north": {"webhooks": [HOOK]}}, ENV), None)
+    assert feed.site == "s"
+    assert feed.enabled  # the webhook; no MQTT without a publish
+    assert "T0K3N" not in repr(feed)
+    assert not make_northbound(parse(BASE | {"north": {"mqtt": True}}, ENV), None).enabled
