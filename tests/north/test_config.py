@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from hub.config import ConfigError, NorthConfig, parse
+from hub.north import make_northbound
 
 BASE: dict[str, Any] = {"site": {"id": "s"}, "mqtt": {"host": "h"}, "trust": {"plain": True},
                         "influxdb": {"api": "v1", "url": "http://x", "database": "d"}, "spool": {"path": "/tmp/sp"}}
@@ -67,8 +68,6 @@ def test_a_missing_secret_and_an_unknown_key_of_the_section() -> None:
 
 
 def test_make_northbound_takes_the_section_and_the_site() -> None:
-    from hub.north import make_northbound  # noqa: PLC0415 - the factory the service calls
-
     feed = make_northbound(parse(BASE | {"north": {"webhooks": [HOOK]}}, ENV), None)
     assert feed.site == "s"
     assert feed.enabled  # the webhook; no MQTT without a publish
