@@ -215,7 +215,7 @@
           signOut(result.reason.message);
           return;
         } else {
-          say(name + "-error", result.reason.message);
+          say(name + "-error", "Cannot load " + SECTIONS[i][1].split("?")[0] + ": " + result.reason.message);
         }
       }
       showBoard();

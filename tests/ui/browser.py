@@ -100,6 +100,7 @@ class Page:
         """Keep what the browser shows as test-artifacts/<name>.png (the whole page); its path."""
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
+        self.driver.set_window_size(1400, 900)
         height = int(self.driver.execute_script("return document.documentElement.scrollHeight"))
         self.driver.set_window_size(1400, max(900, min(height + 40, 6000)))
         self.driver.save_screenshot(str(path))
