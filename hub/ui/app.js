@@ -82,8 +82,9 @@
     td.colSpan = columns;
   }
 
-  function say(id, text) {
+  function say(id, text, isError) {
     $(id).textContent = text;
+    if (isError !== undefined) $(id).classList.toggle("error", isError);
   }
 
   // ------------------------------------------------------------------------------------------ the tables
@@ -237,10 +238,10 @@
     button.disabled = true;
     try {
       const alert = await api("POST", "/v1/alerts/" + encodeURIComponent(id) + "/ack", {});
-      say("message", "Alert " + alert.id + " " + alert.state + ".");
+      say("message", "Alert " + alert.id + " " + alert.state + ".", false);
     } catch (exc) {
       button.disabled = false;
-      say("message", "Cannot acknowledge alert " + id + ": " + exc.message);
+      say("message", "Cannot acknowledge alert " + id + ": " + exc.message, true);
       if (exc.status === 401) signOut(exc.message);
       return;
     }
@@ -260,15 +261,15 @@
     };
     const button = $("setpoint").querySelector("button");
     button.disabled = true;
-    say("setpoint-result", "Sending " + body.device + "." + body.actuator + " = " + text + "…");
+    say("setpoint-result", "Sending " + body.device + "." + body.actuator + " = " + text + "…", false);
     try {
       const cmd = await api("POST", "/v1/setpoints", body);
       let outcome = "Command " + cmd.id + " " + body.device + "." + body.actuator + " = " + cmd.value + ": " + cmd.state;
       if (cmd.applied !== null && cmd.applied !== undefined) outcome += " (applied " + cmd.applied + ")";
       if (cmd.reason) outcome += " (" + cmd.reason + ")";
-      say("setpoint-result", outcome + ".");
+      say("setpoint-result", outcome + ".", cmd.state !== "applied" && cmd.state !== "sent");
     } catch (exc) {
-      say("setpoint-result", "Refused: " + exc.message);
+      say("setpoint-result", "Refused: " + exc.message, true);
       if (exc.status === 401) signOut(exc.message);
     } finally {
       button.disabled = false;

@@ -252,7 +252,15 @@ def run_the_operator_page(page: Page, port: int, hub: HubProcess, broker: Mosqui
         assert hub.alive(), f"the hub exited:\n{hub.log()[-3000:]}"
         return any(a["kind"] == "out_of_range" and a["device"] == "dev-0002" for a in open_alerts(port))
     wait_until(out_of_range_alert, 90, interval=1, what="an out_of_range alert for dev-0002 in GET /v1/alerts")
+    try:
+        operate(page, port)
+    finally:
+        publisher.client.disconnect()
 
+
+def operate(page: Page, port: int) -> None:
+    """What an operator does on the page once the hub has t1 (fan1, pm25) and dev-0002's open alert, both in
+    district esil, and what they see."""
     page.open(f"http://127.0.0.1:{port}/")
     sign_in(page, READ)
     esil = page.wait(lambda: [r for r in page.rows("#districts") if r[0] == "esil"], 20, "district esil")[0]
@@ -294,4 +302,3 @@ def run_the_operator_page(page: Page, port: int, hub: HubProcess, broker: Mosqui
               "fan1 = 70 in the devices table")
     keep_screenshot(page, "operator-page-control-token")
     no_script_errors(page)
-    publisher.client.disconnect()
