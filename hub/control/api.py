@@ -22,7 +22,8 @@ Every answer carries `X-Content-Type-Options: nosniff` and a Content-Security-Po
 origin's own scripts, styles and API calls (no inline scripts, no framing, no form posts elsewhere).
 
 Imports aiohttp, hub.control.service and hub.control.throttle, and hub.config for its types and ConfigError;
-nothing else of the hub.
+nothing else of the hub. Reads the operator page's files (hub/ui) once, when the app is made; knows nothing
+of what the page does with the API.
 """
 
 from __future__ import annotations

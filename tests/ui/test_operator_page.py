@@ -159,6 +159,7 @@ def test_the_page_loads_without_a_token_and_shows_the_api_refusals(
                       payloads.encode_status("online", int(time.time() * 1000), 1, "1.0.0", FAN_CAPS), retain=True)
     wait_for_device(port, hub, "dev-0001")
     check_static_files(port)
+    assert "wrong token" not in hub.log()
 
     page.open(f"http://127.0.0.1:{port}/")
     assert page.driver.current_url == f"http://127.0.0.1:{port}/ui/"
