@@ -388,6 +388,7 @@ class Demo:
             )
         self._pid("hub", self.hub.pid)
         self.on_event(f"hub (pid {self.hub.pid}), API http://127.0.0.1:{self.api_port}, config {hub_toml}")
+        self.on_event(f"operator page http://127.0.0.1:{self.api_port}/ui/ (token: api.control_token in {hub_toml})")
         await self._hub_online()
         micropython = fleet.find_micropython()
         for index in range(self.options.boards):
