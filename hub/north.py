@@ -74,13 +74,14 @@ import aiohttp
 
 from hub import __version__
 from hub.backoff import Backoff
+from hub.config import NorthConfig
 from hub.trust.broker import NORTH
 from protocols import topics
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from hub.config import HubConfig, NorthConfig, WebhookConfig
+    from hub.config import HubConfig, WebhookConfig
 
 log = logging.getLogger(__name__)
 
@@ -532,8 +533,10 @@ def _reason(exc: aiohttp.ClientError) -> str:
     return type(exc).__name__
 
 
-def make_northbound(config: HubConfig, publish: Publish | None,
+def make_northbound(config: HubConfig | NorthConfig, site: str, publish: Publish | None, *,
                     connected: Callable[[], bool] | None = None) -> Northbound:
-    """The feed of a hub's config ([north], site.id): publish and connected from the hub's MqttSource
-    (`source.publish`, `lambda: source.connected`). NorthError if a webhook's ca_file cannot be used."""
-    return Northbound(config.north, config.site.id, publish, connected=connected)
+    """The feed of a hub's config (its [north]; a NorthConfig itself also does) for `site`, on the hub's
+    MqttSource: `make_northbound(config, config.site.id, source.publish, connected=lambda: source.connected)`.
+    NorthError if a webhook's ca_file cannot be used."""
+    north = config if isinstance(config, NorthConfig) else config.north
+    return Northbound(north, site, publish, connected=connected)

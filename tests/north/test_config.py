@@ -68,8 +68,10 @@ def test_a_missing_secret_and_an_unknown_key_of_the_section() -> None:
 
 
 def test_make_northbound_takes_the_section_and_the_site() -> None:
-    feed = make_northbound(parse(BASE | {"north": {"webhooks": [HOOK]}}, ENV), None)
+    config = parse(BASE | {"north": {"webhooks": [HOOK]}}, ENV)
+    feed = make_northbound(config, config.site.id, None)
     assert feed.site == "s"
     assert feed.enabled  # the webhook; no MQTT without a publish
     assert "T0K3N" not in repr(feed)
-    assert not make_northbound(parse(BASE | {"north": {"mqtt": True}}, ENV), None).enabled
+    assert not make_northbound(parse(BASE, ENV), "s", None).enabled
+    assert make_northbound(NorthConfig(), "s", lambda *_a, **_k: None).enabled  # a NorthConfig does too
