@@ -42,10 +42,11 @@ it the oldest summary is dropped, an alert only when no summary is left (`north_
 summary of a district replaces one of the same district still waiting (`north_webhook_superseded`).
 
 `alert(doc)` and `summary(doc)` never block and never raise: a document that cannot be sent (no id, a topic
-character, a NaN) is logged and counted (`north_refused`). `run()` is the feed's task; `close()` lets the
-workers send what waits for up to a few seconds, then stops them (what is left is counted as dropped).
-`fields()` are the counters and gauges for `qala_hub` (hub.metrics.Metrics.snapshot's `gauges`). Webhook
-secrets and URLs (which may hold a token) are never logged or shown: a webhook is named by its origin.
+character, a NaN outside an alert's evidence, where it becomes null) is logged and counted (`north_refused`).
+`run()` is the feed's task; `close()` lets the workers send what waits for up to a few seconds, then stops
+them (what is left is counted as dropped). `fields()` are the counters and gauges for `qala_hub`
+(hub.metrics.Metrics.snapshot's `gauges`). Webhook secrets and URLs (which may hold a token) are never logged
+or shown: a webhook is named by its origin.
 
 Imports the standard library, aiohttp (its client), hub.backoff, hub.config (NorthConfig) and
 hub.trust.broker (the `_north` topic level); knows nothing of how alerts and summaries are made, nor of the
@@ -370,6 +371,8 @@ class Northbound:
             if state not in (*OPEN_STATES, "resolved"):
                 raise DocumentError(f"data.state: must be firing, acknowledged or resolved, got {state!r}")
             retained = state in OPEN_STATES
+            if isinstance(data.get("evidence"), dict):  # a detector's figure that is NaN must not cost the alert
+                data = {**data, "evidence": _finite(data["evidence"])}
         else:
             key = data.get("district")
             topic = district_topic(self.site, key)
@@ -524,6 +527,17 @@ def _judge(status: int, retry_after: str) -> tuple[str, str, float | None]:
     if 300 <= status < 400:
         return _GIVE_UP, f"HTTP {status}: redirects are not followed (set url to the final address)", None
     return _GIVE_UP, f"HTTP {status}", None
+
+
+def _finite(value: Any) -> Any:
+    """value with every NaN or infinite number inside it replaced by None (JSON null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _reason(exc: aiohttp.ClientError) -> str:

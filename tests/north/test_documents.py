@@ -173,7 +173,7 @@ def test_origin_shows_no_login_path_or_query() -> None:
     (north.ALERT, samples.alert(id=None), "data.id"),
     (north.ALERT, samples.alert(id="a/b"), "data.id"),
     (north.ALERT, samples.alert(state="open"), "data.state"),
-    (north.ALERT, samples.alert(evidence={"v": float("nan")}), "not JSON"),
+    (north.ALERT, samples.alert(count=float("nan")), "not JSON"),
     (north.ALERT, samples.alert(evidence={"v": object()}), "not JSON"),
     (north.SUMMARY, samples.district(None), "data.district"),
     (north.SUMMARY, samples.district(coverage=float("inf")), "not JSON"),
@@ -250,3 +250,14 @@ def test_a_ca_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     hook = WebhookConfig(url="https://x/", secret="s" * 16, ca_file=tmp_path / "missing.pem")
     with pytest.raises(north.NorthError, match=r"north.webhooks\[0\].ca_file: cannot use .*missing.pem"):
         north.Northbound(NorthConfig(webhooks=(hook,)), "s", None)
+
+
+async def test_a_nan_in_an_alerts_evidence_becomes_null_and_the_alert_goes() -> None:
+    capture = Capture()
+    feed = north.Northbound(NorthConfig(), "s", capture)
+    feed.alert(samples.alert(evidence={"mad": float("nan"), "values": [1.0, float("inf")], "n": 3}))
+    [(_, payload, _, _)] = await fed(feed, capture)
+    document = json.loads(payload)
+    assert document["data"]["evidence"] == {"mad": None, "values": [1.0, None], "n": 3}
+    VALIDATOR.validate(document)
+    assert feed.fields()["north_refused"] == 0
