@@ -188,6 +188,36 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """One `[[north.webhooks]]`: where the northbound feed POSTs, signed with `secret` (hub.north)."""
+
+    url: str = field(repr=False)
+    """May carry a token in its path or query: never logged or shown; `origin` is."""
+    secret: str = field(repr=False)
+    """The HMAC-SHA256 key of X-Qala-Signature (its UTF-8 bytes), shared with the receiver."""
+    origin: str = ""
+    """scheme://host[:port] of url, what logs name."""
+    events: tuple[str, ...] = ("alert", "summary")
+    timeout: float = 10.0
+    max_retries: int = 8
+    retry_min: float = 1.0
+    retry_max: float = 300.0
+    queue: int = 1000
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class NorthConfig:
+    """[north]: the northbound feed for a situation centre (hub.north, docs/integrators.md)."""
+
+    mqtt: bool = True
+    """Publish on `qala/{site}/_north/...` through the hub's own MQTT connection."""
+    mqtt_summaries: bool = True
+    """With mqtt: the district summaries too, not only the alerts."""
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class HubConfig:
     site: SiteConfig
     mqtt: MqttConfig
@@ -219,6 +249,8 @@ class HubConfig:
     HubConfig itself (tests of single parts)."""
     detect: DetectConfig = field(default_factory=DetectConfig)
     """[detect]: the detectors in the stream (hub.detect, docs/detect.md); on by default."""
+    north: NorthConfig = field(default_factory=NorthConfig)
+    """[north]: the northbound feed (alerts and district summaries over MQTT and webhooks)."""
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -330,6 +362,24 @@ ALERTS = Table({
     "on_time_factor": Key(float, 3.0, 1, 100, note="times a device's interval"),
     "actions": Array(ALERT_ACTION),
 })
+NORTH_EVENTS = ("alert", "summary")
+WEBHOOK = Table({
+    "url": Key(str, note="where the feed POSTs: an http:// or https:// URL"),
+    "secret": Key(str, note="at least 16 characters, shared with the receiver; write ${NAME} to read it from the "
+                            "environment"),
+    "events": Key(list, list(NORTH_EVENTS), note="a list of alert, summary"),
+    "timeout": Key(float, 10.0, 0.1, 300, unit="seconds"),
+    "max_retries": Key(int, 8, 0, 100, note="resends after the first attempt before a document is given up"),
+    "retry_min": Key(float, 1.0, 0.01, 3600, unit="seconds"),
+    "retry_max": Key(float, 300.0, 0.01, 86400, unit="seconds"),
+    "queue": Key(int, 1000, 1, 1_000_000, note="documents waiting per webhook; past it the oldest summary goes"),
+    "ca_file": Key(str, None, note="a PEM CA for a receiver whose certificate no public CA signs"),
+})
+NORTH = Table({
+    "mqtt": Key(bool, default=True),
+    "mqtt_summaries": Key(bool, default=True),
+    "webhooks": Array(WEBHOOK),
+})
 DOCUMENT = Table({
     "site": SITE,
     "mqtt": MQTT,
@@ -346,6 +396,7 @@ DOCUMENT = Table({
     "alerts": ALERTS,
     "modbus": modbus_config.SECTION,
     "detect": detect_config.SECTION,
+    "north": NORTH,
 })
 """The whole of hub.toml; hub/config.example.toml shows every section, docs/hub.md every key."""
 
@@ -454,6 +505,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         alerts=_alerts(values["alerts"]),
         trust=trust,
         detect=detect_config.build(values["detect"]),
+        north=_north(values["north"], base),
     )
 
 
@@ -466,6 +518,34 @@ def _alerts(values: dict[str, Any]) -> AlertsConfig:
             raise ConfigError(f"alerts.actions[{i}].target_device: with a target, say which alerts move it "
                               f"(alerts.actions[{i}].device or .district); otherwise any device's alert would")
     return AlertsConfig(**values, actions=actions)
+
+
+def _north(values: dict[str, Any], base: Path | None) -> NorthConfig:
+    hooks = []
+    for i, hook in enumerate(values["webhooks"]):
+        path = f"north.webhooks[{i}]"
+        url = hook["url"]
+        if not re.match(r"^https?://[^/\s?#]+[^\s]*$", url):
+            raise ConfigError(f"{path}.url: must be an http:// or https:// URL, got {url!r}")
+        if len(hook["secret"]) < 16:
+            raise ConfigError(f"{path}.secret: must be at least 16 characters, got {len(hook['secret'])} "
+                              f"(a random one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        events = hook["events"]
+        if not events or any(e not in NORTH_EVENTS for e in events) or len(set(events)) != len(events):
+            raise ConfigError(f"{path}.events: must list one or both of {', '.join(NORTH_EVENTS)}, each once, "
+                              f"got {events!r}")
+        if hook["retry_max"] < hook["retry_min"]:
+            raise ConfigError(f"{path}.retry_max: must not be below {path}.retry_min")
+        if hook["ca_file"] is not None and not url.startswith("https://"):
+            raise ConfigError(f"{path}.ca_file: only used with an https:// url")
+        origin = re.match(r"^https?://(?:[^@/]*@)?[^/?#]+", url)
+        assert origin is not None, "the url's shape is checked above"
+        hooks.append(WebhookConfig(
+            url=url, secret=hook["secret"], origin=re.sub(r"//[^@/]*@", "//", origin.group(0)),
+            events=tuple(events), timeout=hook["timeout"], max_retries=hook["max_retries"],
+            retry_min=hook["retry_min"], retry_max=hook["retry_max"], queue=hook["queue"],
+            ca_file=None if hook["ca_file"] is None else _path(hook["ca_file"], base)))
+    return NorthConfig(mqtt=values["mqtt"], mqtt_summaries=values["mqtt_summaries"], webhooks=tuple(hooks))
 
 
 def _api(values: dict[str, Any], base: Path | None) -> ApiConfig:

@@ -81,7 +81,16 @@ def _summary_text(summary: dict[str, Any]) -> str:
         reason = f" ({row['reason']})" if row.get("reason") else ""
         lines.append(f"  {row['device']}.{row['sensor']} = {row['value']:g} {row['quality']} "
                      f"source={row['source']}{reason}")
+    drill = summary.get("alert_drill") or {}
+    alert = drill.get("alert")
+    if alert:
+        lines.append("alerts (qala_alert):")
+        lines.append(f"  {alert['id']} {alert['kind']} {alert['device']}: fired, then {alert['state']}; northbound "
+                     f"feed received {', '.join(drill.get('northbound') or []) or 'nothing'}")
+    elif drill:
+        lines.append(f"alerts: the drill on {drill.get('device')} saw no alert fire and resolve (see hub.log)")
     influx = summary["influxd"]
+    lines += ["", f"operator page (while a demo runs): {summary['operator_page']}"]
     lines += ["", f"the data stays in {summary['folder']}; while a demo runs, look at it with:",
               f"  {influx['cli']}"]
     for what, query in summary["queries"]:

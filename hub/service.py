@@ -14,6 +14,9 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
 - modbus (hub.modbus.poller, when [modbus] configures devices): polls devices; their Readings take the same
   path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
   `Hub.modbus_write` (the control service uses the same ModbusService).
+- north (hub.north, unless [north] turns both MQTT and webhooks off): the northbound feed for a situation
+  centre: alerts and district summaries on `qala/{site}/_north/...` and to webhooks; closed last at a stop,
+  so what it holds is handed over.
 - alerting (hub.alerting): every `detect.interval` seconds the detectors' events (hub.detect) into the alert
   book (hub.alerts, `<state>/alerts.json`): each transition a `qala_alert` point, a northbound document
   (hub.north) and, if [[alerts.actions]] say so, a setpoint through the control service; every
@@ -73,6 +76,7 @@ from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
 from hub.ingest.sequence import SequenceTracker
 from hub.metrics import Metrics
+from hub.north import Northbound, NorthError, make_northbound
 from hub.registry import Registry
 from hub.sinks.influx_v1 import InfluxV1Sink
 from hub.sinks.influx_v2 import InfluxV2Sink
@@ -85,7 +89,6 @@ from protocols import confirm, liveness, topics
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hub.alerting import NorthLike
     from hub.config import HubConfig
     from hub.coverage import Place
     from hub.ingest.mqtt import Message
@@ -101,6 +104,7 @@ DRAIN_LIMIT = 2500
 round arrives while this one is spooled and acknowledged."""
 
 FILL_WARNINGS = (0.5, 0.8, 0.9)
+NORTH_TASK = "qala-hub.north"
 
 MAX_EXTRA = 500_000
 """Readings from outside MQTT (Modbus polls, control audit) held in RAM while the spool is full. MQTT
@@ -223,11 +227,13 @@ class Hub:
         log.info("detect: consumption baselines loaded from InfluxDB series=%d", loaded)
 
     def _alerting(self, config: HubConfig, state: Path) -> Alerting:
-        """The alerting loop; `self.detectors` and `north` (set here to None unless set before) are handed to
-        it when the hub runs, so whatever builds them may do so before or after this."""
-        if not hasattr(self, "north"):
-            self.north: NorthLike | None = None
-            """The northbound feed (hub.north) alerts and district summaries go to; None: not fed."""
+        """The alerting loop, and the northbound feed it hands alerts and summaries to; `self.detectors` and
+        `self.north` are handed to it when the hub runs."""
+        try:
+            self.north: Northbound | None = make_northbound(config, config.site.id, self.mqtt.publish,
+                                                            connected=lambda: self.mqtt.connected)
+        except NorthError as exc:
+            raise ConfigError(str(exc)) from None
         alerting = Alerting(config.site.id, config.alerts, state, emit=self.emit, places=self.places,
                             control=self.control, interval=config.detect.interval)  # [detect] paces the ticks
         self.processor.sample = alerting.values.sample  # each telemetry message's values (hot path: cheap)
@@ -393,6 +399,8 @@ class Hub:
         self.alerting.north = self.north
         others.append(asyncio.create_task(self.alerting.run(), name="qala-hub.alerting"))
         self._baseline = asyncio.create_task(self._load_baseline(), name="qala-hub.baseline")
+        if self.north is not None and self.north.enabled:
+            others.append(asyncio.create_task(self.north.run(), name=NORTH_TASK))
         if self.config.api is not None:
             from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
 
@@ -411,6 +419,18 @@ class Hub:
         finally:
             await self._shutdown(ingest, writer, *others, stop)
 
+    async def _stop_loops(self, tasks: tuple[asyncio.Task[object], ...]) -> None:
+        """Cancel the service's loops; the alerts are saved and the northbound feed hands over what waits
+        (its MQTT documents; webhooks get a few seconds)."""
+        if self._baseline is not None:
+            self._baseline.cancel()
+        for task in tasks:
+            if task.get_name() != NORTH_TASK:
+                task.cancel()
+        self.alerting.close()
+        if self.north is not None:
+            await self.north.close()
+
     async def _shutdown(
         self,
         ingest: asyncio.Task[None],
@@ -418,19 +438,15 @@ class Hub:
         *others: asyncio.Task[object],
     ) -> None:
         self._closing = True
-        if self._baseline is not None:
-            self._baseline.cancel()
         self.mqtt.close_intake()
         self.mqtt.wakeup.set()
-        for task in others:
-            task.cancel()
+        await self._stop_loops(others)
         if not ingest.done():
             await ingest  # spools and acknowledges everything taken so far
         await self._confirm_round()  # what the last batches stored
         if self.mqtt.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
             self.mqtt.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
         await self.mqtt.stop()
-        self.alerting.close()
         self._extra.extend(self._snapshot())
         if self._disk_error is None:
             await self._spool_extra()
@@ -628,7 +644,7 @@ class Hub:
             "alerts_open": float(len(self.alerting.book.open)),
             "alerts_suppressed": float(self.alerting.book.suppressed),
             "alert_actions": float(self.alerting.actions_sent),
-        }
+        } | (self.north.fields() if self.north is not None else {})
         return self.metrics.snapshot(self.config.site.id, self.config.mqtt.client_id, int(time.time() * 1000), gauges)
 
     async def _housekeeping(self) -> None:

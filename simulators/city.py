@@ -33,6 +33,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -165,6 +166,11 @@ def influx_cli(influx_port: int) -> str:
 
 
 WATCH = "demo-watch"
+NORTH_PREFIX = f"qala/{SITE}/_north/"
+DRILL_PAUSE_AFTER_FIRING = 3.0
+"""Seconds the drill's board stays paused once its silent alert fired (then it is continued)."""
+DRILL_TIMEOUT = 60.0
+"""Seconds the drill waits for the alert to fire, and again for it to resolve."""
 """The hub identity the demo's watcher logs in with (it reads the whole site, as a hub may)."""
 
 
@@ -189,6 +195,8 @@ class _Watcher:
         """Hubs whose retained liveness says online (protocols/liveness.py)."""
         self.first: dict[tuple[str, str], int] = {}
         """(device, sensor) -> the timestamp of its first telemetry message the broker passed on (boot 0)."""
+        self.north: list[tuple[str, dict[str, Any]]] = []
+        """(topic, document) of each northbound message (qala/<site>/_north/...), as a situation centre gets it."""
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qala-demo-watch-{os.getpid()}")
         self.client.username_pw_set(*login)
         self.client.tls_set_context(ssl.create_default_context(cafile=str(ca)))
@@ -202,6 +210,11 @@ class _Watcher:
         from protocols.errors import ProtocolError  # noqa: PLC0415
 
         try:
+            if msg.topic.startswith(NORTH_PREFIX):
+                if msg.payload:  # an empty payload clears a retained copy
+                    with self.lock:
+                        self.north.append((msg.topic, json.loads(bytes(msg.payload))))
+                return
             prefix = topics.hub_topic(SITE)[:-1]
             if msg.topic.startswith(prefix):
                 state, _hb = liveness.decode_hub_state(bytes(msg.payload))
@@ -309,7 +322,11 @@ class Demo:
         self.store: TrustStore | None = None
         self.api_port = free_port()
         self.token = secrets.token_hex(16)
+        self.page_url = f"http://127.0.0.1:{self.api_port}/ui/"
         self.outcomes: list[Outcome] = []
+        self.drill: dict[str, Any] = {}
+        """What the alert drill saw: the paused board, its alert as the API gave it, the northbound states."""
+        self._paused: fleet.FirmwareBoard | None = None
         self.stored: dict[str, dict[str, int]] = {}
         self._stop = asyncio.Event()
         self._pids: dict[str, int] = {}
@@ -398,6 +415,10 @@ class Demo:
             )
         self._pid("hub", self.hub.pid)
         self.on_event(f"hub (pid {self.hub.pid}), API http://127.0.0.1:{self.api_port}, config {hub_toml}")
+        token_file = self.folder / "api-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(self.token + "\n")
+        self.on_event(f"operator page {self.page_url} (its control token is in {token_file})")
         await self._hub_online()
         micropython = fleet.find_micropython()
         for index in range(self.options.boards):
@@ -506,6 +527,7 @@ class Demo:
     async def _watch(self) -> None:  # noqa: C901 - one loop: progress, setpoints, the end
         start = time.monotonic()
         setpoints: asyncio.Task[None] | None = None
+        drill: asyncio.Task[None] | None = None
         window: collections.deque[tuple[float, int]] = collections.deque()
         next_stored = 0.0
         stored = 0
@@ -539,19 +561,28 @@ class Demo:
             ready = online == len(self.boards) and elapsed > 6.0
             if setpoints is None and (ready or elapsed > max(20.0, self.options.duration / 2)):
                 setpoints = asyncio.create_task(self._send_setpoints())
-            done = setpoints is not None and setpoints.done()
+            if drill is None and setpoints is not None and setpoints.done():
+                drill = asyncio.create_task(self._alert_drill())
+            done = drill is not None and drill.done()
             if self._stop.is_set():
                 break
             if done and elapsed >= self.options.duration and not self.options.keep_running:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.progress_every)
-        if setpoints is not None and not setpoints.done():
-            setpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await setpoints
-        if setpoints is not None and setpoints.done() and not setpoints.cancelled() and setpoints.exception():
-            raise DemoError(f"setpoints failed: {setpoints.exception()}")
+        await self._end_tasks(setpoints, drill)
+
+    async def _end_tasks(self, setpoints: asyncio.Task[None] | None, drill: asyncio.Task[None] | None) -> None:
+        """Cancel what still runs (a stop came first); raise DemoError for a task that failed."""
+        for task in (setpoints, drill):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._resume_paused()
+        for what, task in (("setpoints", setpoints), ("the alert drill", drill)):
+            if task is not None and not task.cancelled() and task.exception():
+                raise DemoError(f"{what} failed: {task.exception()}")
 
     def _check_alive(self) -> None:
         for name, process in (("hub", self.hub), ("socat", self.socat)):
@@ -627,6 +658,78 @@ class Demo:
         return Outcome(device, actuator, value, str(answer.get("state")), str(answer.get("reason") or ""),
                        answer.get("latency_ms"), answer.get("applied"))
 
+    async def _alert_drill(self) -> None:
+        """Show detection end to end: pause one board (SIGSTOP) until the hub's `silent` alert for it fires,
+        continue it (SIGCONT) and wait for the alert to resolve; the API and the northbound feed say each step."""
+        board = next((b for b in reversed(self.boards) if b.pid is not None), None)
+        if board is None or board.pid is None:
+            return
+        device = board.device
+        self.drill = {"device": device, "alert": None, "northbound": []}
+        self.on_event(f"alert drill: pausing board {device} (SIGSTOP) until the hub notices it went silent")
+        self._paused = board
+        os.kill(board.pid, signal.SIGSTOP)
+        alert = await self._wait_alert(device, ("firing", "acknowledged"))
+        if alert is None:
+            self.on_event(f"alert drill: no silent alert for {device} within {DRILL_TIMEOUT:g} s (see hub.log)")
+            self._resume_paused()
+            return
+        self.on_event(f"alert {alert['id']} fired: {alert['kind']} {device}: {alert['message']}")
+        await asyncio.sleep(DRILL_PAUSE_AFTER_FIRING)
+        self._resume_paused()
+        self.on_event(f"alert drill: board {device} continued (SIGCONT)")
+        resolved = await self._wait_alert(device, ("resolved",), alert["id"])
+        if resolved is None:
+            self.on_event(f"alert drill: {alert['id']} not resolved within {DRILL_TIMEOUT:g} s (see hub.log)")
+            return
+        self.drill["alert"] = resolved
+        self.on_event(f"alert {resolved['id']} resolved: {device} reports again")
+        until = time.monotonic() + 5.0  # the feed's copy of the resolution, as a situation centre receives it
+        while time.monotonic() < until:
+            states = self._north_states(resolved["id"])
+            if "resolved" in states:
+                break
+            await asyncio.sleep(0.2)
+        self.drill["northbound"] = states
+        self.on_event(f"northbound feed {NORTH_PREFIX}alerts/{resolved['id']} received: "
+                      f"{', '.join(states) or 'nothing'}")
+
+    def _resume_paused(self) -> None:
+        board, self._paused = self._paused, None
+        if board is not None and board.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(board.pid, signal.SIGCONT)
+
+    def _north_states(self, alert_id: str) -> list[str]:
+        assert self.watcher is not None, "started first"
+        with self.watcher.lock:
+            docs = [doc for topic, doc in self.watcher.north if topic.endswith("/" + alert_id)]
+        return [str(doc.get("data", {}).get("state")) for doc in docs]
+
+    async def _wait_alert(self, device: str, states: tuple[str, ...], alert_id: str | None = None
+                          ) -> dict[str, Any] | None:
+        """The device's silent alert (that one, with `alert_id`) once it is in one of `states`; None on time-out."""
+        until = time.monotonic() + DRILL_TIMEOUT
+        while time.monotonic() < until and not self._stop.is_set():
+            alerts = await asyncio.to_thread(self._api_get, "/v1/alerts?state=all&limit=200")
+            for alert in (alerts or {}).get("alerts", []):
+                if alert["device"] == device and alert["kind"] == "silent" and alert["state"] in states and (
+                        alert_id is None or alert["id"] == alert_id):
+                    return dict(alert)
+            await asyncio.sleep(0.5)
+        return None
+
+    def _api_get(self, path: str) -> dict[str, Any] | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with _opener.open(request, timeout=10) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            log.debug("api %s: %s", path, exc)
+            return None
+        return answer
+
     def _first_stored(self) -> list[dict[str, Any]]:
         """Each board's first message of each sensor (the actuators' reports after the birth included), and
         whether InfluxDB holds it: the hub's session existed before the boards' first second."""
@@ -669,6 +772,8 @@ class Demo:
             "meters": {"rtu": sorted(RTU_METERS), "tcp": sorted(TCP_METERS)},
             "setpoints": [outcome.__dict__ for outcome in self.outcomes],
             "qala_command": commands,
+            "alert_drill": self.drill,
+            "operator_page": self.page_url,
             "queries": queries(self.influxd.port),
         }
         (self.folder / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -679,6 +784,7 @@ class Demo:
         if self.watcher is not None:
             with contextlib.suppress(Exception):
                 self.watcher.close()
+        self._resume_paused()  # a stopped process would not see its SIGTERM
         for board in self.boards:
             await asyncio.to_thread(board.stop)
         if self.hub is not None:

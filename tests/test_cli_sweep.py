@@ -390,6 +390,12 @@ SWEEP: dict[tuple[str, ...], Command] = {
         "name": [*ids(), Bad("main", "NAME 'main': the hub identity exists; --rotate gives it a new password")],
         "--rotate": FLAG, "--store": store(CHANGED),
     }, starts=False),
+    ("provision", "integrator"): Command({"name": "sc", "--store": "{store}"}, {
+        "name": [*ids(), Bad("main", "NAME 'main': no such integrator identity to rotate (have: none)",
+                             plus=("--rotate",)),
+                 Bad("main", "NAME 'main': no such integrator identity (have: none)", plus=("--revoke",))],
+        "--rotate": FLAG, "--revoke": FLAG, "--store": store(CHANGED),
+    }, starts=False),
     ("provision", "list"): Command({"--store": "{store}"}, {"--store": store()}, starts=False),
     ("set",): Command({"device": "air-01", "actuator": "fan1", "value": "80", "--config": "{hub_toml}"}, {
         "device": ids(),

@@ -1,5 +1,9 @@
-"""The hub's control HTTP API (aiohttp.web): send a setpoint, read a command's state, list devices.
+"""The hub's control HTTP API (aiohttp.web): send a setpoint, read a command's state, list devices; and the
+operator page's static files.
 
+    GET  /                       redirects to /ui/
+    GET  /ui/ (app.js, ...)      the operator page (hub/ui, shipped in the package; no token needed: its
+                                 data calls carry the token the person enters)
     GET  /openapi.json           the OpenAPI 3.1 document (no token needed)
     POST /v1/setpoints           {device, actuator, value, ttl_s?, wait?, timeout_s?} -> 202 (or 200 with wait)
     GET  /v1/commands/{id}       a command's state
@@ -20,9 +24,12 @@ type or outside the device's limits (then the refused command is returned too: i
 `rejected`), 429 too many wrong tokens from the client's address (Retry-After says when to try again;
 hub.control.throttle decides, the middleware here applies it). Binds 127.0.0.1 by default (`api.listen`);
 HTTPS with `api.tls_cert` and `api.tls_key`. Tokens are compared in constant time and never logged.
+Every answer carries `X-Content-Type-Options: nosniff` and a Content-Security-Policy that allows only this
+origin's own scripts, styles and API calls (no inline scripts, no framing, no form posts elsewhere).
 
 Imports aiohttp, hub.control.service and hub.control.throttle, hub.alerts (its errors), and hub.config for its
-types and ConfigError; the alerting loop is handed in.
+types and ConfigError; the alerting loop is handed in. Reads the operator page's files (hub/ui) once, when
+the app is made; knows nothing of what the page does with the API.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import json
 import logging
 import math
 import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -67,6 +75,21 @@ MAX_WAIT = 120.0
 MAX_ALERTS = 1000
 """The most alerts GET /v1/alerts answers with (`limit`); 100 by default."""
 _SETPOINT_KEYS = ("device", "actuator", "value", "ttl_s", "wait", "timeout_s")
+UI_FOLDER = Path(__file__).resolve().parent.parent / "ui"
+"""The operator page's files (hub/ui, package data)."""
+UI_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
+            "icon.svg": "image/svg+xml"}
+"""The files served under /ui/ (/ui/ itself is index.html), with their media types; nothing else is."""
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                               "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+"""On every answer: the page runs only its own script (app.js), talks only to this origin, cannot be framed,
+and its forms never submit anywhere (app.js sends them with fetch, so a token never lands in a URL)."""
+UI: web.AppKey[dict[str, bytes]] = web.AppKey("ui")
 
 _COMMAND_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -322,6 +345,35 @@ def _ip(text: str) -> str | None:
         return None
 
 
+async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
+async def _to_ui(_request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": "/ui/"})
+
+
+async def _ui_file(request: web.Request) -> web.Response:
+    name = request.match_info.get("name") or "index.html"
+    body = request.app[UI].get(name)
+    if body is None:
+        return _error(404, f"no such file of the operator page: /ui/{name} (see /ui/)")
+    return web.Response(body=body, content_type=UI_FILES[name], charset="utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+
+def load_ui(folder: Path = UI_FOLDER) -> dict[str, bytes]:
+    """The operator page's files by name; ConfigError when the installed package lacks one."""
+    files = {}
+    for name in UI_FILES:
+        try:
+            files[name] = (folder / name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"api: the operator page's file {folder / name} cannot be read "
+                              f"({exc.strerror or exc}): reinstall qala (the package ships hub/ui)") from None
+    return files
+
+
 async def _openapi(_request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
@@ -467,6 +519,12 @@ def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | No
     app[TOKENS] = tuple((role, token.encode()) for role, token in config.tokens())
     app[THROTTLE] = Throttle() if throttle is None else throttle
     app[PROXY] = config.trusted_proxy
+    app[UI] = load_ui()
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", _to_ui)
+    app.router.add_get("/ui", _to_ui)
+    app.router.add_get("/ui/", _ui_file)
+    app.router.add_get("/ui/{name}", _ui_file)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_post("/v1/setpoints", _setpoint)
     app.router.add_get("/v1/commands/{id}", _command)

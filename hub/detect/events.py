@@ -20,7 +20,7 @@ WARNING = "warning"
 CRITICAL = "critical"
 SEVERITIES = (INFO, WARNING, CRITICAL)
 
-# the kinds of the data-quality detectors
+# data-quality kinds
 FLATLINE = "flatline"
 SPIKE = "spike"
 OUT_OF_RANGE = "out_of_range"
@@ -28,12 +28,12 @@ DRIFT = "drift"
 SILENT = "silent"
 CLOCK = "clock"
 SEQ_GAPS = "seq_gaps"
-# the kinds of the utility detectors
+# utility kinds
 LEAK = "leak"
 COUNTER_STOPPED = "counter_stopped"
 COUNTER_BACKWARDS = "counter_backwards"
 CONSUMPTION = "consumption"
-# the kind of the air-quality detector
+# air-quality kinds
 AQI_FORECAST = "aqi_forecast"
 
 KINDS = (FLATLINE, SPIKE, OUT_OF_RANGE, DRIFT, SILENT, CLOCK, SEQ_GAPS, LEAK, COUNTER_STOPPED, COUNTER_BACKWARDS,

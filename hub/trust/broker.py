@@ -2,14 +2,18 @@
 
 Pure functions, no I/O: the store (hub.trust.provision) writes what they return.
 
-- `board_user`, `hub_user`: the MQTT usernames, `<site>/<device>` and `hub/<site>/<name>`.
-- `hub_rules(site)`, `board_rules(site, device)`: who may do what, as (access, topic) pairs. A board writes
-  only its own telemetry, status and ack and reads only its own cmd and conf and the hubs' liveness
-  (`qala/{site}/_hub/+`); a hub reads and writes the whole site tree and reads $SYS. Nobody else gets a
-  line, so nobody else (no user, no anonymous client) may publish cmd.
-  Later issues add topics here, and only here.
-- `acl_text(site, hubs, devices)`: the acl_file, one `user` block per identity, explicit topics (no
-  `pattern` lines: they would apply to every user).
+- `board_user`, `hub_user`, `integrator_user`: the MQTT usernames, `<site>/<device>`, `hub/<site>/<name>`
+  and `integrator/<site>/<name>`.
+- `hub_rules(site)`, `board_rules(site, device)`, `integrator_rules(site)`: who may do what, as (access,
+  topic) pairs. A board writes only its own telemetry, status and ack and reads only its own cmd and conf and
+  the hubs' liveness (`qala/{site}/_hub/+`); a hub reads and writes the whole site tree (the northbound feed
+  `qala/{site}/_north/#` included) and reads $SYS; an integrator (a situation centre, docs/integrators.md)
+  only reads the northbound feed. Nobody else gets a line, so nobody else (no user, no anonymous client) may
+  publish cmd or write the feed. Later issues add topics here, and only here.
+- `north_filter(site)`: the northbound feed's topic filter, `qala/{site}/_north/#` (hub.north publishes under
+  it).
+- `acl_text(site, hubs, devices, integrators)`: the acl_file, one `user` block per identity, explicit topics
+  (no `pattern` lines: they would apply to every user).
 - `mosquitto_conf(...)`: the listener snippet: TLS with the site's broker certificate, no anonymous clients,
   the password_file and acl_file, and the client id replaced by the username (`use_username_as_clientid`), so
   nobody can take over another's session without its password. No client certificates: boards log in with
@@ -35,6 +39,8 @@ _ACCESS = ("read", "write", "readwrite")
 BOARD_WRITES = (topics.TELEMETRY, topics.STATUS, topics.ACK)
 BOARD_READS = (topics.CMD, topics.CONF)
 DEFAULT_PORT = 8883
+NORTH = "_north"
+"""The topic level of the northbound feed, `qala/{site}/_north/...`: no device id starts with `_`."""
 
 
 def board_user(site: str, device: str) -> str:
@@ -47,8 +53,20 @@ def hub_user(site: str, name: str) -> str:
     return f"hub/{site}/{name}"
 
 
+def integrator_user(site: str, name: str) -> str:
+    """A situation centre's (an integrator's) MQTT username: `integrator/<site>/<name>`."""
+    return f"integrator/{site}/{name}"
+
+
+def north_filter(site: str) -> str:
+    """The northbound feed: `qala/{site}/_north/#` (alerts and district summaries, hub.north)."""
+    topics.check_id("site", site)
+    return f"{topics.ROOT}/{site}/{NORTH}/#"
+
+
 def hub_rules(site: str) -> list[Rule]:
-    """A hub: the whole site (subscribe to every board, publish cmd) and the broker's own $SYS statistics."""
+    """A hub: the whole site (subscribe to every board, publish cmd and the northbound feed, which
+    `qala/{site}/#` covers) and the broker's own $SYS statistics."""
     topics.check_id("site", site)
     return [("readwrite", f"{topics.ROOT}/{site}/#"), ("read", "$SYS/#")]
 
@@ -61,6 +79,11 @@ def board_rules(site: str, device: str) -> list[Rule]:
     return [*rules, ("read", topics.hub_topic(site))]
 
 
+def integrator_rules(site: str) -> list[Rule]:
+    """An integrator: read the northbound feed, nothing else (no telemetry, no cmd, no publishing)."""
+    return [("read", north_filter(site))]
+
+
 def _block(user: str, rules: Iterable[Rule]) -> list[str]:
     lines = [f"user {user}"]
     for access, topic in rules:
@@ -70,8 +93,9 @@ def _block(user: str, rules: Iterable[Rule]) -> list[str]:
     return [*lines, ""]
 
 
-def acl_text(site: str, hubs: Iterable[str], devices: Iterable[str]) -> str:
-    """mosquitto's acl_file for a site's hub names and device ids (users as hub_user and board_user name them).
+def acl_text(site: str, hubs: Iterable[str], devices: Iterable[str], integrators: Iterable[str] = ()) -> str:
+    """mosquitto's acl_file for a site's hub names, device ids and integrator names (users as hub_user,
+    board_user and integrator_user name them).
 
     The file starts with no topic lines before the first `user`, so an anonymous client (if a listener ever
     allowed one) may do nothing.
@@ -86,6 +110,9 @@ def acl_text(site: str, hubs: Iterable[str], devices: Iterable[str]) -> str:
         lines += _block(hub_user(site, name), hub_rules(site))
     for device in sorted(devices):
         lines += _block(board_user(site, device), board_rules(site, device))
+    for name in sorted(integrators):
+        topics.check_id("integrator", name)
+        lines += _block(integrator_user(site, name), integrator_rules(site))
     return "\n".join(lines)
 
 
@@ -112,7 +139,8 @@ def mosquitto_conf(
         "# Qala's provisioned broker (issue 13), generated by `qala provision` (hub/trust/broker.py).",
         "# Put it in mosquitto's include_dir (Debian: /etc/mosquitto/conf.d/), next to simulators/mosquitto-qala.conf.",
         "# The broker's user must be able to read the files named here.",
-        "# After `qala provision board|rotate|revoke|hub`: kill -HUP $(pidof mosquitto) reloads passwd and acl.",
+        "# After `qala provision board|rotate|revoke|hub|integrator`: kill -HUP $(pidof mosquitto) reloads passwd",
+        "# and acl.",
         "",
         "# Clients log in with a username and password from the password_file; anonymous clients are refused.",
         "allow_anonymous false",

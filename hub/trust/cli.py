@@ -7,11 +7,14 @@
     qala provision revoke DEVICE --store DIR
     qala provision place  DEVICE --store DIR [--district D] [--lat X --lon Y]
     qala provision hub    NAME --store DIR [--rotate]
+    qala provision integrator NAME --store DIR [--rotate | --revoke]
     qala provision list   --store DIR
 
 `board` and `rotate` write the board's config (its MQTT login, its command key, the site CA's file name) with
 the site CA next to it as ca.pem, validated by the board's own code before the store changes: a config that
-would not run leaves the store as it was. Nothing here prints a secret: they go to files of mode 600 only.
+would not run leaves the store as it was. `integrator` makes a situation centre's login: it may only read the
+northbound feed `qala/{site}/_north/#` (docs/integrators.md). Nothing here prints a secret: they go to files
+of mode 600 only.
 After a change, mosquitto and the hub read the store again on SIGHUP (printed as a reminder). Every failure
 is one line on stderr naming the argument or file, exit code 2 (bad input) or 1 (the system refused a write).
 
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from hub import argtypes
 from hub.tools import fw
 from hub.trust import broker, provision
-from hub.trust.store import DEFAULT_HUB, TOOLS, BoardIdentity, StoreError, TrustStore
+from hub.trust.store import DEFAULT_HUB, INTEGRATORS, TOOLS, BoardIdentity, StoreError, TrustStore
 
 if TYPE_CHECKING:
     import argparse
@@ -128,9 +131,26 @@ def _cmd_hub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_integrator(args: argparse.Namespace) -> int:
+    root = Path(args.store).absolute()
+    if args.revoke:
+        provision.revoke_integrator(root, args.name)
+        sys.stdout.write(f"revoked integrator {args.name}: removed from the broker's passwd and acl\n{RELOAD}\n")
+        return 0
+    user, _password = provision.add_integrator(root, args.name, rotate=args.rotate)
+    store = TrustStore.load(root)
+    sys.stdout.write(
+        f"{'rotated' if args.rotate else 'added'} integrator {args.name} (MQTT user {user}, password in "
+        f"{root / INTEGRATORS / (args.name + '.json')}): it may read {broker.north_filter(store.site)} only; "
+        f"hand it that login, the site CA {store.ca_file} and the broker {store.broker_host} (TLS, "
+        f"docs/integrators.md)\n{RELOAD}\n")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     store = TrustStore.load(Path(args.store))
-    sys.stdout.write(f"site {store.site}, broker {store.broker_host}, hubs: {', '.join(sorted(store.hubs()))}\n")
+    sys.stdout.write(f"site {store.site}, broker {store.broker_host}, hubs: {', '.join(sorted(store.hubs()))}, "
+                     f"integrators: {', '.join(sorted(store.integrators())) or 'none'}\n")
     for device in sorted(store.devices()):
         entry = store.entry(device)
         generation = entry.generation if entry is not None else "?"
@@ -164,7 +184,7 @@ def _place_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `provision` (init, board, rotate, revoke, hub, list) to the `qala` subcommands."""
+    """Add `provision` (init, board, rotate, revoke, hub, integrator, list) to the `qala` subcommands."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "provision", help="the site's identities: CA, broker policy, board and hub logins, command keys")
     sub = parser.add_subparsers(dest="provision_command", metavar="PROVISION_COMMAND", required=True)
@@ -212,7 +232,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     hub = command("hub", _cmd_hub, "add a hub identity (or --rotate its password)")
     hub.add_argument("name", help="e.g. main, hub-2")
     hub.add_argument("--rotate", action="store_true")
-    command("list", _cmd_list, "the store's devices and hubs (no secrets)")
+    integrator = command("integrator", _cmd_integrator,
+                         "add a situation centre's read-only login to the northbound feed (or --rotate, --revoke)")
+    integrator.add_argument("name", help="e.g. situation-centre")
+    once = integrator.add_mutually_exclusive_group()
+    once.add_argument("--rotate", action="store_true", help="a new password for an existing integrator")
+    once.add_argument("--revoke", action="store_true", help="remove the integrator's login")
+    command("list", _cmd_list, "the store's devices, hubs and integrators (no secrets)")
     for p in sub.choices.values():
         p.add_argument("--store", type=argtypes.text, required=True, metavar="DIR",
                        help="the provisioning store's folder")

@@ -4,10 +4,12 @@
   (hub.trust.tls), the hub identities `main` (the hub) and `tools` (`qala fw deploy` watching for a birth),
   an empty device list and the broker files.
 - `open_store(root)`: the store loaded under an exclusive lock (`STORE/.lock`), as a `Session` whose
-  `new_board`, `rotated_board`, `save_board`, `revoke_board`, `new_hub` and `save_hub` change it. `new_*`
-  and `rotated_*` only make an identity in memory, so a caller can check what it will write with it (a board
-  config) before anything in the store changes. `add_board`, `rotate_board`, `revoke_board` and `add_hub`
-  do both steps at once.
+  `new_board`, `rotated_board`, `save_board`, `revoke_board`, `new_hub`, `save_hub`, `new_integrator`,
+  `save_integrator` and `revoke_integrator` change it. `new_*` and `rotated_*` only make an identity in
+  memory, so a caller can check what it will write with it (a board config) before anything in the store
+  changes. `add_board`, `rotate_board`, `revoke_board`, `add_hub`, `add_integrator` and `revoke_integrator`
+  do both steps at once. An integrator is a situation centre's read-only login to the northbound feed
+  (`qala/{site}/_north/#`, hub.trust.broker.integrator_rules).
 - A device's place (its district and coordinates, public in devices.json) comes with `save_boards(...,
   places)` / `add_boards(..., places)` or later with `place_board` (`qala provision place`).
 
@@ -51,6 +53,7 @@ from hub.trust.store import (
     DEFAULT_HUB,
     DEVICES_FILE,
     HUBS,
+    INTEGRATORS,
     PASSWD,
     SECRETS,
     SITE_FILE,
@@ -74,10 +77,12 @@ __all__ = [  # public (hub.PUBLIC)
     "add_board",
     "add_boards",
     "add_hub",
+    "add_integrator",
     "init_store",
     "open_store",
     "place_board",
     "revoke_board",
+    "revoke_integrator",
     "rotate_board",
 ]
 
@@ -393,8 +398,56 @@ class Session:
         hubs = {n: self.store.hub(n) for n in self.store.hubs()} | {name: identity}
         self.store = TrustStore(self.root, self.store.site, self.store.broker_host,
                                 {d: b for d in self.store.devices() if (b := self.store.board(d)) is not None},
-                                hubs, {d: e for d in self.store.devices() if (e := self.store.entry(d)) is not None})
+                                hubs, {d: e for d in self.store.devices() if (e := self.store.entry(d)) is not None},
+                                self._integrators())
         self._write_broker_files({user})
+        return self.store
+
+    # -- integrators
+
+    def _integrators(self) -> dict[str, tuple[str, str]]:
+        return {n: self.store.integrator(n) for n in self.store.integrators()}
+
+    def new_integrator(self, name: str, *, rotate: bool = False) -> tuple[str, str]:
+        """An integrator identity (user, password), new or (rotate=True) a new password for an existing one
+        (not saved)."""
+        name = check_device(name, "NAME")
+        exists = name in self.store.integrators()
+        if exists and not rotate:
+            raise ProvisionError(f"NAME {name!r}: the integrator identity exists; --rotate gives it a new password")
+        if rotate and not exists:
+            raise ProvisionError(f"NAME {name!r}: no such integrator identity to rotate (have: "
+                                 f"{', '.join(sorted(self.store.integrators())) or 'none'})")
+        return broker.integrator_user(self.store.site, name), self._password()
+
+    def save_integrator(self, identity: tuple[str, str]) -> TrustStore:
+        """Write an integrator identity (new or rotated) and the broker files; return the new store."""
+        user, password = identity
+        name = user.rsplit("/", 1)[-1]
+        self._record(password)
+        _secret_folder(self.root / INTEGRATORS)
+        write_atomic(self.root / INTEGRATORS / f"{name}.json", _json_bytes({"user": user, "password": password}),
+                     mode=0o600)
+        return self._set_integrators(self._integrators() | {name: identity}, {user})
+
+    def revoke_integrator(self, name: str) -> TrustStore:
+        """Remove an integrator: from passwd and acl, and delete its secrets file."""
+        name = check_device(name, "NAME")
+        if name not in self.store.integrators():
+            raise ProvisionError(f"NAME {name!r}: no such integrator identity (have: "
+                                 f"{', '.join(sorted(self.store.integrators())) or 'none'})")
+        store = self._set_integrators({n: i for n, i in self._integrators().items() if n != name}, set())
+        (self.root / INTEGRATORS / f"{name}.json").unlink(missing_ok=True)
+        fsync_folder(self.root / INTEGRATORS)
+        return store
+
+    def _set_integrators(self, integrators: dict[str, tuple[str, str]], changed: set[str]) -> TrustStore:
+        store = self.store
+        self.store = TrustStore(self.root, store.site, store.broker_host,
+                                {d: b for d in store.devices() if (b := store.board(d)) is not None},
+                                {n: store.hub(n) for n in store.hubs()},
+                                {d: e for d in store.devices() if (e := store.entry(d)) is not None}, integrators)
+        self._write_broker_files(changed)
         return self.store
 
     # -- commit
@@ -404,7 +457,8 @@ class Session:
         devices = {d: _entry_doc(entries[d]) for d in sorted(boards)}
         write_atomic(self.root / DEVICES_FILE, _json_bytes({"version": VERSION, "devices": devices}))
         hubs = {n: self.store.hub(n) for n in self.store.hubs()}
-        self.store = TrustStore(self.root, self.store.site, self.store.broker_host, boards, hubs, entries)
+        self.store = TrustStore(self.root, self.store.site, self.store.broker_host, boards, hubs, entries,
+                                self._integrators())
         self._write_broker_files(changed)
         return self.store
 
@@ -414,6 +468,7 @@ class Session:
         store = self.store
         logins = [store.hub(name) for name in store.hubs()]
         logins += [(b.user, b.password) for d in store.devices() if (b := store.board(d)) is not None]
+        logins += [store.integrator(name) for name in store.integrators()]
         try:
             before = passwd.parse_file((self.root / PASSWD).read_text())
         except FileNotFoundError:
@@ -423,7 +478,7 @@ class Session:
         hashes = {user: before[user] if user in before and user not in changed else passwd.hash_password(password)
                   for user, password in logins}
         write_atomic(self.root / PASSWD, passwd.format_file(hashes).encode(), mode=0o600)
-        acl = broker.acl_text(store.site, store.hubs(), store.devices())
+        acl = broker.acl_text(store.site, store.hubs(), store.devices(), store.integrators())
         write_atomic(self.root / ACL, acl.encode())
 
 
@@ -474,3 +529,18 @@ def add_hub(root: Path, name: str, *, rotate: bool = False) -> tuple[str, str]:
         identity = session.new_hub(name, rotate=rotate)
         session.save_hub(identity)
         return identity
+
+
+def add_integrator(root: Path, name: str, *, rotate: bool = False) -> tuple[str, str]:
+    """A new integrator identity, a read-only login to the northbound feed (or, rotate=True, a new password
+    for one); (user, password)."""
+    with open_store(root) as session:
+        identity = session.new_integrator(name, rotate=rotate)
+        session.save_integrator(identity)
+        return identity
+
+
+def revoke_integrator(root: Path, name: str) -> None:
+    """Remove one integrator identity from the store and the broker's files."""
+    with open_store(root) as session:
+        session.revoke_integrator(name)

@@ -10,7 +10,8 @@ A store is a folder (docs/hub.md, "Provisioning"):
     broker/qala-broker.conf   the mosquitto snippet a site includes
     secrets/             mode 700, every file mode 600: ca.key, broker.key,
                          hubs/<name>.json {"user", "password"}, boards/<device>.json {"device", "user",
-                         "password", "cmd_key", "generation"}
+                         "password", "cmd_key", "generation"}, integrators/<name>.json {"user", "password"}
+                         (read-only logins to the northbound feed; the folder exists once one was made)
 
 `TrustStore.load(root)` reads and checks all of it at once (a hub re-reads it on restart or SIGHUP) and raises
 StoreError naming the file and the problem. A secrets file that group or others may read is refused, as ssh
@@ -28,12 +29,12 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hub.trust.broker import board_user, hub_user
+from hub.trust.broker import board_user, hub_user, integrator_user
 from protocols.errors import ProtocolError
 from protocols.topics import check_id
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
 __all__ = ["BoardIdentity", "DeviceEntry", "StoreError", "TrustStore"]  # public (hub.PUBLIC)
@@ -57,6 +58,7 @@ CA_KEY = "secrets/ca.key"
 BROKER_KEY = "secrets/broker.key"
 HUBS = "secrets/hubs"
 BOARDS = "secrets/boards"
+INTEGRATORS = "secrets/integrators"
 
 _CMD_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -89,7 +91,7 @@ class DeviceEntry:
 
 
 class TrustStore:
-    """A loaded store: the site, its broker's name, the CA, the hubs' and boards' identities."""
+    """A loaded store: the site, its broker's name, the CA, the hubs', boards' and integrators' identities."""
 
     def __init__(
         self,
@@ -99,6 +101,7 @@ class TrustStore:
         boards: Mapping[str, BoardIdentity],
         hubs: Mapping[str, tuple[str, str]],
         entries: Mapping[str, DeviceEntry] | None = None,
+        integrators: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.root = root
         self.site = site
@@ -106,10 +109,11 @@ class TrustStore:
         self._boards = dict(boards)
         self._hubs = dict(hubs)
         self._entries = dict(entries or {d: DeviceEntry(b.generation) for d, b in boards.items()})
+        self._integrators = dict(integrators or {})
 
     def __repr__(self) -> str:
         return (f"<TrustStore {self.root} site={self.site} broker_host={self.broker_host} "
-                f"devices={len(self._boards)} hubs={sorted(self._hubs)}>")
+                f"devices={len(self._boards)} hubs={sorted(self._hubs)} integrators={sorted(self._integrators)}>")
 
     # -- paths
 
@@ -168,6 +172,19 @@ class TrustStore:
             raise StoreError(f"{self.root / HUBS / (name + '.json')}: no hub identity {name!r} (have: {have}); "
                              f"`qala provision hub {name}` makes one") from None
 
+    def integrators(self) -> frozenset[str]:
+        """The names of the integrator identities (read-only logins to the northbound feed)."""
+        return frozenset(self._integrators)
+
+    def integrator(self, name: str) -> tuple[str, str]:
+        """(user, password) of an integrator identity; StoreError if the store has none of that name."""
+        try:
+            return self._integrators[name]
+        except KeyError:
+            have = ", ".join(sorted(self._integrators)) or "none"
+            raise StoreError(f"{self.root / INTEGRATORS / (name + '.json')}: no integrator identity {name!r} "
+                             f"(have: {have}); `qala provision integrator {name}` makes one") from None
+
     @classmethod
     def load(cls, root: Path) -> TrustStore:
         """Read and check the whole store; StoreError naming the file and the problem."""
@@ -186,8 +203,9 @@ class TrustStore:
         _check_secret_folder(root / BOARDS)
         entries = _devices(root / DEVICES_FILE)
         boards = {device: _board(root, site, device, entry) for device, entry in entries.items()}
-        hubs = _hubs(root, site)
-        return cls(root, site, host, boards, hubs, entries)
+        hubs = _logins(root / HUBS, "hub", hub_user, site)
+        integrators = _logins(root / INTEGRATORS, "integrator", integrator_user, site, optional=True)
+        return cls(root, site, host, boards, hubs, entries, integrators)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -315,16 +333,20 @@ def _board(root: Path, site: str, device: str, entry: DeviceEntry) -> BoardIdent
     return BoardIdentity(device, doc["user"], password, bytes.fromhex(key), generation)
 
 
-def _hubs(root: Path, site: str) -> dict[str, tuple[str, str]]:
-    folder = root / HUBS
+def _logins(folder: Path, what: str, user_of: Callable[[str, str], str], site: str, *,
+            optional: bool = False) -> dict[str, tuple[str, str]]:
+    """The {"user", "password"} files of one folder (hubs, integrators); an optional folder may be absent
+    (stores made before integrators existed)."""
+    if optional and not folder.exists():
+        return {}
     _check_secret_folder(folder)
-    hubs: dict[str, tuple[str, str]] = {}
+    logins: dict[str, tuple[str, str]] = {}
     for path in sorted(folder.glob("*.json")):
-        name = _id(path, "hub name", path.stem)
+        name = _id(path, f"{what} name", path.stem)
         doc = _json_object(path, ("user", "password"), secret=True)
-        if doc["user"] != hub_user(site, name):
-            raise StoreError(f"{path}: user: must be {hub_user(site, name)!r}")
+        if doc["user"] != user_of(site, name):
+            raise StoreError(f"{path}: user: must be {user_of(site, name)!r}")
         if not isinstance(doc["password"], str) or not doc["password"]:
             raise StoreError(f"{path}: password: must be a non-empty string")
-        hubs[name] = (doc["user"], doc["password"])
-    return hubs
+        logins[name] = (doc["user"], doc["password"])
+    return logins

@@ -4,12 +4,14 @@ Devices placed with the provisioning store (`provision.place_board`) report tele
 with their district, coordinates and last values, and /v1/districts their coverage. Events from a stand-in
 for the detectors (hub.detect is built apart) become an alert that an operator acknowledges through the API
 and that resolves; InfluxDB holds each transition (`qala_alert`) and the coverage rounds (`qala_coverage`);
-a restart keeps the alert.
+a restart keeps the alert. With the real detectors, a reading no sensor can give becomes an alert that
+reaches the northbound feed (hub.north) with its district's summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from hub.trust import provision
 from protocols import aqi
 from tests._plugins.trust import SITE
 from tests.control.live import TOKEN, api
+from tests.firmware.boards import Watcher
 from tests.hub.conftest import Publisher, async_wait_until, running_hub, v1_table, write_config
 
 if TYPE_CHECKING:
@@ -144,12 +147,15 @@ async def test_alerts_and_districts_on_a_real_hub(
 async def test_a_detector_fires_an_alert_through_the_hub(
     tmp_path: Path, site_store: TrustStore, secure_mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
 ) -> None:
-    """The real detectors (hub.detect) ticked by the hub's loop: an impossible pm25 becomes an alert."""
+    """The real detectors (hub.detect) ticked by the hub's loop: an impossible pm25 becomes an alert, on the
+    API, in InfluxDB and on the northbound feed (with the district summaries)."""
     provision.place_board(site_store.root, "dev-0001", "nura", 51.07, 71.4)
     path = write_config(tmp_path, secure_mosquitto, v1_table(influxd, influxd_database),
                         site={"id": SITE, "require_birth": False},
-                        api={"control_token": TOKEN, "port": 0}, detect={"interval": 1.0})
+                        api={"control_token": TOKEN, "port": 0}, detect={"interval": 1.0},
+                        alerts={"summary_interval": 1.0})
     publisher = Publisher(secure_mosquitto)
+    watcher = Watcher(secure_mosquitto, "watch-north", f"qala/{SITE}/_north/#", clean=True)
     try:
         async with running_hub(path) as hub:
             port = hub.api_port
@@ -173,5 +179,13 @@ async def test_a_detector_fires_an_alert_through_the_hub(
                 rows = influxd.points(influxd_database, 'SELECT * FROM "qala_alert" GROUP BY *')
                 return any(r["id"] == alert["id"] and r["quality"] == "firing" for r in rows)
             await async_wait_until(stored, 30, what="the alert in InfluxDB")
+
+            def fed() -> bool:  # the northbound feed: the alert's document, and the district summaries
+                topics = {t for t, _, _ in watcher.snapshot()}
+                return {f"qala/{SITE}/_north/alerts/{alert['id']}", f"qala/{SITE}/_north/districts/nura"} <= topics
+            await async_wait_until(fed, 30, what="the alert and nura's summary on the northbound feed")
+            doc = next(json.loads(p) for t, p, _ in watcher.snapshot() if t.endswith(alert["id"]))
+            assert (doc["type"], doc["data"]["id"], doc["data"]["state"]) == ("alert", alert["id"], "firing")
     finally:
         publisher.close()
+        watcher.close()

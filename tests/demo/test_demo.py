@@ -107,6 +107,18 @@ def test_demo_stores_every_kind_and_applies_setpoints(tmp_path: Path) -> None:
         assert board["commands"]["key"]
     assert "TLS, passwords, ACL and signed commands are on" in out
 
+    # the alert drill: a paused board's silent alert fired and resolved, in the API and on the northbound feed
+    drill = summary["alert_drill"]
+    alert = drill["alert"]
+    assert alert is not None, (drill, out)
+    assert (alert["kind"], alert["device"], alert["state"]) == ("silent", drill["device"], "resolved"), alert
+    assert f"alert {alert['id']} fired: silent {drill['device']}" in out
+    assert f"alert {alert['id']} resolved" in out
+    assert "firing" in drill["northbound"], drill
+    assert "resolved" in drill["northbound"], drill
+    assert f"operator page {summary['operator_page']}" in out
+    assert (folder / "api-token").stat().st_mode & 0o077 == 0  # the token is the operator's, not the world's
+
     assert "influx -host 127.0.0.1 -port" in out
     assert "SELECT count(*)" in out
     assert "stopped everything it started" in out

@@ -14,7 +14,8 @@ from hub.config import ConfigError, load, parse
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"QALA_MQTT_PASSWORD": "mqtt-secret", "QALA_INFLUX_PASSWORD": "influx-secret",
-       "QALA_API_CONTROL": "api-control-0123456789", "QALA_API_READ": "api-read-0123456789"}
+       "QALA_API_CONTROL": "api-control-0123456789", "QALA_API_READ": "api-read-0123456789",
+       "QALA_NORTH_SECRET": "north-secret-0123456789"}
 
 V1: dict[str, Any] = {
     "site": {"id": "ast-01"},
@@ -58,6 +59,10 @@ def test_the_shipped_example_loads() -> None:
     assert config.api is not None
     assert config.api.tokens() == (("control", "api-control-0123456789"), ("read", "api-read-0123456789"))
     assert [r.name for r in config.rules] == ["co2-fan"]
+    assert config.north.mqtt
+    [webhook] = config.north.webhooks
+    assert (webhook.origin, webhook.secret, webhook.events) == ("https://situation-centre.example",
+                                                                "north-secret-0123456789", ("alert", "summary"))
     assert [s.name for s in config.schedules] == ["fan-night"]
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {"QALA_INFLUX_PASSWORD": "p", "QALA_API_CONTROL": "c" * 16, "QALA_API_READ": "r" * 16}
+ENV = {"QALA_INFLUX_PASSWORD": "p", "QALA_API_CONTROL": "c" * 16, "QALA_API_READ": "r" * 16,
+       "QALA_NORTH_SECRET": "n" * 16}
 ODD = "zzz_odd"
 
 
@@ -71,7 +72,8 @@ def test_an_unknown_key_is_refused_the_same_way_in_every_section() -> None:
         del table[ODD]
         kind = "key" if path else "section"
         assert str(info.value).startswith(f"{sections.join(path, ODD)}: unknown {kind} (known {kind}s: "), path
-    assert len(found) == 20  # the file, its 13 sections, a rule, a schedule, a bus, 2 devices, detect.quantities(.pm25)
+    assert len(found) == 22  # the file, its 14 sections, a rule, a schedule, a webhook, a bus, 2 devices and
+    # detect.quantities.pm25
 
 
 def test_a_profile_refuses_an_unknown_key_the_same_way() -> None:

@@ -62,7 +62,7 @@ def _hub(ts: int) -> list[Reading]:
         tracker=SimpleNamespace(gaps=0, late=0, duplicates=0, reboots=0), metrics=metrics,
         config=SimpleNamespace(site=SimpleNamespace(id=SITE), mqtt=SimpleNamespace(client_id="hub-1")),
         _disk_error=None, confirms=SimpleNamespace(gaps_given_up=0),
-        alerting=SimpleNamespace(book=SimpleNamespace(open={}, suppressed=0), actions_sent=0),
+        alerting=SimpleNamespace(book=SimpleNamespace(open={}, suppressed=0), actions_sent=0), north=None,
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(time, "time", lambda: ts / 1000)

@@ -152,3 +152,42 @@ def test_a_damaged_store_is_named_at_load(store: TrustStore) -> None:
         TrustStore.load(root)
     with pytest.raises(StoreError, match="not a provisioning store"):
         TrustStore.load(root / "nowhere")
+
+
+def test_an_integrator_reads_the_northbound_feed_only_and_can_be_rotated_and_revoked(
+    store: TrustStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`qala provision integrator`: a situation centre's login (tests/north/test_mqtt.py tries it on a broker)."""
+    root = store.root
+    assert store.integrators() == frozenset()  # a store made before any integrator: no folder, loads
+    assert not (root / "secrets" / "integrators").exists()
+    assert cli.main(["provision", "integrator", "sc", "--store", str(root)]) == 0
+    user, password = TrustStore.load(root).integrator("sc")
+    assert user == "integrator/ast-01/sc"
+    assert password not in capsys.readouterr().out
+    assert mode(root / "secrets" / "integrators") == 0o700
+    assert mode(root / "secrets" / "integrators" / "sc.json") == 0o600
+    assert passwd.verify(password, passwd.parse_file((root / "broker" / "passwd").read_text())[user])
+    acl = (root / "broker" / "acl").read_text()
+    blocks = [block.strip() for block in acl.split("\n\n")]
+    assert "user integrator/ast-01/sc\ntopic read qala/ast-01/_north/#" in blocks  # and nothing else
+    assert "topic readwrite qala/ast-01/#" in acl  # the hubs: the feed is theirs to write
+    assert password not in repr(TrustStore.load(root))
+
+    rotated = provision.add_integrator(root, "sc", rotate=True)
+    assert rotated[0] == user
+    assert rotated[1] != password
+    assert TrustStore.load(root).integrator("sc") == rotated
+    provision.add_boards(root, ["aq-3"])  # a later board change keeps the integrator
+    assert TrustStore.load(root).integrators() == {"sc"}
+
+    provision.revoke_integrator(root, "sc")
+    again = TrustStore.load(root)
+    assert again.integrators() == frozenset()
+    assert "integrator/" not in (root / "broker" / "acl").read_text()
+    assert user not in passwd.parse_file((root / "broker" / "passwd").read_text())
+    with pytest.raises(StoreError, match="no integrator identity 'sc'"):
+        again.integrator("sc")
+    provision.add_integrator(root, "x")
+    with pytest.raises(provision.ProvisionError, match="exists; --rotate"):
+        provision.add_integrator(root, "x")
