@@ -429,8 +429,9 @@ async def _command(request: web.Request) -> web.Response:
 
 
 async def _devices(request: web.Request) -> web.Response:
-    """Devices with actuators (the control service) and every device the site expects (hub.alerting), each
-    with its place, state and last values."""
+    """Devices with actuators (the control service), every device the hub has heard from and every configured
+    Modbus device, each with its place, state and last values. Provisioned boards never heard from are left
+    out here (a site may have thousands); GET /v1/districts counts them as expected."""
     listed = request.app[CONTROL].devices()
     alerting = request.app[ALERTING]
     if alerting is None:
@@ -443,7 +444,7 @@ async def _devices(request: web.Request) -> web.Response:
         name = str(entry["device"])
         out[name] = {**(views.get(name) or blank), **entry}
     for name, view in views.items():
-        if name not in out:
+        if name not in out and (view["last_seen"] is not None or view["transport"] == "modbus"):
             out[name] = {**view, "state": "online" if view["online"] else "offline", "actuators": {}}
     return web.json_response({"devices": [out[name] for name in sorted(out)]})
 
