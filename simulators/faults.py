@@ -142,7 +142,7 @@ class City:
 
     def __init__(self, seed: int = 17, days: int = 30, *, groups3: int = 14, groups2: int = 8, air_single: int = 14,
                  water: int = 30, heat: int = 20, energy: int = 20, faults_per_kind: int = 24,
-                 warmup_days: int = 4, episodes: int = 24) -> None:
+                 warmup_days: int = 7, episodes: int = 24) -> None:
         self.seed = seed
         self.days = days
         self.start = START
