@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_the_city_is_deterministic_and_labels_every_kind(city: City) -> None:
         per_device[f.device].append((f.start_ms, f.end_ms))
     for spans in per_device.values():  # one fault at a time per board
         spans.sort()
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def test_the_messages_are_in_arrival_order_with_checked_qualities(city: City) -> None:
