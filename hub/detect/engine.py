@@ -2,11 +2,13 @@
 
 The ingest (hub.ingest.process) calls `sample(device, sensor, ts_ms, readings, now_ms, gap)` for every
 accepted telemetry message: the hot path. Per message it costs two dict lookups and a few comparisons;
-per reading one dict lookup, one subtraction and two or three comparisons: a reading whose step is larger
-than its quantity allows, a counter that went backwards, a reading of quality `range` or a board clock ahead
-of the hub's leave the hot path for a rare one. Everything else is judged in `tick(now_ms)` (every
-`detect.interval` seconds), on state the hot path leaves per series: last value, when it last changed, a
-running sum and count that tick rolls every 5 minutes into a ring of twelve 5-minute means.
+per reading one dict lookup, one subtraction, two or three comparisons and a store: a reading whose step
+is larger than its quantity allows, a counter that went backwards, a reading of quality `range` or a board
+clock ahead of the hub's leave the hot path for a rare one. Everything else is judged in `tick(now_ms)` (every
+`detect.interval` seconds), on state the hot path leaves per series: its last value. Each tick notes when
+that value changed and adds it to a sum (sample and hold: a time-weighted mean) that tick rolls every 5
+minutes into a ring of twelve 5-minute means. A value that changes and comes back between two ticks is not
+seen as a change: harmless for conditions that last hours.
 
 Detectors (docs/detect.md says more, with the defaults of hub.detect.defaults):
 - flatline: a value unchanged longer than its quantity allows (a zero flow or power may last);
@@ -135,6 +137,7 @@ class _Series:
         "q",
         "ring",
         "ring_i",
+        "seen",
         "slot_n",
         "slots",
         "spike",
@@ -150,6 +153,7 @@ class _Series:
         self.q = q
         self.lim = lim
         self.last = NAN
+        self.seen = NAN  # `last` at the previous tick
         self.changed = 0
         self.sum = 0.0
         self.n = 0
@@ -197,13 +201,14 @@ class _Series:
 class _Stream:
     """One sensor's messages of one device."""
 
-    __slots__ = ("iv", "msgs", "series", "slow", "ts", "ts0", "win_ts0")
+    __slots__ = ("iv", "msgs", "msgs0", "series", "slow", "ts", "ts0", "win_ts0")
 
     def __init__(self) -> None:
         self.series: dict[str, _Series] = {}
         self.ts = 0
         self.ts0 = 0  # ts at the last interval estimate
-        self.msgs = 0
+        self.msgs = 0  # messages ever (the only count the hot path keeps)
+        self.msgs0 = 0  # `msgs` at the last interval estimate
         self.iv = 0.0  # learned message interval, ms (0: not yet)
         self.slow = 0
         self.win_ts0 = 0  # ts at the start of the clock window
@@ -285,7 +290,6 @@ class Detectors:
         if lag < dev.minlag:  # noqa: PLR1730 - min() is a call: slower on the hot path
             dev.minlag = lag
         dev.last_now = now_ms
-        dev.msgs += 1
         st.ts = ts_ms
         st.msgs += 1
         series = st.series
@@ -301,10 +305,7 @@ class Detectors:
             if d:
                 if (d > s.up or d < s.down) and self._step(dev, s, ts_ms, v, d, now_ms):
                     continue
-                s.last = v
-                s.changed = ts_ms
-            s.sum += v
-            s.n += 1
+                s.last = v  # when it changed is noted by tick, as are the means (sample and hold)
 
     # ------------------------------------------------------------------------------------------ rare paths
     def _new_device(self, device: str) -> _Device | None:
@@ -496,11 +497,18 @@ class Detectors:
                 elif dev.silent and dev.last_now > dev.silent:
                     dev.silent = 0
                     self._clear(ev.SILENT, dev.name, "", dev.last_now, "sends again")
+            live = now_ms - dev.last_now <= max(ROLL_MS, 2 * dev.iv)
             for st in dev.streams.values():
                 for s in st.series.values():
+                    if live and s.ring is not None and s.last == s.last:
+                        s.sum += s.last  # the value held at each tick: a time-weighted mean, out of the hot path
+                        s.n += 1
                     self._series_tick(dev, st, s, now_ms)
 
     def _series_tick(self, dev: _Device, st: _Stream, s: _Series, now_ms: int) -> None:
+        if s.last != s.seen:  # changed since the last tick (a value that went and came back between two
+            s.seen = s.last  # ticks is missed: harmless for hours-long conditions)
+            s.changed = st.ts
         flat_ms = s.flat_ms
         if flat_ms is not None and self._on[ev.FLATLINE]:
             if s.flat:
@@ -537,9 +545,11 @@ class Detectors:
         judge_leak = hour == (end - 1) % 24 and (at + self._offset) % 3_600_000 == 0
         i = self._rolls % RING
         for dev in self._devices.values():
-            dev.msgs5[i] = dev.msgs
+            total = sum(st.msgs for st in dev.streams.values())
+            dev.msgs5[i] = total - dev.msgs
             dev.gaps5[i] = dev.gaps
-            dev.msgs = dev.gaps = 0
+            dev.msgs = total  # the streams' messages at this roll
+            dev.gaps = 0
             self._interval(dev)
             for s in dev.by_q.values():
                 ring = s.ring
@@ -564,16 +574,17 @@ class Detectors:
         """Learn each stream's message interval from its timestamps (a backlog keeps its spacing)."""
         iv = 0.0
         for st in dev.streams.values():
-            if st.msgs >= 2 or (st.msgs and st.ts - st.ts0 >= ROLL_MS):
+            n = st.msgs - st.msgs0
+            if n >= 2 or (n and st.ts - st.ts0 >= ROLL_MS):
                 if st.ts0:
-                    est = (st.ts - st.ts0) / st.msgs
+                    est = (st.ts - st.ts0) / n
                     if est > 0 and (not st.iv or est < 3 * st.iv or st.slow >= 3):
                         st.iv = est if not st.iv else 0.7 * st.iv + 0.3 * est
                         st.slow = 0
                     elif est > 0:
                         st.slow += 1
                 st.ts0 = st.ts
-                st.msgs = 0
+                st.msgs0 = st.msgs
             iv = max(iv, st.iv)
         dev.iv = iv
 
