@@ -236,12 +236,13 @@ def table(result: dict[str, object]) -> str:
     assert isinstance(det, dict)
     assert isinstance(plain, dict)
     lines = [("| kind | faults | recall | false /1000 dd | median detect (min) | side effects | plain recall | "
-              "plain false /1000 dd | plain median (min) |"), "|---|---|---|---|---|---|---|---|---|"]
+              "plain false /1000 dd | plain median (min) | plain side effects |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for kind in ev.KINDS:
         a, b = det[kind], plain[kind]
         lines.append(f"| {kind} | {a['faults']} | {a['recall']:.2f} | {a['false_per_1000dd']:.2f} | "
                      f"{a['median_min']:.0f} | {a['side_effects']} | {b['recall']:.2f} | {b['false_per_1000dd']:.2f} | "
-                     f"{b['median_min']:.0f} |")
+                     f"{b['median_min']:.0f} | {b['side_effects']} |")
     return "\n".join(lines)
 
 
