@@ -286,7 +286,7 @@ class Detectors:
                 return
         st = dev.streams.get(sensor)
         if st is None:
-            st = dev.streams[sensor] = _Stream()
+            st = self._new_stream(dev, sensor)
         if gap or ts_ms > now_ms + self._ahead:
             self._odd_message(dev, ts_ms, now_ms, gap)
         lag = now_ms - ts_ms
@@ -323,6 +323,15 @@ class Detectors:
             if device in members:
                 dev.group = group
         return dev
+
+    def _new_stream(self, dev: _Device, sensor: str) -> _Stream:
+        if len(dev.streams) >= MAX_SERIES:  # a board inventing sensor names: one stream takes the rest
+            st = dev.streams.get("")
+            if st is None:
+                st = dev.streams[""] = _Stream()
+            return st
+        st = dev.streams[sensor] = _Stream()
+        return st
 
     def _new_series(self, dev: _Device, st: _Stream, q: str) -> _Series:
         lim = self._lim.get(q)
