@@ -167,6 +167,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         if args.site is not None:
             check_id("--site", args.site)
         _check_rate(args.rate, host, port)
+        args.faults = _faults(args)
         args.trust = _fleet_store(args)  # last: it may provision boards (--provision)
         if args.trust is not None:
             args.site = args.trust.site
@@ -178,6 +179,16 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     if args.light:
         return _light(args, host, port, duration)
     return _firmware(args, host, port, duration)
+
+
+def _faults(args: argparse.Namespace) -> list[Any]:
+    """The --fault switches (simulators.fleet.LightFault); FleetError unless they are for light boards."""
+    from simulators import fleet  # noqa: PLC0415
+
+    faults = [fleet.parse_fault(text) for text in args.fault]
+    if faults and not args.light:
+        raise fleet.FleetError("--fault: only light boards (--light) show faults on demand")
+    return faults
 
 
 def _check_size(args: argparse.Namespace) -> None:
@@ -239,9 +250,11 @@ def _light(args: argparse.Namespace, host: str, port: int, duration: float) -> i
 
     sys.stdout.write(f"qala sim fleet: {args.boards} light boards -> {host}:{port}, site {args.site}, "
                      f"{args.rate:g} messages/s each\n")
+    for fault in args.faults:
+        sys.stdout.write(f"qala sim fleet: fault {fault.label()}\n")
     try:
         messages, readings = asyncio.run(fleet.run_light(host, port, args.site, args.boards, args.rate, duration,
-                                                         on_sent=report, store=args.trust))
+                                                         on_sent=report, store=args.trust, faults=args.faults))
     except KeyboardInterrupt:
         sys.stdout.write("qala sim fleet: stopped\n")
         return 0
@@ -330,4 +343,7 @@ def add_parsers(sub: Any) -> None:
     fleet.add_argument("--duration", type=argtypes.seconds(), help="seconds to run (default: until Ctrl-C)")
     fleet.add_argument("--light", action="store_true",
                        help="CPython boards with the firmware's payloads instead of firmware processes")
+    fleet.add_argument("--fault", action="append", default=[], metavar="KIND:DEVICE:START_S:END_S[:QUANTITY[:SIZE]]",
+                       help="with --light: a labelled fault a board shows (docs/detect.md), e.g. "
+                            "spike:esil-air-01:30:40:pm25; repeat for more")
     fleet.set_defaults(func=cmd_fleet)

@@ -16,12 +16,13 @@ noise and the sensors' resolution (PMS5003 reads whole ug/m3). A group's boards 
 Faults (one at a time per device, none in the first `warmup_days`, so baselines can learn), of every kind
 of hub.detect.events.KINDS: flatline (frozen value), spike (1-3 samples an impossible step away),
 out_of_range (readings outside the catalogue's range), drift (an offset ramping up over hours, on a
-grouped board), silent (no messages; half the boards deliver their backlog at the end, half lose it),
-clock (board clock minutes ahead or behind), seq_gaps (a lossy link drops 15-40 % of messages), leak (a
-constant extra flow through day and night), counter_stopped (the register freezes), counter_backwards
-(a reset to a lower value, or a meter counting backwards for hours), consumption (a surge of 2.5-5x the
-usual use for hours, by day), aqi_forecast (a district pollution episode ramping pm25 past the AQI
-threshold; labelled on each of its boards from the ramp's start, due when the board's AQI crosses).
+grouped board, one board of a group at a time), silent (no messages; half the boards deliver their
+backlog at the end, half lose it), clock (board clock minutes ahead or behind), seq_gaps (a lossy link
+drops 15-40 % of messages), leak (a constant extra flow through day and night), counter_stopped (the
+register freezes), counter_backwards (a reset to a lower value, or a meter counting backwards for hours),
+consumption (a surge of 2.5-5x the usual use for hours, by day), aqi_forecast (a district pollution
+episode ramping pm25 past the AQI threshold; labelled on each of its boards from the ramp's start, due
+when the board's AQI crosses).
 
 Imports the standard library and protocols (catalogue, aqi); knows nothing of the hub's detectors.
 """
@@ -142,7 +143,7 @@ class City:
 
     def __init__(self, seed: int = 17, days: int = 30, *, groups3: int = 14, groups2: int = 8, air_single: int = 14,
                  water: int = 30, heat: int = 20, energy: int = 20, faults_per_kind: int = 24,
-                 warmup_days: int = 4, episodes: int = 24) -> None:
+                 warmup_days: int = 7, episodes: int = 24) -> None:
         self.seed = seed
         self.days = days
         self.start = START
@@ -183,7 +184,7 @@ class City:
             dev = rng.choice(pool)
             start = rng.randrange(lo, self.end - DAY // 4, MIN)
             end = start + int(rng.uniform(*duration))
-            if self._free(dev, start, end):
+            if self._free(dev, start, end) and not (kind == "drift" and self._mate_drifts(dev, start, end)):
                 fault = Fault(kind, dev.name, quantity, start, end, end)
                 dev.busy.append((start, end))
                 dev.faults.append(fault)
@@ -215,6 +216,12 @@ class City:
                 self._place(rng, pool if quantity[0] == "" else [d for d in pool if quantity[0] in ("", d.kind)],
                             kind, quantity[1], span, lo)
         self._episodes(rng, episodes, lo)
+
+    def _mate_drifts(self, dev: _Device, start: int, end: int) -> bool:
+        """Another board of dev's group drifts around then: two drifting boards of a pair cannot be told
+        apart (nor can a group whose majority drifts), so one drift at a time per group."""
+        return any(f.kind == "drift" and f.start_ms < end + DAY // 2 and start < f.end_ms + DAY // 2
+                   for mate in self.devices if mate.group == dev.group and mate is not dev for f in mate.faults)
 
     def _place_day(self, rng: random.Random, pool: list[_Device], span: tuple[float, float], lo: int) -> None:
         for _ in range(200):

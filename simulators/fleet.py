@@ -10,6 +10,10 @@ Owns:
   protocols/ code (birth via protocols.status.encode_status with the caps firmware.config.caps builds,
   telemetry via protocols.telemetry.encode_telemetry), to the same topics, QoS 1, the birth retained with
   an `offline` last will. It does not buffer offline, keeps no persistent session and takes no commands.
+- `LightFault`, `parse_fault` and `apply_faults`: faults the light boards can show, labelled (kind, device,
+  quantity, start and end in seconds after the fleet starts): spike, drift, stuck (a flatline),
+  out_of_range, silent, clock (board clock off by `size` seconds), seq_gaps (messages lost), leak (extra
+  water_flow), counter_stopped, counter_backwards; `qala sim fleet --light --fault ...` switches them on.
 - `parse_broker` and `FleetError`: argument checks with clear messages.
 
 Trust: given a board's identity from the provisioning store (hub.trust.store.BoardIdentity) and the site CA,
@@ -49,15 +53,19 @@ __all__ = [
     "BOARD_HEAP",
     "CENTRES",
     "DISTRICTS",
+    "FAULTS",
     "KINDS",
     "FirmwareBoard",
     "FleetError",
+    "LightFault",
+    "apply_faults",
     "board_config",
     "board_name",
     "board_place",
     "find_micropython",
     "fleet_identities",
     "parse_broker",
+    "parse_fault",
     "run_light",
 ]
 
@@ -212,6 +220,84 @@ class FirmwareBoard:
             process.wait()
 
 
+FAULTS = ("spike", "drift", "stuck", "out_of_range", "silent", "clock", "seq_gaps", "leak", "counter_stopped",
+          "counter_backwards")
+"""Faults a light board can show (docs/detect.md: which detector each one is for)."""
+
+_FAULT_SIZE = {"spike": 500.0, "drift": 5.0, "clock": 600.0, "seq_gaps": 0.3, "leak": 0.3, "counter_backwards": 5.0}
+"""Default size: spike step, drift per hour, clock offset s, share of messages lost, leak m3/h, step back."""
+
+
+@dataclass(frozen=True)
+class LightFault:
+    """One labelled fault of one light board, from `start_s` to `end_s` after the fleet starts."""
+
+    kind: str
+    device: str
+    quantity: str
+    start_s: float
+    end_s: float
+    size: float
+
+    def label(self) -> str:
+        return f"{self.kind} device={self.device} quantity={self.quantity or '-'} {self.start_s:g}..{self.end_s:g} s"
+
+
+def parse_fault(text: str) -> LightFault:
+    """`KIND:DEVICE:START_S:END_S[:QUANTITY[:SIZE]]` (e.g. `spike:esil-air-01:30:40:pm25`); FleetError if wrong."""
+    parts = text.split(":")
+    if len(parts) < 4 or len(parts) > 6:
+        raise FleetError(f"--fault {text}: expected KIND:DEVICE:START_S:END_S[:QUANTITY[:SIZE]]")
+    kind, device = parts[0], parts[1]
+    if kind not in FAULTS:
+        raise FleetError(f"--fault {text}: unknown kind {kind!r} (kinds: {', '.join(FAULTS)})")
+    try:
+        start, end = float(parts[2]), float(parts[3])
+        size = float(parts[5]) if len(parts) > 5 else _FAULT_SIZE.get(kind, 0.0)
+    except ValueError:
+        raise FleetError(f"--fault {text}: START_S, END_S and SIZE are numbers") from None
+    if not 0 <= start < end:
+        raise FleetError(f"--fault {text}: needs 0 <= START_S < END_S")
+    quantity = parts[4] if len(parts) > 4 else ""
+    return LightFault(kind, device, quantity, start, end, size)
+
+
+def apply_faults(faults: list[LightFault], elapsed: float, readings: list[tuple[str, float]],
+                 state: dict[str, float]) -> tuple[list[tuple[str, float]] | None, int]:
+    """A light board's readings with its active faults applied: (readings or None when the message is not
+    sent, ms to add to its timestamp). `state` is the board's own (frozen values, counter offsets)."""
+    skew = 0
+    out = list(readings)
+    for f in faults:
+        if not f.start_s <= elapsed < f.end_s:
+            continue
+        if f.kind == "silent" or (f.kind == "seq_gaps" and (elapsed * 7.31) % 1 < f.size):
+            return None, 0
+        if f.kind == "clock":
+            skew = int(f.size * 1000)
+        for i, (q, v) in enumerate(out):
+            if f.quantity and q != f.quantity:
+                continue
+            out[i] = (q, _faulty(f, q, v, elapsed, state))
+    return out, skew
+
+
+def _faulty(f: LightFault, q: str, v: float, elapsed: float, state: dict[str, float]) -> float:  # noqa: PLR0911
+    if f.kind == "spike":
+        return v + f.size
+    if f.kind == "drift":
+        return round(v + f.size * (elapsed - f.start_s) / 3600, 3)
+    if f.kind in ("stuck", "counter_stopped"):
+        return state.setdefault("stuck:" + q, v)
+    if f.kind == "out_of_range":
+        return -999.0
+    if f.kind == "leak" and q == "water_flow":
+        return round(v + f.size, 3)
+    if f.kind == "counter_backwards" and q in ("energy_import", "water_volume"):
+        return round(v - f.size, 3)
+    return v
+
+
 @dataclass
 class _Counter:
     messages: int = 0
@@ -239,7 +325,7 @@ def fleet_identities(store: TrustStore, boards: int) -> dict[str, BoardIdentity]
 
 async def _light_board(
     host: str, port: int, site: str, device: str, kind: str, rate: float, stop_at: float,
-    counter: _Counter, seed: int, store: TrustStore | None = None,
+    counter: _Counter, seed: int, store: TrustStore | None = None, faults: list[LightFault] | None = None,
 ) -> None:
     import aiomqtt  # noqa: PLC0415 - only the light mode needs it
 
@@ -264,7 +350,8 @@ async def _light_board(
         await client.publish(t_status, status.encode_status(status.ONLINE, now, boot, VERSION, caps), qos=1,
                              retain=True)
         seq = 0
-        next_at = time.monotonic()
+        started = next_at = time.monotonic()
+        fault_state: dict[str, float] = {}
         while time.monotonic() < stop_at:
             readings: list[tuple[str, float]] = []
             for q in quantities:
@@ -273,11 +360,16 @@ async def _light_board(
                     readings.append((q, round(total, 3)))
                 else:
                     readings.append((q, _sim_value(q, time.monotonic(), phase)))
-            payload = telemetry.encode_telemetry(seq, time.time_ns() // 1_000_000, boot, sensor, readings)
-            await client.publish(t_telemetry, payload, qos=1)
-            counter.messages += 1
-            counter.readings += len(readings)
-            seq += 1
+            sent: list[tuple[str, float]] | None = readings
+            skew = 0
+            if faults:
+                sent, skew = apply_faults(faults, time.monotonic() - started, readings, fault_state)
+            if sent is not None:
+                payload = telemetry.encode_telemetry(seq, time.time_ns() // 1_000_000 + skew, boot, sensor, sent)
+                await client.publish(t_telemetry, payload, qos=1)
+                counter.messages += 1
+                counter.readings += len(sent)
+            seq += 1  # a message not sent (silent, seq_gaps) leaves a hole the hub sees
             next_at += 1 / rate
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await client.publish(t_status, status.encode_status(status.OFFLINE), qos=1, retain=True)
@@ -286,16 +378,19 @@ async def _light_board(
 async def run_light(
     host: str, port: int, site: str, boards: int, rate: float, duration: float,
     on_sent: Callable[[int, int], None] | None = None, report_every: float = 5.0, store: TrustStore | None = None,
+    faults: list[LightFault] | None = None,
 ) -> tuple[int, int]:
     """`boards` light boards publishing `rate` messages/s each for `duration` s; returns (messages, readings).
 
     on_sent(messages, readings) is called every report_every seconds with the totals so far. With `store`
-    each board logs in with its identity there, over TLS (fleet_identities checks they exist).
+    each board logs in with its identity there, over TLS (fleet_identities checks they exist). `faults`: the
+    labelled faults the boards show (LightFault; a board's name is board_name(i)[0]).
     """
     counter = _Counter()
     stop_at = time.monotonic() + duration
     tasks = [asyncio.create_task(_light_board(host, port, site, *board_name(i), rate, stop_at, counter, seed=i,
-                                              store=store),
+                                              store=store, faults=[f for f in faults or []
+                                                                   if f.device == board_name(i)[0]]),
                                  name=f"light-board-{i}") for i in range(boards)]
     reporter = None
     if on_sent is not None:

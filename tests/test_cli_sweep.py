@@ -281,6 +281,11 @@ SWEEP: dict[tuple[str, ...], Command] = {
         "--provision": FLAG,
         "--duration": seconds(366 * 24 * 3600),
         "--light": FLAG,
+        "--fault": [Bad("smoke:b:0:1", "--fault smoke:b:0:1: unknown kind 'smoke'"),
+                    Bad("spike:b", "expected KIND:DEVICE:START_S:END_S[:QUANTITY[:SIZE]]"),
+                    Bad("spike:b:5:1", "needs 0 <= START_S < END_S"),
+                    Bad("spike:b:x:1", "START_S, END_S and SIZE are numbers"),
+                    Bad("spike:b:0:1", "only light boards (--light) show faults on demand")],
     }),
     ("hub", "run"): Command({"--config": "{hub_toml}"}, {"--config": toml_config()}),
     ("modbus", "probe"): Command({"--tcp": "127.0.0.1:1502", "--profile": "sdm120"}, {

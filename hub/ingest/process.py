@@ -10,7 +10,8 @@ from another id is counted (`Metrics.unprovisioned`), named in a flood-proof log
 before it reaches the sequence tracker, the registry or the control service. `known=None` (a lab bench
 without a provisioning store) admits every id, as before.
 
-Feeds each accepted telemetry message to the stream's detectors (`detect`, hub.detect.engine) when set.
+Feeds each accepted telemetry message, in sequence (not a duplicate, not a late one), to the stream's
+detectors (`detect`, hub.detect.engine) when set.
 
 Synchronous and cheap: no I/O except the registry's save on a status change (rare). Imports protocols/,
 hub.model, hub.metrics, hub.registry, hub.ingest.sequence and (for types) hub.detect.engine; knows nothing
@@ -288,7 +289,8 @@ class Processor:
         self.sample(device, t.sensor, t.ts, t.readings)
         metrics.readings_in += len(t.readings)
         detect = self.detect
-        if detect is not None:
+        if detect is not None and verdict is not Verdict.DUPLICATE and verdict is not Verdict.LATE:
+            # a resent or late message is old news to the detectors: its counter would seem to step back
             detect.sample(device, t.sensor, t.ts, t.readings, now_ms, verdict is Verdict.GAP)
         if catalogue.RANGE in map(_QUALITY, t.readings):  # rare: the loop only then
             self._out_of_range(device, t)

@@ -11,6 +11,8 @@ from simulators.twins.base import Base
 
 
 class Twin(Base):
+    spike_size = 40  # PM2.5 14 + 8 * 40: beyond the detectors' 300 ug/m3 step
+
     def __init__(self, faults, clock):
         super().__init__(faults, clock)
         self.active = True

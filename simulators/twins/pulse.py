@@ -8,8 +8,9 @@ every 5 ms from an asyncio task (so the handler runs a few ms late, in a task, n
 steps its clock and calls advance() itself.
 Faults: `bouncing` (each closure bounces: three more falling edges 1, 3 and 7 ms after the first),
 `stuck` (contact stuck closed: line low, no edges), `silent` (wire cut: line high, no edges),
-`out_of_range` (a pulse every 60 ms, absurd for a household meter). As counts, `stuck`, `silent` and
-`out_of_range` apply per pulse. No checksum and no warm-up: `bad_checksum` and `warming_up` are refused.
+`out_of_range` (a pulse every 60 ms, absurd for a household meter), `leak` (set on the object only: a third
+more flow, day and night, that never stops). As counts, `stuck`, `silent` and `out_of_range` apply per pulse.
+No checksum and no warm-up: `bad_checksum` and `warming_up` are refused.
 """
 
 from simulators.twins.base import Base
@@ -19,7 +20,7 @@ FAST_MS = 60
 
 class Twin(Base):
     cannot = ("bad_checksum", "warming_up")
-    extra = ("bouncing",)
+    extra = ("bouncing", "leak")
 
     def __init__(self, faults, clock):
         super().__init__(faults, clock)
@@ -49,7 +50,10 @@ class Twin(Base):
     def _period(self):
         if self.hit("out_of_range"):
             return FAST_MS
-        return int(self.wave(2000, 800, 20))
+        period = int(self.wave(2000, 800, 20))
+        if self.faults.get("leak"):
+            return period * 3 // 4
+        return period
 
     def advance(self):
         now = self.clock()
