@@ -12,8 +12,8 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
   (they are acknowledged with their batch but not spooled), readings feed its rules; audit Readings come back
   through `emit` into the spool. With an [api] section, the HTTP API (hub.control.api) too.
 - modbus (hub.modbus.poller, when [modbus] configures devices): polls devices; their Readings take the same
-  path as MQTT readings (`ingest`: the control service's rules see them, then the spool). Writes go through
-  `Hub.modbus_write` (the control service uses the same ModbusService).
+  path as MQTT readings (`ingest`: the control service's rules and the detectors see them, then the spool).
+  Writes go through `Hub.modbus_write` (the control service uses the same ModbusService).
 - north (hub.north, unless [north] turns both MQTT and webhooks off): the northbound feed for a situation
   centre: alerts and district summaries on `qala/{site}/_north/...` and to webhooks; closed last at a stop,
   so what it holds is handed over.
@@ -84,7 +84,7 @@ from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool, SpoolWriteError
 from hub.trust.store import StoreError, TrustStore
-from protocols import confirm, liveness, topics
+from protocols import catalogue, confirm, liveness, topics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -345,10 +345,13 @@ class Hub:
         self.mqtt.wakeup.set()
 
     def ingest(self, readings: list[Reading]) -> None:
-        """Readings from a source other than MQTT (the Modbus poller): the control rules see them, as they see
-        MQTT readings, coverage keeps their last values, and they are spooled with the next batch."""
+        """Readings from a source other than MQTT (the Modbus poller): the control rules and the detectors see
+        them, as they see MQTT readings, coverage keeps their last values, and they are spooled with the next
+        batch."""
         self.control.observe(readings)
         self.alerting.values.observe(readings)
+        if self.processor.detect is not None:
+            self._detect(readings)
         self.emit(readings)
 
     def places(self) -> dict[str, Place]:
@@ -361,6 +364,16 @@ class Hub:
             return None if poller is None else poller.online
 
         return site_places(self.trust, self.registry, modbus, online, self.alerting.values)
+
+    def _detect(self, readings: list[Reading]) -> None:
+        """Modbus readings to the detectors, one sample per device, sensor and time (a poll's registers)."""
+        samples: dict[tuple[str, str, int], list[tuple[str, float, str]]] = {}
+        for r in readings:
+            if r.field in catalogue.QUANTITIES and isinstance(r.value, (int, float)):
+                samples.setdefault((r.device, r.sensor, r.ts), []).append((r.field, float(r.value), r.quality))
+        now_ms = int(time.time() * 1000)
+        for (device, sensor, ts), values in samples.items():
+            self.detectors.sample(device, sensor, ts, values, now_ms, gap=False)
 
     async def modbus_write(self, device: str, register: str, value: float) -> float:
         """Write a setpoint to a Modbus device (ahead of polls) and return the value read back.

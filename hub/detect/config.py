@@ -28,6 +28,9 @@ class DetectConfig:
     """The site's local time (UTC+5: Astana) for night hours and hour-of-day baselines."""
     off: frozenset[str] = frozenset()
     """Detector kinds switched off."""
+    settle_s: float = 600.0
+    """A spike or an out-of-range reading keeps its condition this long before it clears (and a spiked value
+    that stays this long is a level shift)."""
     silent_factor: float = 5.0
     """A board is silent after this many of its learned message intervals without a message."""
     silent_min_s: float = 120.0
@@ -72,6 +75,7 @@ SECTION = Table({
     "enabled": Key(bool, default=True),
     "interval": Key(float, 10.0, 1, 3600, unit="seconds"),
     "utc_offset_h": Key(float, 5.0, -12, 14, unit="hours"),
+    "settle_s": Key(float, 600.0, 1, 86400, unit="seconds"),
     "silent_factor": Key(float, 5.0, 2, 1000),
     "silent_min_s": Key(float, 120.0, 1, 86400, unit="seconds"),
     "clock_bound_s": Key(float, 120.0, 1, 86400, unit="seconds"),

@@ -13,8 +13,8 @@ seen as a change: harmless for conditions that last hours.
 Detectors (docs/detect.md says more, with the defaults of hub.detect.defaults):
 - flatline: a value unchanged longer than its quantity allows (a zero flow or power may last);
 - spike: a step larger than physics allows; the value is not believed (not averaged) until it comes back
-  or stays for 10 minutes (then it is a level shift, and the spike clears);
-- out_of_range: readings of quality `range` (protocols.catalogue.check); clears 10 minutes after the last;
+  or stays for `settle_s` (10 minutes: then it is a level shift); the spike clears `settle_s` after it began;
+- out_of_range: readings of quality `range` (protocols.catalogue.check); clears `settle_s` after the last;
 - drift: hourly means of co-located boards (`set_groups`) of one quantity: with 3 or more, each against the
   group median; with 2, the pair (the event names the first and, in its evidence, the other);
 - silent: no message for silent_factor x the board's learned interval (at least silent_min_s);
@@ -79,10 +79,6 @@ NIGHTS = 14
 """Past night minima kept per flow."""
 LEARN_NIGHTS = 3
 """Nights a flow must have been seen before it can leak."""
-SPIKE_HOLD_MS = 600_000
-"""A spiked value that stays this long is a level shift: believed, and the spike cleared."""
-RANGE_CLEAR_MS = 600_000
-"""out_of_range clears this long after the last reading of quality `range`."""
 BACKWARDS_CLEAR_MS = 1_800_000
 """counter_backwards clears once the counter went forward this long without stepping back."""
 DRIFT_HOURS = 2
@@ -260,6 +256,7 @@ class Detectors:
         self._lim = config.quantities
         self._on = {kind: config.on(kind) for kind in ev.KINDS}
         self._ahead = int(config.clock_bound_s * 1000)
+        self._settle = int(config.settle_s * 1000)
         self._offset = int(config.utc_offset_h * 3_600_000)
         self._devices: dict[str, _Device] = {}
         self._events: list[ev.Event] = []
@@ -389,7 +386,7 @@ class Detectors:
                 s.last = v
                 s.changed = ts_ms
                 return False
-            if ts_ms - s.spike >= SPIKE_HOLD_MS:  # stayed: a level shift, believed
+            if ts_ms - s.spike >= self._settle:  # stayed: a level shift, believed
                 self._clear(ev.SPIKE, dev.name, s.q, ts_ms, f"{s.q} stayed at the new level: a level shift")
                 s.spike = 0
                 return False
@@ -534,10 +531,10 @@ class Detectors:
                            f"{s.q} stuck at {_fmt(s.last)} {self._unit.get(s.q, '')} for {stuck:.1f} h (allowed "
                            f"{flat_ms / 3_600_000:.1f} h): sensor or its fan may have failed",
                            {"value": s.last, "duration_s": (st.ts - s.changed) / 1000, "allowed_s": flat_ms / 1000})
-        if s.oor and st.ts - s.oor > RANGE_CLEAR_MS:
+        if s.oor and st.ts - s.oor > self._settle:
             s.oor = 0
             self._clear(ev.OUT_OF_RANGE, dev.name, s.q, st.ts, f"{s.q} back in range")
-        if s.spike and st.ts - s.spike > SPIKE_HOLD_MS and s.last == s.last:
+        if s.spike and st.ts - s.spike > self._settle and s.last == s.last:
             s.spike = 0  # the value came back (or the board stopped): over
             self._clear(ev.SPIKE, dev.name, s.q, st.ts, f"{s.q} back to {_fmt(s.last)}")
         if s.backwards and now_ms - s.backwards > BACKWARDS_CLEAR_MS and s.changed > 0:

@@ -51,6 +51,9 @@ TOPIC_CACHE = 100_000
 _QUALITY = itemgetter(2)
 """The quality of a decoded reading (quantity, value, quality)."""
 
+_GAP, _DUPLICATE, _LATE = Verdict.GAP, Verdict.DUPLICATE, Verdict.LATE
+"""Module constants: the hot path tests every message against them."""
+
 LOG_EVERY = 60.0
 """Seconds between two log lines about the same device (or the same bad-topic reason)."""
 
@@ -289,9 +292,9 @@ class Processor:
         self.sample(device, t.sensor, t.ts, t.readings)
         metrics.readings_in += len(t.readings)
         detect = self.detect
-        if detect is not None and verdict is not Verdict.DUPLICATE and verdict is not Verdict.LATE:
+        if detect is not None and verdict is not _DUPLICATE and verdict is not _LATE:
             # a resent or late message is old news to the detectors: its counter would seem to step back
-            detect.sample(device, t.sensor, t.ts, t.readings, now_ms, verdict is Verdict.GAP)
+            detect.sample(device, t.sensor, t.ts, t.readings, now_ms, verdict is _GAP)
         if catalogue.RANGE in map(_QUALITY, t.readings):  # rare: the loop only then
             self._out_of_range(device, t)
         if lines is not None and not self.watches(device, t.sensor, t.readings):

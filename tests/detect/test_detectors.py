@@ -349,3 +349,13 @@ def test_overrides_reach_the_detectors() -> None:
     feed = Feed(DetectConfig(quantities=limits({"co2": {"flatline_s": 600.0}})))
     feed.run(30 * MIN, {"a": lambda _t: [r("co2", 500.0)]})
     assert len(feed.of(ev.FLATLINE, ev.FIRE)) == 1
+
+
+def test_settle_s_sets_how_long_a_spike_and_an_out_of_range_last() -> None:
+    feed = Feed(DetectConfig(settle_s=60.0))
+    feed.run(10 * MIN, {"a": lambda _t: [r("temperature", 5.0 + (_t // MIN) % 2 / 10)]})
+    feed.run(MIN, {"a": lambda _t: [r("temperature", 45.0), r("humidity", 130.0)]})
+    feed.run(5 * MIN, {"a": lambda _t: [r("temperature", 5.0 + (_t // MIN) % 2 / 10), r("humidity", 50.0)]})
+    for kind in (ev.SPIKE, ev.OUT_OF_RANGE):
+        (fired, _), (cleared, _) = feed.of(kind, ev.FIRE)[0], feed.of(kind, ev.CLEAR)[0]
+        assert cleared - fired <= 3 * MIN, kind

@@ -82,3 +82,18 @@ def test_the_hub_wires_its_detectors_unless_disabled(tmp_path: Path) -> None:
     off = Hub(hub_config.parse(hub_toml(tmp_path, "[detect]\nenabled = false"), {}))
     assert off.processor.detect is None
     assert off.detectors.tick(TS) == []
+
+
+def test_modbus_readings_reach_the_detectors(tmp_path: Path) -> None:
+    from hub import config as hub_config  # noqa: PLC0415
+    from hub.model import Reading  # noqa: PLC0415
+    from hub.service import Hub  # noqa: PLC0415
+
+    hub = Hub(hub_config.parse(hub_toml(tmp_path, ""), {}))
+    for k, volume in enumerate((100.0, 101.0, 50.0)):
+        ts = TS + k * 60_000
+        hub.ingest([Reading("water", "s", "meter-1", "meter", "ok", "water_volume", volume, ts),
+                    Reading("water", "s", "meter-1", "meter", "ok", "water_flow", 1.0, ts),
+                    Reading("qala_hub", "s", "meter-1", "meter", "ok", "poll_ms", 12.0, ts)])
+    fired = [e for e in hub.detectors.tick(TS + 180_000) if e.kind == ev.COUNTER_BACKWARDS]
+    assert [(e.device, e.quantity) for e in fired] == [("meter-1", "water_volume")]
