@@ -496,8 +496,8 @@ class Demo:
             "hub": {"shutdown_timeout": 5.0},
             "control": {"ttl": 15.0, "retries": 1, "ack_timeout": 3.0},
             # a demo's minutes: boards sample every 2 s, so a board is silent after 10 s (not 2 min) once the
-            # detectors learned its interval (their first 5-minute round); they run every 2 s, and the
-            # districts are summed up every 10 s
+            # detectors have a first estimate of its interval (from its first messages); they run every 2 s,
+            # and the districts are summed up every 10 s
             "detect": {"interval": 2.0, "silent_min_s": 10.0},
             "alerts": {"summary_interval": 10.0},
             "api": {"listen": "127.0.0.1", "port": self.api_port, "control_token": self.token},

@@ -495,6 +495,8 @@ class Detectors:
         on = self._on
         silent_min = cfg.silent_min_s * 1000
         for dev in self._devices.values():
+            if not dev.iv:  # a new board: a first estimate from its first messages, not its first 5-minute roll
+                self._interval(dev)
             if on[ev.SILENT] and dev.iv:
                 limit = max(cfg.silent_factor * dev.iv, silent_min)
                 quiet = now_ms - dev.last_now
