@@ -378,8 +378,8 @@ async def _openapi(_request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
-def _check_body(raw: bytes) -> dict[str, Any] | web.Response:  # noqa: PLR0911 - a return per refusal
-    """The setpoint request's body, or the error response that refuses it."""
+def _json_object(raw: bytes, known: tuple[str, ...]) -> dict[str, Any] | web.Response:
+    """A request body that must be a JSON object of `known` keys, or the 400 response that refuses it."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeError):
@@ -387,8 +387,16 @@ def _check_body(raw: bytes) -> dict[str, Any] | web.Response:  # noqa: PLR0911 -
     if not isinstance(body, dict):
         return _error(400, "body must be a JSON object")
     for key in body:
-        if key not in _SETPOINT_KEYS:
-            return _error(400, f"unknown key {key!r} (known: {', '.join(_SETPOINT_KEYS)})", key)
+        if key not in known:
+            return _error(400, f"unknown key {key!r} (known: {', '.join(known)})", key)
+    return body
+
+
+def _check_body(raw: bytes) -> dict[str, Any] | web.Response:
+    """The setpoint request's body, or the error response that refuses it."""
+    body = _json_object(raw, _SETPOINT_KEYS)
+    if isinstance(body, web.Response):
+        return body
     for key in ("device", "actuator", "value"):
         if key not in body:
             return _error(400, "required", key)
@@ -484,15 +492,9 @@ async def _ack(request: web.Request) -> web.Response:
     raw = await request.read()
     note = None
     if raw.strip():
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeError):
-            return _error(400, "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
-        for key in body:
-            if key != "note":
-                return _error(400, f"unknown key {key!r} (known: note)", key)
+        body = _json_object(raw, ("note",))
+        if isinstance(body, web.Response):
+            return body
         note = body.get("note")
         if note is not None and not isinstance(note, str):
             return _error(400, "must be a string", "note")

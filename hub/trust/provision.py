@@ -68,7 +68,7 @@ from protocols.errors import ProtocolError
 from protocols.topics import check_id
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from pathlib import Path
 
 __all__ = [  # public (hub.PUBLIC)
@@ -379,15 +379,20 @@ class Session:
 
     # -- hubs
 
+    def _check_login(self, what: str, name: str, have: Iterable[str], *, rotate: bool) -> str:
+        """The checked NAME of a hub or integrator login to create (or, rotate=True, to give a new password)."""
+        name = check_device(name, "NAME")
+        names = sorted(have)
+        if name in names and not rotate:
+            raise ProvisionError(f"NAME {name!r}: the {what} identity exists; --rotate gives it a new password")
+        if rotate and name not in names:
+            raise ProvisionError(f"NAME {name!r}: no such {what} identity to rotate (have: "
+                                 f"{', '.join(names) or 'none'})")
+        return name
+
     def new_hub(self, name: str, *, rotate: bool = False) -> tuple[str, str]:
         """A hub identity (user, password), new or (rotate=True) a new password for an existing one (not saved)."""
-        name = check_device(name, "NAME")
-        exists = name in self.store.hubs()
-        if exists and not rotate:
-            raise ProvisionError(f"NAME {name!r}: the hub identity exists; --rotate gives it a new password")
-        if rotate and not exists:
-            raise ProvisionError(f"NAME {name!r}: no such hub identity to rotate (have: "
-                                 f"{', '.join(sorted(self.store.hubs())) or 'none'})")
+        name = self._check_login("hub", name, self.store.hubs(), rotate=rotate)
         return broker.hub_user(self.store.site, name), self._password()
 
     def save_hub(self, identity: tuple[str, str]) -> TrustStore:
@@ -411,13 +416,7 @@ class Session:
     def new_integrator(self, name: str, *, rotate: bool = False) -> tuple[str, str]:
         """An integrator identity (user, password), new or (rotate=True) a new password for an existing one
         (not saved)."""
-        name = check_device(name, "NAME")
-        exists = name in self.store.integrators()
-        if exists and not rotate:
-            raise ProvisionError(f"NAME {name!r}: the integrator identity exists; --rotate gives it a new password")
-        if rotate and not exists:
-            raise ProvisionError(f"NAME {name!r}: no such integrator identity to rotate (have: "
-                                 f"{', '.join(sorted(self.store.integrators())) or 'none'})")
+        name = self._check_login("integrator", name, self.store.integrators(), rotate=rotate)
         return broker.integrator_user(self.store.site, name), self._password()
 
     def save_integrator(self, identity: tuple[str, str]) -> TrustStore:
