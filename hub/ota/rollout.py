@@ -21,9 +21,9 @@ Roll-out states: `running` -> `done` when every wave's offered boards ended (a w
 offered in it has a final state and at least one was offered: a wave whose boards are all offline waits);
 `paused` (no new wave, no new offer; boards already offered carry on) <-> `running`; `halted` when, in any
 started wave, the failed boards are more than `max_failures` of the boards offered (a board still offline is
-not counted): its boards not yet installed get a cancel and no later wave starts; `aborted` by an operator from any state but itself
-(cancels likewise). `halted`, `aborted` and `done` start nothing more, except that in `done` a board that was
-offline when its wave started is still offered when it comes back.
+not counted): its boards not yet installed get a cancel and no later wave starts; `aborted` by an operator
+from any state but itself (cancels likewise). `halted`, `aborted` and `done` start nothing more, except that
+in `done` a board that was offline when its wave started is still offered when it comes back.
 
 A board that was offered and reconnects (offline -> online) before it reported installed gets the same offer
 again: an offer lost while it was away is not a board lost, and a board that has it carries on (same id).
