@@ -9,8 +9,8 @@ missing variable is an error naming the key). docs/hub.md documents every key; h
 complete example that a test loads.
 
 Imports only the standard library, hub.sections, hub.modbus.config ([modbus]), hub.detect.config
-([detect]), the detectors' kinds (hub.detect.events), protocols (the catalogue), the rule/schedule types of
-hub.control.rules and the store's layout (hub.trust.store); does no I/O except reading the file, the
+([detect]), hub.ota.config ([ota]), the detectors' kinds (hub.detect.events), protocols (the catalogue), the
+rule/schedule types of hub.control.rules and the store's layout (hub.trust.store); does no I/O except reading the file, the
 environment and the Modbus profiles named: the store named by [trust] is loaded by the hub at start
 (hub.service), not here.
 """
@@ -33,6 +33,8 @@ from hub.detect.config import DetectConfig
 from hub.detect.events import KINDS
 from hub.errors import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers take it from here
 from hub.modbus import config as modbus_config
+from hub.ota import config as ota_config
+from hub.ota.config import OtaConfig
 from hub.sections import Array, Key, Table
 from hub.trust.store import CA_CERT
 from protocols import catalogue
@@ -251,6 +253,8 @@ class HubConfig:
     """[detect]: the detectors in the stream (hub.detect, docs/detect.md); on by default."""
     north: NorthConfig = field(default_factory=NorthConfig)
     """[north]: the northbound feed (alerts and district summaries over MQTT and webhooks)."""
+    ota: OtaConfig = field(default_factory=OtaConfig)
+    """[ota]: releases and roll-out defaults (hub.ota, docs/ota-hub.md)."""
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -397,6 +401,7 @@ DOCUMENT = Table({
     "modbus": modbus_config.SECTION,
     "detect": detect_config.SECTION,
     "north": NORTH,
+    "ota": ota_config.SECTION,
 })
 """The whole of hub.toml; hub/config.example.toml shows every section, docs/hub.md every key."""
 
@@ -506,6 +511,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         trust=trust,
         detect=detect_config.build(values["detect"]),
         north=_north(values["north"], base),
+        ota=ota_config.build(values["ota"], base),
     )
 
 

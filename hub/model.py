@@ -28,6 +28,9 @@ SECURITY = "qala_security"
 """Security events (hub.control.service): e.g. a forged ack; sensor tag = what was forged, quality = the event."""
 ALERT = "qala_alert"
 """Alert transitions (hub.alerts): device = the alert's device, sensor tag = its kind, quality = its state."""
+AUDIT = "qala_audit"
+"""Operators' and the hub's actions other than commands (hub.control.service.audit_action): device tag = what
+was acted on (`rollout:<id>`), sensor tag = its kind (`rollout`), quality = the action."""
 COVERAGE = "qala_coverage"
 """District coverage (hub.coverage): device tag = `district:<name>`, sensor tag = `district` or a quantity."""
 

@@ -24,6 +24,12 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
   northbound summaries. The ingest keeps each device's last values for it (hub.coverage.LastValues). At
   start, in the background, the detectors' consumption baselines are loaded from InfluxDB
   (hub.detect.baseline).
+- ota (hub.ota.service): releases (`[ota] releases`, default `<state>/releases`) and roll-outs
+  (`<state>/rollouts/<id>.json`, carried on after a restart): every `ota.tick` seconds time-outs and next
+  waves; offers and cancels signed with each board's command key on `qala/{site}/{device}/ota`; boards'
+  `otaack` messages arrive through the ingest (acknowledged with their batch, not spooled): chunk requests
+  answered at once, signed state reports to the roll-outs (`qala_ota`, `qala_rollout`, audit rows through
+  the control service). With an [api] section, its /v1/rollouts endpoints (hub.ota.api).
 - housekeeping: every `metrics.interval` seconds, a `qala_hub` snapshot into the spool and a registry save.
 - confirm: once a second, the boards' confirmations (hub.ingest.confirm, protocols/confirm.py): for each
   board whose spooled messages advanced without a hole, the (boot, seq) up to which all are spooled, saved to
@@ -77,6 +83,9 @@ from hub.ingest.process import Processor
 from hub.ingest.sequence import SequenceTracker
 from hub.metrics import Metrics
 from hub.north import Northbound, NorthError, make_northbound
+from hub.ota.selector import Facts
+from hub.ota.server import OtaServer
+from hub.ota.service import OtaService
 from hub.registry import Registry
 from hub.sinks.influx_v1 import InfluxV1Sink
 from hub.sinks.influx_v2 import InfluxV2Sink
@@ -84,7 +93,7 @@ from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool, SpoolWriteError
 from hub.trust.store import StoreError, TrustStore
-from protocols import catalogue, confirm, liveness, topics
+from protocols import catalogue, confirm, liveness, payloads, topics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -99,6 +108,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACK_SUFFIX = "/" + topics.ACK
+OTAACK_SUFFIX = "/" + topics.OTAACK
 DRAIN_LIMIT = 2500
 """Messages taken per ingest round: half the broker's in-flight window (5000 in Qala's config), so the next
 round arrives while this one is spooled and acknowledged."""
@@ -172,7 +182,8 @@ class Hub:
         self.hub_topic = topics.hub_topic(site, config.trust.hub)
         self.mqtt = MqttSource(
             config.mqtt,
-            [telemetry, topics.subscription(site, topics.STATUS), topics.subscription(site, topics.ACK)],
+            [telemetry, topics.subscription(site, topics.STATUS), topics.subscription(site, topics.ACK),
+             topics.subscription(site, topics.OTAACK)],
             on_connect=self._on_mqtt_connect,
             will=(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE)),
         )
@@ -195,6 +206,9 @@ class Hub:
         if self.detectors.enabled:
             self.processor.detect = self.detectors
         self.alerting = self._alerting(config, state)
+        self.ota = OtaService(site, config.ota, state, OtaServer(site, self._cmd_key, self.mqtt.publish),
+                              boards=self._ota_boards, online=self._online, emit=self.emit, auditor=self.control)
+        """Releases and roll-outs (hub.ota): offers, chunks and reports over `ota`/`otaack`."""
         self.confirms = self._confirmations(config)
         self._conf_topics: dict[str, str] = {}
         """device -> its conf topic (built once: a round may publish to every board of the site)."""
@@ -259,6 +273,26 @@ class Hub:
             raise ConfigError(f"spool.path: cannot create {state}: {exc.strerror or exc}; give a folder the hub "
                               "may create and write") from None
         return state
+
+    def _cmd_key(self, device: str) -> bytes | None:
+        """The board's command key (OTA offers are signed with it); None in plain mode or for an unknown board."""
+        return self.trust.cmd_key(device) if self.trust is not None else None
+
+    def _ota_boards(self) -> dict[str, Facts]:
+        """What roll-out selectors choose from: the provisioned boards (plain mode: every board heard from),
+        their district (the store) and the firmware their last birth announced (the registry)."""
+        known = self.registry.devices
+        names = self.trust.devices() if self.trust is not None else frozenset(known)
+        out = {}
+        for name in names:
+            entry = self.trust.entry(name) if self.trust is not None else None
+            info = known.get(name)
+            out[name] = Facts(district=None if entry is None else entry.district, fw=None if info is None else info.fw)
+        return out
+
+    def _online(self, device: str) -> bool:
+        info = self.registry.devices.get(device)
+        return info is not None and info.state != payloads.OFFLINE
 
     @staticmethod
     def _keys(store: TrustStore) -> dict[str, bytes]:
@@ -412,12 +446,14 @@ class Hub:
         self.alerting.north = self.north
         others.append(asyncio.create_task(self.alerting.run(), name="qala-hub.alerting"))
         self._baseline = asyncio.create_task(self._load_baseline(), name="qala-hub.baseline")
+        self.ota.load()
+        others.append(asyncio.create_task(self.ota.run(), name="qala-hub.ota"))
         if self.north is not None and self.north.enabled:
             others.append(asyncio.create_task(self.north.run(), name=NORTH_TASK))
         if self.config.api is not None:
             from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
 
-            self.api_port, api = await serve_api(self.config.api, self.control, self.alerting)
+            self.api_port, api = await serve_api(self.config.api, self.control, self.alerting, self.ota)
             others.append(asyncio.create_task(api, name="qala-hub.api"))
         self.mqtt.start()
         log.info("hub: running site=%s influxdb=%s spool=%s", self.config.site.id, self.sink.description,
@@ -530,6 +566,8 @@ class Hub:
         for message in messages:
             if message.topic.endswith(ACK_SUFFIX):
                 self._ack(message.topic, message.payload)
+            elif message.topic.endswith(OTAACK_SUFFIX):
+                self._otaack(message.topic, message.payload)
             else:
                 readings += process(message.topic, message.payload, now_ms, lines)
         self.control.observe(readings)
@@ -539,6 +577,18 @@ class Hub:
         device = self.processor.ack_device(topic)  # None: bad topic, other site or unprovisioned (counted)
         if device is not None:
             self.control.on_ack(device, payload)
+
+    def _otaack(self, topic: str, payload: bytes) -> None:
+        """A board's OTA message: a chunk request answered by the server, a signed report to the roll-outs."""
+        device = self.processor.ack_device(topic)  # None: bad topic, other site or unprovisioned (counted)
+        if device is None:
+            return
+        try:
+            report = self.ota.server.on_message(device, payload)
+            if report is not None:
+                self.ota.on_report(device, report)
+        except Exception:  # a bad message is counted and logged by the server; this is a bug's safety net
+            log.exception("ota: message from device=%s not handled", device)
 
     async def _wait_for_input(self) -> None:
         """Until a message arrives, a stop is requested or the open segment is due to be sealed."""

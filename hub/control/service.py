@@ -19,6 +19,8 @@
   logged, and changes nothing.
 - `observe(readings)`: setpoint telemetry (quantity `setpoint`, sensor = actuator) keeps the last values;
   other readings feed the rules. Schedules are checked once a second by `run()`.
+- `audit_action(...)`: the audit row of an operator's or the hub's action that is not a command (a roll-out's
+  start, wave, halt, pause, resume, abort: hub.ota.service), a `qala_audit` point.
 - Every final state becomes `qala_command` Readings (hub.model) through `emit`, so InfluxDB holds each
   command with its outcome and latency beside the readings.
 - With a journal (hub.control.journal, `<state>/commands.jsonl`), every command is on disk, fsynced, when it
@@ -50,7 +52,7 @@ from hub.control import command as lc
 from hub.control import limits, rules
 from hub.control.journal import KEEP, JournalError
 from hub.control.signing import CounterError
-from hub.model import COMMAND, SECURITY, Reading
+from hub.model import AUDIT, COMMAND, SECURITY, Reading
 from protocols import payloads, topics
 from protocols.errors import ProtocolError
 
@@ -455,6 +457,17 @@ class ControlService:
         if cmd.reason:
             out.append(r("reason", cmd.reason))
         return out
+
+    def audit_action(self, subject: str, action: str, source: str, detail: str, **fields: float | str) -> None:
+        """An audit row for an action that is not a command (a roll-out's start, wave, halt, pause, resume,
+        abort): one `qala_audit` point, device tag `subject` (`rollout:<id>`), sensor tag its kind (the part
+        before `:`), quality `action`; fields `source` (who: api:<role>, cli:<role>, hub), `detail` and
+        `fields`. Logged at INFO as commands are."""
+        ts = self.clock_ms()
+        kind = subject.split(":", 1)[0]
+        log.info("audit %s %s source=%s %s", subject, action, source, detail)
+        values: list[tuple[str, float | str]] = [("source", source), ("detail", detail or "-"), *fields.items()]
+        self.emit([Reading(AUDIT, self.site, subject, kind, action, f, v, ts) for f, v in values])
 
     def _trim(self) -> None:
         if len(self.commands) <= KEEP_FINAL:
