@@ -12,7 +12,9 @@ STATUS = "status"
 CMD = "cmd"
 ACK = "ack"
 CONF = "conf"
-KINDS = (TELEMETRY, STATUS, CMD, ACK, CONF)
+OTA = "ota"  # hub -> board: update offers and chunks (protocols/ota.py)
+OTAACK = "otaack"  # board -> hub: chunk requests and update state reports
+KINDS = (TELEMETRY, STATUS, CMD, ACK, CONF, OTA, OTAACK)
 ID_MAX_LEN = 32
 # hubs announce themselves under `_hub` (protocols/liveness.py): no device id starts with `_`
 

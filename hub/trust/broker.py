@@ -5,11 +5,12 @@ Pure functions, no I/O: the store (hub.trust.provision) writes what they return.
 - `board_user`, `hub_user`, `integrator_user`: the MQTT usernames, `<site>/<device>`, `hub/<site>/<name>`
   and `integrator/<site>/<name>`.
 - `hub_rules(site)`, `board_rules(site, device)`, `integrator_rules(site)`: who may do what, as (access,
-  topic) pairs. A board writes only its own telemetry, status and ack and reads only its own cmd and conf and
-  the hubs' liveness (`qala/{site}/_hub/+`); a hub reads and writes the whole site tree (the northbound feed
-  `qala/{site}/_north/#` included) and reads $SYS; an integrator (a situation centre, docs/integrators.md)
-  only reads the northbound feed. Nobody else gets a line, so nobody else (no user, no anonymous client) may
-  publish cmd or write the feed. Later issues add topics here, and only here.
+  topic) pairs. A board writes only its own telemetry, status, ack and otaack and reads only its own cmd,
+  conf and ota (updates, docs/ota.md) and the hubs' liveness (`qala/{site}/_hub/+`); a hub reads and writes
+  the whole site tree (the northbound feed `qala/{site}/_north/#` included) and reads $SYS; an integrator (a
+  situation centre, docs/integrators.md) only reads the northbound feed. Nobody else gets a line, so nobody
+  else (no user, no anonymous client) may publish cmd or write the feed. Later issues add topics here, and
+  only here.
 - `north_filter(site)`: the northbound feed's topic filter, `qala/{site}/_north/#` (hub.north publishes under
   it).
 - `acl_text(site, hubs, devices, integrators)`: the acl_file, one `user` block per identity, explicit topics
@@ -36,8 +37,8 @@ Rule = tuple[str, str]
 """(access, topic filter): access is read, write or readwrite, as in mosquitto's `topic` lines."""
 
 _ACCESS = ("read", "write", "readwrite")
-BOARD_WRITES = (topics.TELEMETRY, topics.STATUS, topics.ACK)
-BOARD_READS = (topics.CMD, topics.CONF)
+BOARD_WRITES = (topics.TELEMETRY, topics.STATUS, topics.ACK, topics.OTAACK)
+BOARD_READS = (topics.CMD, topics.CONF, topics.OTA)
 DEFAULT_PORT = 8883
 NORTH = "_north"
 """The topic level of the northbound feed, `qala/{site}/_north/...`: no device id starts with `_`."""
@@ -72,8 +73,9 @@ def hub_rules(site: str) -> list[Rule]:
 
 
 def board_rules(site: str, device: str) -> list[Rule]:
-    """A board: publish its own telemetry, status (birth, last will) and ack; subscribe to its own cmd and conf
-    (the hub's confirmations) and to the hubs' liveness."""
+    """A board: publish its own telemetry, status (birth, last will), ack and otaack (update chunk requests and
+    state reports); subscribe to its own cmd, conf (the hub's confirmations) and ota (update offers and chunks)
+    and to the hubs' liveness."""
     rules = [("write", topics.build(site, device, kind)) for kind in BOARD_WRITES]
     rules += [("read", topics.build(site, device, kind)) for kind in BOARD_READS]
     return [*rules, ("read", topics.hub_topic(site))]

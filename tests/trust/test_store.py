@@ -45,6 +45,10 @@ def test_a_new_store_holds_what_the_broker_the_hub_and_the_boards_need(store: Tr
     acl = (root / "broker" / "acl").read_text()
     assert "user ast-01/aq-1\ntopic write qala/ast-01/aq-1/telemetry\n" in acl
     assert "topic read qala/ast-01/aq-1/cmd" in acl
+    assert "topic read qala/ast-01/aq-1/ota\n" in acl  # updates (docs/ota.md): its own, nobody else's
+    assert "topic write qala/ast-01/aq-1/otaack\n" in acl
+    assert "topic read qala/ast-01/aq-2/ota\n" in acl
+    assert acl.count("/ota\n") == 2
     assert "topic readwrite qala/ast-01/#" in acl
     conf = (root / "broker" / "qala-broker.conf").read_text()
     for line in ("allow_anonymous false", "use_username_as_clientid true", "require_certificate false",
