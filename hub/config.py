@@ -10,9 +10,9 @@ complete example that a test loads.
 
 Imports only the standard library, hub.sections, hub.modbus.config ([modbus]), hub.detect.config
 ([detect]), hub.ota.config ([ota]), the detectors' kinds (hub.detect.events), protocols (the catalogue), the
-rule/schedule types of hub.control.rules and the store's layout (hub.trust.store); does no I/O except reading the file, the
-environment and the Modbus profiles named: the store named by [trust] is loaded by the hub at start
-(hub.service), not here.
+rule/schedule types of hub.control.rules and the store's layout (hub.trust.store); does no I/O except
+reading the file, the environment and the Modbus profiles named: the store named by [trust] is loaded by
+the hub at start (hub.service), not here.
 """
 
 from __future__ import annotations

@@ -82,6 +82,10 @@ def check_start(body: dict[str, Any]) -> dict[str, Any] | web.Response:
             return api._error(400, "required", key)  # noqa: SLF001
         if not isinstance(body[key], str) or not body[key]:
             return api._error(422, "must be a non-empty string", key)  # noqa: SLF001
+    return _options(body)
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any] | web.Response:
     options: dict[str, Any] = {}
     waves = body.get("waves")
     if waves is not None:

@@ -232,9 +232,7 @@ class OtaService:
         rid, state = str(report.get("id", "")), str(report.get("state", ""))
         now = self.clock_ms()
         fields: list[tuple[str, float | str]] = [("count", 1.0), ("version", str(report.get("version", "")))]
-        for key in ("done", "total"):
-            if isinstance(report.get(key), int):
-                fields.append((key, float(report[key])))
+        fields += [(key, float(report[key])) for key in ("done", "total") if isinstance(report.get(key), int)]
         if report.get("reason"):
             fields.append(("reason", str(report["reason"])[:200]))
         self.emit([Reading(OTA, self.site, device, rid or "-", state or "-", f, v, now) for f, v in fields])
