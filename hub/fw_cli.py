@@ -1,4 +1,5 @@
-"""`qala fw`: board tooling (build, config, deploy, package-json); see docs/hardware-engineers.md.
+"""`qala fw`: board tooling (build, config, deploy, package-json; release and rollout: hub.ota.cli); see
+docs/hardware-engineers.md and docs/ota-hub.md.
 
 Parses arguments and prints; the work is in hub.tools.fw. Every failure is one line on stderr naming the
 argument, config key or tool at fault, and exit code 2 (bad input) or 1 (a step failed).
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import argtypes
+from hub.ota import cli as ota_cli
 from hub.tools import bundle, fw
 
 EXAMPLE = bundle.REPO_ROOT / "firmware" / "board.example.json"
@@ -255,6 +257,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     deploy.add_argument("--mpremote", type=argtypes.text, metavar="EXE",
                         help="the mpremote executable (default: the venv's)")
     deploy.set_defaults(func=_cmd_deploy)
+
+    ota_cli.add_parsers(sub)  # release, rollout (hub.ota.cli)
 
     pkg = sub.add_parser("package-json", help="print mip's package.json for the firmware (checked in at the root)")
     pkg.add_argument("--out", type=argtypes.text, default="-", metavar="FILE")

@@ -60,6 +60,10 @@ class ReleaseError(RuntimeError):
     """A release cannot be built or loaded; the message names the folder, file or argument at fault."""
 
 
+class ReleaseInputError(ReleaseError):
+    """What was given is wrong (--version, --out, --config): `qala fw release` exits 2, not 1."""
+
+
 @dataclass(frozen=True)
 class ReleaseFile:
     path: str
@@ -100,7 +104,7 @@ class Release:
 
 def check_version(version: str, what: str = "--version") -> str:
     if not VERSION_RULE.fullmatch(version):
-        raise ReleaseError(f"{what} {version!r}: must be 1-32 of A-Z a-z 0-9 . _ + -, starting with a letter or "
+        raise ReleaseInputError(f"{what} {version!r}: must be 1-32 of A-Z a-z 0-9 . _ + -, starting with a letter or "
                            "digit (e.g. 0.2.0)")
     return version
 
@@ -126,14 +130,14 @@ def stamp_version(source: str, version: str) -> str:
 def _prepare(out: Path) -> None:
     """`out` as an empty folder (created), or ReleaseError: a release never mixes with other files."""
     if out.exists() and not out.is_dir():
-        raise ReleaseError(f"--out {out}: a file is in the way; give a folder")
+        raise ReleaseInputError(f"--out {out}: a file is in the way; give a folder")
     if out.is_dir() and any(out.iterdir()):
-        raise ReleaseError(f"--out {out}: the folder is not empty; a release gets a folder of its own (e.g. "
+        raise ReleaseInputError(f"--out {out}: the folder is not empty; a release gets a folder of its own (e.g. "
                            f"RELEASES/<version>)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ReleaseError(f"--out {out}: cannot create it: {exc.strerror or exc}") from None
+        raise ReleaseInputError(f"--out {out}: cannot create it: {exc.strerror or exc}") from None
 
 
 def _finish(out: Path, kind: str, version: str, files: list[ReleaseFile], device: str | None,
@@ -175,11 +179,13 @@ def build_release(out: Path, version: str, *, root: Path = bundle.REPO_ROOT, clo
 def build_config_release(out: Path, config: Path, version: str, *, clock_ms: int | None = None) -> Release:
     """Kind config: `config` (a board.json the board's validator accepts) as the one file of the folder `out`."""
     check_version(version)
-    raw = fw.read_json(config, "--config")
     try:
+        raw = fw.read_json(config, "--config")
         fw.validate_config(raw, need_wifi=False, given=frozenset(), file_option="--config")
     except fw.FwError as exc:
-        raise ReleaseError(f"--config {config}: {exc}") from None
+        message = str(exc)
+        raise ReleaseInputError(message if message.startswith("--config") else f"--config {config}: {message}") \
+            from None
     _prepare(out)
     target = out / CONFIG_FILE
     data = config.read_bytes()
