@@ -364,6 +364,37 @@ SWEEP: dict[tuple[str, ...], Command] = {
         "--mpremote": [EMPTY, Bad("{missing}", "not a program that can run"), Bad("{dir}", "not a program"),
                        Bad("{file}", "not a program that can run; give mpremote's path")],
     }),
+    ("fw", "release"): Command({"--version": "0.2.0", "--out": "{tmp}/release"}, {
+        "--version": [EMPTY, Bad("a b", "must be 1-32 of A-Z a-z 0-9 . _ + -"), Bad("x" * 33, "must be 1-32 of"),
+                      Bad("../up", "starting with a letter or digit")],
+        "--out": [EMPTY, Bad("{file}", "a file is in the way; give a folder"),
+                  Bad("{store}", "the folder is not empty"), Bad("{under_file}", "cannot create it: Not a directory")],
+        "--config": [*json_file(), Bad("{empty_object}", "board config: site: required key missing")],
+    }),
+    ("fw", "rollout"): Command({"VERSION": "0.2.0", "--to": "all", "--api": "http://127.0.0.1:8470",
+                                "--token-file": "{token}"}, {
+        "VERSION": [Bad("", "must be 1 to 32 characters"), Bad("a b", "character ' ' not allowed")],
+        "ID": [Bad("r1", "unexpected 'r1' (start: qala fw rollout VERSION --to SELECTOR")],
+        "--to": [EMPTY, Bad("site:x", "selector term 'site:x': unknown"), Bad("district:", "needs a value"),
+                 Bad("district:a b", "character ' ' not allowed")],
+        "--waves": [Bad("", "must be percentages separated by commas"), Bad("x", "must be percentages"),
+                    Bad("50,10,100", "must grow and end at 100"), Bad("1,50", "must grow and end at 100"),
+                    Bad("nan,100", "must grow"), Bad("0,100", "each in (0, 100]")],
+        "--max-failures": [Bad("", "expected a share 0..1"), Bad("x", "expected a share 0..1"),
+                           Bad("2", "must be a share 0..1"), Bad("-1", "must be a share 0..1"),
+                           Bad("nan", "must be a share 0..1"), Bad("1e999", "must be a share 0..1")],
+        "--trial": whole(10, 86400),
+        "--tries": whole(1, 20),
+        "--board-timeout": whole(60, 7 * 86400),
+        "--follow": FLAG,
+        "--poll": seconds(60),
+        "--config": [*toml_config(), Bad("{hub_toml_no_api}", "[api] has no control_token")],
+        "--api": [Bad("", "the URL needs http:// or https:// and a host"), Bad("x", "the URL needs http:// or https://"),
+                  Bad("ftp://h", "the URL needs http:// or https://"), Bad("http://h:x", "the port must be a number"),
+                  Bad("http://h:99999", "the port must be a number 1..65535"), Bad("http://h:0", "1..65535")],
+        "--token-file": [EMPTY, Bad("{missing}", "No such file or directory"), Bad("{dir}", "Is a directory"),
+                         Bad("{file}", "must hold the API token on one line"), Bad("{binary}", "not a text file")],
+    }),
     ("fw", "package-json"): Command({"--out": "{tmp}/package.json"}, {"--out": out_file()}, starts=False),
     ("provision", "init"): Command({"--site": "lab", "--store": "{tmp}/new-store"}, {
         "--site": ids(),
@@ -488,11 +519,12 @@ def places(tmp_path: Path, templates: Path) -> dict[str, str]:
     """The files the values name: right ones for the valid calls, wrong ones for the mistakes."""
     files = {"file": "notes.txt", "bad_json": "bad.json", "json_list": "list.json", "binary": "binary.bin",
              "bad_toml": "bad.toml", "empty_file": "empty", "empty_toml": "empty.toml",
-             "empty_object": "object.json", "hub_toml": "hub.toml", "hub_toml_no_api": "no-api.toml"}
+             "empty_object": "object.json", "hub_toml": "hub.toml", "hub_toml_no_api": "no-api.toml",
+             "token": "token.txt"}
     texts = {"file": "just some notes\n", "bad_json": "{not json", "json_list": "[1, 2]", "bad_toml": "[site\n",
              "empty_file": "", "empty_toml": "", "empty_object": "{}",
              "hub_toml": HUB_TOML + '[api]\ncontrol_token = "control-token-0123456789"\n',
-             "hub_toml_no_api": HUB_TOML}
+             "hub_toml_no_api": HUB_TOML, "token": "control-token-0123456789\n"}
     out = {name: str(tmp_path / file) for name, file in files.items()}
     for name, content in texts.items():
         (tmp_path / files[name]).write_text(content)
@@ -569,7 +601,7 @@ def test_parse_help_reads_entries_subcommands_and_metavars() -> None:
     assert arguments["--out"] == "FILE"
     assert arguments["--tls"] is None  # --tls, --no-tls: a flag
     assert "--help" not in arguments
-    assert parse_help(help_text(("fw",)))[0] == ["build", "config", "deploy", "package-json"]
+    assert parse_help(help_text(("fw",)))[0] == ["build", "config", "deploy", "release", "rollout", "package-json"]
 
 
 @pytest.mark.parametrize("words", [words for words in SWEEP if words], ids=" ".join)

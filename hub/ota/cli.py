@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from hub import argtypes
+from hub.ota import selector
 from hub.ota.api import call
+from protocols import ota
+from protocols.errors import ProtocolError
+from protocols.topics import check_id
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 4
 ACTIONS = ("list", "status", "pause", "resume", "abort")
@@ -83,7 +87,7 @@ def target(args: argparse.Namespace) -> tuple[str, str]:
         try:
             cfg = hub_config.load(Path(args.config))
         except hub_config.ConfigError as exc:
-            raise CliError(f"--config: {exc}") from None
+            raise CliError(f"configuration error: {exc}") from None
         if cfg.api is None or cfg.api.control_token is None:
             raise CliError(f"--config {args.config}: [api] has no control_token (roll-outs need the control role)")
         host = "127.0.0.1" if cfg.api.listen in ("0.0.0.0", "::", "") else cfg.api.listen  # noqa: S104
@@ -174,16 +178,36 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _check_words(args: argparse.Namespace) -> None:
+    """VERSION, ID and --to checked before the hub is asked (the API checks them again)."""
     what, rid = args.what, args.id
-    if what in ACTIONS and what != "list" and rid is None:
-        raise CliError(f"rollout {what}: give the roll-out's ID (qala fw rollout list shows them)")
-    if what not in ACTIONS and args.to is None:
-        raise CliError(f"rollout {what}: --to SELECTOR is required to start a roll-out of version {what} (e.g. "
-                       "--to all, --to district:north, --to prefix:aq-)")
-    if (what in ACTIONS or what is None) and args.to is not None:
-        raise CliError(f"rollout {what}: --to is only for starting a roll-out (qala fw rollout VERSION --to ...)")
-    if what not in ACTIONS and rid is not None:
-        raise CliError(f"rollout {what}: unexpected {rid!r} (start: qala fw rollout VERSION --to SELECTOR)")
+    if what in ACTIONS:
+        if rid is None and what != "list":
+            raise CliError(f"rollout {what}: give the roll-out's ID (qala fw rollout list shows them)")
+        if rid is not None and what == "list":
+            raise CliError(f"rollout list: unexpected {rid!r} (it lists every roll-out)")
+        if args.to is not None:
+            raise CliError(f"rollout {what}: --to is only for starting a roll-out (qala fw rollout VERSION --to ...)")
+        if rid is not None:
+            _checked("ID", rid, check_id)
+        return
+    _checked("VERSION", what, ota.check_version)
+    if rid is not None:
+        raise CliError(f"rollout {what}: unexpected {rid!r} (start: qala fw rollout VERSION --to SELECTOR; "
+                       f"an action: {', '.join(ACTIONS)})")
+    if args.to is None:
+        raise CliError(f"rollout {what}: --to SELECTOR is required to start a roll-out (e.g. --to all, "
+                       "--to district:north, --to prefix:aq-)")
+    try:
+        selector.parse(args.to)
+    except selector.SelectorError as exc:
+        raise CliError(f"--to: {exc}") from None
+
+
+def _checked(name: str, value: str, rule: Any) -> None:
+    try:
+        rule(name, value)
+    except ProtocolError as exc:
+        raise CliError(f"{name} {value!r}: {exc.problem}") from None
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -278,8 +302,8 @@ def add_parsers(sub: Any) -> None:
     rel.set_defaults(func=cmd_release)
 
     roll = sub.add_parser("rollout", help="start, follow, pause, resume or abort a staged roll-out (the hub's API)")
-    roll.add_argument("what", metavar="VERSION|ACTION",
-                      help="a version to roll out, or one of: list, status ID, pause ID, resume ID, abort ID")
+    roll.add_argument("what", metavar="VERSION",
+                      help="the version to roll out; or an action: list, status ID, pause ID, resume ID, abort ID")
     roll.add_argument("id", nargs="?", metavar="ID", help="the roll-out (for status, pause, resume, abort)")
     roll.add_argument("--to", type=argtypes.text, metavar="SELECTOR",
                       help="which boards: all, district:NAME, prefix:TEXT, version:V, devices:A,B (comma-joined)")

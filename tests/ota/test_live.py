@@ -125,7 +125,7 @@ async def test_a_rollout_reaches_every_board_and_is_measured(
         async with running_hub(path) as hub:
             port = hub.api_port
             assert port
-            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS), 30, what="births")  # noqa: SLF001
+            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS), 30, what="births")
             started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.2.0", "district:north",
                                               waves=[20, 50, 100])
             assert started["counts"]["targeted"] == 6
@@ -165,7 +165,7 @@ async def test_a_rollback_halts_with_the_rest_untouched(
         async with running_hub(path) as hub:
             port = hub.api_port
             assert port
-            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS), 30, what="births")  # noqa: SLF001
+            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS), 30, what="births")
             started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.2.0", "all")
             doc = await finished(port, started["id"])
     assert doc["state"] == "halted"
@@ -184,7 +184,7 @@ async def test_an_offline_board_is_offered_when_it_comes_back(
         async with running_hub(path) as hub:
             port = hub.api_port
             assert port
-            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS[:2]), 30, what="births")  # noqa: SLF001
+            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS[:2]), 30, what="births")
             started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.2.0", "devices:aq-00,aq-01,aq-02",
                                               waves=[100])
             await async_wait_until(lambda: hub.ota.get(started["id"]).counts()["healthy"] == 2, 30,
