@@ -452,8 +452,10 @@ class Hub:
             others.append(asyncio.create_task(self.north.run(), name=NORTH_TASK))
         if self.config.api is not None:
             from hub.control.api import serve_api  # noqa: PLC0415 - aiohttp only when the API is on
+            from hub.ota.api import add_routes  # noqa: PLC0415
 
-            self.api_port, api = await serve_api(self.config.api, self.control, self.alerting, self.ota)
+            self.api_port, api = await serve_api(self.config.api, self.control, self.alerting,
+                                                 more=lambda app: add_routes(app, self.ota))
             others.append(asyncio.create_task(api, name="qala-hub.api"))
         self.mqtt.start()
         log.info("hub: running site=%s influxdb=%s spool=%s", self.config.site.id, self.sink.description,

@@ -13,7 +13,7 @@ operator page's static files.
     POST /v1/alerts/{id}/ack     {note?} -> the alert, acknowledged (409 once it is resolved)
     GET  /v1/districts           coverage per district (hub.coverage)
     GET  /v1/releases, POST /v1/rollouts, GET /v1/rollouts[/{id}], POST /v1/rollouts/{id}/pause|resume|abort
-                                 over-the-air roll-outs (hub.ota.api, docs/ota-hub.md)
+                                 over-the-air roll-outs (hub.ota.api adds them through `more`)
 
 Every /v1 request needs `Authorization: Bearer <token>`, one of two roles: `api.read_token` may GET,
 `api.control_token` may do everything (POST /v1/setpoints too). Each command's `source` (audited) is
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from hub.alerting import Alerting
     from hub.config import ApiConfig
     from hub.control.service import ControlService
-    from hub.ota.service import OtaService
 
 log = logging.getLogger(__name__)
 
@@ -516,10 +515,11 @@ async def _districts(request: web.Request) -> web.Response:
 
 
 def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | None = None,
-             alerting: Alerting | None = None, ota: OtaService | None = None) -> web.Application:
+             alerting: Alerting | None = None, more: Callable[[web.Application], None] | None = None,
+             ) -> web.Application:
     """The API's application: tokens and trusted proxy from `config`; `throttle` (a fresh one by default);
-    `alerting`: the hub's alerts and districts, `ota`: its releases and roll-outs (None: their endpoints
-    answer 404)."""
+    `alerting`: the hub's alerts and districts (None: their endpoints answer 404); `more(app)` adds the
+    routes of other parts (the roll-outs: hub.ota.api.add_routes), under the same tokens and roles."""
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CONTROL] = control
     app[ALERTING] = alerting
@@ -540,20 +540,20 @@ def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | No
     app.router.add_get("/v1/alerts/{id}", _alert)
     app.router.add_post("/v1/alerts/{id}/ack", _ack)
     app.router.add_get("/v1/districts", _districts)
-    from hub.ota.api import add_routes  # noqa: PLC0415 - hub.ota.api builds on this module
-
-    add_routes(app, ota)
+    if more is not None:
+        more(app)
     return app
 
 
 async def serve_api(config: ApiConfig, control: ControlService, alerting: Alerting | None = None,
-                    ota: OtaService | None = None) -> tuple[int, Coroutine[Any, Any, None]]:
+                    more: Callable[[web.Application], None] | None = None,
+                    ) -> tuple[int, Coroutine[Any, Any, None]]:
     """Start listening; (bound port, a coroutine that serves until cancelled and then cleans up).
 
     ConfigError naming api.tls_cert when the certificate or its key cannot be loaded, and api.listen/api.port
     when the address cannot be listened on (a port taken)."""
     context = tls_context(config)
-    runner = web.AppRunner(make_app(control, config, alerting=alerting, ota=ota), access_log=None)
+    runner = web.AppRunner(make_app(control, config, alerting=alerting, more=more), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.listen, config.port, ssl_context=context)
     try:

@@ -1,4 +1,4 @@
-"""The roll-out endpoints of the hub's HTTP API (added to hub.control.api's application by `add_routes`).
+"""The roll-out endpoints of the hub's HTTP API (`add_routes`, handed to hub.control.api.make_app as `more`).
 
     GET  /v1/releases                 the releases the hub serves (and the folders it refused, with why)
     POST /v1/rollouts                 {version, to, waves?, max_failures?, trial?, tries?, board_timeout?}

@@ -110,10 +110,10 @@ def config(tmp_path: Path, broker: Mosquitto, influxd: Influxd, database: str) -
                                                                       "tick": 0.2})
 
 
-async def finished(port: int, rid: str, timeout: float = 60) -> dict[str, Any]:
+async def finished(port: int, rid: str, within: float = 60) -> dict[str, Any]:
     def ended() -> bool:  # run in a thread by async_wait_until
         return read_rollout(port, TOKEN, rid)["state"] in ("done", "halted", "aborted")
-    await async_wait_until(ended, timeout, what=f"roll-out {rid} to end")
+    await async_wait_until(ended, within, what=f"roll-out {rid} to end")
     return await asyncio.to_thread(read_rollout, port, TOKEN, rid)
 
 

@@ -21,6 +21,7 @@ from hub.config import ApiConfig
 from hub.control.api import make_app
 from hub.model import AUDIT
 from hub.ota import rollout as ro
+from hub.ota.api import add_routes
 from hub.ota.config import OtaConfig
 from hub.ota.selector import Facts
 from hub.ota.server import OtaServer
@@ -272,7 +273,8 @@ def test_a_config_release_goes_to_its_one_board(fleet: Fleet) -> None:
 
 @pytest.fixture
 async def client(fleet: Fleet) -> AsyncIterator[TestClient[Any, Any]]:
-    app = make_app(fleet.rig.control, ApiConfig(control_token=TOKEN, read_token=READ), ota=fleet.service)
+    app = make_app(fleet.rig.control, ApiConfig(control_token=TOKEN, read_token=READ),
+                   more=lambda a: add_routes(a, fleet.service))
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -368,7 +370,7 @@ async def test_api_unknown_ids_and_actions(client: TestClient[Any, Any]) -> None
 
 
 async def test_without_ota_the_endpoints_answer_404(fleet: Fleet) -> None:
-    app = make_app(fleet.rig.control, ApiConfig(control_token=TOKEN))
+    app = make_app(fleet.rig.control, ApiConfig(control_token=TOKEN), more=lambda a: add_routes(a, None))
     async with TestClient(TestServer(app)) as c:
         status, doc = await call(c, "GET", "/v1/rollouts")
     assert (status, doc["error"]) == (404, "this hub runs no roll-outs")
