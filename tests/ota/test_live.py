@@ -66,7 +66,7 @@ class LiveBoard:
 
     def _message(self, client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         with self.lock:
-            answers = self.fake.handle(message.payload)
+            answers = self.fake.handle(bytes(message.payload))
         for answer in answers:
             client.publish(topics.build(SITE, self.fake.device, topics.OTAACK), answer, qos=1)
 
