@@ -231,11 +231,7 @@ class OtaService:
         self.counts["reports"] += 1
         rid, state = str(report.get("id", "")), str(report.get("state", ""))
         now = self.clock_ms()
-        fields: list[tuple[str, float | str]] = [("count", 1.0), ("version", str(report.get("version", "")))]
-        fields += [(key, float(report[key])) for key in ("done", "total") if isinstance(report.get(key), int)]
-        if report.get("reason"):
-            fields.append(("reason", str(report["reason"])[:200]))
-        self.emit([Reading(OTA, self.site, device, rid or "-", state or "-", f, v, now) for f, v in fields])
+        self.emit(report_readings(self.site, device, report, now))
         rollout = self.rollouts.get(rid)
         if rollout is None:
             self.counts["unknown_rollout"] += 1
@@ -313,6 +309,16 @@ class OtaService:
             return
         self._last_point[rollout.id] = (now, counts, rollout.state)
         self.emit(rollout_readings(self.site, rollout, counts, now))
+
+
+def report_readings(site: str, device: str, report: Mapping[str, Any], now: int) -> list[Reading]:
+    """One `qala_ota` point of a board's report: sensor tag = the roll-out id, quality = the state."""
+    fields: list[tuple[str, float | str]] = [("count", 1.0), ("version", str(report.get("version", "")))]
+    fields += [(key, float(report[key])) for key in ("done", "total") if isinstance(report.get(key), int)]
+    if report.get("reason"):
+        fields.append(("reason", str(report["reason"])[:200]))
+    rid, state = str(report.get("id") or "-"), str(report.get("state") or "-")
+    return [Reading(OTA, site, device, rid, state, f, v, now) for f, v in fields]
 
 
 def rollout_readings(site: str, rollout: ro.Rollout, counts: Mapping[str, int], now: int) -> list[Reading]:

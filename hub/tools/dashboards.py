@@ -321,7 +321,70 @@ def panels() -> list[Panel]:
         "  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)",
         description="quality=lost marks a fail-safe move after the board lost its uplink.",
     ))
+    out += _rollout_panels()
     return out
+
+
+def _rollout_panels() -> list[Panel]:
+    """Over-the-air roll-outs (hub.ota, docs/ota-hub.md): progress, the latest state, board reports, the audit."""
+    section = "Roll-outs"
+    rollouts = '"device" =~ /^rollout:/'
+    return [
+        Panel(
+            section, "Roll-outs: boards healthy on the new version, failed",
+            (f'SELECT last("succeeded") AS "healthy", last("failed") AS "failed", last("targeted") AS "targeted" '
+             f'FROM "qala_rollout" WHERE {SITE} AND {rollouts} AND $timeFilter '
+             'GROUP BY time($__interval), "device" fill(previous)',),
+            f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+            '  |> filter(fn: (r) => r._measurement == "qala_rollout" and r.site == v.site and '
+            '(r._field == "succeeded" or r._field == "failed" or r._field == "targeted"))\n'
+            '  |> group(columns: ["device", "_field"])\n'
+            "  |> aggregateWindow(every: v.windowPeriod, fn: last, createEmpty: false)",
+            description="Per roll-out (device tag rollout:<id>): boards that reported healthy (or already ran the "
+            "version), failed (refused, rolled back, timed out) and targeted; `qala fw rollout status ID` says more.",
+        ),
+        Panel(
+            section, "Roll-outs now: state, wave, boards per state",
+            ('SELECT last("state") AS "state", last("wave") AS "wave", last("waves") AS "waves", '
+             'last("targeted") AS "targeted", last("succeeded") AS "succeeded", last("downloading") AS '
+             '"downloading", last("installed") AS "installed", last("failed") AS "failed", last("rolledback") AS '
+             f'"rolledback", last("offline") AS "offline" FROM "qala_rollout" WHERE {SITE} AND {rollouts} AND '
+             '$timeFilter GROUP BY "device", "sensor"',),
+            f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+            '  |> filter(fn: (r) => r._measurement == "qala_rollout" and r.site == v.site)\n'
+            '  |> group(columns: ["device", "sensor", "_field"])\n  |> last()\n'
+            '  |> pivot(rowKey: ["device", "sensor"], columnKey: ["_field"], valueColumn: "_value")\n'
+            '  |> group()',
+            kind="table",
+            description="The latest point of each roll-out (sensor = the version): running, paused, halted, "
+            "aborted or done, its wave, and how many boards are in each state.",
+        ),
+        Panel(
+            section, "Board update reports (latest first)",
+            ('SELECT "version", "done", "total", "reason" FROM "qala_ota" '
+             f'WHERE {SITE} AND $timeFilter GROUP BY "device", "sensor", "quality" ORDER BY time DESC LIMIT 200',),
+            f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+            '  |> filter(fn: (r) => r._measurement == "qala_ota" and r.site == v.site)\n'
+            '  |> pivot(rowKey: ["_time", "device", "sensor", "quality"], columnKey: ["_field"], '
+            'valueColumn: "_value")\n'
+            '  |> group()\n  |> sort(columns: ["_time"], desc: true)',
+            kind="table",
+            description="Each signed state report of a board: sensor is the roll-out id, quality the state "
+            "(downloading, installed, healthy, refused, rolledback, ...), reason why it refused or rolled back.",
+        ),
+        Panel(
+            section, "Roll-out actions (audit, latest first)",
+            ('SELECT "source", "detail", "version", "wave" FROM "qala_audit" '
+             f'WHERE {SITE} AND $timeFilter GROUP BY "device", "quality" ORDER BY time DESC LIMIT 200',),
+            f'from(bucket: "{BUCKET}")\n  |> {RANGE}\n'
+            '  |> filter(fn: (r) => r._measurement == "qala_audit" and r.site == v.site)\n'
+            '  |> pivot(rowKey: ["_time", "device", "quality"], columnKey: ["_field"], valueColumn: "_value")\n'
+            '  |> group()\n  |> sort(columns: ["_time"], desc: true)',
+            kind="table",
+            description="start, wave, halt, pause, resume, abort, done: who (source: api:<role>, cli:<role>, hub) "
+            "and why (detail).",
+        ),
+    ]
 
 
 SITE_VARIABLE_INFLUXQL = 'SHOW TAG VALUES WITH KEY = "site"'

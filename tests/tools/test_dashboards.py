@@ -24,7 +24,9 @@ from hub.coverage import LastValues, Place, coverage_readings, summaries
 from hub.detect.events import Event
 from hub.ingest.process import status_readings
 from hub.metrics import Metrics
-from hub.model import ALERT, COMMAND, COVERAGE, DEVICE_STATUS, HUB, Reading, telemetry_readings
+from hub.model import ALERT, AUDIT, COMMAND, COVERAGE, DEVICE_STATUS, HUB, Reading, telemetry_readings
+from hub.ota import rollout as ro
+from hub.ota.service import COUNT_FIELDS, OTA, ROLLOUT, report_readings, rollout_readings
 from hub.service import Hub
 from hub.sinks import lineproto
 from hub.tools import dashboards
@@ -102,9 +104,24 @@ def _coverage(ts: int) -> list[Reading]:
     return coverage_readings(SITE, summaries(site, values, {"w-1": 1}, ts), ts)
 
 
+def _rollouts(ts: int) -> list[Reading]:
+    rollout = ro.Rollout.new("r1", "0.2.0", "fw", "all", ["aq-1", "aq-2"], now_ms=ts - 2000, percents=[50, 100])
+    rollout.start(ts - 2000, lambda _d: True)
+    out: list[Reading] = []
+    for state, reason in (("downloading", ""), ("rolledback", "raised at start-up: ValueError")):
+        report = {"id": "r1", "version": "0.2.0", "state": state, "done": 10, "total": 100, "reason": reason}
+        out += report_readings(SITE, rollout.devices[0], report, ts - 1000)
+        rollout.report(rollout.devices[0], state, ts - 1000, reason=reason)
+    out += rollout_readings(SITE, rollout, rollout.counts(), ts)
+    audit = SimpleNamespace(site=SITE, clock_ms=lambda: ts, emit=out.extend)
+    ControlService.audit_action(audit, "rollout:r1", "halt", "hub", rollout.reason,  # type: ignore[arg-type]
+                                version="0.2.0", wave=1.0)
+    return out
+
+
 def every_reading(ts: int) -> list[Reading]:
     return (_telemetry(ts) + _status(ts) + _audit(ts) + _hub(ts) + _hub(ts + 60_000) + _alerts(ts)
-            + _coverage(ts) + _coverage(ts + 60_000))
+            + _coverage(ts) + _coverage(ts + 60_000) + _rollouts(ts))
 
 
 def schema() -> tuple[dict[str, set[str]], set[str]]:
@@ -118,7 +135,10 @@ def schema() -> tuple[dict[str, set[str]], set[str]]:
 
 def test_schema_is_what_the_docs_say() -> None:
     fields, _ = schema()
-    assert set(fields) == set(catalogue.DOMAINS) | {DEVICE_STATUS, HUB, COMMAND, ALERT, COVERAGE}
+    assert set(fields) == set(catalogue.DOMAINS) | {DEVICE_STATUS, HUB, COMMAND, ALERT, COVERAGE, ROLLOUT, OTA, AUDIT}
+    assert fields[ROLLOUT] == {*COUNT_FIELDS, "wave", "waves", "state", "kind"}
+    assert fields[OTA] == {"count", "version", "done", "total", "reason"}
+    assert fields[AUDIT] == {"source", "detail", "version", "wave"}
     assert fields[ALERT] == {"id", "severity", "quantity", "district", "message", "evidence", "count", "fired_at",
                              "acked_by", "note", "resolved_at"}
     assert fields[COVERAGE] == {"expected", "online", "on_time", "coverage", "open_alerts", "aqi", "energy_kw"}
