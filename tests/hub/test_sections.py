@@ -72,7 +72,7 @@ def test_an_unknown_key_is_refused_the_same_way_in_every_section() -> None:
         del table[ODD]
         kind = "key" if path else "section"
         assert str(info.value).startswith(f"{sections.join(path, ODD)}: unknown {kind} (known {kind}s: "), path
-    assert len(found) == 22  # the file, its 14 sections, a rule, a schedule, a webhook, a bus, 2 devices and
+    assert len(found) == 23  # the file, its 15 sections, a rule, a schedule, a webhook, a bus, 2 devices and
     # detect.quantities.pm25
 
 
