@@ -88,7 +88,7 @@ def watch(board, state):
 
 
 class Board:
-    def __init__(self, impl, cfg, caps, boot, state):
+    def __init__(self, impl, cfg, caps, boot, state, ota=None):
         self.hw = impl
         self.cfg = cfg
         self.caps = caps
@@ -110,6 +110,12 @@ class Board:
         self.t_conf = topics.build(site, device, topics.CONF)
         self.t_hubs = topics.hub_topic(site)  # qala/{site}/_hub/+
         self.hubs = {}  # hub name -> [state, heartbeat s, ticks of its last message]
+        # updates over the air (docs/ota.md): only when the A/B loader runs the board (firmware/loader.py), whose
+        # boot record `ota` is; firmware/ota.py is imported on the first need
+        self.ota = ota
+        self.otac = None
+        if ota is not None:
+            self.t_ota = topics.build(site, device, topics.OTA)
         self.client = client_for(cfg["mqtt"], site, device)
         self.client.can_connect = impl.link_up
         # before the first connect: what the broker kept in the board's session while it was off (a command)
@@ -220,6 +226,8 @@ class Board:
                 self.progress = time.ticks_ms()  # the first record to wait for a confirmation
             await self.client.publish(self.t_telemetry, rec, False, 1)
             buf.sent_one(rec)
+            if self.ota is not None and self.ota["new"] and not buf.confirming:
+                self._ota().commit()  # no hub confirmations on this board: the broker's PUBACK is the proof
             self.vitals.sent_at = time.ticks_ms()
             await asyncio.sleep_ms(self.replay_ms if len(buf) > buf.sent else 0)
 
@@ -258,6 +266,10 @@ class Board:
                 if self.buf.confirm(boot, seq):
                     self.progress = time.ticks_ms()
                     self.resend_ms = self.cfg["buffer"]["resend_after"] * 1000
+                if boot == self.boot and self.ota is not None and self.ota["new"]:
+                    self._ota().commit()  # the hub stored a record of this boot: the trial is healthy
+            elif self.ota is not None and topic == self.t_ota:
+                self._ota().on_message(msg)
             elif topic.startswith(hubs):
                 name = topic[len(hubs):]
                 state, hb = liveness.decode_hub_state(msg)
@@ -269,6 +281,13 @@ class Board:
                 self.acts.on_message(topic, msg, retained)
         except ProtocolError as exc:
             log.warn("message on %s refused: %s", topic, exc)
+
+    def _ota(self):
+        if self.otac is None:
+            from firmware.ota import Client
+
+            self.otac = Client(self)
+        return self.otac
 
     def linked(self):
         """The uplink as actuators see it: the broker connected and a hub alive behind it (online, with a
@@ -291,6 +310,10 @@ class Board:
             await client.subscribe(self.t_conf, 0)  # retained: the latest confirmation comes at once
         if self.acts is not None:  # before the birth: a hub that sends a setpoint on seeing it reaches us
             await self.acts.subscribe(client)
+        if self.ota is not None:
+            await client.subscribe(self.t_ota, 1)
+            if self.otac is not None or self.ota["_wake"]:  # a report to send, a download to carry on, a trial
+                self._ota().connected()
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()

@@ -1,6 +1,6 @@
 """Start-up: read and validate the board config, count the boot, then run the board or safe mode.
 
-Runs once; main.py drops it from memory, with firmware.config, before it imports the board's own modules,
+Runs once; firmware/entry.py drops it from memory, with firmware.config, before it imports the board's own modules,
 so that validation and the running board never need RAM at the same time.
 """
 
@@ -35,8 +35,13 @@ def _resolve_ca(config_path, *settings):
             m["ca"] = config_path[:cut + 1] + m["ca"]
 
 
-def prepare(config_path):
-    """("board", Board args) or ("safe", safe.run args); firmware.main runs them after dropping this module."""
+def prepare(config_path, home=None):
+    """("board", Board args) or ("safe", safe.run args); firmware.entry runs them after dropping this module.
+
+    `home` (default: config_path) is the board's own config path, whose folder holds the state folder and a
+    relative `mqtt.ca`: a config on trial (docs/ota.md) is read from elsewhere but runs as the board's own.
+    """
+    home = home or config_path
     impl = hw.load()
     # The wire codec first, while the heap is empty: its big tables then sit in one block, not in holes.
     from firmware import config, sensors
@@ -61,10 +66,10 @@ def prepare(config_path):
                     name, driver, ", ".join(sorted(sensors.DRIVERS))))
     except config.ConfigError as exc:
         error = "config: %s" % exc
-    _resolve_ca(config_path, cfg["mqtt"] if cfg else None, reach[2] if reach else None)
+    _resolve_ca(home, cfg["mqtt"] if cfg else None, reach[2] if reach else None)
     device = cfg["device"] if cfg else (reach[1] if reach else "board")
-    boot = _count_boot(impl.state_dir(config_path, device))
-    impl.state = impl.state_dir(config_path, device)  # for drivers that keep a count across resets (pulse)
+    boot = _count_boot(impl.state_dir(home, device))
+    impl.state = impl.state_dir(home, device)  # for drivers that keep a count across resets (pulse)
     caps = config.caps(cfg) if error is None else None
     del config, sensors
     # validation is done: give the RAM of the validator and the catalogue back (the board never needs them again)
@@ -80,4 +85,4 @@ def prepare(config_path):
             delattr(package, name)
     if error is not None:
         return "safe", (impl, error, reach, boot)
-    return "board", (impl, cfg, caps, boot, impl.state_dir(config_path, device))
+    return "board", (impl, cfg, caps, boot, impl.state)
