@@ -25,8 +25,10 @@ not counted): its boards not yet installed get a cancel and no later wave starts
 from any state but itself (cancels likewise). `halted`, `aborted` and `done` start nothing more, except that
 in `done` a board that was offline when its wave started is still offered when it comes back.
 
-A board that was offered and reconnects (offline -> online) before it reported installed gets the same offer
-again: an offer lost while it was away is not a board lost, and a board that has it carries on (same id).
+A board that was offered and reconnects (offline -> online) before it reported anything gets the same offer
+again: an offer lost while it was away is not a board lost, and a board that has it carries on (same id). A
+board that reported is not offered again: it keeps the offer on flash and resumes by itself after a reset (a
+second offer reaching a board in its trial would be refused).
 
 The machine is driven by `tick(now_ms, online)` (time-outs, waves, boards back online), `report(...)` (a
 board's signed state report, already checked), and the operator's `pause`/`resume`/`abort`. Each returns
@@ -212,7 +214,7 @@ class Rollout:
                 self._set(board, TIMEDOUT, now_ms, f"no final state within {self.board_timeout} s of the offer")
             elif board.state == OFFLINE and board.online and self.state in (RUNNING, DONE):
                 actions += self._offer(device, board, now_ms)
-            elif board.state in (OFFERED, DOWNLOADING) and board.online and not was and self.state not in ENDED:
+            elif board.state == OFFERED and board.online and not was and self.state not in ENDED:
                 board.offers += 1  # back after a disconnect: the offer again (the board resumes the same id)
                 actions.append(Action("offer", device))
         return actions + self._advance(now_ms, online)

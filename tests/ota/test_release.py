@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hub.tools import release
+from hub.tools import bundle, release
 from hub.tools.bundle import REPO_ROOT
 from hub.tools.executables import find_executable
 from protocols import ota
@@ -38,7 +38,8 @@ def test_a_release_holds_the_build_the_manifest_and_release_json(built: release.
     assert "firmware/app.mpy" in paths
     assert "protocols/ota.mpy" in paths
     assert "firmware/board.example.json" not in paths  # example configs stay home
-    assert not any(p.endswith(".py") and p.rsplit("/", 1)[-1] not in ("main.py", "boot.py") for p in paths)
+    assert not any(p.endswith(".py") and p.rsplit("/", 1)[-1] not in bundle.ENTRY_SCRIPTS for p in paths)
+    assert "firmware/loader.py" in paths  # run by name: the board's /main.py on a slotted board
     for path, size, sha in parsed["files"]:
         data = (folder / path).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (size, sha)

@@ -255,6 +255,11 @@ def test_a_board_that_reconnects_gets_its_offer_again() -> None:
     online[first] = True
     assert offers(r.tick(T0 + 2, online.__getitem__)) == [first]
     assert r.boards[first].offers == 2
+    r.report(first, "downloading", T0 + 3, done=1, total=9)
+    online[first] = False
+    r.tick(T0 + 4, online.__getitem__)
+    online[first] = True
+    assert r.tick(T0 + 5, online.__getitem__) == []  # it has the offer on flash and resumes by itself
 
 
 def test_as_dict_round_trip_goes_on_where_it_stopped() -> None:
