@@ -92,6 +92,8 @@ SECURITY_HEADERS = {
 """On every answer: the page runs only its own script (app.js), talks only to this origin, cannot be framed,
 and its forms never submit anywhere (app.js sends them with fetch, so a token never lands in a URL)."""
 UI: web.AppKey[dict[str, bytes]] = web.AppKey("ui")
+MORE_PATHS: web.AppKey[dict[str, Any]] = web.AppKey("more_paths")
+"""OpenAPI paths of the routes `make_app(more=...)` added; /openapi.json lists them with the others."""
 
 _COMMAND_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -376,8 +378,9 @@ def load_ui(folder: Path = UI_FOLDER) -> dict[str, bytes]:
     return files
 
 
-async def _openapi(_request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI)
+async def _openapi(request: web.Request) -> web.Response:
+    more = request.app[MORE_PATHS]
+    return web.json_response(OPENAPI | {"paths": OPENAPI["paths"] | more} if more else OPENAPI)
 
 
 def _json_object(raw: bytes, known: tuple[str, ...]) -> dict[str, Any] | web.Response:
@@ -540,6 +543,7 @@ def make_app(control: ControlService, config: ApiConfig, throttle: Throttle | No
     app.router.add_get("/v1/alerts/{id}", _alert)
     app.router.add_post("/v1/alerts/{id}/ack", _ack)
     app.router.add_get("/v1/districts", _districts)
+    app[MORE_PATHS] = {}
     if more is not None:
         more(app)
     return app

@@ -43,8 +43,53 @@ KEYS = ("version", "to", "waves", "max_failures", "trial", "tries", "board_timeo
 _INTS = {"trial": (10, 86400), "tries": (1, 20), "board_timeout": (60, 7 * 86400)}
 
 
+_E = {"$ref": "#/components/schemas/Error"}
+_ROLLOUT = {"type": "object", "description": "A roll-out (docs/ota-hub.md): id, version, kind, selector, state, "
+            "reason, wave, waves, wave_sizes, counts; GET /v1/rollouts/{id} adds boards and events"}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _answers(ok: str, *errors: tuple[str, str]) -> dict[str, Any]:
+    out = {"200": {"description": ok, "content": {"application/json": {"schema": _ROLLOUT}}}}
+    for status, what in (("401", "missing or wrong token"), *errors):
+        out[status] = {"description": what, "content": {"application/json": {"schema": _E}}}
+    return out
+
+
+PATHS: dict[str, Any] = {
+    "/v1/releases": {"get": {"summary": "The releases the hub serves", "responses": {"200": {
+        "description": "the releases", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    "/v1/rollouts": {
+        "get": {"summary": "Every roll-out, newest first", "responses": _answers("the roll-outs")},
+        "post": {
+            "summary": "Start a staged roll-out of a release to the boards a selector names",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "required": ["version", "to"],
+                "properties": {
+                    "version": {"type": "string"}, "to": {"type": "string", "description": "a selector: all, "
+                                                          "district:NAME, prefix:TEXT, version:V, devices:A,B"},
+                    "waves": {"type": "array", "items": {"type": "number"}}, "max_failures": {"type": "number"},
+                    "trial": {"type": "integer"}, "tries": {"type": "integer"}, "board_timeout": {"type": "integer"},
+                }}}}},
+            "responses": _answers("(201) the roll-out, its first wave offered", ("400", "malformed body"),
+                                  ("403", "a read token"), ("404", "no such release"),
+                                  ("409", "boards in another running roll-out"),
+                                  ("422", "a value of the wrong type or range, a selector that matches nothing")),
+        },
+    },
+    "/v1/rollouts/{id}": {"get": {"summary": "A roll-out with every board's state and its events", "parameters": _ID,
+                                  "responses": _answers("the roll-out", ("404", "unknown roll-out id"))}},
+    **{f"/v1/rollouts/{{id}}/{action}": {"post": {
+        "summary": f"{action.capitalize()} a roll-out", "parameters": _ID,
+        "responses": _answers("the roll-out", ("403", "a read token"), ("404", "unknown roll-out id"),
+                              ("409", "its state does not allow it"))}} for action in ("pause", "resume", "abort")},
+}
+"""The OpenAPI paths of these endpoints (/openapi.json lists them)."""
+
+
 def add_routes(app: web.Application, ota: OtaService | None) -> None:
     app[OTA] = ota
+    app[api.MORE_PATHS].update(PATHS)
     app.router.add_get("/v1/releases", _releases)
     app.router.add_post("/v1/rollouts", _start)
     app.router.add_get("/v1/rollouts", _list)

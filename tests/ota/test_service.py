@@ -369,6 +369,15 @@ async def test_api_unknown_ids_and_actions(client: TestClient[Any, Any]) -> None
     assert status == 400
 
 
+async def test_openapi_lists_the_rollout_endpoints(client: TestClient[Any, Any]) -> None:
+    async with client.get("/openapi.json") as r:
+        doc = await r.json()
+    assert {"/v1/rollouts", "/v1/rollouts/{id}", "/v1/rollouts/{id}/abort", "/v1/releases",
+            "/v1/setpoints"} <= set(doc["paths"])
+    assert doc["paths"]["/v1/rollouts"]["post"]["requestBody"]["content"]["application/json"]["schema"]["required"] \
+        == ["version", "to"]
+
+
 async def test_without_ota_the_endpoints_answer_404(fleet: Fleet) -> None:
     app = make_app(fleet.rig.control, ApiConfig(control_token=TOKEN), more=lambda a: add_routes(a, None))
     async with TestClient(TestServer(app)) as c:
