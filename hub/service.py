@@ -206,8 +206,9 @@ class Hub:
         if self.detectors.enabled:
             self.processor.detect = self.detectors
         self.alerting = self._alerting(config, state)
-        self.ota = OtaService(site, config.ota, state, OtaServer(site, self._cmd_key, self.mqtt.publish),
-                              boards=self._ota_boards, online=self._online, emit=self.emit, auditor=self.control)
+        server = OtaServer(site, self._cmd_key, self.mqtt.publish, quiet_unknown=config.mqtt.share_group is not None)
+        self.ota = OtaService(site, config.ota, state, server, boards=self._ota_boards, online=self._online,
+                              emit=self.emit, auditor=self.control)
         """Releases and roll-outs (hub.ota): offers, chunks and reports over `ota`/`otaack`."""
         self.confirms = self._confirmations(config)
         self._conf_topics: dict[str, str] = {}
@@ -709,7 +710,7 @@ class Hub:
             "alerts_open": float(len(self.alerting.book.open)),
             "alerts_suppressed": float(self.alerting.book.suppressed),
             "alert_actions": float(self.alerting.actions_sent),
-        } | (self.north.fields() if self.north is not None else {})
+        } | self.ota.fields() | (self.north.fields() if self.north is not None else {})
         return self.metrics.snapshot(self.config.site.id, self.config.mqtt.client_id, int(time.time() * 1000), gauges)
 
     async def _housekeeping(self) -> None:

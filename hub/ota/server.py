@@ -41,9 +41,13 @@ LOG_EVERY = 60.0
 
 class OtaServer:
     def __init__(self, site: str, key_of: Callable[[str], bytes | None], publish: Callable[..., None], *,
-                 clock_ms: Callable[[], int] | None = None) -> None:
-        """`key_of(device)`: the board's 32-byte command key or None; `publish(topic, payload, qos=1)`."""
+                 clock_ms: Callable[[], int] | None = None, quiet_unknown: bool = False) -> None:
+        """`key_of(device)`: the board's 32-byte command key or None; `publish(topic, payload, qos=1)`.
+        `quiet_unknown`: a request for a roll-out id this hub does not serve is dropped (counted) instead of
+        answered with a nochunk: with several hubs (mqtt.share_group) every hub reads every `otaack`, and only
+        the one that runs the roll-out may answer."""
         self.site = site
+        self.quiet_unknown = quiet_unknown
         self.key_of = key_of
         self.publish = publish
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
@@ -54,7 +58,8 @@ class OtaServer:
         self._topics: dict[str, str] = {}
         self._logged: dict[tuple[str, str], float] = {}
         self.counts: dict[str, int] = {"chunks": 0, "chunk_bytes": 0, "nochunk": 0, "offers": 0, "cancels": 0,
-                                       "reports": 0, "bad_message": 0, "bad_signature": 0, "no_key": 0}
+                                       "reports": 0, "bad_message": 0, "bad_signature": 0, "no_key": 0,
+                                       "not_ours": 0}
 
     def __repr__(self) -> str:
         return f"<OtaServer site={self.site} serving={len(self.releases)}>"
@@ -135,12 +140,20 @@ class OtaServer:
         why = None
         data = b""
         if release is None:
+            if self.quiet_unknown:
+                self.counts["not_ours"] += 1
+                return
             why = "unknown id"
         elif not -1 <= f < len(release.files):
             why = "unknown file"
         else:
-            data = self._file(rid, release, f)
-            if o > len(data) or o < 0:
+            try:
+                data = self._file(rid, release, f)
+            except OSError as exc:  # the release folder changed under the hub: the board cannot be served
+                log.error("ota: cannot read file %d of release %s: %s", f, release.version,  # noqa: TRY400
+                          exc.strerror or exc)
+                data, why = b"", "cannot read the file"
+            if why is None and not 0 <= o <= len(data):
                 why = "offset past the end"
         if why is not None:
             self.counts["nochunk"] += 1

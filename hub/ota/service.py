@@ -102,6 +102,15 @@ class OtaService:
     def __repr__(self) -> str:
         return f"<OtaService site={self.site} releases={len(self.releases)} rollouts={len(self.rollouts)}>"
 
+    def fields(self) -> dict[str, float]:
+        """The hub's self-metrics of OTA (qala_hub): counters since start, and roll-outs running now."""
+        c = self.server.counts
+        return {"ota_chunks": float(c["chunks"]), "ota_chunk_bytes": float(c["chunk_bytes"]),
+                "ota_offers": float(c["offers"]), "ota_reports": float(c["reports"]),
+                "ota_bad_messages": float(c["bad_message"] + c["bad_signature"] + c["no_key"]),
+                "ota_bad_signatures": float(c["bad_signature"]),
+                "rollouts_running": float(sum(1 for r in self.rollouts.values() if r.state == ro.RUNNING))}
+
     # ------------------------------------------------------------------------------ start-up
 
     def load(self) -> None:
@@ -235,7 +244,8 @@ class OtaService:
         rollout = self.rollouts.get(rid)
         if rollout is None:
             self.counts["unknown_rollout"] += 1
-            log.warning("ota: report for an unknown roll-out device=%s id=%s state=%s", device, rid, state)
+            log.log(logging.INFO if self.server.quiet_unknown else logging.WARNING,
+                    "ota: report for a roll-out this hub does not run device=%s id=%s state=%s", device, rid, state)
             return
         log.info("ota: report device=%s id=%s state=%s version=%s reason=%s", device, rid, state,
                  report.get("version"), report.get("reason") or "-")

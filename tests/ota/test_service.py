@@ -173,6 +173,24 @@ def test_chunk_requests_that_cannot_be_served_get_a_nochunk(fleet: Fleet) -> Non
     assert fleet.sent[-1][0] == f"qala/{SITE}/aq-01/ota"
 
 
+def test_a_hub_of_a_group_stays_silent_on_ids_it_does_not_run(fleet: Fleet) -> None:
+    fleet.service.server.quiet_unknown = True
+    fleet.deliver("aq-01", ota.encode_get("r-other-hubs", -1, 0, 100))
+    assert fleet.sent == []
+    assert fleet.service.server.counts["not_ours"] == 1
+
+
+def test_a_file_gone_from_the_release_folder_is_a_nochunk(fleet: Fleet) -> None:
+    rollout = fleet.service.start("0.2.0", "devices:aq-00", by="x", waves=[100])
+    fleet.service.server.forget(rollout.id)  # its cached files too
+    fleet.service.server.serve(rollout.id, fleet.service.releases["0.2.0"])
+    (fleet.tmp / "releases" / "0.2.0" / "firmware" / "app.mpy").unlink()
+    fleet.deliver("aq-01", ota.encode_get(rollout.id, 1, 0, 100))
+    head, _ = ota.split_chunk(fleet.sent[-1][1])
+    assert (head["op"], head["why"]) == ("nochunk", "cannot read the file")
+    assert fleet.service.fields()["ota_chunks"] > 0
+
+
 def test_bad_messages_are_counted_and_dropped(fleet: Fleet) -> None:
     rollout = fleet.service.start("0.2.0", "devices:aq-00", by="x", waves=[100])
     server = fleet.service.server

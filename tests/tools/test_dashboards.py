@@ -65,6 +65,7 @@ def _hub(ts: int) -> list[Reading]:
         config=SimpleNamespace(site=SimpleNamespace(id=SITE), mqtt=SimpleNamespace(client_id="hub-1")),
         _disk_error=None, confirms=SimpleNamespace(gaps_given_up=0),
         alerting=SimpleNamespace(book=SimpleNamespace(open={}, suppressed=0), actions_sent=0), north=None,
+        ota=SimpleNamespace(fields=lambda: {"ota_chunks": 0.0, "rollouts_running": 0.0}),
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(time, "time", lambda: ts / 1000)
