@@ -2,7 +2,8 @@
 slot tree laid out as a board holds it (the loader as main.py, release 0.1.0 in slot a), a provisioned broker,
 influxd, the hub in-process; `start_rollout` offers 0.2.0 and the board fetches, verifies, installs, resets
 into its trial (exit 3 on the unix port: the test starts it again, as a board's reset would), is confirmed by
-the hub and reports healthy; its birth then says 0.2.0. The fleet story (20 boards, broken versions, killed
+the hub and reports healthy; its birth then says 0.2.0. Then 0.3.0, which raises at start-up, is rolled
+back by the board's loader, reported with its reason, and the roll-out halts. The fleet story (20 boards, broken versions, killed
 transfers) is tests/ota's integration; this is the smallest end-to-end check of the hub against the board.
 """
 
@@ -50,12 +51,14 @@ def lay_out(folder: Path, made: release.Release, config: dict[str, Any]) -> None
 
 
 class Runner:
-    """The board process, started again whenever it exits 3 (a reset on the unix port), until stopped."""
+    """The board process, started again whenever it exits (3 is a reset on the unix port; any other end is
+    taken as a watchdog's reset would take it), until stopped; `codes` are the exit codes seen."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.codes: list[int] = []
         self.stopping = False
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -67,8 +70,7 @@ class Runner:
                     [tool("micropython"), "-X", f"heapsize={HEAP}", str(self.folder / "main.py"),
                      str(self.folder / "board.json")], stdout=out, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, cwd=self.folder)
-                if self.process.wait() != 3:
-                    return
+                self.codes.append(self.process.wait())
 
     def stop(self) -> None:
         self.stopping = True
@@ -109,7 +111,28 @@ async def test_a_real_board_is_updated_and_reports_healthy(
             assert doc["boards"]["t1"]["state"] == "healthy", doc
             await async_wait_until(lambda: hub.registry.devices["t1"].fw == "0.2.0", 30, what="the birth of 0.2.0")
             assert runner.starts >= 2  # it reset into the new slot
+            console = (tmp_path / "board" / "console.log").read_text(errors="replace")
+            assert "rolled back" not in console, console[-3000:]
+
+            broken = tmp_path / "broken"  # 0.3.0 raises at start-up
+            for package in ("firmware", "protocols"):
+                shutil.copytree(REPO_ROOT / package, broken / package)
+            entry = broken / "firmware" / "entry.py"
+            entry.write_text(entry.read_text().replace("    import firmware\n", "    raise ValueError('broken')\n", 1))
+            await asyncio.to_thread(release.build_release, releases / "0.3.0", "0.3.0", root=broken)
+            started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.3.0", "version:0.2.0", trial=60)
+            assert started["counts"]["targeted"] == 1
+
+            def ended() -> Any:
+                doc = read_rollout(port, TOKEN, started["id"])
+                return True if doc["state"] in ("halted", "done") else doc["boards"]["t1"]
+
+            await async_wait_until(ended, 180, what="0.3.0 rolled back")
+            doc = await asyncio.to_thread(read_rollout, port, TOKEN, started["id"])
+            assert doc["state"] == "halted", doc
+            assert doc["boards"]["t1"] == {"state": "rolledback", "wave": 1, "since": doc["boards"]["t1"]["since"],
+                                           "reason": "raised at start-up: ValueError: broken"}
+            await async_wait_until(lambda: hub.registry.devices["t1"].fw == "0.2.0" and hub._online("t1"), 30,
+                                   what="t1 back on 0.2.0")
         finally:
             runner.stop()
-    console = (tmp_path / "board" / "console.log").read_text(errors="replace")
-    assert "rolled back" not in console, console[-3000:]
