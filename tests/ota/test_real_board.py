@@ -2,9 +2,10 @@
 slot tree laid out as a board holds it (the loader as main.py, release 0.1.0 in slot a), a provisioned broker,
 influxd, the hub in-process; `start_rollout` offers 0.2.0 and the board fetches, verifies, installs, resets
 into its trial (exit 3 on the unix port: the test starts it again, as a board's reset would), is confirmed by
-the hub and reports healthy; its birth then says 0.2.0. Then 0.3.0, which raises at start-up, is rolled
-back by the board's loader, reported with its reason, and the roll-out halts. The fleet story (20 boards, broken versions, killed
-transfers) is tests/ota's integration; this is the smallest end-to-end check of the hub against the board.
+the hub and reports healthy; its birth then says 0.2.0. Then 0.3.0, which raises at start-up, is rolled back
+by the board's loader, reported with its reason, and the roll-out halts. The fleet story (20 boards, broken
+versions, killed transfers) is tests/ota's integration; this is the smallest end-to-end check of the hub
+against the board.
 """
 
 from __future__ import annotations
