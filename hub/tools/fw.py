@@ -6,9 +6,9 @@
 - `make_config(...)`: a board config from command-line values (or a starting file), validated by
   firmware/config.py itself, the code the board runs, imported here under CPython.
 - `board_layout`, `deploy_commands`, `run_mpremote`, `wait_for_birth`: what goes where on a board (the bundle
-  in slot `/a/`, the A/B loader as `/main.py`: docs/ota.md), the mpremote command lines that copy it, reset
-  the update state in `/ota/` and reset the board, and the wait for its birth message on the broker
-  (hub/fw_cli.py strings them together as `qala fw deploy`).
+  in slot `/a/`, the A/B loader as `/loader.mpy`, run by `/main.py`: docs/ota.md), the mpremote command lines
+  that copy it, reset the update state in `/ota/` and reset the board, and the wait for its birth message on
+  the broker (hub/fw_cli.py strings them together as `qala fw deploy`).
 - `install_unix(folder, bundle_folder, config)`: the same layout in a folder, for the unix port (tests,
   simulators): `micropython -X heapsize=... FOLDER/main.py FOLDER/board.json` runs it.
 - `package_json()`: mip's package.json for installing the firmware from this repository's sources.
@@ -41,7 +41,8 @@ from protocols.errors import ProtocolError
 MANIFEST = "manifest.json"
 SLOT_MANIFEST = "manifest"  # a slot's manifest (protocols/ota.py); copied last: a slot with one is complete
 SLOT = "a"  # where deploy puts the bundle; the loader (firmware/loader.py) runs it as /main.py
-LOADER = "loader.py"
+LOADER = "loader.mpy"  # the A/B loader (firmware/loader.py), /loader.mpy on a board, run by /main.py:
+SLOT_MAIN = "slotmain.py"  # firmware/slotmain.py, `import loader`
 OTA_DIR = "ota"  # the update state on a board (firmware/ota.py), emptied by every deploy
 OTA_STATE = ("boot.json", "offer", "last.json", "board.new.json")
 # the .mpy format mpy-cross emits -> the oldest MicroPython that loads it (MicroPython docs: ".mpy files")
@@ -153,7 +154,7 @@ def check_slot(folder: Path) -> list[str]:
         if not file.is_file() or file.stat().st_size != size or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
             raise FwError(f"bundle {folder}: {rel} is missing or differs from {SLOT_MANIFEST}; rebuild it")
     rels = [rel for rel, _, _ in parsed["files"]]
-    if f"firmware/{LOADER}" not in rels:
+    if f"firmware/{LOADER}" not in rels or f"firmware/{SLOT_MAIN}" not in rels:
         raise FwError(f"bundle {folder}: no firmware/{LOADER} (the A/B loader); rebuild it with this version")
     return rels
 
@@ -412,13 +413,15 @@ def board_layout(folder: Path, config: Path, ca: tuple[Path, str] | None = None)
     """(local file, path on the board) of everything a deploy copies, in copy order.
 
     The bundle's files (slot manifest order) go into slot /a/ (/a/firmware/..., /a/protocols/...), the A/B
-    loader to /main.py (it runs the slot: firmware/loader.py), boot.py to /boot.py, the config to /board.json,
+    loader to /loader.mpy and its one-line starter to /main.py (firmware/loader.py, firmware/slotmain.py: they
+    run the slot), boot.py to /boot.py, the config to /board.json,
     the site CA (`board_ca`) where the config names it, and last the slot manifest to /a/manifest: a slot is
     complete, for the loader, only once its manifest is there.
     """
     rels = check_slot(folder)
     plan = [(folder / rel, f"{SLOT}/{rel}") for rel in rels]
-    plan += [(folder / "firmware" / "boot.py", "boot.py"), (folder / "firmware" / LOADER, "main.py")]
+    plan += [(folder / "firmware" / "boot.py", "boot.py"), (folder / "firmware" / LOADER, LOADER),
+             (folder / "firmware" / SLOT_MAIN, "main.py")]
     plan.append((config, BOARD_CONFIG))
     if ca is not None:
         plan.append(ca)
@@ -428,10 +431,11 @@ def board_layout(folder: Path, config: Path, ca: tuple[Path, str] | None = None)
 def install_unix(folder: Path, bundle_folder: Path, config: dict[str, Any] | Path,
                  ca: Path | tuple[Path, str] | None = None) -> Path:
     """Lay out a board with A/B slots in `folder` for the unix port, as `qala fw deploy` lays it out on a board:
-    the bundle in `a/`, the loader as `main.py`, the config as `board.json` (a dict is written there), the CA
-    (a file, copied as `ca.pem`, or (file, name)), and empty `b/` and `ota/` (a fresh board: no update state,
-    no other slot). The board's state folder (`<device>.state`) is kept. Returns `folder/main.py`; run it as
-    `micropython -X heapsize=... FOLDER/main.py FOLDER/board.json` (it exits 3 where a board would reset)."""
+    the bundle in `a/`, the loader as `loader.mpy` and `main.py`, the config as `board.json` (a dict is written
+    there), the CA (a file, copied as `ca.pem`, or (file, name)), and empty `b/` and `ota/` (a fresh board: no
+    update state, no other slot). The board's state folder (`<device>.state`) is kept. Returns `folder/main.py`;
+    run it as `micropython -X heapsize=... FOLDER/main.py FOLDER/board.json` (it exits 3 where a board would
+    reset)."""
     folder.mkdir(parents=True, exist_ok=True)
     check_slot(bundle_folder)  # before anything is removed
     for name in (SLOT, "b", OTA_DIR):

@@ -70,7 +70,7 @@ def test_build_writes_a_manifest_of_every_file(built: Path) -> None:
     assert "firmware/app.mpy" in on_disk
     assert "protocols/telemetry.mpy" in on_disk
     assert "firmware/main.py" in on_disk
-    assert "firmware/loader.py" in on_disk  # source: it runs as /main.py on a slotted board
+    assert "firmware/slotmain.py" in on_disk  # source: it runs as /main.py on a slotted board
     assert not any(name.endswith("manifest.py") for name in on_disk)
     assert fw.check_bundle(built) == manifest
     # the slot manifest (protocols/ota.py) lists the same files with their sizes and the same hashes
@@ -211,7 +211,8 @@ def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(
         rig.wait()
     for rel, digest in json.loads((built / fw.MANIFEST).read_text())["files"].items():
         assert hashlib.sha256((board / "a" / rel).read_bytes()).hexdigest() == digest, rel
-    assert (board / "main.py").read_bytes() == (built / "firmware" / "loader.py").read_bytes()
+    assert (board / "main.py").read_bytes() == (built / "firmware" / "slotmain.py").read_bytes()
+    assert (board / "loader.mpy").read_bytes() == (built / "firmware" / "loader.mpy").read_bytes()
     assert (board / "a" / "manifest").read_bytes() == (built / fw.SLOT_MANIFEST).read_bytes()
     assert json.loads((board / "board.json").read_text())["device"] == "pty-01"
     assert (board / "ca.pem").read_bytes() == store.ca_file.read_bytes()
@@ -389,8 +390,8 @@ def test_deploy_plan_copies_the_bundle_config_and_entry_points(built: Path, tmp_
             copied[dest + local.rsplit("/", 1)[-1] if dest.endswith("/") else dest] = local
     manifest = json.loads((built / fw.MANIFEST).read_text())["files"]
     assert {k.removeprefix(":") for k in copied} == {"a/" + rel for rel in manifest} | {
-        "boot.py", "main.py", "board.json", "a/manifest"}
-    assert copied[":main.py"] == str(built / "firmware" / "loader.py")
+        "boot.py", "main.py", "loader.mpy", "board.json", "a/manifest"}
+    assert copied[":main.py"] == str(built / "firmware" / "slotmain.py")
     assert copied[":board.json"] == str(config)
     assert fw.deploy_commands("/dev/ttyUSB0", built, config, resume=True)[1] == [
         "connect", "/dev/ttyUSB0", "resume", "reset"]
