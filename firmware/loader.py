@@ -1,6 +1,8 @@
-"""The A/B loader: `/main.py` on a board with slots (`micropython DIR/main.py DIR/board.json` on the unix port).
+"""The A/B loader: `/loader.mpy` on a board with slots, run by `/main.py` (firmware/slotmain.py: `import loader`);
+`micropython DIR/main.py DIR/board.json` on the unix port.
 
-Never replaced over the air: it must boot whatever the slots hold. Its folder R holds `board.json`, the slots
+Never replaced over the air: it must boot whatever the slots hold. Precompiled, not a `.py` main script: the
+board compiling it at each boot would keep about 5 KB more heap. Its folder R holds `board.json`, the slots
 `a/` and `b/` (each: firmware/, protocols/, `manifest`) and `ota/` (`boot.json`, `offer`, `last.json`,
 `board.new.json`). `ota/boot.json` says which slot runs and which is on trial:
 
@@ -123,6 +125,9 @@ def main():
         mode, job = entry.job(cfg, b)
         del entry
         sys.modules.pop("firmware.entry", None)
+        import firmware
+
+        del firmware.entry
         if b["new"] and mode == "safe":
             why = b.get("_error") or "safe mode"
             raise RuntimeError(why if why.startswith("config") else "safe mode: " + why)

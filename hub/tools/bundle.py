@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("protocols", "firmware")
 # the simulated sensor twins the unix-port firmware talks to (firmware/hw/buses.py); never put on a board
 TWINS = ("simulators/twins",)
-ENTRY_SCRIPTS = frozenset({"boot.py", "main.py", "loader.py"})  # run by name: /main.py is the loader on a slotted board
+ENTRY_SCRIPTS = frozenset({"boot.py", "main.py", "slotmain.py"})  # run by name (slotmain.py: /main.py with A/B slots)
 NOT_ON_BOARD = frozenset({"manifest.py"})  # MicroPython build input for frozen images
 SKIP_DIRS = frozenset({"__pycache__"})
 

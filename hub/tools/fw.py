@@ -1,11 +1,16 @@
 """Board tooling behind `qala fw`: bundles with a manifest, board configs, deploys with mpremote, mip's package.json.
 
-- `build_bundle(out)`: hub.tools.bundle's .mpy build plus `manifest.json` (firmware version, sha256 per file).
+- `build_bundle(out)`: hub.tools.bundle's .mpy build plus `manifest.json` (firmware version, sha256 per file)
+  and `manifest`, the same files as a slot manifest (protocols/ota.py's format: size and sha256 per file, the
+  oldest MicroPython that loads the .mpy files), which makes the bundle installable into a board's A/B slot.
 - `make_config(...)`: a board config from command-line values (or a starting file), validated by
   firmware/config.py itself, the code the board runs, imported here under CPython.
-- `board_layout`, `deploy_commands`, `run_mpremote`, `wait_for_birth`: what goes where on a board, the
-  mpremote command lines that copy it and reset the board, and the wait for its birth message on the broker
-  (hub/fw_cli.py strings them together as `qala fw deploy`).
+- `board_layout`, `deploy_commands`, `run_mpremote`, `wait_for_birth`: what goes where on a board (the bundle
+  in slot `/a/`, the A/B loader as `/loader.mpy`, run by `/main.py`: docs/ota.md), the mpremote command lines
+  that copy it, reset the update state in `/ota/` and reset the board, and the wait for its birth message on
+  the broker (hub/fw_cli.py strings them together as `qala fw deploy`).
+- `install_unix(folder, bundle_folder, config)`: the same layout in a folder, for the unix port (tests,
+  simulators): `micropython -X heapsize=... FOLDER/main.py FOLDER/board.json` runs it.
 - `package_json()`: mip's package.json for installing the firmware from this repository's sources.
 
 Errors are FwError, whose message names the argument or config key at fault. Imports paho-mqtt only when
@@ -20,18 +25,28 @@ import importlib
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from hub.address import host_port, host_problem
 from hub.tools import bundle
 from hub.tools.executables import find_executable
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from protocols import ota
+from protocols.errors import ProtocolError
 
 MANIFEST = "manifest.json"
+SLOT_MANIFEST = "manifest"  # a slot's manifest (protocols/ota.py); copied last: a slot with one is complete
+SLOT = "a"  # where deploy puts the bundle; the loader (firmware/loader.py) runs it as /main.py
+LOADER = "loader.mpy"  # the A/B loader (firmware/loader.py), /loader.mpy on a board, run by /main.py:
+SLOT_MAIN = "slotmain.py"  # firmware/slotmain.py, `import loader`
+OTA_DIR = "ota"  # the update state on a board (firmware/ota.py), emptied by every deploy
+OTA_STATE = ("boot.json", "offer", "last.json", "board.new.json")
+# the .mpy format mpy-cross emits -> the oldest MicroPython that loads it (MicroPython docs: ".mpy files")
+_MPY_SINCE = {"6.1": (1, 20), "6.2": (1, 22), "6.3": (1, 23)}
 BOARD_CONFIG = "board.json"
 BOARD_CA = "ca.pem"  # the site CA on the board, next to /board.json (`mqtt.ca` is relative to the config's folder)
 PACKAGE_JSON = "package.json"
@@ -89,15 +104,59 @@ def _drivers() -> dict[str, str]:
 # --- build -------------------------------------------------------------------------------------------------
 
 
-def build_bundle(out: Path) -> dict[str, Any]:
-    """Compile firmware/ and protocols/ into `out` and write `out/manifest.json`; returns the manifest."""
+def build_bundle(out: Path, *, root: Path = bundle.REPO_ROOT) -> dict[str, Any]:
+    """Compile firmware/ and protocols/ (of `root`) into `out`, write `out/manifest.json` and the slot manifest
+    `out/manifest`; returns the manifest.json content."""
     try:
-        files = bundle.build(out)
+        files = bundle.build(out, root=root)
     except bundle.BundleError as exc:
         raise FwError(str(exc)) from None
-    manifest = {"firmware": firmware_version(), "files": dict(sorted(files.items()))}
+    version = firmware_version(root)
+    manifest = {"firmware": version, "files": dict(sorted(files.items()))}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    (out / SLOT_MANIFEST).write_bytes(slot_manifest(out, version, files))
     return manifest
+
+
+def micropython_minimum() -> tuple[int, int]:
+    """The oldest MicroPython that loads what this mpy-cross emits (`mpy-cross --version`: "emitting mpy v6.3")."""
+    done = subprocess.run([bundle.find_mpy_cross(), "--version"], capture_output=True, text=True, check=False)  # noqa: S603
+    found = re.search(r"mpy v(\d+\.\d+)", done.stdout)
+    if found is None or found.group(1) not in _MPY_SINCE:
+        raise FwError(f"mpy-cross --version: cannot tell which MicroPython loads its output ({done.stdout.strip()!r})")
+    return _MPY_SINCE[found.group(1)]
+
+
+def slot_manifest(folder: Path, version: str, files: dict[str, str], kind: str = "fw") -> bytes:
+    """The slot manifest text (protocols/ota.py) of `files` ({relative path: sha256}) under `folder`."""
+    entries = [(rel, (folder / rel).stat().st_size, digest) for rel, digest in sorted(files.items())]
+    try:
+        return ota.encode_manifest(kind, version, micropython_minimum(), entries)
+    except ProtocolError as exc:
+        raise FwError(f"bundle {folder}: {exc}") from None
+
+
+def check_slot(folder: Path) -> list[str]:
+    """The files of a bundle's slot manifest (`qala fw build` or `qala fw release`), in its order, each one's size
+    and hash checked; FwError naming the first that differs."""
+    path = folder / SLOT_MANIFEST
+    try:
+        parsed = ota.parse_manifest(path.read_bytes())
+    except OSError as exc:
+        raise FwError(f"{folder} has no slot manifest ({SLOT_MANIFEST}: {exc.strerror or exc}); rebuild it: "
+                      f"`qala fw build --out {folder}`") from None
+    except ProtocolError as exc:
+        raise FwError(f"{path}: not a slot manifest: {exc}; rebuild the bundle") from None
+    if parsed["kind"] != "fw":
+        raise FwError(f"{path}: a {parsed['kind']} bundle, not firmware: a board config goes with --config")
+    for rel, size, digest in parsed["files"]:
+        file = folder / rel
+        if not file.is_file() or file.stat().st_size != size or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise FwError(f"bundle {folder}: {rel} is missing or differs from {SLOT_MANIFEST}; rebuild it")
+    rels = [rel for rel, _, _ in parsed["files"]]
+    if f"firmware/{LOADER}" not in rels or f"firmware/{SLOT_MAIN}" not in rels:
+        raise FwError(f"bundle {folder}: no firmware/{LOADER} (the A/B loader); rebuild it with this version")
+    return rels
 
 
 def check_bundle(folder: Path) -> dict[str, Any]:
@@ -353,40 +412,79 @@ def find_mpremote() -> str:
 def board_layout(folder: Path, config: Path, ca: tuple[Path, str] | None = None) -> list[tuple[Path, str]]:
     """(local file, path on the board) of everything a deploy copies, in copy order.
 
-    The bundle's files (manifest order) keep their paths (/firmware/..., /protocols/...), its entry scripts
-    also go to /boot.py and /main.py, the config to /board.json, the site CA (`board_ca`) where the config
-    names it, and the manifest to /manifest.json (to check later what a board runs).
+    The bundle's files (slot manifest order) go into slot /a/ (/a/firmware/..., /a/protocols/...), the A/B
+    loader to /loader.mpy and its one-line starter to /main.py (firmware/loader.py, firmware/slotmain.py: they
+    run the slot), boot.py to /boot.py, the config to /board.json,
+    the site CA (`board_ca`) where the config names it, and last the slot manifest to /a/manifest: a slot is
+    complete, for the loader, only once its manifest is there.
     """
-    files = check_bundle(folder)["files"]
-    plan = [(folder / rel, rel) for rel in files]
-    plan += [(folder / "firmware" / script, script) for script in ENTRY_SCRIPTS]
+    rels = check_slot(folder)
+    plan = [(folder / rel, f"{SLOT}/{rel}") for rel in rels]
+    plan += [(folder / "firmware" / "boot.py", "boot.py"), (folder / "firmware" / LOADER, LOADER),
+             (folder / "firmware" / SLOT_MAIN, "main.py")]
     plan.append((config, BOARD_CONFIG))
     if ca is not None:
         plan.append(ca)
-    return [*plan, (folder / MANIFEST, MANIFEST)]
+    return [*plan, (folder / SLOT_MANIFEST, f"{SLOT}/{SLOT_MANIFEST}")]
+
+
+def install_unix(folder: Path, bundle_folder: Path, config: dict[str, Any] | Path,
+                 ca: Path | tuple[Path, str] | None = None) -> Path:
+    """Lay out a board with A/B slots in `folder` for the unix port, as `qala fw deploy` lays it out on a board:
+    the bundle in `a/`, the loader as `loader.mpy` and `main.py`, the config as `board.json` (a dict is written
+    there), the CA (a file, copied as `ca.pem`, or (file, name)), and empty `b/` and `ota/` (a fresh board: no
+    update state, no other slot). The board's state folder (`<device>.state`) is kept. Returns `folder/main.py`;
+    run it as `micropython -X heapsize=... FOLDER/main.py FOLDER/board.json` (it exits 3 where a board would
+    reset)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    check_slot(bundle_folder)  # before anything is removed
+    for name in (SLOT, "b", OTA_DIR):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    target = folder / BOARD_CONFIG
+    if isinstance(config, dict):
+        write_config(config, target)
+        config = target
+    if isinstance(ca, Path):
+        ca = (ca, BOARD_CA)
+    for local, remote in board_layout(bundle_folder, config, ca):
+        dest = folder / remote
+        if dest.exists() and dest.samefile(local):
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+    (folder / "b").mkdir()
+    (folder / OTA_DIR).mkdir()
+    return folder / "main.py"
 
 
 def deploy_commands(port: str, folder: Path, config: Path, *, resume: bool = False,
                     ca: tuple[Path, str] | None = None) -> list[list[str]]:
-    """mpremote argument lists: create the folders and copy `board_layout` in one session, then reset.
+    """mpremote argument lists: prepare the board, copy `board_layout` in one session, then reset.
 
-    Folders are made by a small exec that ignores existing ones (mpremote's `fs mkdir` fails on them, and
-    its `cp -r` into `:` depends on the port's stat of ""). mpremote skips files whose hash is unchanged.
-    `resume` skips mpremote's soft reset before the copy (the unix port on a pty exits on a soft reset).
+    A small exec first removes the slot's manifest (the slot is incomplete until the copy ends with it) and the
+    update state in /ota/ (a trial, an offer, a report: a deploy by cable starts afresh, docs/ota.md), and makes
+    the folders, ignoring existing ones (mpremote's `fs mkdir` fails on them, and its `cp -r` into `:` depends
+    on the port's stat of ""). mpremote skips files whose hash is unchanged. `resume` skips mpremote's soft
+    reset before the copy (the unix port on a pty exits on a soft reset).
     """
     connect = ["connect", port, *(["resume"] if resume else [])]
+    layout = board_layout(folder, config, ca)
+    last = layout[-1]  # the slot manifest
     by_folder: dict[str, list[str]] = {}
-    for local, remote in board_layout(folder, config, ca):
+    for local, remote in layout[:-1]:
         by_folder.setdefault(remote.rpartition("/")[0], []).append(str(local))
-    folders = sorted(f for f in by_folder if f)
-    mkdirs = f"import os\nfor d in {folders!r}:\n try: os.mkdir(d)\n except OSError: pass"
-    copy = [*connect, "exec", mkdirs]
+    folders = sorted({f for f in by_folder if f} | {SLOT, OTA_DIR})
+    stale = [f"{SLOT}/{SLOT_MANIFEST}", *(f"{OTA_DIR}/{name}" for name in OTA_STATE)]
+    prepare = (f"import os\nfor f in {stale!r}:\n try: os.remove(f)\n except OSError: pass\n"
+               f"for d in {folders!r}:\n try: os.mkdir(d)\n except OSError: pass")
+    copy = [*connect, "exec", prepare]
     for where, locals_ in by_folder.items():
         if where:
             copy += ["+", "fs", "cp", *locals_, ":" + where + "/"]
-    for local, remote in board_layout(folder, config, ca):
+    for local, remote in layout[:-1]:
         if "/" not in remote:  # one by one: a copy into ":" needs a stat of "", which the unix port refuses
             copy += ["+", "fs", "cp", str(local), ":" + remote]
+    copy += ["+", "fs", "cp", str(last[0]), ":" + last[1]]
     return [copy, [*connect, "reset"]]
 
 

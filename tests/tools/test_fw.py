@@ -24,6 +24,7 @@ import pytest
 from hub import cli
 from hub.tools import bundle, fw
 from hub.trust.store import TOOLS, TrustStore
+from protocols import ota
 from tests._plugins.micropython import find_micropython
 from tests._plugins.trust import SITE, provision_site
 
@@ -63,13 +64,33 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_build_writes_a_manifest_of_every_file(built: Path) -> None:
     manifest = json.loads((built / fw.MANIFEST).read_text())
     assert manifest["firmware"] == fw.firmware_version()
-    on_disk = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()} - {fw.MANIFEST}
+    on_disk = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()}
+    on_disk -= {fw.MANIFEST, fw.SLOT_MANIFEST}
     assert set(manifest["files"]) == on_disk
     assert "firmware/app.mpy" in on_disk
     assert "protocols/telemetry.mpy" in on_disk
     assert "firmware/main.py" in on_disk
+    assert "firmware/slotmain.py" in on_disk  # source: it runs as /main.py on a slotted board
     assert not any(name.endswith("manifest.py") for name in on_disk)
     assert fw.check_bundle(built) == manifest
+    # the slot manifest (protocols/ota.py) lists the same files with their sizes and the same hashes
+    slot = ota.parse_manifest((built / fw.SLOT_MANIFEST).read_bytes())
+    assert (slot["kind"], slot["version"]) == ("fw", fw.firmware_version())
+    assert slot["micropython"] >= (1, 20)
+    assert {rel: digest for rel, _, digest in slot["files"]} == manifest["files"]
+    assert all(size == (built / rel).stat().st_size for rel, size, _ in slot["files"])
+    assert fw.check_slot(built) == sorted(manifest["files"])
+
+
+def test_check_slot_names_a_changed_file_and_a_missing_manifest(built: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(built, copy)
+    (copy / "protocols" / "sign.mpy").write_bytes(b"x")
+    with pytest.raises(fw.FwError, match=r"protocols/sign\.mpy is missing or differs from manifest"):
+        fw.check_slot(copy)
+    (copy / fw.SLOT_MANIFEST).unlink()
+    with pytest.raises(fw.FwError, match=r"has no slot manifest .* rebuild it"):
+        fw.check_slot(copy)
 
 
 def test_check_bundle_names_a_changed_file(built: Path, tmp_path: Path) -> None:
@@ -120,7 +141,8 @@ def test_bundle_runs_from_a_clean_folder_and_is_born(
     for local, remote in fw.board_layout(built, config, fw.board_ca(raw, config)):
         (board / remote).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, board / remote)
-    assert {p.name for p in board.iterdir()} >= {"main.py", "boot.py", "board.json", "firmware", "protocols"}
+    assert {p.name for p in board.iterdir()} >= {"main.py", "boot.py", "board.json", "a"}
+    assert {p.name for p in (board / "a").iterdir()} >= {"firmware", "protocols", "manifest"}
     env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"} | {"MICROPYPATH": ".frozen"}
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -188,8 +210,10 @@ def test_deploy_with_mpremote_to_the_unix_port_on_a_pty(
         os.killpg(rig.pid, signal.SIGKILL)
         rig.wait()
     for rel, digest in json.loads((built / fw.MANIFEST).read_text())["files"].items():
-        assert hashlib.sha256((board / rel).read_bytes()).hexdigest() == digest, rel
-    assert (board / "main.py").read_bytes() == (built / "firmware" / "main.py").read_bytes()
+        assert hashlib.sha256((board / "a" / rel).read_bytes()).hexdigest() == digest, rel
+    assert (board / "main.py").read_bytes() == (built / "firmware" / "slotmain.py").read_bytes()
+    assert (board / "loader.mpy").read_bytes() == (built / "firmware" / "loader.mpy").read_bytes()
+    assert (board / "a" / "manifest").read_bytes() == (built / fw.SLOT_MANIFEST).read_bytes()
     assert json.loads((board / "board.json").read_text())["device"] == "pty-01"
     assert (board / "ca.pem").read_bytes() == store.ca_file.read_bytes()
 
@@ -353,7 +377,10 @@ def test_deploy_plan_copies_the_bundle_config_and_entry_points(built: Path, tmp_
     assert reset == ["connect", "/dev/ttyUSB0", "reset"]
     steps = " ".join(copy[2:]).split(" + ")
     assert steps[0].startswith("exec import os")
-    assert "['firmware', 'firmware/drivers', 'firmware/hw', 'protocols']" in steps[0]
+    assert "['a', 'a/firmware', 'a/firmware/drivers', 'a/firmware/hw', 'a/protocols', 'ota']" in steps[0]
+    # the slot's manifest and the update state go first: the slot is complete only once the copy ends
+    assert "['a/manifest', 'ota/boot.json', 'ota/offer', 'ota/last.json', 'ota/board.new.json']" in steps[0]
+    assert steps[-1].endswith(f"{built / fw.SLOT_MANIFEST} :a/manifest")
     copied = {}
     for step in steps[1:]:
         words = step.split(" ")
@@ -362,8 +389,9 @@ def test_deploy_plan_copies_the_bundle_config_and_entry_points(built: Path, tmp_
         for local in words[2:-1]:
             copied[dest + local.rsplit("/", 1)[-1] if dest.endswith("/") else dest] = local
     manifest = json.loads((built / fw.MANIFEST).read_text())["files"]
-    assert {k.removeprefix(":") for k in copied} == set(manifest) | {"boot.py", "main.py", "board.json", fw.MANIFEST}
-    assert copied[":main.py"] == str(built / "firmware" / "main.py")
+    assert {k.removeprefix(":") for k in copied} == {"a/" + rel for rel in manifest} | {
+        "boot.py", "main.py", "loader.mpy", "board.json", "a/manifest"}
+    assert copied[":main.py"] == str(built / "firmware" / "slotmain.py")
     assert copied[":board.json"] == str(config)
     assert fw.deploy_commands("/dev/ttyUSB0", built, config, resume=True)[1] == [
         "connect", "/dev/ttyUSB0", "resume", "reset"]
