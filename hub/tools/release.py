@@ -3,7 +3,9 @@
 A release is a folder (docs/ota.md, "Ship a version to a site"):
 
     manifest        the text the board reads line by line (protocols.ota.encode_manifest): kind, version,
-                    minimum MicroPython, one `file PATH SIZE SHA256` line per file
+                    minimum MicroPython (hub.tools.fw.micropython_minimum: what loads mpy-cross's output),
+                    one `file PATH SIZE SHA256` line per file; the same slot manifest `qala fw build`
+                    writes, so `qala fw deploy --bundle` and hub.tools.fw.install_unix take a release too
     release.json    {"version", "kind", "manifest": sha256 of the manifest's bytes, "size": its length,
                      "files": n, "bytes": total, "micropython", "built": ms, "device": (config only)}
     firmware/...    kind fw: the .mpy build of firmware/ and protocols/ (hub.tools.bundle) with
@@ -47,10 +49,10 @@ CONFIG_FILE = "board.json"
 KIND_FW = "fw"
 KIND_CONFIG = "config"
 KINDS = (KIND_FW, KIND_CONFIG)
-MICROPYTHON = "1.22"
-"""The oldest MicroPython a release runs on (major.minor): the .mpy format mpy-cross writes (v6.x)."""
 VERSION_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,31}")
 """A version: 1-32 of A-Z a-z 0-9 . _ + -, starting with a letter or digit (it names the release's folder)."""
+CONFIG_MICROPYTHON = (1, 0)
+"""A config release's minimum MicroPython: a JSON file loads on any."""
 LEFT_OUT = frozenset({"firmware/board.example.json", "firmware/board.unix.json"})
 """Files of the build a slot does not need (example configs): every byte of a bundle goes over the air."""
 _STAMP = re.compile(r'^VERSION = "[^"]*"$', re.MULTILINE)
@@ -142,9 +144,13 @@ def _prepare(out: Path) -> None:
 
 def _finish(out: Path, kind: str, version: str, files: list[ReleaseFile], device: str | None,
             clock_ms: int) -> Release:
-    manifest = ota.encode_manifest(kind, version, MICROPYTHON, [(f.path, f.size, f.sha256) for f in files])
+    try:  # the oldest MicroPython that loads what mpy-cross emits (a config runs on any)
+        major, minor = fw.micropython_minimum() if kind == KIND_FW else CONFIG_MICROPYTHON
+    except fw.FwError as exc:
+        raise ReleaseError(str(exc)) from None
+    manifest = ota.encode_manifest(kind, version, (major, minor), [(f.path, f.size, f.sha256) for f in files])
     (out / MANIFEST).write_bytes(manifest)
-    release = Release(out, version, kind, MICROPYTHON, manifest, hashlib.sha256(manifest).hexdigest(),
+    release = Release(out, version, kind, f"{major}.{minor}", manifest, hashlib.sha256(manifest).hexdigest(),
                       tuple(files), clock_ms, device)
     (out / RELEASE).write_text(json.dumps(release.summary(), indent=1) + "\n")
     return release

@@ -1,5 +1,5 @@
 """One real board under `micropython` updated by a real hub: releases built with `qala fw release`'s code, the
-slot tree laid out as a board holds it (the loader as main.py, release 0.1.0 in slot a), a provisioned broker,
+slot tree laid out by hub.tools.fw.install_unix (the loader, release 0.1.0 in slot a), a provisioned broker,
 influxd, the hub in-process; `start_rollout` offers 0.2.0 and the board fetches, verifies, installs, resets
 into its trial (exit 3 on the unix port: the test starts it again, as a board's reset would), is confirmed by
 the hub and reports healthy; its birth then says 0.2.0. Then 0.3.0, which raises at start-up, is rolled back
@@ -11,7 +11,6 @@ against the board.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 import threading
@@ -20,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from hub.ota.api import read_rollout, start_rollout
-from hub.tools import release
-from hub.tools.bundle import REPO_ROOT, TWINS, build
+from hub.tools import fw, release
+from hub.tools.bundle import REPO_ROOT
 from tests.control.live import TOKEN
 from tests.firmware.boards import board_config, tool
 from tests.hub.conftest import async_wait_until, running_hub, v1_table, write_config
@@ -32,23 +31,10 @@ if TYPE_CHECKING:
     from simulators.services import Influxd, Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.micropython]
-HEAP = "256k"
+HEAP = "160k"
 """Above the firmware tests' 160k: with TLS, end-to-end confirmation and two sensors every 0.2 s, this board's
 largest free block is about 1 KB at 160k and a chunk's packet did not fit (MemoryError, self reset). The
 board's heap during an update is measured apart (bench/, docs/ota.md); this test is about the hub."""
-
-
-def lay_out(folder: Path, made: release.Release, config: dict[str, Any]) -> None:
-    """The board's filesystem: /main.py the loader, /a/ the release with its manifest, /board.json, /ota/."""
-    slot = folder / "a"
-    for f in made.files:
-        (slot / f.path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(made.folder / f.path, slot / f.path)
-    (slot / "manifest").write_bytes(made.manifest)
-    shutil.copyfile(REPO_ROOT / "firmware" / "loader.py", folder / "main.py")
-    build(folder, packages=TWINS)  # the unix port's simulated sensors, beside the slots (never in a release)
-    (folder / "ota").mkdir()
-    (folder / "board.json").write_text(json.dumps(config))
 
 
 class Runner:
@@ -82,14 +68,15 @@ class Runner:
 
 
 async def test_a_real_board_is_updated_and_reports_healthy(
-    tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd, influxd_database: str,
+    tmp_path: Path, mosquitto_factory: Any, influxd: Influxd, influxd_database: str,
 ) -> None:
+    mosquitto: Mosquitto = mosquitto_factory(extra_config=["set_tcp_nodelay true"])  # docs/ota-hub.md, "Speed"
     releases = tmp_path / "releases"
     old = await asyncio.to_thread(release.build_release, releases / "0.1.0", "0.1.0")
     await asyncio.to_thread(release.build_release, releases / "0.2.0", "0.2.0")
     config = board_config(mosquitto, "t1")
     config["buffer"] = {"ram": 8, "file": 2000, "replay_ms": 5, "confirm": True}  # the commit needs the hub's
-    lay_out(tmp_path / "board", old, config)
+    fw.install_unix(tmp_path / "board", old.folder, config)  # a release is a bundle: deploy takes it
     path = write_config(tmp_path, mosquitto, v1_table(influxd, influxd_database),
                         site={"require_birth": False}, api={"control_token": TOKEN, "port": 0},
                         ota={"releases": str(releases), "tick": 0.2})

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hub.tools import bundle, release
+from hub.tools import bundle, fw, release
 from hub.tools.bundle import REPO_ROOT
 from hub.tools.executables import find_executable
 from protocols import ota
@@ -32,21 +32,22 @@ def test_a_release_holds_the_build_the_manifest_and_release_json(built: release.
     folder = built.folder
     manifest = (folder / release.MANIFEST).read_bytes()
     lines = manifest.decode().splitlines()
-    assert lines[:4] == ["qala-bundle 1", "kind fw", "version 0.9.1", f"micropython {release.MICROPYTHON}"]
+    major, minor = fw.micropython_minimum()
+    assert lines[:4] == ["qala-bundle 1", "kind fw", "version 0.9.1", f"micropython {major}.{minor}"]
     parsed = ota.parse_manifest(manifest)
     paths = [f[0] for f in parsed["files"]]
     assert "firmware/app.mpy" in paths
     assert "protocols/ota.mpy" in paths
     assert "firmware/board.example.json" not in paths  # example configs stay home
     assert not any(p.endswith(".py") and p.rsplit("/", 1)[-1] not in bundle.ENTRY_SCRIPTS for p in paths)
-    assert "firmware/loader.py" in paths  # run by name: the board's /main.py on a slotted board
+    assert {"firmware/loader.mpy", "firmware/slotmain.py"} <= set(paths)  # what deploy puts at the root
     for path, size, sha in parsed["files"]:
         data = (folder / path).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (size, sha)
     info = json.loads((folder / release.RELEASE).read_text())
     assert info == {"version": "0.9.1", "kind": "fw", "manifest": hashlib.sha256(manifest).hexdigest(),
                     "size": len(manifest), "files": len(paths), "bytes": sum(f[1] for f in parsed["files"]),
-                    "micropython": release.MICROPYTHON, "built": 1234}
+                    "micropython": f"{major}.{minor}", "built": 1234}
     assert built.manifest_sha == info["manifest"]
 
 
@@ -66,6 +67,7 @@ def test_load_release_reads_back_what_was_built(built: release.Release) -> None:
     again = release.load_release(built.folder)
     assert again == built
     assert again.total == len(again.manifest) + sum(f.size for f in again.files)
+    assert fw.check_slot(built.folder) == [f.path for f in built.files]  # deploy and install_unix take it
 
 
 @pytest.mark.parametrize("damage", ["byte", "missing", "manifest", "release_json"])
