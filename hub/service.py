@@ -551,6 +551,7 @@ class Hub:
                 return  # stopping while the disk refuses: these messages stay unacknowledged at the broker
             if ids and self.confirms is not None:
                 self.confirms.spooled(ids, time.monotonic())  # in the spool, fsynced: may be confirmed
+            self.ota.flush()  # the roll-outs the boards' reports changed, on disk before their acks
             if messages:
                 mqtt.ack(messages)
             if spool.open_points and (

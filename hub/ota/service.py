@@ -5,7 +5,8 @@
   checked (hub.tools.release.load_release); a folder that fails is logged and left out. A roll-out of a
   version not loaded yet looks again first, so a release copied in while the hub runs needs no restart;
 - the roll-outs (hub.ota.rollout.Rollout), each in `<state>/rollouts/<id>.json`, written whole (hub.atomic)
-  at every change; at start the ones not ended carry on where they were (their releases loaded again; one
+  at an operator's action, at each round, and (`flush`) before the hub acknowledges a batch of MQTT messages
+  that changed it; at start the ones not ended carry on where they were (their releases loaded again; one
   whose release is gone halts, saying so);
 - the OTA server (hub.ota.server.OtaServer), told which roll-out ids to answer, and whose offers and cancels
   carry out the roll-outs' actions.
@@ -203,6 +204,8 @@ class OtaService:
         self.rollouts[rollout.id] = rollout
         self.server.serve(rollout.id, release)
         self._carry_out(rollout, rollout.start(now, self.online), by)
+        self._dirty.add(rollout.id)
+        self.flush()
         return rollout
 
     def get(self, rid: str) -> ro.Rollout:
@@ -232,6 +235,7 @@ class OtaService:
         except ro.RolloutError as exc:
             raise OtaError(str(exc), exc.status, "id") from None
         self._carry_out(rollout, actions, by)
+        self.flush()
 
     # ------------------------------------------------------------------------------ boards
 
@@ -251,7 +255,7 @@ class OtaService:
                  report.get("version"), report.get("reason") or "-")
         actions = rollout.report(device, state, now, reason=str(report.get("reason") or ""),
                                  done=report.get("done"), total=report.get("total"))
-        self._dirty.add(rollout.id)
+        self._dirty.add(rollout.id)  # saved by flush(), before the report's message is acknowledged
         self._carry_out(rollout, actions, "hub")
 
     def tick(self) -> None:
@@ -263,6 +267,21 @@ class OtaService:
             actions = rollout.tick(now, self.online)
             self._carry_out(rollout, actions, "hub")
             self._point(rollout, now)
+        self.flush()
+
+    def flush(self) -> None:
+        """Save the roll-outs that changed since the last flush (written whole, fsynced) and measure them. The
+        hub calls it before it acknowledges a batch of MQTT messages: a report the broker stops resending is
+        on disk. Once per batch, not once per report: a roll-out of thousands of boards is one file."""
+        if not self._dirty:
+            return
+        now = self.clock_ms()
+        for rid in sorted(self._dirty):
+            rollout = self.rollouts.get(rid)
+            if rollout is not None:
+                self._save(rollout)
+                self._point(rollout, now)
+        self._dirty.clear()
 
     async def run(self) -> None:
         while True:
@@ -283,10 +302,8 @@ class OtaService:
                 self.server.cancel(action.device, rollout.id)
             elif action.kind == "event":
                 self._audit(rollout, action, by)
-        if actions or rollout.id in self._dirty:
-            self._dirty.discard(rollout.id)
-            self._save(rollout)
-            self._point(rollout, self.clock_ms())
+        if actions:
+            self._dirty.add(rollout.id)
         if rollout.state == ro.ABORTED or (rollout.state == ro.HALTED and not any(
                 b.state in ro.IN_FLIGHT for b in rollout.boards.values())):
             self.server.forget(rollout.id)

@@ -87,6 +87,7 @@ class Fleet:
         report = self.service.server.on_message(device, payload)
         if report is not None:
             self.service.on_report(device, report)
+        self.service.flush()  # as the hub does before it acknowledges a batch
 
     def run(self, seconds: int = 5) -> None:
         for _ in range(seconds):
@@ -235,6 +236,21 @@ def test_a_restart_carries_the_rollout_on(fleet: Fleet) -> None:
     fleet.run(3)
     assert again.state == ro.DONE
     assert again.counts()["healthy"] == len(FLEET)
+
+
+def test_reports_are_saved_once_per_flush(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    for device in FLEET:
+        fleet.boards[device].outcome = "silent"
+    rollout = fleet.service.start("0.2.0", "all", by="x", waves=[100])
+    saved: list[str] = []
+    monkeypatch.setattr(fleet.service, "_save", lambda r: saved.append(r.id))
+    for device in FLEET[:5]:
+        fleet.service.on_report(device, {"id": rollout.id, "version": "0.2.0", "state": "healthy"})
+    assert saved == []
+    fleet.service.flush()
+    assert saved == [rollout.id]
+    fleet.service.flush()
+    assert saved == [rollout.id]  # nothing changed since
 
 
 def test_a_rollout_whose_release_is_gone_halts_at_start(fleet: Fleet) -> None:
