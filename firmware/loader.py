@@ -69,7 +69,7 @@ def _reset():
         import machine
 
         machine.reset()
-    except ImportError:  # the unix port: whoever runs the board starts it again (firmware/hw/unix.py)
+    except (ImportError, AttributeError):  # the unix port: whoever runs it starts it again (firmware/hw/unix.py)
         sys.exit(3)
 
 

@@ -167,9 +167,14 @@ class Client:
                 return  # not acknowledged: reported again at the next connect
         _remove(path)
         if self.task is None and not self.c["new"]:  # nothing left to do: give the heap back until the next offer
+            import firmware
+            import protocols
+
             self.b.otac = None
-            for name in ("firmware.ota", "protocols.ota_board"):
-                sys.modules.pop(name, None)
+            for pkg, name in ((firmware, "ota"), (protocols, "ota_board")):
+                sys.modules.pop(pkg.__name__ + "." + name, None)
+                if hasattr(pkg, name):
+                    delattr(pkg, name)
 
     def on_message(self, msg):
         """An `ota` message: a chunk answering the request in flight, or an offer or cancel (signed)."""
