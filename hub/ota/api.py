@@ -4,7 +4,8 @@
     POST /v1/rollouts                 {version, to, waves?, max_failures?, trial?, tries?, board_timeout?}
                                       -> 201, the roll-out started (its first wave offered)
     GET  /v1/rollouts                 every roll-out, newest first, without its boards
-    GET  /v1/rollouts/{id}            one roll-out with every board's state and its events
+    GET  /v1/rollouts/{id}            one roll-out with every board's state and its events (?boards=failed:
+                                      only the failed boards; ?boards=none: none)
     POST /v1/rollouts/{id}/pause      -> the roll-out (409 unless running)
     POST /v1/rollouts/{id}/resume     -> the roll-out (409 unless paused)
     POST /v1/rollouts/{id}/abort      -> the roll-out (409 once aborted)
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from hub.control import api
+from hub.ota import rollout as ro
 from hub.ota.service import OtaError
 
 if TYPE_CHECKING:
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
 OTA: web.AppKey[OtaService | None] = web.AppKey("ota")
 KEYS = ("version", "to", "waves", "max_failures", "trial", "tries", "board_timeout")
 _INTS = {"trial": (10, 86400), "tries": (1, 20), "board_timeout": (60, 7 * 86400)}
+
+
+BOARDS = ("all", "failed", "none")
+"""GET /v1/rollouts/{id}?boards=...: every board (default), only the failed ones, or none (a large roll-out
+followed every few seconds)."""
 
 
 _E = {"$ref": "#/components/schemas/Error"}
@@ -77,7 +84,9 @@ PATHS: dict[str, Any] = {
                                   ("422", "a value of the wrong type or range, a selector that matches nothing")),
         },
     },
-    "/v1/rollouts/{id}": {"get": {"summary": "A roll-out with every board's state and its events", "parameters": _ID,
+    "/v1/rollouts/{id}": {"get": {"summary": "A roll-out with every board's state and its events", "parameters": [
+        *_ID, {"name": "boards", "in": "query", "schema": {"enum": list(BOARDS), "default": "all"},
+               "description": "all boards, only the failed ones, or none"}],
                                   "responses": _answers("the roll-out", ("404", "unknown roll-out id"))}},
     **{f"/v1/rollouts/{{id}}/{action}": {"post": {
         "summary": f"{action.capitalize()} a roll-out", "parameters": _ID,
@@ -178,11 +187,17 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _one(request: web.Request) -> web.Response:
+    which = request.query.get("boards", "all")
+    if which not in BOARDS:
+        return api._error(400, f"must be one of {', '.join(BOARDS)}, got {which!r}", "boards")  # noqa: SLF001
     try:
         rollout = _ota(request).get(request.match_info["id"])
     except OtaError as exc:
         return _problem(exc)
-    return web.json_response(rollout.detail())
+    doc = rollout.detail()
+    if which != "all":
+        doc["boards"] = {d: b for d, b in doc["boards"].items() if which == "failed" and b["state"] in ro.FAILED}
+    return web.json_response(doc)
 
 
 async def _act(request: web.Request) -> web.Response:

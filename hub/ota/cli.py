@@ -219,7 +219,7 @@ def _rollout(args: argparse.Namespace) -> int:
             sys.stdout.write(_line(r) + "\n")
         return OK
     if what == "status":
-        doc = _api(base, token, "GET", f"/v1/rollouts/{rid}")
+        doc = _api(base, token, "GET", f"/v1/rollouts/{rid}?boards=failed")
         return _follow(base, token, doc) if args.follow else _report(doc)
     if what in ("pause", "resume", "abort"):
         doc = _api(base, token, "POST", f"/v1/rollouts/{rid}/{what}")
@@ -253,7 +253,7 @@ def _follow(base: str, token: str, doc: dict[str, Any], poll: float = 2.0) -> in
         if doc["state"] in ENDED:
             break
         time.sleep(poll)
-        doc = _api(base, token, "GET", f"/v1/rollouts/{doc['id']}")
+        doc = _api(base, token, "GET", f"/v1/rollouts/{doc['id']}?boards=failed")
     if tty:
         sys.stdout.write("\n")
     return _report(doc)

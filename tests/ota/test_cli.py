@@ -56,6 +56,7 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, str,
             return 201, answers[0]
         if path == "/v1/rollouts/r1/pause":
             return 409, {"error": "roll-out r1 is halted: only a running one can be paused", "field": "id"}
+        assert (method, path) == ("GET", "/v1/rollouts/r1?boards=failed")  # a large roll-out: not every board
         return 200, answers[min(len(calls) - 1, len(answers) - 1)]
 
     monkeypatch.setattr("hub.ota.cli.call", call)

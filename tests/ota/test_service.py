@@ -340,6 +340,11 @@ async def test_api_start_read_pause_resume_abort(fleet: Fleet, client: TestClien
     status, one = await call(client, "GET", f"/v1/rollouts/{rid}", READER)
     assert status == 200
     assert one["counts"]["targeted"] == len(FLEET)
+    assert len(one["boards"]) == len(FLEET)
+    assert (await call(client, "GET", f"/v1/rollouts/{rid}?boards=none", READER))[1]["boards"] == {}
+    assert (await call(client, "GET", f"/v1/rollouts/{rid}?boards=failed", READER))[1]["boards"] == {}
+    status, bad = await call(client, "GET", f"/v1/rollouts/{rid}?boards=some", READER)
+    assert (status, bad["field"]) == (400, "boards")
     assert (await call(client, "POST", f"/v1/rollouts/{rid}/pause"))[1]["state"] == "paused"
     status, again = await call(client, "POST", f"/v1/rollouts/{rid}/pause")
     assert (status, again["field"]) == (409, "id")
