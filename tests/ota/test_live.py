@@ -5,7 +5,8 @@ over paho, each answering its `ota` topic with signed reports and chunk requests
 Shows: a roll-out started through the Python entry (hub.ota.api.start_rollout) reaches every board wave by
 wave, every byte fetched over MQTT and checked; InfluxDB holds `qala_rollout`, `qala_ota` and the audit rows
 (`qala_audit`); `qala fw rollout status` reads it; a rollback on the first wave halts the roll-out with the
-other boards untouched; a board that was offline when its wave started is offered when its birth arrives.
+other boards untouched; a board that was offline when its wave started is offered when its birth arrives,
+also by a hub restarted in between (the roll-out read back from its file).
 The whole story with real micropython boards is tests/ota's integration (docs/ota-hub.md).
 """
 
@@ -195,3 +196,29 @@ async def test_an_offline_board_is_offered_when_it_comes_back(
                                        what="the board back online")
                 assert late["aq-02"].fake.fw == "0.2.0"
             assert all(b.fake.fw == "0.2.0" for b in live.values())
+
+
+async def test_a_restarted_hub_carries_the_rollout_on(
+    tmp_path: Path, broker: Mosquitto, store: TrustStore, influxd: Influxd, influxd_database: str,
+) -> None:
+    path = config(tmp_path, broker, influxd, influxd_database)
+    with boards(broker, store, BOARDS[:3]) as live:
+        async with running_hub(path) as hub:
+            port = hub.api_port
+            assert port
+            await async_wait_until(lambda: all(hub._online(d) for d in BOARDS[:3]), 30, what="births")
+            started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.2.0", "devices:aq-00,aq-01,aq-02,aq-03",
+                                              waves=[100])
+            await async_wait_until(lambda: hub.ota.get(started["id"]).counts()["healthy"] == 3, 30,
+                                   what="the online boards")
+            assert hub.ota.get(started["id"]).counts()["offline"] == 1
+        async with running_hub(path) as hub:  # a new hub process would read the same files
+            port = hub.api_port
+            assert port
+            doc = await asyncio.to_thread(read_rollout, port, TOKEN, started["id"])
+            assert (doc["counts"]["healthy"], doc["counts"]["offline"]) == (3, 1)
+            with boards(broker, store, BOARDS[3:4]) as late:
+                await async_wait_until(lambda: hub.ota.get(started["id"]).counts()["healthy"] == 4, 30,
+                                       what="aq-03, back after the restart")
+                assert late["aq-03"].fake.fw == "0.2.0"
+    assert all(b.fake.fw == "0.2.0" for b in live.values())
