@@ -2,7 +2,8 @@
 in-process with its API, and fake boards (tests/ota/fakes.py) logged in with their own board identities
 over paho, each answering its `ota` topic with signed reports and chunk requests.
 
-Shows: a roll-out started through the Python entry (hub.ota.api.start_rollout) reaches every board wave by
+Shows: garbage on a board's `otaack` is counted and dropped (the hub goes on); a roll-out started through
+the Python entry (hub.ota.api.start_rollout) reaches every board wave by
 wave, every byte fetched over MQTT and checked; InfluxDB holds `qala_rollout`, `qala_ota` and the audit rows
 (`qala_audit`); `qala fw rollout status` reads it; a rollback on the first wave halts the roll-out with the
 other boards untouched; a board that was offline when its wave started is offered when its birth arrives,
@@ -127,6 +128,11 @@ async def test_a_rollout_reaches_every_board_and_is_measured(
             port = hub.api_port
             assert port
             await async_wait_until(lambda: all(hub._online(d) for d in BOARDS), 30, what="births")
+            client = live["aq-07"].client
+            assert client is not None
+            for garbage in (b"not json", b'{"op":"state","id":"r1"}', b"\xff" * 3000):
+                client.publish(topics.build(SITE, "aq-07", topics.OTAACK), garbage, qos=1)
+            await async_wait_until(lambda: hub.ota.server.counts["bad_message"] == 3, 30, what="garbage counted")
             started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.2.0", "district:north",
                                               waves=[20, 50, 100])
             assert started["counts"]["targeted"] == 6
