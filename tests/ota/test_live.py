@@ -3,12 +3,11 @@ in-process with its API, and fake boards (tests/ota/fakes.py) logged in with the
 over paho, each answering its `ota` topic with signed reports and chunk requests.
 
 Shows: garbage on a board's `otaack` is counted and dropped (the hub goes on); a roll-out started through
-the Python entry (hub.ota.api.start_rollout) reaches every board wave by
-wave, every byte fetched over MQTT and checked; InfluxDB holds `qala_rollout`, `qala_ota` and the audit rows
-(`qala_audit`); `qala fw rollout status` reads it; a rollback on the first wave halts the roll-out with the
-other boards untouched; a board that was offline when its wave started is offered when its birth arrives,
-also by a hub restarted in between (the roll-out read back from its file).
-The whole story with real micropython boards is tests/ota's integration (docs/ota-hub.md).
+the Python entry (hub.ota.api.start_rollout) reaches every board wave by wave, every byte fetched over MQTT
+and checked; InfluxDB holds `qala_rollout`, `qala_ota` and the audit rows (`qala_audit`); `qala fw rollout
+status` reads it; a rollback on the first wave halts the roll-out with the other boards untouched; a board
+that was offline when its wave started is offered when its birth arrives, also by a hub restarted in between
+(the roll-out read back from its file). A real board under micropython: tests/ota/test_real_board.py.
 """
 
 from __future__ import annotations
