@@ -99,6 +99,7 @@ class OtaService:
         self.counts = {"reports": 0, "unknown_rollout": 0, "save_errors": 0}
         self._last_point: dict[str, tuple[int, dict[str, int], str]] = {}
         self._dirty: set[str] = set()
+        self._refused: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<OtaService site={self.site} releases={len(self.releases)} rollouts={len(self.rollouts)}>"
@@ -144,9 +145,12 @@ class OtaService:
                      rollout.wave + 1, rollout.version)
 
     def reload_releases(self) -> None:
+        """Every release of the folder, hashes checked; a folder refused is logged once (until it changes)."""
         found, refused = load_releases(self.folder)
         for name, why in refused.items():
-            log.error("ota: release folder %s refused: %s", name, why)
+            if self._refused.get(name) != why:
+                log.error("ota: release folder %s refused: %s", name, why)
+        self._refused = refused
         for version, release in found.items():
             if version not in self.releases:
                 log.info("ota: release loaded version=%s kind=%s files=%d bytes=%d", version, release.kind,
