@@ -12,8 +12,9 @@
   logged (at most once a minute per reason and board) and dropped: a bad message never reaches the roll-outs
   and never raises out of here.
 
-Files are read from the release folders (which the hub checked at load) and kept in memory while their
-roll-out is served: a site's roll-outs serve a few hundred KB.
+Files are read from the release folders (which the hub checked at load), checked again against the manifest
+as they are read (a folder changed since is answered with a nochunk, never served), and kept in memory while
+their roll-out is served: a site's roll-outs serve a few hundred KB.
 
 Imports protocols (ota, sign, topics), hub.tools.release (the Release type); the publish function and the
 key lookup are handed in, so it knows nothing of MQTT clients, the store's files or roll-out states.
@@ -21,6 +22,7 @@ key lookup are handed in, so it knows nothing of MQTT clients, the store's files
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -153,6 +155,9 @@ class OtaServer:
                 log.error("ota: cannot read file %d of release %s: %s", f, release.version,  # noqa: TRY400
                           exc.strerror or exc)
                 data, why = b"", "cannot read the file"
+            except ValueError as exc:
+                log.error("ota: release %s: %s; build it again", release.version, exc)  # noqa: TRY400
+                data, why = b"", "the file changed since the release was loaded"
             if why is None and not 0 <= o <= len(data):
                 why = "offset past the end"
         if why is not None:
@@ -166,9 +171,17 @@ class OtaServer:
         self.counts["chunk_bytes"] += len(part)
 
     def _file(self, rid: str, release: Release, f: int) -> bytes:
+        """File f of the release (-1: the manifest), read once and checked against the manifest: a folder changed
+        after it was loaded (ValueError) is never served as if it were the release."""
         data = self._data.get((rid, f))
         if data is None:
-            data = release.manifest if f < 0 else (release.folder / release.files[f].path).read_bytes()
+            if f < 0:
+                data = release.manifest
+            else:
+                entry = release.files[f]
+                data = (release.folder / entry.path).read_bytes()
+                if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+                    raise ValueError(f"{entry.path} differs from its manifest line")
             self._data[(rid, f)] = data
         return data
 

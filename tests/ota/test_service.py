@@ -181,7 +181,7 @@ def test_a_hub_of_a_group_stays_silent_on_ids_it_does_not_run(fleet: Fleet) -> N
     assert fleet.service.server.counts["not_ours"] == 1
 
 
-def test_a_file_gone_from_the_release_folder_is_a_nochunk(fleet: Fleet) -> None:
+def test_a_file_gone_or_changed_in_the_release_folder_is_a_nochunk(fleet: Fleet) -> None:
     rollout = fleet.service.start("0.2.0", "devices:aq-00", by="x", waves=[100])
     fleet.service.server.forget(rollout.id)  # its cached files too
     fleet.service.server.serve(rollout.id, fleet.service.releases["0.2.0"])
@@ -190,6 +190,10 @@ def test_a_file_gone_from_the_release_folder_is_a_nochunk(fleet: Fleet) -> None:
     head, _ = ota.split_chunk(fleet.sent[-1][1])
     assert (head["op"], head["why"]) == ("nochunk", "cannot read the file")
     assert fleet.service.fields()["ota_chunks"] > 0
+    (fleet.tmp / "releases" / "0.2.0" / "firmware" / "app.mpy").write_bytes(bytes(10240))  # same size, changed
+    fleet.deliver("aq-01", ota.encode_get(rollout.id, 1, 0, 100))
+    head, _ = ota.split_chunk(fleet.sent[-1][1])
+    assert (head["op"], head["why"]) == ("nochunk", "the file changed since the release was loaded")
 
 
 def test_bad_messages_are_counted_and_dropped(fleet: Fleet) -> None:
