@@ -206,7 +206,8 @@ class Hub:
         if self.detectors.enabled:
             self.processor.detect = self.detectors
         self.alerting = self._alerting(config, state)
-        server = OtaServer(site, self._cmd_key, self.mqtt.publish, quiet_unknown=config.mqtt.share_group is not None)
+        server = OtaServer(site, self._cmd_key, self.mqtt.publish, quiet_unknown=config.mqtt.share_group is not None,
+                           emit=self.emit)
         self.ota = OtaService(site, config.ota, state, server, boards=self._ota_boards, online=self._online,
                               emit=self.emit, auditor=self.control)
         """Releases and roll-outs (hub.ota): offers, chunks and reports over `ota`/`otaack`."""

@@ -8,7 +8,8 @@
   topic: the asked part of the manifest (f = -1) or of file f, at most protocols.ota.CHUNK_MAX bytes, or a
   `nochunk` saying why (unknown id, unknown file, offset past the end). A `state` report comes back as a
   dict for the roll-outs, its signature checked with the board's key. Anything else (not JSON, a field out of
-  range, a report the board did not sign, a board without a key) is counted in `counts` under a reason,
+  range, a report the board did not sign (also a `qala_security` point), a board without a key) is counted
+  in `counts` under a reason,
   logged (at most once a minute per reason and board) and dropped: a bad message never reaches the roll-outs
   and never raises out of here.
 
@@ -16,8 +17,9 @@ Files are read from the release folders (which the hub checked at load), checked
 as they are read (a folder changed since is answered with a nochunk, never served), and kept in memory while
 their roll-out is served: a site's roll-outs serve a few hundred KB.
 
-Imports protocols (ota, sign, topics), hub.tools.release (the Release type); the publish function and the
-key lookup are handed in, so it knows nothing of MQTT clients, the store's files or roll-out states.
+Imports protocols (ota, sign, topics), hub.model and hub.tools.release (the Release type); the publish and
+emit functions and the key lookup are handed in, so it knows nothing of MQTT clients, the store's files or
+roll-out states.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from hub.model import SECURITY, Reading
 from protocols import ota, sign, topics
 from protocols.errors import ProtocolError
 
@@ -43,13 +46,17 @@ LOG_EVERY = 60.0
 
 class OtaServer:
     def __init__(self, site: str, key_of: Callable[[str], bytes | None], publish: Callable[..., None], *,
-                 clock_ms: Callable[[], int] | None = None, quiet_unknown: bool = False) -> None:
+                 clock_ms: Callable[[], int] | None = None, quiet_unknown: bool = False,
+                 emit: Callable[[list[Reading]], None] | None = None) -> None:
         """`key_of(device)`: the board's 32-byte command key or None; `publish(topic, payload, qos=1)`.
         `quiet_unknown`: a request for a roll-out id this hub does not serve is dropped (counted) instead of
         answered with a nochunk: with several hubs (mqtt.share_group) every hub reads every `otaack`, and only
         the one that runs the roll-out may answer."""
         self.site = site
         self.quiet_unknown = quiet_unknown
+        self.emit = emit
+        """Where a forged report goes as a `qala_security` point (sensor `ota`, quality `forged_ota_report`),
+        as a forged command ack does (hub.control.service)."""
         self.key_of = key_of
         self.publish = publish
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
@@ -129,6 +136,10 @@ class OtaServer:
         except ProtocolError as exc:
             reason = "bad_signature" if exc.field == "sig" else "bad_message"
             self._bad(reason, device, str(exc), security=reason == "bad_signature")
+            if reason == "bad_signature" and self.emit is not None:
+                ts = self.clock_ms()
+                self.emit([Reading(SECURITY, self.site, device, "ota", "forged_ota_report", field, value, ts)
+                           for field, value in (("count", 1.0), ("problem", str(exc)[:200]))])
             return None
         if message.get("op") == "get":
             self._answer(device, message)

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hub.config import ApiConfig
 from hub.control.api import make_app
-from hub.model import AUDIT
+from hub.model import AUDIT, SECURITY
 from hub.ota import rollout as ro
 from hub.ota.api import add_routes
 from hub.ota.config import OtaConfig
@@ -62,7 +62,7 @@ class Fleet:
         self.service = self.make_service()
 
     def make_service(self) -> OtaService:
-        server = OtaServer(SITE, self.keys.get, self.publish, clock_ms=lambda: self.now)
+        server = OtaServer(SITE, self.keys.get, self.publish, clock_ms=lambda: self.now, emit=self.stored.extend)
         service = OtaService(SITE, self.config, self.tmp / "state", server, boards=self.facts,
                              online=lambda d: self.online.get(d, False), emit=self.stored.extend,
                              auditor=self.rig.control, clock_ms=lambda: self.now)
@@ -208,6 +208,8 @@ def test_bad_messages_are_counted_and_dropped(fleet: Fleet) -> None:
     fleet.deliver("stranger", b"{}")
     assert server.counts["bad_message"] == 2
     assert server.counts["bad_signature"] == 2
+    forged = [(r.device, r.sensor, r.quality, r.field) for r in fleet.points(SECURITY)]
+    assert forged == [("aq-00", "ota", "forged_ota_report", f) for f in ("count", "problem")] * 2
     assert server.counts["no_key"] == 1
     assert rollout.boards["aq-00"].state == ro.HEALTHY
     good = ota.encode_state(fleet.keys["aq-03"], SITE, "aq-03", "r-old", "0.2.0", "healthy", T0)
