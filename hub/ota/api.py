@@ -56,10 +56,10 @@ _ROLLOUT = {"type": "object", "description": "A roll-out (docs/ota-hub.md): id, 
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
-def _answers(ok: str, *errors: tuple[str, str]) -> dict[str, Any]:
-    out = {"200": {"description": ok, "content": {"application/json": {"schema": _ROLLOUT}}}}
-    for status, what in (("401", "missing or wrong token"), *errors):
-        out[status] = {"description": what, "content": {"application/json": {"schema": _E}}}
+def _answers(ok: str, *errors: tuple[str, str], status: str = "200") -> dict[str, Any]:
+    out = {status: {"description": ok, "content": {"application/json": {"schema": _ROLLOUT}}}}
+    for code, what in (("401", "missing or wrong token"), *errors):
+        out[code] = {"description": what, "content": {"application/json": {"schema": _E}}}
     return out
 
 
@@ -78,10 +78,11 @@ PATHS: dict[str, Any] = {
                     "waves": {"type": "array", "items": {"type": "number"}}, "max_failures": {"type": "number"},
                     "trial": {"type": "integer"}, "tries": {"type": "integer"}, "board_timeout": {"type": "integer"},
                 }}}}},
-            "responses": _answers("(201) the roll-out, its first wave offered", ("400", "malformed body"),
+            "responses": _answers("the roll-out, its first wave offered", ("400", "malformed body"),
                                   ("403", "a read token"), ("404", "no such release"),
                                   ("409", "boards in another running roll-out"),
-                                  ("422", "a value of the wrong type or range, a selector that matches nothing")),
+                                  ("422", "a value of the wrong type or range, a selector that matches nothing"),
+                                  status="201"),
         },
     },
     "/v1/rollouts/{id}": {"get": {"summary": "A roll-out with every board's state and its events", "parameters": [

@@ -419,8 +419,9 @@ async def test_openapi_lists_the_rollout_endpoints(client: TestClient[Any, Any])
         doc = await r.json()
     assert {"/v1/rollouts", "/v1/rollouts/{id}", "/v1/rollouts/{id}/abort", "/v1/releases",
             "/v1/setpoints"} <= set(doc["paths"])
-    assert doc["paths"]["/v1/rollouts"]["post"]["requestBody"]["content"]["application/json"]["schema"]["required"] \
-        == ["version", "to"]
+    post = doc["paths"]["/v1/rollouts"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["required"] == ["version", "to"]
+    assert {"201", "400", "401", "403", "404", "409", "422"} == set(post["responses"])
 
 
 async def test_without_ota_the_endpoints_answer_404(fleet: Fleet) -> None:
