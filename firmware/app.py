@@ -128,6 +128,8 @@ class Board:
             from firmware.actuators import Actuators
 
             self.acts = Actuators(self, state)
+        if ota is not None and ota["_wake"]:  # an offer, a trial or a report waits: load the update's code now
+            self._ota()
 
     # ------------------------------------------------------------------------------------ readings
 
@@ -269,7 +271,15 @@ class Board:
                 if boot == self.boot and self.ota is not None and self.ota["new"]:
                     self._ota().commit()  # the hub stored a record of this boot: the trial is healthy
             elif self.ota is not None and topic == self.t_ota:
-                self._ota().on_message(msg)
+                if self.otac is not None:
+                    self.otac.on_message(msg)
+                elif msg[:14] == b'{"op":"offer",':
+                    # kept on flash and taken up at the start, where firmware/ota.py loads before the running
+                    # tasks cut the heap up: loaded now it may not find room to work (docs/ota.md, "Heap")
+                    with open(self.ota["_root"] + "/ota/offer", "wb") as f:
+                        f.write(msg)
+                    log.info("ota: update offered: resetting to take it up")
+                    self.hw.reset()
             elif topic.startswith(hubs):
                 name = topic[len(hubs):]
                 state, hb = liveness.decode_hub_state(msg)
@@ -312,8 +322,8 @@ class Board:
             await self.acts.subscribe(client)
         if self.ota is not None:
             await client.subscribe(self.t_ota, 1)
-            if self.otac is not None or self.ota["_wake"]:  # a report to send, a download to carry on, a trial
-                self._ota().connected()
+            if self.otac is not None:  # a report to send, a download to carry on, a trial to commit
+                self.otac.connected()
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()

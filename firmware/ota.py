@@ -8,8 +8,12 @@ loader left on flash): a board that is never updated never loads it. The steps (
    `refused` report: a bad signature, an offer more than a day older (or newer) than the board clock, any
    trial still running, and later a bundle for a newer MicroPython. The running version is answered
    `current`.
+0. An offer that comes while this module is not loaded is saved in `ota/offer` by app.py, which resets the
+   board: this module is then imported while the board starts, before its heap is cut up by the running
+   tasks (docs/ota.md, "Heap"), and takes the offer up once connected.
 2. The offer is kept in `ota/offer`; the inactive slot (`b` when `a` runs, else `a`; `ota/cfg` for a config)
-   is emptied unless it holds a download of this very bundle, whose files are then resumed.
+   is emptied unless it holds a download of this very bundle (`bundle` there names its manifest's SHA-256),
+   whose files are then resumed.
 3. The manifest (file -1), then each file, chunk by chunk: one `get` (f, o, n) on `otaack`, one chunk back on
    `ota`, appended to the file on flash at once, so a reset or a lost connection resumes from the file's
    size. A request unanswered for 5 s is asked again (up to a minute apart). `downloading` is reported at
@@ -74,7 +78,7 @@ def _remove(path):
 
 def _clear(folder):
     """Empty a slot: its manifests first (the loader never takes a half-emptied slot for complete), then the rest."""
-    for name in ("/manifest", "/manifest.new", "/manifest.dl"):
+    for name in ("/manifest", "/manifest.new", "/manifest.dl", "/bundle"):
         _remove(folder + name)
     try:
         entries = list(os.ilistdir(folder))
@@ -166,15 +170,21 @@ class Client:
             except _Timeout:
                 return  # not acknowledged: reported again at the next connect
         _remove(path)
-        if self.task is None and not self.c["new"]:  # nothing left to do: give the heap back until the next offer
-            import firmware
-            import protocols
+        self._idle()
 
-            self.b.otac = None
-            for pkg, name in ((firmware, "ota"), (protocols, "ota_board")):
-                sys.modules.pop(pkg.__name__ + "." + name, None)
-                if hasattr(pkg, name):
-                    delattr(pkg, name)
+    def _idle(self):
+        """Nothing left to do (no download, no trial, no report to send): give the heap back. The next offer
+        resets the board and takes this module up again at the start (app.py)."""
+        if self.task is not None or self.c["new"] or _size(self.dir + "/last.json") >= 0:
+            return
+        import firmware
+        import protocols
+
+        self.b.otac = None
+        for pkg, name in ((firmware, "ota"), (protocols, "ota_board")):
+            sys.modules.pop(pkg.__name__ + "." + name, None)
+            if hasattr(pkg, name):
+                delattr(pkg, name)
 
     def on_message(self, msg):
         """An `ota` message: a chunk answering the request in flight, or an offer or cancel (signed)."""
@@ -204,37 +214,40 @@ class Client:
                 if exc.field == "sig":
                     claim = json.loads(msg)
                     self.report(claim["id"], claim.get("version") or VERSION, "refused", why=exc.problem)
-                return
+                raise
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
-            log.warn("ota: message refused: %s", exc)
+            if not isinstance(exc, ProtocolError) or exc.field != "sig":
+                log.warn("ota: message refused: %s", exc)
+            self._drop()
             return
         rid = m["id"]
         old = self.offer
         if m["op"] == "cancel":
             if old is not None and old["id"] == rid:
                 self._stop()
-                _remove(self.dir + "/offer")
                 self.report(rid, old["version"], "cancelled")
+            self._drop()
             return
         why = self._refusal(m)
         if why is not None:
             self.report(rid, m["version"], "current" if why == "current" else "refused",
                         why=None if why == "current" else why)
+            self._drop()
             return
         if old is not None and old["id"] == rid and self.task is not None:
             return  # the hub said it again: the download goes on
-        keep = False  # the slot holds a download of this very bundle (a reset, or the same bundle offered again)
-        try:
-            with open(self.dir + "/offer") as f:
-                keep = json.load(f)["manifest"] == m["manifest"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
         with open(self.dir + "/offer.tmp", "wb") as f:
             f.write(msg)
         os.rename(self.dir + "/offer.tmp", self.dir + "/offer")
         self._stop()
         self.offer = m
-        self.task = asyncio.create_task(self._fetch(m, keep))
+        self.task = asyncio.create_task(self._fetch(m))
+
+    def _drop(self):
+        """No download goes on: forget a saved offer (refused, cancelled) and give the heap back."""
+        if self.task is None:
+            _remove(self.dir + "/offer")
+            self._idle()
 
     def _refusal(self, m):
         """Why an offer whose signature is right is not taken ("current": it runs already), or None."""
@@ -256,16 +269,24 @@ class Client:
         self.task = None
         self.offer = None
 
-    async def _fetch(self, m, keep):
+    async def _fetch(self, m):
         """Download, verify and install the offer m (module docstring, steps 2-5), or refuse it."""
         rid, version, c = m["id"], m["version"], self.c
         slot = self.dir + "/cfg" if m["kind"] == "config" else "%s/%s" % (c["_root"], "b" if c["cur"] == "a" else "a")
         man = slot + "/manifest.dl"
         self.buf = bytearray(self.n)
         try:
-            if not keep or _size(man) > m["size"] or (_size(man) == m["size"] and self._sha(man) != m["manifest"]):
+            held = None  # which bundle the slot holds a download of (slot/bundle: its manifest's SHA-256)
+            try:
+                with open(slot + "/bundle") as f:  # noqa: ASYNC230 - a board has no async files: 64 bytes
+                    held = f.read()
+            except OSError:
+                pass
+            if held != m["manifest"] or _size(man) > m["size"]:
                 _clear(slot)
-            _mkdirs(slot)
+                _mkdirs(slot)
+                with open(slot + "/bundle", "w") as f:  # noqa: ASYNC230 - as above
+                    f.write(m["manifest"])
             await self._file(-1, man, m["size"])
             if self._sha(man) != m["manifest"]:
                 raise _Stop("hash mismatch: manifest")
@@ -319,9 +340,9 @@ class Client:
                 self.buf = None
                 self.want = None
         _clear(slot)
-        _remove(self.dir + "/offer")
         self.task = self.offer = None
         self.report(rid, version, "refused", why=why)
+        self._drop()
 
     def _scan(self, man, m, i=-1):
         """The i-th `file` line of the manifest as ("file", path, size, sha256 hex); with i = -1, (files, total
