@@ -108,9 +108,9 @@ def _mkdirs(folder):
 
 def save(path, obj):
     """obj as JSON in path, atomically (tmp file + rename: a power cut leaves the old file or the new one),
-    without the keys starting with `_` (the loader's notes for this run)."""
+    without the loader's notes for this run (firmware/loader.py)."""
     with open(path + ".tmp", "w") as f:
-        json.dump({k: obj[k] for k in obj if k[0] != "_"}, f)
+        json.dump({k: obj[k] for k in obj if k not in ("dir", "path", "file", "load", "error")}, f)
     os.rename(path + ".tmp", path)
 
 
@@ -118,7 +118,7 @@ class Client:
     def __init__(self, board):
         self.b = board
         self.c = board.ota  # the loader's boot record, shared: commit() ends its trial, the loader sees it
-        self.dir = self.c["_root"] + "/ota"
+        self.dir = self.c["dir"] + "/ota"  # R/ota, R the folder of the slots
         cfg = board.cfg
         k = cfg.get("commands")
         self.key = sign.Key(binascii.unhexlify(k["key"])) if k else None
@@ -161,7 +161,8 @@ class Client:
         try:
             with open(path) as f:  # noqa: ASYNC230 - a board has no async files: a few bytes from flash
                 last = json.load(f)
-            ev = self.report(last["id"], last["version"], last["state"], why=last.get("reason"))
+            # the loader writes a rollback's reason without a state (a literal it would keep interned)
+            ev = self.report(last["id"], last["version"], last.get("state", "rolledback"), why=last.get("reason"))
         except (OSError, ValueError, KeyError, TypeError):
             return
         if ev is not None:
@@ -272,7 +273,7 @@ class Client:
     async def _fetch(self, m):
         """Download, verify and install the offer m (module docstring, steps 2-5), or refuse it."""
         rid, version, c = m["id"], m["version"], self.c
-        slot = self.dir + "/cfg" if m["kind"] == "config" else "%s/%s" % (c["_root"], "b" if c["cur"] == "a" else "a")
+        slot = self.dir + "/cfg" if m["kind"] == "config" else self.dir[:-3] + ("b" if c["cur"] == "a" else "a")
         man = slot + "/manifest.dl"
         self.buf = bytearray(self.n)
         try:
@@ -314,7 +315,7 @@ class Client:
                 new = c["cur"]
             else:
                 os.rename(man, slot + "/manifest.new")
-                new = slot[slot.rfind("/") + 1:]
+                new = slot[-1]
             save(self.dir + "/boot.json", {"cur": c["cur"], "new": new, "kind": m["kind"], "tries": 0,
                                            "max": m["tries"], "trial": m["trial"], "id": rid, "version": version,
                                            "config": c.get("config")})
@@ -412,7 +413,7 @@ class Client:
             return
         if c.get("kind") == "config":
             new = self.dir + "/board.new.json"
-            home = c["_home"]
+            home = c["path"]
             if _size(new) >= 0:
                 old = home[:home.rfind("/") + 1] + "board.old.json"
                 with open(home, "rb") as src, open(old + ".tmp", "wb") as dst:
@@ -421,7 +422,7 @@ class Client:
                 os.rename(new, home)
             c["config"] = c["version"]
         else:
-            slot = "%s/%s" % (c["_root"], c["new"])
+            slot = self.dir[:-3] + c["new"]  # R/ota -> R/ + the slot
             if _size(slot + "/manifest.new") >= 0:
                 os.rename(slot + "/manifest.new", slot + "/manifest")
             c["cur"] = c["new"]
@@ -431,3 +432,57 @@ class Client:
         save(self.dir + "/boot.json", c)
         log.info("ota: %s %s healthy: committed", c.get("kind"), c["version"])
         asyncio.create_task(self._last())  # noqa: RUF006 - MicroPython keeps running tasks alive
+
+
+class _Host:
+    """What a Client needs of a board (cfg, hw, ota, client, otac), in update mode, where no Board runs."""
+
+
+async def update(impl, cfg, c):
+    """Update mode: the board boots into it when an offer waits in ota/offer (firmware/loader.py, start.py) and
+    does nothing else while it downloads, so that the download has the heap the running board would use
+    (docs/ota.md, "Heap"). Actuators are held at their fail-safe values; the watchdog is fed; no telemetry is
+    sampled (the board shows offline, its `downloading` reports say why). It ends with a reset: into the
+    trial once installed, into the running version when the offer is refused or cancelled, or when no chunk
+    came for 10 minutes (the offer is then dropped: the hub offers it again)."""
+    from firmware.app import client_for, guard
+
+    acts = cfg["actuators"]
+    for name in acts:
+        impl.actuator(name, acts[name]).set(acts[name]["failsafe"])
+    host = _Host()
+    host.hw = impl
+    host.cfg = cfg
+    host.ota = c
+    host.client = client = client_for(cfg["mqtt"], cfg["site"], cfg["device"])
+    client.can_connect = impl.link_up
+    host.otac = me = Client(host)
+    topic = topics.build(cfg["site"], cfg["device"], topics.OTA)
+    client.set_callback(lambda t, msg, retained: me.on_message(msg) if t == topic else None)
+
+    async def up(client, session):
+        while impl.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
+            await asyncio.sleep(1)
+        await client.subscribe(topic, 1)
+        me.connected()
+
+    log.info("ota: update mode: nothing but the download runs")
+    guard("network", impl.network, cfg)
+    guard("mqtt", client.run, up)
+    impl.watchdog(cfg["watchdog"])
+    quiet = 0
+    seen = None
+    while host.otac is not None and quiet < 600:  # the client drops itself when it has nothing left to do
+        await asyncio.sleep(1)
+        impl.feed()
+        quiet = 0 if me.want != seen else quiet + 1
+        seen = me.want
+    if host.otac is not None:
+        log.error("ota: no chunk from the hub for 10 minutes: the offer is dropped (the hub offers it again)")
+        me._stop()
+        _remove(me.dir + "/offer")
+    for _ in range(10):  # the last report out first (the client keeps what awaits a PUBACK)
+        if not client._pending:  # no public view of it; this module and mqtt.py ship together
+            break
+        await asyncio.sleep(1)
+    impl.reset()
