@@ -13,8 +13,9 @@ from a stand-in hub, MQTT over TLS to a provisioned mosquitto). Per heap size an
 - `slots`: the same bundle laid out by `hub.tools.fw.install_unix` (slot `a/`, `loader.mpy`, `main.py`), no
   update: what a slotted board costs in a normal run;
 - `update`: a slotted board offered a new version (the same firmware, VERSION 0.2.0) by a stand-in for the
-  hub's OTA server: the download into slot b, verification, install (the process exits 3, a reset), then the
-  trial boot run until it has committed and reported `healthy`.
+  hub's OTA server: the offer (the process exits 3, a reset into update mode), the download into slot b,
+  verification, install (exit 3 again), then the trial boot run until it has committed and reported
+  `healthy`. Columns: the normal run before the offer, update mode (`update peak`), the trial.
 
 A bootstrap script wraps `asyncio.run` to print `gc.mem_alloc()` after a collection once start-up is over
 (heap at start) and `micropython.qstr_info()` (interned names, pools), then samples both every 0.25 s while the
@@ -107,7 +108,7 @@ def build(out: Path, version: str, chunk: int) -> Path:
 
 class Server:
     """The hub's OTA server for one board, standing in: an offer signed with the board's key, chunks answered
-    from the new bundle's folder, state reports kept. One paho client with the store's `tools` login."""
+    from the new bundle's folder, state reports kept. One paho client with a hub login of its own."""
 
     def __init__(self, broker: Mosquitto, device: str, store: TrustStore, folder: Path) -> None:
         identity = store.board(device)
@@ -121,7 +122,7 @@ class Server:
         self.chunks = 0
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-ota-{device}", clean_session=True)
         self.client.tls_set(ca_certs=str(store.ca_file))
-        self.client.username_pw_set(*store.hub("tools"))
+        self.client.username_pw_set(*store.hub("otaserver"))  # not `tools`: the stand-in hub logs in with it
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.subscribe(topics.build("lab", device, topics.OTAACK), 1)
@@ -209,7 +210,7 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
     script.write_text(BOOTSTRAP % (root, first))
     hub = HubStandIn(broker, device, store)
     server = Server(broker, device, store, new) if kind == "update" else None
-    logs = [board / "console-1.log", board / "console-2.log"]
+    logs = [board / "console-1.log", board / "console-2.log", board / "console-3.log"]
     result: dict[str, Any] = {"kind": kind, "heap": heap}
     process = start(board, script, heap, board / "board.json", logs[0])
     t0 = time.monotonic()
@@ -220,11 +221,14 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
         else:
             time.sleep(3)
             server.offer()
-            code = process.wait(seconds + 120)
+            code = process.wait(seconds + 120)  # the offer: a reset into update mode
+            if code == 3:
+                process = start(board, script, heap, board / "board.json", logs[1])
+                code = process.wait(seconds + 120)
             result["download_s"] = time.monotonic() - t0 - 3
             result["installed"] = code == 3 and server.state("installed") is not None
             result["chunks"] = server.chunks
-            process = start(board, script, heap, board / "board.json", logs[1])  # the reset: into the trial
+            process = start(board, script, heap, board / "board.json", logs[2])  # the reset: into the trial
             deadline = time.monotonic() + 60
             while server.state("healthy") is None and time.monotonic() < deadline and process.poll() is None:
                 time.sleep(0.2)
@@ -239,11 +243,11 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
             server.stop()
     texts = [log.read_text(errors="replace") for log in logs if log.exists()]
     result.update(figures(texts[0]))
-    if len(texts) > 1:
-        trial = figures(texts[1])
-        result["trial_peak_kb"] = trial["peak_kb"]
-        result["trial_max_names"] = trial["max_names"]
-        result["memory_error"] = result["memory_error"] or trial["memory_error"]
+    for name, text in zip(("update", "trial"), texts[1:], strict=False):
+        more = figures(text)
+        result[name + "_peak_kb"] = more["peak_kb"]
+        result[name + "_max_names"] = more["max_names"]
+        result["memory_error"] = result["memory_error"] or more["memory_error"]
     result["ran"] = result["ran"] and not result["memory_error"]
     result["tail"] = "\n".join("\n".join(texts).splitlines()[-4:])
     return result
@@ -278,6 +282,7 @@ def main() -> int:
         devices = [f"b-{k}-{h}-{c}-{r}" for k in kinds for h in heaps for c in chunks for r in range(args.runs)]
         provision.init_store(work / "store", "lab")
         provision.add_boards(work / "store", devices)
+        provision.add_hub(work / "store", "otaserver")
         store = TrustStore.load(work / "store")
         with Mosquitto(work / "mosquitto", store=store.root) as broker:
             for run in range(args.runs):
@@ -297,7 +302,9 @@ def main() -> int:
     columns = (("start KB", "start_kb", "%.1f", 9), ("names", "names", "%d", 6), ("pools", "pools", "%d", 6),
                ("peak KB", "peak_kb", "%.1f", 9), ("most names", "max_names", "%d", 11),
                ("pools then", "max_pools", "%d", 11), ("download s", "download_s", "%.1f", 11),
-               ("chunks", "chunks", "%d", 7), ("trial peak KB", "trial_peak_kb", "%.1f", 14))
+               ("chunks", "chunks", "%d", 7), ("update peak KB", "update_peak_kb", "%.1f", 15),
+               ("names then", "update_max_names", "%d", 11), ("trial peak KB", "trial_peak_kb", "%.1f", 14),
+               ("names then", "trial_max_names", "%d", 11))
     print(f"  {'run':>6} {'heap':>5} {'chunk':>6} {'ran':>4} " + " ".join(t.rjust(w) for t, _, _, w in columns))
     for (kind, heap, chunk), rs in results.items():
         ran = sum(bool(r["ran"]) for r in rs)
