@@ -1,16 +1,16 @@
 """Updates over the air, the board's side: offers, the download into the inactive slot, the commit, the reports.
 
-firmware/app.py imports this on the first need only (an `ota` message, a trial to commit, a report the
-loader left on flash): a board that is never updated never loads it. The steps (docs/ota.md, "On the board"):
+Loaded only when there is update work at a start (firmware/loader.py's `load` note): `update()` runs the board
+in update mode when an offer waits (start.py), and app.py loads a Client at the start of a trial or when a
+report waits. A board that is never updated never loads it; an offer that comes during a normal run is saved in
+`ota/offer` by app.py, which resets the board into update mode (docs/ota.md, "Heap"). The steps (docs/ota.md,
+"On the board"):
 
 1. An offer (protocols/ota.py) must carry the HMAC of this board's command key (`commands.key`); a board
    without one refuses every offer (logged: it has no key to sign a report with). Refused too, with a signed
    `refused` report: a bad signature, an offer more than a day older (or newer) than the board clock, any
    trial still running, and later a bundle for a newer MicroPython. The running version is answered
    `current`.
-0. An offer that comes while this module is not loaded is saved in `ota/offer` by app.py, which resets the
-   board: this module is then imported while the board starts, before its heap is cut up by the running
-   tasks (docs/ota.md, "Heap"), and takes the offer up once connected.
 2. The offer is kept in `ota/offer`; the inactive slot (`b` when `a` runs, else `a`; `ota/cfg` for a config)
    is emptied unless it holds a download of this very bundle (`bundle` there names its manifest's SHA-256),
    whose files are then resumed.
