@@ -90,16 +90,18 @@ sys.path.insert(0, %r)
 """
 
 
-def build(out: Path, version: str, chunk: int) -> Path:
-    """The firmware with VERSION = version and the board's chunk size set to `chunk`, as `qala fw build` builds it."""
+def build(out: Path, version: str, chunk: int, source: Path = REPO) -> Path:
+    """The firmware of `source` with VERSION = version and the board's chunk size set to `chunk`, as `qala fw
+    build` builds it."""
     root = Path(tempfile.mkdtemp(prefix="qala-otabench-src-"))
     try:
         for package in bundle.PACKAGES:
-            shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
         init = root / "firmware" / "__init__.py"
         init.write_text(re.sub(r'VERSION = "[^"]*"', f'VERSION = "{version}"', init.read_text()))
         client = root / "firmware" / "ota.py"
-        client.write_text(re.sub(r"_CHUNK = const\(\d+\)", f"_CHUNK = const({chunk})", client.read_text()))
+        if client.exists():
+            client.write_text(re.sub(r"_CHUNK = const\(\d+\)", f"_CHUNK = const({chunk})", client.read_text()))
         fw.build_bundle(out, root=root)
     finally:
         shutil.rmtree(root)
@@ -270,6 +272,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of a normal run (flat, slots)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (the boards' consoles)")
+    parser.add_argument("--source", type=Path, default=REPO,
+                        help="the repository whose firmware runs (e.g. a checkout of an older commit: --kinds flat)")
     args = parser.parse_args()
     heaps = [h.strip() for h in args.heaps.split(",") if h.strip()]
     chunks = [int(c) for c in args.chunks.split(",") if c.strip()]
@@ -278,7 +282,7 @@ def main() -> int:
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     try:
         new = build(work / "new", "0.2.0", chunks[0])
-        olds = {chunk: build(work / f"old-{chunk}", "0.1.0", chunk) for chunk in chunks}
+        olds = {chunk: build(work / f"old-{chunk}", "0.1.0", chunk, args.source) for chunk in chunks}
         devices = [f"b-{k}-{h}-{c}-{r}" for k in kinds for h in heaps for c in chunks for r in range(args.runs)]
         provision.init_store(work / "store", "lab")
         provision.add_boards(work / "store", devices)
