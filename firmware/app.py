@@ -111,7 +111,7 @@ class Board:
         self.t_hubs = topics.hub_topic(site)  # qala/{site}/_hub/+
         self.hubs = {}  # hub name -> [state, heartbeat s, ticks of its last message]
         # updates over the air (docs/ota.md): only when the A/B loader runs the board (firmware/loader.py), whose
-        # boot record `ota` is; firmware/ota.py is imported on the first need
+        # boot record `ota` is; firmware/ota.py is loaded at the start when it has work (below), else not at all
         self.ota = ota
         self.otac = None
         if ota is not None:
@@ -128,6 +128,10 @@ class Board:
             from firmware.actuators import Actuators
 
             self.acts = Actuators(self, state)
+        if ota is not None and ota["load"]:  # an offer, a trial or a report waits: the update's code, now
+            from firmware import ota as code
+
+            self.otac = code.Client(self)
 
     # ------------------------------------------------------------------------------------ readings
 
@@ -226,8 +230,8 @@ class Board:
                 self.progress = time.ticks_ms()  # the first record to wait for a confirmation
             await self.client.publish(self.t_telemetry, rec, False, 1)
             buf.sent_one(rec)
-            if self.ota is not None and self.ota["new"] and not buf.confirming:
-                self._ota().commit()  # no hub confirmations on this board: the broker's PUBACK is the proof
+            if self.otac is not None and not buf.confirming:
+                self.otac.commit()  # a trial and no hub confirmations on this board: the broker's PUBACK proves it
             self.vitals.sent_at = time.ticks_ms()
             await asyncio.sleep_ms(self.replay_ms if len(buf) > buf.sent else 0)
 
@@ -266,10 +270,18 @@ class Board:
                 if self.buf.confirm(boot, seq):
                     self.progress = time.ticks_ms()
                     self.resend_ms = self.cfg["buffer"]["resend_after"] * 1000
-                if boot == self.boot and self.ota is not None and self.ota["new"]:
-                    self._ota().commit()  # the hub stored a record of this boot: the trial is healthy
+                if boot == self.boot and self.otac is not None:
+                    self.otac.commit()  # the hub stored a record of this boot: a trial is healthy
             elif self.ota is not None and topic == self.t_ota:
-                self._ota().on_message(msg)
+                if self.otac is not None:
+                    self.otac.on_message(msg)
+                elif msg[:14] == b'{"op":"offer",':
+                    # kept on flash and taken up at the start, where firmware/ota.py loads before the running
+                    # tasks cut the heap up: loaded now it may not find room to work (docs/ota.md, "Heap")
+                    with open(self.ota["dir"] + "/ota/offer", "wb") as f:
+                        f.write(msg)
+                    log.info("ota: update offered: resetting to take it up")
+                    self.hw.reset()
             elif topic.startswith(hubs):
                 name = topic[len(hubs):]
                 state, hb = liveness.decode_hub_state(msg)
@@ -281,13 +293,6 @@ class Board:
                 self.acts.on_message(topic, msg, retained)
         except ProtocolError as exc:
             log.warn("message on %s refused: %s", topic, exc)
-
-    def _ota(self):
-        if self.otac is None:
-            from firmware.ota import Client
-
-            self.otac = Client(self)
-        return self.otac
 
     def linked(self):
         """The uplink as actuators see it: the broker connected and a hub alive behind it (online, with a
@@ -312,8 +317,8 @@ class Board:
             await self.acts.subscribe(client)
         if self.ota is not None:
             await client.subscribe(self.t_ota, 1)
-            if self.otac is not None or self.ota["_wake"]:  # a report to send, a download to carry on, a trial
-                self._ota().connected()
+            if self.otac is not None:  # a report to send, a download to carry on, a trial to commit
+                self.otac.connected()
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()

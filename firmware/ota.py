@@ -1,7 +1,10 @@
 """Updates over the air, the board's side: offers, the download into the inactive slot, the commit, the reports.
 
-firmware/app.py imports this on the first need only (an `ota` message, a trial to commit, a report the
-loader left on flash): a board that is never updated never loads it. The steps (docs/ota.md, "On the board"):
+Loaded only when there is update work at a start (firmware/loader.py's `load` note): `update()` runs the board
+in update mode when an offer waits (start.py), and app.py loads a Client at the start of a trial or when a
+report waits. A board that is never updated never loads it; an offer that comes during a normal run is saved in
+`ota/offer` by app.py, which resets the board into update mode (docs/ota.md, "Heap"). The steps (docs/ota.md,
+"On the board"):
 
 1. An offer (protocols/ota.py) must carry the HMAC of this board's command key (`commands.key`); a board
    without one refuses every offer (logged: it has no key to sign a report with). Refused too, with a signed
@@ -9,7 +12,8 @@ loader left on flash): a board that is never updated never loads it. The steps (
    trial still running, and later a bundle for a newer MicroPython. The running version is answered
    `current`.
 2. The offer is kept in `ota/offer`; the inactive slot (`b` when `a` runs, else `a`; `ota/cfg` for a config)
-   is emptied unless it holds a download of this very bundle, whose files are then resumed.
+   is emptied unless it holds a download of this very bundle (`bundle` there names its manifest's SHA-256),
+   whose files are then resumed.
 3. The manifest (file -1), then each file, chunk by chunk: one `get` (f, o, n) on `otaack`, one chunk back on
    `ota`, appended to the file on flash at once, so a reset or a lost connection resumes from the file's
    size. A request unanswered for 5 s is asked again (up to a minute apart). `downloading` is reported at
@@ -74,7 +78,7 @@ def _remove(path):
 
 def _clear(folder):
     """Empty a slot: its manifests first (the loader never takes a half-emptied slot for complete), then the rest."""
-    for name in ("/manifest", "/manifest.new", "/manifest.dl"):
+    for name in ("/manifest", "/manifest.new", "/manifest.dl", "/bundle"):
         _remove(folder + name)
     try:
         entries = list(os.ilistdir(folder))
@@ -104,9 +108,9 @@ def _mkdirs(folder):
 
 def save(path, obj):
     """obj as JSON in path, atomically (tmp file + rename: a power cut leaves the old file or the new one),
-    without the keys starting with `_` (the loader's notes for this run)."""
+    without the loader's notes for this run (firmware/loader.py)."""
     with open(path + ".tmp", "w") as f:
-        json.dump({k: obj[k] for k in obj if k[0] != "_"}, f)
+        json.dump({k: obj[k] for k in obj if k not in ("dir", "path", "file", "load", "error")}, f)
     os.rename(path + ".tmp", path)
 
 
@@ -114,7 +118,7 @@ class Client:
     def __init__(self, board):
         self.b = board
         self.c = board.ota  # the loader's boot record, shared: commit() ends its trial, the loader sees it
-        self.dir = self.c["_root"] + "/ota"
+        self.dir = self.c["dir"] + "/ota"  # R/ota, R the folder of the slots
         cfg = board.cfg
         k = cfg.get("commands")
         self.key = sign.Key(binascii.unhexlify(k["key"])) if k else None
@@ -157,7 +161,8 @@ class Client:
         try:
             with open(path) as f:  # noqa: ASYNC230 - a board has no async files: a few bytes from flash
                 last = json.load(f)
-            ev = self.report(last["id"], last["version"], last["state"], why=last.get("reason"))
+            # the loader writes a rollback's reason without a state (a literal it would keep interned)
+            ev = self.report(last["id"], last["version"], last.get("state", "rolledback"), why=last.get("reason"))
         except (OSError, ValueError, KeyError, TypeError):
             return
         if ev is not None:
@@ -166,15 +171,21 @@ class Client:
             except _Timeout:
                 return  # not acknowledged: reported again at the next connect
         _remove(path)
-        if self.task is None and not self.c["new"]:  # nothing left to do: give the heap back until the next offer
-            import firmware
-            import protocols
+        self._idle()
 
-            self.b.otac = None
-            for pkg, name in ((firmware, "ota"), (protocols, "ota_board")):
-                sys.modules.pop(pkg.__name__ + "." + name, None)
-                if hasattr(pkg, name):
-                    delattr(pkg, name)
+    def _idle(self):
+        """Nothing left to do (no download, no trial, no report to send): give the heap back. The next offer
+        resets the board and takes this module up again at the start (app.py)."""
+        if self.task is not None or self.c["new"] or _size(self.dir + "/last.json") >= 0:
+            return
+        import firmware
+        import protocols
+
+        self.b.otac = None
+        for pkg, name in ((firmware, "ota"), (protocols, "ota_board")):
+            sys.modules.pop(pkg.__name__ + "." + name, None)
+            if hasattr(pkg, name):
+                delattr(pkg, name)
 
     def on_message(self, msg):
         """An `ota` message: a chunk answering the request in flight, or an offer or cancel (signed)."""
@@ -204,37 +215,40 @@ class Client:
                 if exc.field == "sig":
                     claim = json.loads(msg)
                     self.report(claim["id"], claim.get("version") or VERSION, "refused", why=exc.problem)
-                return
+                raise
         except (ProtocolError, ValueError, KeyError, TypeError) as exc:
-            log.warn("ota: message refused: %s", exc)
+            if not isinstance(exc, ProtocolError) or exc.field != "sig":
+                log.warn("ota: message refused: %s", exc)
+            self._drop()
             return
         rid = m["id"]
         old = self.offer
         if m["op"] == "cancel":
             if old is not None and old["id"] == rid:
                 self._stop()
-                _remove(self.dir + "/offer")
                 self.report(rid, old["version"], "cancelled")
+            self._drop()
             return
         why = self._refusal(m)
         if why is not None:
             self.report(rid, m["version"], "current" if why == "current" else "refused",
                         why=None if why == "current" else why)
+            self._drop()
             return
         if old is not None and old["id"] == rid and self.task is not None:
             return  # the hub said it again: the download goes on
-        keep = False  # the slot holds a download of this very bundle (a reset, or the same bundle offered again)
-        try:
-            with open(self.dir + "/offer") as f:
-                keep = json.load(f)["manifest"] == m["manifest"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
         with open(self.dir + "/offer.tmp", "wb") as f:
             f.write(msg)
         os.rename(self.dir + "/offer.tmp", self.dir + "/offer")
         self._stop()
         self.offer = m
-        self.task = asyncio.create_task(self._fetch(m, keep))
+        self.task = asyncio.create_task(self._fetch(m))
+
+    def _drop(self):
+        """No download goes on: forget a saved offer (refused, cancelled) and give the heap back."""
+        if self.task is None:
+            _remove(self.dir + "/offer")
+            self._idle()
 
     def _refusal(self, m):
         """Why an offer whose signature is right is not taken ("current": it runs already), or None."""
@@ -256,16 +270,24 @@ class Client:
         self.task = None
         self.offer = None
 
-    async def _fetch(self, m, keep):
+    async def _fetch(self, m):
         """Download, verify and install the offer m (module docstring, steps 2-5), or refuse it."""
         rid, version, c = m["id"], m["version"], self.c
-        slot = self.dir + "/cfg" if m["kind"] == "config" else "%s/%s" % (c["_root"], "b" if c["cur"] == "a" else "a")
+        slot = self.dir + "/cfg" if m["kind"] == "config" else self.dir[:-3] + ("b" if c["cur"] == "a" else "a")
         man = slot + "/manifest.dl"
         self.buf = bytearray(self.n)
         try:
-            if not keep or _size(man) > m["size"] or (_size(man) == m["size"] and self._sha(man) != m["manifest"]):
+            held = None  # which bundle the slot holds a download of (slot/bundle: its manifest's SHA-256)
+            try:
+                with open(slot + "/bundle") as f:  # noqa: ASYNC230 - a board has no async files: 64 bytes
+                    held = f.read()
+            except OSError:
+                pass
+            if held != m["manifest"] or _size(man) > m["size"]:
                 _clear(slot)
-            _mkdirs(slot)
+                _mkdirs(slot)
+                with open(slot + "/bundle", "w") as f:  # noqa: ASYNC230 - as above
+                    f.write(m["manifest"])
             await self._file(-1, man, m["size"])
             if self._sha(man) != m["manifest"]:
                 raise _Stop("hash mismatch: manifest")
@@ -293,7 +315,7 @@ class Client:
                 new = c["cur"]
             else:
                 os.rename(man, slot + "/manifest.new")
-                new = slot[slot.rfind("/") + 1:]
+                new = slot[-1]
             save(self.dir + "/boot.json", {"cur": c["cur"], "new": new, "kind": m["kind"], "tries": 0,
                                            "max": m["tries"], "trial": m["trial"], "id": rid, "version": version,
                                            "config": c.get("config")})
@@ -319,9 +341,9 @@ class Client:
                 self.buf = None
                 self.want = None
         _clear(slot)
-        _remove(self.dir + "/offer")
         self.task = self.offer = None
         self.report(rid, version, "refused", why=why)
+        self._drop()
 
     def _scan(self, man, m, i=-1):
         """The i-th `file` line of the manifest as ("file", path, size, sha256 hex); with i = -1, (files, total
@@ -391,7 +413,7 @@ class Client:
             return
         if c.get("kind") == "config":
             new = self.dir + "/board.new.json"
-            home = c["_home"]
+            home = c["path"]
             if _size(new) >= 0:
                 old = home[:home.rfind("/") + 1] + "board.old.json"
                 with open(home, "rb") as src, open(old + ".tmp", "wb") as dst:
@@ -400,7 +422,7 @@ class Client:
                 os.rename(new, home)
             c["config"] = c["version"]
         else:
-            slot = "%s/%s" % (c["_root"], c["new"])
+            slot = self.dir[:-3] + c["new"]  # R/ota -> R/ + the slot
             if _size(slot + "/manifest.new") >= 0:
                 os.rename(slot + "/manifest.new", slot + "/manifest")
             c["cur"] = c["new"]
@@ -410,3 +432,57 @@ class Client:
         save(self.dir + "/boot.json", c)
         log.info("ota: %s %s healthy: committed", c.get("kind"), c["version"])
         asyncio.create_task(self._last())  # noqa: RUF006 - MicroPython keeps running tasks alive
+
+
+class _Host:
+    """What a Client needs of a board (cfg, hw, ota, client, otac), in update mode, where no Board runs."""
+
+
+async def update(impl, cfg, c):
+    """Update mode: the board boots into it when an offer waits in ota/offer (firmware/loader.py, start.py) and
+    does nothing else while it downloads, so that the download has the heap the running board would use
+    (docs/ota.md, "Heap"). Actuators are held at their fail-safe values; the watchdog is fed; no telemetry is
+    sampled (the board shows offline, its `downloading` reports say why). It ends with a reset: into the
+    trial once installed, into the running version when the offer is refused or cancelled, or when no chunk
+    came for 10 minutes (the offer is then dropped: the hub offers it again)."""
+    from firmware.app import client_for, guard
+
+    acts = cfg["actuators"]
+    for name in acts:
+        impl.actuator(name, acts[name]).set(acts[name]["failsafe"])
+    host = _Host()
+    host.hw = impl
+    host.cfg = cfg
+    host.ota = c
+    host.client = client = client_for(cfg["mqtt"], cfg["site"], cfg["device"])
+    client.can_connect = impl.link_up
+    host.otac = me = Client(host)
+    topic = topics.build(cfg["site"], cfg["device"], topics.OTA)
+    client.set_callback(lambda t, msg, retained: me.on_message(msg) if t == topic else None)
+
+    async def up(client, session):
+        while impl.now_ms() is None:  # noqa: ASYNC110 - the clock has no event to wait on
+            await asyncio.sleep(1)
+        await client.subscribe(topic, 1)
+        me.connected()
+
+    log.info("ota: update mode: nothing but the download runs")
+    guard("network", impl.network, cfg)
+    guard("mqtt", client.run, up)
+    impl.watchdog(cfg["watchdog"])
+    quiet = 0
+    seen = None
+    while host.otac is not None and quiet < 600:  # the client drops itself when it has nothing left to do
+        await asyncio.sleep(1)
+        impl.feed()
+        quiet = 0 if me.want != seen else quiet + 1
+        seen = me.want
+    if host.otac is not None:
+        log.error("ota: no chunk from the hub for 10 minutes: the offer is dropped (the hub offers it again)")
+        me._stop()
+        _remove(me.dir + "/offer")
+    for _ in range(10):  # the last report out first (the client keeps what awaits a PUBACK)
+        if not client._pending:  # no public view of it; this module and mqtt.py ship together
+            break
+        await asyncio.sleep(1)
+    impl.reset()

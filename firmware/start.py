@@ -1,9 +1,21 @@
 """Start-up: read and validate the board config, count the boot, then run the board or safe mode.
 
-Runs once; firmware/entry.py drops it from memory, with firmware.config, before it imports the board's own modules,
-so that validation and the running board never need RAM at the same time.
+`run(config_path, ota=None)` -> (mode, coroutine), not yet run: mode "board" (MQTT uplink), "modbus" (Modbus
+uplink: firmware/mbserve.py) or "safe" (the config cannot run; the coroutine reports why). firmware/main.py
+runs the coroutine with asyncio.run; the A/B loader (firmware/loader.py) runs it too, and watches it while a
+new version or config is on trial. Runs once: `run` drops this module from memory, with firmware.config,
+before it imports the board's own modules, so that validation and the running board never need RAM at the
+same time.
+
+`ota`, from the loader only, is its boot record (a dict; firmware/loader.py): with it an MQTT board takes
+updates (firmware/ota.py). For a config trial `ota["file"]` names the config to read; in safe mode the error
+goes into `ota["error"]`, for the loader to roll the trial back with. A Modbus board takes no updates over
+the air (its uplink is Modbus; it is updated by cable, docs/ota.md).
+
+(Not a module of its own: every module costs the board's qstr pool its name and its file's path.)
 """
 
+import gc
 import sys
 
 from firmware import hw, log
@@ -35,13 +47,13 @@ def _resolve_ca(config_path, *settings):
             m["ca"] = config_path[:cut + 1] + m["ca"]
 
 
-def prepare(config_path, home=None):
-    """("board", Board args) or ("safe", safe.run args); firmware.entry runs them after dropping this module.
+def prepare(config_path, file=None):
+    """("board", Board args) or ("safe", safe.run args), from the config in `file` (default: config_path).
 
-    `home` (default: config_path) is the board's own config path, whose folder holds the state folder and a
-    relative `mqtt.ca`: a config on trial (docs/ota.md) is read from elsewhere but runs as the board's own.
+    config_path is the board's own config, whose folder holds the state folder and a relative `mqtt.ca`: a
+    config on trial (docs/ota.md) is read from another file but runs as the board's own.
     """
-    home = home or config_path
+    home = config_path
     impl = hw.load()
     # The wire codec first, while the heap is empty: its big tables then sit in one block, not in holes.
     from firmware import config, sensors
@@ -51,7 +63,7 @@ def prepare(config_path, home=None):
     reach = None
     cfg = None
     try:
-        raw = config.read(config_path)
+        raw = config.read(file or config_path)
         reach = config.reach(raw)
         if reach is not None:
             w = raw.get("wifi")
@@ -86,3 +98,31 @@ def prepare(config_path, home=None):
     if error is not None:
         return "safe", (impl, error, reach, boot)
     return "board", (impl, cfg, caps, boot, impl.state)
+
+
+def run(config_path, ota=None):
+    """(mode, coroutine) of the board for its config (module docstring)."""
+    import firmware
+
+    mode, args = prepare(config_path, ota["file"] if ota is not None and "file" in ota else None)
+    sys.modules.pop("firmware.start", None)  # validation is done: this module goes too
+    if hasattr(firmware, "start"):
+        del firmware.start
+    gc.collect()
+    if mode == "safe":
+        from firmware import safe
+
+        if ota is not None:
+            ota["error"] = args[1]
+        return mode, safe.run(*args)
+    if args[1]["uplink"] == "modbus":
+        from firmware import mbserve
+
+        return "modbus", mbserve.ModbusBoard(*args).run()
+    if ota is not None and ota["load"] == 2:  # an offer waits: update mode (firmware/ota.py), nothing else runs
+        from firmware import ota as code
+
+        return "update", code.update(args[0], args[1], ota)
+    from firmware import app
+
+    return "board", app.Board(*args, ota).run()

@@ -90,7 +90,7 @@ def test_update_from_a_to_b_committed_after_the_hub_confirms(
     rig.wait_birth(DEVICE, NEW, 60, board)
     healthy = rig.wait_state(DEVICE, "healthy", 60, board)
     assert (healthy["id"], healthy["version"]) == ("r1", NEW)
-    assert board.exits == [3]  # one reset: into the trial
+    assert board.exits == [3, 3]  # two resets: into update mode for the download, then into the trial
     record = board.boot_record()
     assert (record["cur"], record["new"], record["version"]) == ("b", None, NEW)
     assert (board.dir / "b" / "manifest").is_file()
@@ -141,7 +141,8 @@ def test_a_tampered_file_or_manifest_is_refused(
     refused = rig.wait_state(DEVICE, "refused", 60, board, rid="r2")
     assert refused["reason"] == "hash mismatch: manifest"
     assert not any(m["f"] >= 0 for d, m in rig.gets if m["id"] == "r2")  # no file fetched
-    assert board.exits == []  # never reset: still the old version, untouched
+    assert set(board.exits) == {3}  # resets into update mode and back; never into a trial
+    assert {fw for _, fw in rig.births} == {OLD}
     assert board.process is not None
     assert board.process.poll() is None
     assert "Traceback" not in board.output()
@@ -160,7 +161,8 @@ def test_an_offer_signed_with_another_key_or_replayed_is_refused(
     assert refused["reason"].startswith("too old: offered 48 h")
     assert not rig.gets  # nothing was fetched
     assert not (board.dir / "ota" / "offer").exists()
-    assert board.exits == []
+    assert set(board.exits) == {3}  # resets into update mode and back
+    assert {fw for _, fw in rig.births} == {OLD}
 
 
 def test_a_version_that_raises_at_start_up_is_rolled_back(
@@ -174,8 +176,8 @@ def test_a_version_that_raises_at_start_up_is_rolled_back(
     rolled = rig.wait_state(DEVICE, "rolledback", 60, board)
     assert (rolled["id"], rolled["version"]) == ("r1", "0.3.0")
     assert rolled["reason"] == "raised at start-up: ValueError: broken on purpose"
-    rig.wait_birth(DEVICE, OLD, 30, board, after=before)
-    assert board.exits == [3, 3]  # into the trial, and out of it
+    rig.wait_birth(DEVICE, OLD, 30, board, after=before)  # update mode has no birth
+    assert board.exits == [3, 3, 3]  # into update mode, into the trial, and out of it
     record = board.boot_record()
     assert (record["cur"], record["new"]) == ("a", None)
     assert not (board.dir / "b" / "manifest").exists()  # a rolled-back slot is never taken for a working one
@@ -195,7 +197,7 @@ def test_a_version_that_never_sends_is_rolled_back_after_its_trial(
     assert rolled["reason"] == "not healthy within 10 s"
     assert time.monotonic() - started_at >= 5
     rig.wait_birth(DEVICE, OLD, 30, board, after=trial + 1)
-    assert board.exits == [3, 3]
+    assert board.exits == [3, 3, 3]
     assert board.boot_record()["new"] is None
     assert not any(m["state"] == "healthy" for m in rig.states_of(DEVICE))
 
