@@ -44,9 +44,12 @@ async def _guarded(name, make, args):
             await make(*args)
             return
         except Exception as exc:
-            log.error("task %s failed: %s; restarting", name, log.why(exc))
-            if _failed[0] is not None:
+            if _failed[0] is not None:  # first: counting a MemoryError must not wait on a log line's heap
                 _failed[0](exc)
+            try:
+                log.error("task %s failed: %s; restarting", name, log.why(exc))
+            except MemoryError:
+                pass
             await asyncio.sleep(1)
 
 

@@ -16,12 +16,15 @@ level = INFO
 def log(lvl, msg, args=()):
     if lvl < level:
         return
-    if args:
-        try:
-            msg = msg % args
-        except (TypeError, ValueError):
-            msg = "%s %r" % (msg, args)
-    print("qala", "DIWE"[lvl // 10 - 1], msg)
+    try:
+        if args:
+            try:
+                msg = msg % args
+            except (TypeError, ValueError):
+                msg = "%s %r" % (msg, args)
+        print("qala", "DIWE"[lvl // 10 - 1], msg)
+    except MemoryError:  # a full heap must not turn a log line into a dead task: the template alone
+        print("qala", "DIWE"[lvl // 10 - 1], msg)
 
 
 def debug(msg, *args):
