@@ -14,8 +14,9 @@ from a stand-in hub, MQTT over TLS to a provisioned mosquitto). Per heap size an
   update: what a slotted board costs in a normal run;
 - `update`: a slotted board offered a new version (the same firmware, VERSION 0.2.0) by a stand-in for the
   hub's OTA server: the offer (the process exits 3, a reset into update mode), the download into slot b,
-  verification, install (exit 3 again), then the trial boot run until it has committed and reported
-  `healthy`. Columns: the normal run before the offer, update mode (`update peak`), the trial.
+  verification, install (exit 3 again), the trial boot run until the loader has committed it (exit 3), then
+  update mode again, which reports `healthy` (exit 3). Columns: the normal run before the offer, update mode
+  (`update peak`), the trial, the report.
 
 A bootstrap script wraps `asyncio.run` to print `gc.mem_alloc()` after a collection once start-up is over
 (heap at start) and `micropython.qstr_info()` (interned names, pools), then samples both every 0.25 s while the
@@ -127,7 +128,7 @@ class Server:
         self.client.username_pw_set(*store.hub("otaserver"))  # not `tools`: the stand-in hub logs in with it
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe(topics.build("lab", device, topics.OTAACK), 1)
+        self.client.subscribe(topics.build("lab", device, ota.OTAACK), 1)
         self.client.loop_start()
 
     def offer(self) -> None:
@@ -135,7 +136,7 @@ class Server:
         payload = ota.encode_offer(self.key, "lab", self.device, "r1", "fw", parsed["version"],
                                    hashlib.sha256(self.manifest).hexdigest(), len(self.manifest), 300, 3,
                                    int(time.time() * 1000))
-        self.client.publish(topics.build("lab", self.device, topics.OTA), payload, qos=1)
+        self.client.publish(topics.build("lab", self.device, ota.OTA), payload, qos=1)
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         m = ota.decode_board(self.key, "lab", self.device, message.payload)
@@ -145,7 +146,7 @@ class Server:
         data = self.manifest if m["f"] == -1 else self.files[m["f"]]
         part = data[m["o"]:m["o"] + m["n"]]
         self.chunks += 1
-        self.client.publish(topics.build("lab", self.device, topics.OTA),
+        self.client.publish(topics.build("lab", self.device, ota.OTA),
                             ota.encode_chunk_header("r1", m["f"], m["o"], len(part)) + part, qos=1)
 
     def state(self, name: str) -> dict[str, Any] | None:
@@ -212,7 +213,7 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
     script.write_text(BOOTSTRAP % (root, first))
     hub = HubStandIn(broker, device, store)
     server = Server(broker, device, store, new) if kind == "update" else None
-    logs = [board / "console-1.log", board / "console-2.log", board / "console-3.log"]
+    logs = [board / f"console-{n}.log" for n in range(1, 5)]
     result: dict[str, Any] = {"kind": kind, "heap": heap}
     process = start(board, script, heap, board / "board.json", logs[0])
     t0 = time.monotonic()
@@ -231,11 +232,10 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
             result["installed"] = code == 3 and server.state("installed") is not None
             result["chunks"] = server.chunks
             process = start(board, script, heap, board / "board.json", logs[2])  # the reset: into the trial
-            deadline = time.monotonic() + 60
-            while server.state("healthy") is None and time.monotonic() < deadline and process.poll() is None:
-                time.sleep(0.2)
-            time.sleep(2)
-            result["ran"] = result["installed"] and server.state("healthy") is not None
+            code = process.wait(60)  # committed by the loader (or rolled back): a reset into update mode
+            process = start(board, script, heap, board / "board.json", logs[3])  # which sends the report
+            code = process.wait(60)
+            result["ran"] = result["installed"] and code == 3 and server.state("healthy") is not None
     except subprocess.TimeoutExpired:
         result["ran"] = False
     finally:
@@ -245,7 +245,7 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
             server.stop()
     texts = [log.read_text(errors="replace") for log in logs if log.exists()]
     result.update(figures(texts[0]))
-    for name, text in zip(("update", "trial"), texts[1:], strict=False):
+    for name, text in zip(("update", "trial", "report"), texts[1:], strict=False):
         more = figures(text)
         result[name + "_peak_kb"] = more["peak_kb"]
         result[name + "_max_names"] = more["max_names"]
@@ -308,7 +308,8 @@ def main() -> int:
                ("pools then", "max_pools", "%d", 11), ("download s", "download_s", "%.1f", 11),
                ("chunks", "chunks", "%d", 7), ("update peak KB", "update_peak_kb", "%.1f", 15),
                ("names then", "update_max_names", "%d", 11), ("trial peak KB", "trial_peak_kb", "%.1f", 14),
-               ("names then", "trial_max_names", "%d", 11))
+               ("names then", "trial_max_names", "%d", 11), ("report peak KB", "report_peak_kb", "%.1f", 15),
+               ("names then", "report_max_names", "%d", 11))
     print(f"  {'run':>6} {'heap':>5} {'chunk':>6} {'ran':>4} " + " ".join(t.rjust(w) for t, _, _, w in columns))
     for (kind, heap, chunk), rs in results.items():
         ran = sum(bool(r["ran"]) for r in rs)

@@ -26,6 +26,7 @@ problem, publishes it retained on its status topic when it can connect, and driv
 """
 
 import asyncio
+import os
 import time
 
 from firmware import VERSION, hw, log
@@ -59,17 +60,6 @@ def guard(name, make, *args):
     A plain coroutine and the arguments, not a closure or a lambda: no function object and cells per task.
     """
     return asyncio.create_task(_guarded(name, make, args))
-
-
-def client_for(mqtt, site, device):
-    """The board's MQTT client: persistent session, last will `offline` retained on its status topic."""
-    from firmware.mqtt import MQTTClient  # here: a board with a Modbus uplink never loads it
-
-    will = status.encode_status(status.OFFLINE)
-    c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
-                   mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"], 10, mqtt["ca"], mqtt["server_hostname"])
-    c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
-    return c
 
 
 def watch(board, state):
@@ -114,11 +104,15 @@ class Board:
         self.t_hubs = topics.hub_topic(site)  # qala/{site}/_hub/+
         self.hubs = {}  # hub name -> [state, heartbeat s, ticks of its last message]
         # updates over the air (docs/ota.md): only when the A/B loader runs the board (firmware/loader.py), whose
-        # boot record `ota` is; firmware/ota.py is loaded at the start when it has work (below), else not at all
+        # boot record `ota` is. The running board holds none of the update's code (it runs in update mode,
+        # firmware/ota.py): it saves an offer and resets, tells the loader when a trial is healthy (`done`),
+        # and resets into update mode when a report waits for a connection. Its topic is kept in the record:
+        # an attribute's name would be interned on every board.
         self.ota = ota
-        self.otac = None
         if ota is not None:
-            self.t_ota = topics.build(site, device, topics.OTA)
+            ota["ota"] = topics.build(site, device, "ota")
+        from firmware.mqtt import client_for  # here: a board with a Modbus uplink never loads it
+
         self.client = client_for(cfg["mqtt"], site, device)
         self.client.can_connect = impl.link_up
         # before the first connect: what the broker kept in the board's session while it was off (a command)
@@ -131,10 +125,6 @@ class Board:
             from firmware.actuators import Actuators
 
             self.acts = Actuators(self, state)
-        if ota is not None and ota["load"]:  # an offer, a trial or a report waits: the update's code, now
-            from firmware import ota as code
-
-            self.otac = code.Client(self)
 
     # ------------------------------------------------------------------------------------ readings
 
@@ -233,8 +223,8 @@ class Board:
                 self.progress = time.ticks_ms()  # the first record to wait for a confirmation
             await self.client.publish(self.t_telemetry, rec, False, 1)
             buf.sent_one(rec)
-            if self.otac is not None and not buf.confirming:
-                self.otac.commit()  # a trial and no hub confirmations on this board: the broker's PUBACK proves it
+            if self.ota is not None and not buf.confirming:
+                self.ota["done"] = 1  # no hub confirmations on this board: the broker's PUBACK proves a trial
             self.vitals.sent_at = time.ticks_ms()
             await asyncio.sleep_ms(self.replay_ms if len(buf) > buf.sent else 0)
 
@@ -273,18 +263,15 @@ class Board:
                 if self.buf.confirm(boot, seq):
                     self.progress = time.ticks_ms()
                     self.resend_ms = self.cfg["buffer"]["resend_after"] * 1000
-                if boot == self.boot and self.otac is not None:
-                    self.otac.commit()  # the hub stored a record of this boot: a trial is healthy
-            elif self.ota is not None and topic == self.t_ota:
-                if self.otac is not None:
-                    self.otac.on_message(msg)
-                elif msg[:14] == b'{"op":"offer",':
-                    # kept on flash and taken up at the start, where firmware/ota.py loads before the running
-                    # tasks cut the heap up: loaded now it may not find room to work (docs/ota.md, "Heap")
-                    with open(self.ota["dir"] + "/ota/offer", "wb") as f:
+                if boot == self.boot and self.ota is not None:
+                    self.ota["done"] = 1  # the hub stored a record of this boot: a trial is healthy (loader.py)
+            elif self.ota is not None and topic == self.ota["ota"]:
+                if msg[:14] == b'{"op":"offer",' and not self.ota["next"]:
+                    # kept on flash and taken up in update mode, which runs nothing else: loaded next to the
+                    # running board, the update's code would not find room to work (docs/ota.md, "Heap")
+                    with open(self.ota["dir"] + "/ota/offer.json", "wb") as f:
                         f.write(msg)
-                    log.info("ota: update offered: resetting to take it up")
-                    self.hw.reset()
+                    self.reset("ota: update offered: resetting to take it up", 0)
             elif topic.startswith(hubs):
                 name = topic[len(hubs):]
                 state, hb = liveness.decode_hub_state(msg)
@@ -319,9 +306,11 @@ class Board:
         if self.acts is not None:  # before the birth: a hub that sends a setpoint on seeing it reaches us
             await self.acts.subscribe(client)
         if self.ota is not None:
-            await client.subscribe(self.t_ota, 1)
-            if self.otac is not None:  # a report to send, a download to carry on, a trial to commit
-                self.otac.connected()
+            await client.subscribe(self.ota["ota"], 1)
+            if self.ota["load"] == 1:  # a report update mode could not send: the uplink works now
+                r = self.ota["dir"]
+                os.rename(r + "/ota/last.wait", r + "/ota/last.json")
+                self.reset("ota: a report waits: resetting to send it", 0)
         msg = status.encode_status(status.ONLINE, self.hw.now_ms(), self.boot, VERSION, self.caps)
         client.publish_nowait(self.t_status, msg, True)
         self.wake.set()
@@ -362,7 +351,20 @@ class Board:
                 self.resend_ms = min(self.resend_ms * 2, 600000)
             await asyncio.sleep(1)
 
-    def reset(self, why):
+    def reset(self, why, count=1):
+        """Reset the board: counted as a self reset (vitals), or with count 0 a planned one (into update mode,
+        docs/ota.md). What the buffer holds in RAM goes to flash first (when it has a file): nothing lost."""
+        buf = self.buf
+        buf.offline = True
+        try:
+            while buf.ram and buf.file_max:
+                buf._file_append(buf.ram.pop(0))
+        except Exception as exc:  # a full flash, a full heap: the reset must happen all the same
+            log.error("cannot keep the buffer: %s", log.why(exc))
+        if not count:
+            log.info(why)
+            self.hw.reset()
+            return
         n = self.self_resets + 1
         log.error("%s: resetting the board (self reset %d)", why, n)
         try:

@@ -3,27 +3,38 @@
 
 Never replaced over the air: it must boot whatever the slots hold. Precompiled, not a `.py` main script: the
 board compiling it at each boot would keep about 5 KB more heap. Its folder R holds `board.json`, the slots
-`a/` and `b/` (each: firmware/, protocols/, `manifest`) and `ota/` (`boot.json`, `offer`, `last.json`,
-`board.new.json`). `ota/boot.json` says which slot runs and which is on trial:
+`a/` and `b/` (each: firmware/, protocols/, `manifest`) and `ota/` (`boot.json`, `offer.json`, `last.json`,
+`last.wait`, `board.new.json`). `ota/boot.json` says which slot runs and which is on trial:
 
-    {"cur": "a", "new": "b" or null, "kind": "fw" or "config", "tries": 1, "max": 3, "trial": 300,
+    {"boot": "a", "next": "b" or null, "kind": "fw" or "config", "count": 1, "max": 3, "timeout": 300,
      "id": "r1", "version": "0.2.0", "config": "c7"}
+
+`boot` is the slot that runs, `next` the slot on trial (a config trial: the same slot), `count` the trial's
+boots so far, `timeout` its seconds to prove healthy. (Keys and function names here are names the interpreter
+knows already: each new one would be interned for as long as the board runs, and a board close to a new qstr
+pool pays for the whole pool, docs/ota.md "Heap".)
 
 Missing or unreadable (a damaged flash): the first slot whose `manifest` is complete (written only once the
 slot was verified and proved healthy, or installed by cable), `a` first; no slot at all: the flat layout
-(firmware/ in R), run as slot ".". A trial (`new` set): `tries` counted up on flash (tmp file + rename) before
-it runs; past `max`: rolled back ("reset N times in a row"). The trial runs the `new` slot (a config trial:
+(firmware/ in R), run as slot ".". A trial (`next` set): `count` counted up on flash (tmp file + rename) before
+it runs; past `max`: rolled back ("reset N times in a row"). The trial runs the `next` slot (a config trial:
 the current slot with `ota/board.new.json`), its folder first on sys.path, firmware/start.py's `run`; it is
 rolled back when the config does not validate (safe mode), when the job or its coroutine raises, or when it
-has not committed (firmware/ota.py, on the hub's confirmation) within `trial` seconds. A rollback writes
-`ota/last.json` (reported at the next connect), drops the trial from `ota/boot.json` and resets; the current
-slot's files are never touched.
+has not proved healthy within `timeout` seconds. Healthy: the running board (app.py) sets the boot record's
+`done` once the hub confirmed a record of this boot (or, on a board without confirmations, the broker
+acknowledged one); the loader, which looks every second, then commits the trial here: the slot becomes
+current (`manifest.new` -> `manifest`; a config: `board.json` kept as `board.old.json`, the new one renamed
+over it), `ota/last.json` records it, `ota/boot.json` drops the trial, and the board resets. A rollback
+writes `ota/last.json` with its reason, drops the trial from `ota/boot.json` and resets; the current slot's
+files are never touched. Either way the report waits in `ota/last.json`: the next start is update mode
+(firmware/ota.py), which sends it and resets into the normal run. So a running board, a trial included,
+never holds the update's code: only update mode does (docs/ota.md, "Heap").
 
 The boot record goes to the board as its `ota` (app.py, firmware/ota.py), with this run's notes under names the
 interpreter has interned already (a new name costs the board's qstr pool): `dir` (R), `path` (the board's
-config file), `file` (the config to read, in a config trial), `load` (the update's code has work at this
-start: 2, an offer waits, the board starts in update mode; true, a trial to commit or a report to send)
-and, from start.py, `error` (why safe mode).
+config file), `file` (the config to read, in a config trial), `load` (2: an offer or a report waits, the
+board starts in update mode; 1: a report waits in `ota/last.wait` for a connection), `done` (set by the
+trial: healthy), `ota` (the board's ota topic, app.py) and, from start.py, `error` (why safe mode).
 
 Imports sys, os, json, gc and asyncio only: nothing of a slot is loaded before the slot is chosen, and it
 prints its own few console lines (in firmware/log.py's format), since a broken slot may have no working log.
@@ -35,7 +46,8 @@ import os
 import sys
 
 
-def _has(path):
+def known(path):
+    """Whether path exists."""
     try:
         os.stat(path)
         return True
@@ -43,40 +55,64 @@ def _has(path):
         return False
 
 
-def _save(path, b):
+def keep(path, b):
     """b as JSON in path, without this run's notes, atomically: a new file renamed over the old one."""
     with open(path + ".being-written", "w") as f:
-        json.dump({k: b[k] for k in b if k not in ("dir", "path", "file", "load", "error")}, f)
+        json.dump({k: b[k] for k in b if k not in ("dir", "path", "file", "load", "done", "ota", "error")}, f)
     os.rename(path + ".being-written", path)
 
 
-def _back(b, why):
+def failed(b, why):
     """Roll the trial back: the reason for the hub in ota/last.json, the trial out of ota/boot.json."""
     print("qala E loader: %s %s rolled back: %s" % (b.get("kind"), b.get("version"), why))
     # Literals of more than 10 characters: a shorter one is interned (a qstr) for as long as the board runs.
     root = b["dir"]
     # no state in it: a rollback (firmware/ota.py reports it so)
-    _save(root + "/ota/last.json", {"id": b.get("id"), "version": b.get("version"), "reason": why})
-    if b.get("kind") == "config" and _has(root + "/ota/board.new.json"):
+    keep(root + "/ota/last.json", {"id": b.get("id"), "version": b.get("version"), "reason": why})
+    if b.get("kind") == "config" and known(root + "/ota/board.new.json"):
         os.remove(root + "/ota/board.new.json")
-    b["new"] = None
-    b["tries"] = 0
-    _save(root + "/ota/boot.json", b)
+    b["next"] = None
+    b["count"] = 0
+    keep(root + "/ota/boot.json", b)
 
 
-async def _watch(c, b):
-    """Run the coroutine c; while its trial is pending, end it when it raises or has not committed in time."""
+async def watch(c, b):
+    """Run the trial's coroutine c: commit it once it is healthy (`done`), end it when it raises or has not
+    proved healthy in time; either way the board resets (module docstring)."""
     import asyncio
 
     t = asyncio.create_task(c)
-    left = b.get("trial", 300)
-    while b["new"] and left > 0 and not t.done():
+    left = b.get("timeout", 300)
+    while left > 0 and not t.done() and not b.get("done"):
         await asyncio.sleep(1)
         left -= 1
-    if b["new"] and not t.done():
-        b["error"] = "not healthy within %d s" % b.get("trial", 300)
+    if t.done():
+        await t  # its exception: rolled back by main()
+    if not b.get("done"):
+        b["error"] = "not healthy within %d s" % b.get("timeout", 300)
         raise RuntimeError
-    await t
+    root = b["dir"]
+    if b.get("kind") == "config":
+        new = root + "/ota/board.new.json"
+        home = b["path"]
+        if known(new):
+            old = home[:home.rfind("/") + 1] + "board.old.json"
+            with open(home, "rb") as src, open(old + ".being-written", "wb") as dst:  # noqa: ASYNC230 - a few KB
+                dst.write(src.read())
+            os.rename(old + ".being-written", old)
+            os.rename(new, home)
+        b["config"] = b["version"]
+    else:
+        new = root + "/%s/manifest.new" % b["next"]
+        if known(new):
+            os.rename(new, new[:-4])  # the slot is complete
+        b["boot"] = b["next"]
+    # the report for update mode (firmware/ota.py): no reason is healthy
+    keep(root + "/ota/last.json", {"id": b.get("id"), "version": b.get("version")})
+    b["next"] = None
+    b["count"] = 0
+    keep(root + "/ota/boot.json", b)
+    print("qala I loader: %s %s healthy: committed" % (b.get("kind"), b.get("version")))
 
 
 def main():
@@ -86,30 +122,34 @@ def main():
     try:
         with open(root + "/ota/boot.json") as f:
             b = json.load(f)
-        if b["cur"] not in ("a", "b", ".") or b["new"] not in (None, "a", "b", "."):
+        if b["boot"] not in ("a", "b", ".") or b["next"] not in (None, "a", "b", "."):
             raise ValueError
     except Exception:  # missing, or half-written by a damaged flash: what the slots hold decides
-        b = {"cur": "a" if _has(root + "/a/manifest") else "b" if _has(root + "/b/manifest") else ".", "new": None}
+        b = {"boot": "a" if known(root + "/a/manifest") else "b" if known(root + "/b/manifest") else ".", "next": None}
     b["dir"] = root
     b["path"] = cfg
-    if b["new"]:
-        b["tries"] = b.get("tries", 0) + 1
+    if b["next"]:
+        b["count"] = b.get("count", 0) + 1
         try:
-            if b["tries"] > b.get("max", 3):
-                _back(b, "reset %d times in a row" % (b["tries"] - 1))
+            if b["count"] > b.get("max", 3):
+                failed(b, "reset %d times in a row" % (b["count"] - 1))
             else:
-                _save(root + "/ota/boot.json", b)
+                keep(root + "/ota/boot.json", b)
         except OSError as exc:
             print("qala E loader: cannot count the trial's boots (%s): running the current slot" % exc)
-            b["new"] = None
-    # 2: an offer waits (update mode, start.py); True: a trial to commit or a report to send
-    b["load"] = bool(b["new"]) or _has(root + "/ota/last.json")
-    if not b["new"] and _has(root + "/ota/offer"):
-        b["load"] = 2
-    slot = b["new"] or b["cur"]
-    if b["new"] and b.get("kind") == "config":
-        slot = b["cur"]
-        if _has(root + "/ota/board.new.json"):
+            b["next"] = None
+    # 2: an offer or a report waits: update mode (start.py, firmware/ota.py); 1: a report waits for the
+    # running board's next connection (app.py), update mode could not send it
+    b["load"] = 0
+    if not b["next"]:
+        if known(root + "/ota/offer.json") or known(root + "/ota/last.json"):
+            b["load"] = 2
+        elif known(root + "/ota/last.wait"):
+            b["load"] = 1
+    slot = b["next"] or b["boot"]
+    if b["next"] and b.get("kind") == "config":
+        slot = b["boot"]
+        if known(root + "/ota/board.new.json"):
             b["file"] = root + "/ota/board.new.json"
     sys.path.insert(0, root if slot == "." else root + "/" + slot)
     gc.collect()
@@ -118,21 +158,25 @@ def main():
 
         mode, c = start.run(cfg, b)
         del start
-        if b["new"] and mode == "safe":
+        if b["next"] and mode == "safe":
             raise RuntimeError  # rolled back below, with start.py's error
         import asyncio
 
-        asyncio.run(_watch(c, b) if b["new"] else c)
+        if not b["next"]:
+            asyncio.run(c)
+            return
+        asyncio.run(watch(c, b))
     except Exception as exc:
-        if not b["new"]:
+        if not b["next"]:
             raise
-        why = b.get("error")  # safe mode's (start.py) or the trial's time-out (_watch)
+        why = b.get("error")  # safe mode's (start.py) or the trial's time-out (watch)
         if why is None:
             why = "raised at start-up: %s: %s" % (type(exc).__name__, exc)
         elif not why.startswith("config") and not why.startswith("not healthy"):
             why = "safe mode: " + why
-        _back(b, why)
-        try:  # reset into the current slot
+        failed(b, why)
+    if b["next"] is None:  # committed or rolled back: reset into update mode, which reports it
+        try:
             import machine
 
             machine.reset()

@@ -15,6 +15,10 @@ reconnects after a backoff delay. `publish(..., qos=1)` returns once the broker 
 however many reconnections that takes: unacknowledged messages are kept with their packet id and sent
 again with DUP after each reconnect (MQTT 3.1.1 section 4.4). A PUBACK that times out on a live connection
 counts as a dead connection. MicroPython only (uses time.ticks_ms).
+
+`client_for(mqtt, site, device)`: the board's client from its config's mqtt section, with its last will (the
+running board, safe mode and update mode each make theirs with it; protocols.status and topics are imported
+there, by them).
 """
 
 import asyncio
@@ -341,3 +345,14 @@ class MQTTClient:
                 self._kill("no packet from the broker for %d s" % (self.keepalive * 3 // 2))
                 return
             await self._send(mc.PINGREQ_PACKET)
+
+
+def client_for(mqtt, site, device):
+    """The board's MQTT client: persistent session, last will `offline` retained on its status topic."""
+    from protocols import status, topics
+
+    will = status.encode_status(status.OFFLINE)
+    c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
+                   mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"], 10, mqtt["ca"], mqtt["server_hostname"])
+    c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
+    return c

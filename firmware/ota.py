@@ -1,17 +1,17 @@
-"""Updates over the air, the board's side: offers, the download into the inactive slot, the commit, the reports.
+"""Updates over the air, the board's side: offers, the download into the inactive slot, the reports.
 
-Loaded only when there is update work at a start (firmware/loader.py's `load` note): `update()` runs the board
-in update mode when an offer waits (start.py), and app.py loads a Client at the start of a trial or when a
-report waits. A board that is never updated never loads it; an offer that comes during a normal run is saved in
-`ota/offer` by app.py, which resets the board into update mode (docs/ota.md, "Heap"). The steps (docs/ota.md,
-"On the board"):
+Loaded only in update mode (firmware/loader.py's `load` note, start.py): `update()` runs the board when an offer
+or a report waits, and nothing else runs. A running board, a trial included, never loads it: an offer that
+comes during a normal run is saved in `ota/offer.json` by app.py, which resets the board into update mode; a
+trial is committed or rolled back by the loader, which leaves the report in `ota/last.json` and resets into
+update mode too (docs/ota.md, "Heap"). The steps (docs/ota.md, "On the board"):
 
 1. An offer (protocols/ota.py) must carry the HMAC of this board's command key (`commands.key`); a board
    without one refuses every offer (logged: it has no key to sign a report with). Refused too, with a signed
    `refused` report: a bad signature, an offer more than a day older (or newer) than the board clock, any
    trial still running, and later a bundle for a newer MicroPython. The running version is answered
    `current`.
-2. The offer is kept in `ota/offer`; the inactive slot (`b` when `a` runs, else `a`; `ota/cfg` for a config)
+2. The offer is kept in `ota/offer.json`; the inactive slot (`b` when `a` runs, else `a`; `ota/cfg` for a config)
    is emptied unless it holds a download of this very bundle (`bundle` there names its manifest's SHA-256),
    whose files are then resumed.
 3. The manifest (file -1), then each file, chunk by chunk: one `get` (f, o, n) on `otaack`, one chunk back on
@@ -23,10 +23,9 @@ report waits. A board that is never updated never loads it; an offer that comes 
 5. Installed: `manifest.dl` becomes `manifest.new` (a config: `ota/board.new.json`), `ota/boot.json` names the
    trial (tmp file + rename: never half-written), `installed` reported, the board resets into the trial
    (firmware/loader.py runs it and rolls it back if it fails).
-6. `commit()`, once the trial proved healthy (app.py: the hub confirmed a record of this boot): the slot
-   becomes current (`manifest.new` -> `manifest`; a config: `board.json` kept as `board.old.json`, the new
-   one renamed over it), `ota/last.json` records `healthy` and `ota/boot.json` drops the trial. Whatever
-   `ota/last.json` holds (also the loader's `rolledback`) is reported at the next connect, then removed.
+6. The trial is the loader's (firmware/loader.py): committed once healthy, or rolled back. What
+   `ota/last.json` holds then (`healthy`, or `rolledback` and its reason) is reported by update mode at its
+   connect, then removed, and the board resets into its normal run.
 
 Imports protocols.ota_board (the board's half of protocols/ota.py), protocols.sign, hashlib; knows nothing of
 MQTT packets or of how the loader boots.
@@ -110,19 +109,19 @@ def save(path, obj):
     """obj as JSON in path, atomically (tmp file + rename: a power cut leaves the old file or the new one),
     without the loader's notes for this run (firmware/loader.py)."""
     with open(path + ".tmp", "w") as f:
-        json.dump({k: obj[k] for k in obj if k not in ("dir", "path", "file", "load", "error")}, f)
+        json.dump({k: obj[k] for k in obj if k not in ("dir", "path", "file", "load", "done", "ota", "error")}, f)
     os.rename(path + ".tmp", path)
 
 
 class Client:
     def __init__(self, board):
         self.b = board
-        self.c = board.ota  # the loader's boot record, shared: commit() ends its trial, the loader sees it
+        self.c = board.ota  # the loader's boot record (firmware/loader.py)
         self.dir = self.c["dir"] + "/ota"  # R/ota, R the folder of the slots
         cfg = board.cfg
         k = cfg.get("commands")
         self.key = sign.Key(binascii.unhexlify(k["key"])) if k else None
-        self.t_ack = topics.build(cfg["site"], cfg["device"], topics.OTAACK)
+        self.t_ack = topics.build(cfg["site"], cfg["device"], ota.OTAACK)
         # a chunk, its header line and the topic fit the MQTT client's max_packet
         self.n = min(_CHUNK, (cfg["mqtt"]["max_packet"] - 256) & ~255)
         self.buf = None  # the one chunk buffer, while a download runs (hashing reads files back through it)
@@ -151,9 +150,9 @@ class Client:
     def connected(self):
         """At each connect: report what ota/last.json holds; carry on a download that a reset interrupted."""
         asyncio.create_task(self._last())  # noqa: RUF006 - MicroPython keeps running tasks alive
-        if self.task is None and _size(self.dir + "/offer") > 0:
+        if self.task is None and _size(self.dir + "/offer.json") > 0:
             log.info("ota: carrying on the download of the saved offer")
-            with open(self.dir + "/offer", "rb") as f:
+            with open(self.dir + "/offer.json", "rb") as f:
                 self.on_message(f.read())
 
     async def _last(self):
@@ -161,8 +160,10 @@ class Client:
         try:
             with open(path) as f:  # noqa: ASYNC230 - a board has no async files: a few bytes from flash
                 last = json.load(f)
-            # the loader writes a rollback's reason without a state (a literal it would keep interned)
-            ev = self.report(last["id"], last["version"], last.get("state", "rolledback"), why=last.get("reason"))
+            # the loader writes no state (a short literal would stay interned while the board runs): a reason is
+            # a rollback's, none a commit's
+            why = last.get("reason")
+            ev = self.report(last["id"], last["version"], "rolledback" if why else "healthy", why=why)
         except (OSError, ValueError, KeyError, TypeError):
             return
         if ev is not None:
@@ -174,18 +175,9 @@ class Client:
         self._idle()
 
     def _idle(self):
-        """Nothing left to do (no download, no trial, no report to send): give the heap back. The next offer
-        resets the board and takes this module up again at the start (app.py)."""
-        if self.task is not None or self.c["new"] or _size(self.dir + "/last.json") >= 0:
-            return
-        import firmware
-        import protocols
-
-        self.b.otac = None
-        for pkg, name in ((firmware, "ota"), (protocols, "ota_board")):
-            sys.modules.pop(pkg.__name__ + "." + name, None)
-            if hasattr(pkg, name):
-                delattr(pkg, name)
+        """Nothing left to do (no download, no report to send): update mode ends (update(), below)."""
+        if self.task is None and _size(self.dir + "/last.json") < 0:
+            self.b.otac = None
 
     def on_message(self, msg):
         """An `ota` message: a chunk answering the request in flight, or an offer or cancel (signed)."""
@@ -237,9 +229,9 @@ class Client:
             return
         if old is not None and old["id"] == rid and self.task is not None:
             return  # the hub said it again: the download goes on
-        with open(self.dir + "/offer.tmp", "wb") as f:
+        with open(self.dir + "/offer.json.tmp", "wb") as f:
             f.write(msg)
-        os.rename(self.dir + "/offer.tmp", self.dir + "/offer")
+        os.rename(self.dir + "/offer.json.tmp", self.dir + "/offer.json")
         self._stop()
         self.offer = m
         self.task = asyncio.create_task(self._fetch(m))
@@ -247,7 +239,7 @@ class Client:
     def _drop(self):
         """No download goes on: forget a saved offer (refused, cancelled) and give the heap back."""
         if self.task is None:
-            _remove(self.dir + "/offer")
+            _remove(self.dir + "/offer.json")
             self._idle()
 
     def _refusal(self, m):
@@ -257,10 +249,7 @@ class Client:
             return "board clock not set"
         if abs(now - m["ts"]) > _DAY_MS:
             return "too old: offered %d h from the board clock (replayed?)" % (abs(now - m["ts"]) // 3600000)
-        c = self.c
-        if c.get("new"):
-            return "a trial of %s is running; offer again once it ends" % c.get("version")
-        if m["version"] == (VERSION if m["kind"] == "fw" else c.get("config")):
+        if m["version"] == (VERSION if m["kind"] == "fw" else self.c.get("config")):
             return "current"
         return None
 
@@ -273,7 +262,7 @@ class Client:
     async def _fetch(self, m):
         """Download, verify and install the offer m (module docstring, steps 2-5), or refuse it."""
         rid, version, c = m["id"], m["version"], self.c
-        slot = self.dir + "/cfg" if m["kind"] == "config" else self.dir[:-3] + ("b" if c["cur"] == "a" else "a")
+        slot = self.dir + "/cfg" if m["kind"] == "config" else self.dir[:-3] + ("b" if c["boot"] == "a" else "a")
         man = slot + "/manifest.dl"
         self.buf = bytearray(self.n)
         try:
@@ -312,14 +301,14 @@ class Client:
                     raise _Stop("hash mismatch: %s" % path)
             if m["kind"] == "config":
                 os.rename(slot + "/board.json", self.dir + "/board.new.json")
-                new = c["cur"]
+                new = c["boot"]
             else:
                 os.rename(man, slot + "/manifest.new")
                 new = slot[-1]
-            save(self.dir + "/boot.json", {"cur": c["cur"], "new": new, "kind": m["kind"], "tries": 0,
-                                           "max": m["tries"], "trial": m["trial"], "id": rid, "version": version,
+            save(self.dir + "/boot.json", {"boot": c["boot"], "next": new, "kind": m["kind"], "count": 0,
+                                           "max": m["tries"], "timeout": m["trial"], "id": rid, "version": version,
                                            "config": c.get("config")})
-            _remove(self.dir + "/offer")
+            _remove(self.dir + "/offer.json")
         except _Stop as exc:
             why = str(exc)
         except OSError as exc:
@@ -406,32 +395,16 @@ class Client:
                 n = f.readinto(buf)
         return binascii.hexlify(h.digest()).decode()
 
-    def commit(self):
-        """The trial is healthy: make it the board's own (module docstring, step 6) and report it."""
-        c = self.c
-        if not c["new"]:
+
+async def _forever(make, arg):
+    """Run make(arg) again (after 1 s) whenever it raises: app.py's guard, without loading app.py."""
+    while True:
+        try:
+            await make(arg)
             return
-        if c.get("kind") == "config":
-            new = self.dir + "/board.new.json"
-            home = c["path"]
-            if _size(new) >= 0:
-                old = home[:home.rfind("/") + 1] + "board.old.json"
-                with open(home, "rb") as src, open(old + ".tmp", "wb") as dst:
-                    dst.write(src.read())
-                os.rename(old + ".tmp", old)
-                os.rename(new, home)
-            c["config"] = c["version"]
-        else:
-            slot = self.dir[:-3] + c["new"]  # R/ota -> R/ + the slot
-            if _size(slot + "/manifest.new") >= 0:
-                os.rename(slot + "/manifest.new", slot + "/manifest")
-            c["cur"] = c["new"]
-        save(self.dir + "/last.json", {"id": c["id"], "version": c["version"], "state": "healthy"})
-        c["new"] = None
-        c["tries"] = 0
-        save(self.dir + "/boot.json", c)
-        log.info("ota: %s %s healthy: committed", c.get("kind"), c["version"])
-        asyncio.create_task(self._last())  # noqa: RUF006 - MicroPython keeps running tasks alive
+        except Exception as exc:
+            log.error("ota: %s failed: %s; restarting", make, log.why(exc))
+            await asyncio.sleep(1)
 
 
 class _Host:
@@ -439,13 +412,16 @@ class _Host:
 
 
 async def update(impl, cfg, c):
-    """Update mode: the board boots into it when an offer waits in ota/offer (firmware/loader.py, start.py) and
+    """Update mode: the board boots into it when an offer or a report waits (firmware/loader.py, start.py) and
     does nothing else while it downloads, so that the download has the heap the running board would use
     (docs/ota.md, "Heap"). Actuators are held at their fail-safe values; the watchdog is fed; no telemetry is
     sampled (the board shows offline, its `downloading` reports say why). It ends with a reset: into the
-    trial once installed, into the running version when the offer is refused or cancelled, or when no chunk
-    came for 10 minutes (the offer is then dropped: the hub offers it again)."""
-    from firmware.app import client_for, guard
+    trial once installed, into the running version when the offer is refused or cancelled, when no chunk
+    came for 10 minutes (the offer is then dropped: the hub offers it again), or once the report in
+    `ota/last.json` is sent (a trial's end, firmware/loader.py); a report that cannot go within half of
+    `stall_after` (a minute by default) waits in `ota/last.wait` for the running board's next connection
+    (app.py)."""
+    from firmware.mqtt import client_for  # not firmware.app: none of the running board's code is loaded
 
     acts = cfg["actuators"]
     for name in acts:
@@ -457,7 +433,7 @@ async def update(impl, cfg, c):
     host.client = client = client_for(cfg["mqtt"], cfg["site"], cfg["device"])
     client.can_connect = impl.link_up
     host.otac = me = Client(host)
-    topic = topics.build(cfg["site"], cfg["device"], topics.OTA)
+    topic = topics.build(cfg["site"], cfg["device"], ota.OTA)
     client.set_callback(lambda t, msg, retained: me.on_message(msg) if t == topic else None)
 
     async def up(client, session):
@@ -467,8 +443,8 @@ async def update(impl, cfg, c):
         me.connected()
 
     log.info("ota: update mode: nothing but the download runs")
-    guard("network", impl.network, cfg)
-    guard("mqtt", client.run, up)
+    asyncio.create_task(_forever(impl.network, cfg))  # noqa: RUF006 - MicroPython keeps running tasks alive
+    asyncio.create_task(_forever(client.run, up))  # noqa: RUF006
     impl.watchdog(cfg["watchdog"])
     quiet = 0
     seen = None
@@ -477,10 +453,17 @@ async def update(impl, cfg, c):
         impl.feed()
         quiet = 0 if me.want != seen else quiet + 1
         seen = me.want
-    if host.otac is not None:
+        if me.task is None and quiet >= cfg["stall_after"] // 2:
+            break
+    if host.otac is not None and me.task is None:
+        # only a report waits, and it could not go for stall_after / 2 (no uplink): the board goes back to work,
+        # and app.py brings it back here once it has connected (ota/last.wait)
+        log.warn("ota: the report could not be sent: it waits for the running board's next connection")
+        os.rename(me.dir + "/last.json", me.dir + "/last.wait")
+    elif host.otac is not None:
         log.error("ota: no chunk from the hub for 10 minutes: the offer is dropped (the hub offers it again)")
         me._stop()
-        _remove(me.dir + "/offer")
+        _remove(me.dir + "/offer.json")
     for _ in range(10):  # the last report out first (the client keeps what awaits a PUBACK)
         if not client._pending:  # no public view of it; this module and mqtt.py ship together
             break

@@ -8,7 +8,8 @@ Actuators are never touched in this mode. Imported only when needed.
 import asyncio
 
 from firmware import VERSION, log
-from firmware.app import client_for, guard
+from firmware.app import guard
+from firmware.mqtt import client_for
 from protocols import status, topics
 
 

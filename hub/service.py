@@ -93,7 +93,7 @@ from hub.sinks.lineproto import encode_bytes, join
 from hub.sinks.writer import Writer
 from hub.spool import Spool, SpoolWriteError
 from hub.trust.store import StoreError, TrustStore
-from protocols import catalogue, confirm, liveness, payloads, topics
+from protocols import catalogue, confirm, liveness, ota, payloads, topics
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -108,7 +108,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACK_SUFFIX = "/" + topics.ACK
-OTAACK_SUFFIX = "/" + topics.OTAACK
+OTAACK_SUFFIX = "/" + ota.OTAACK
 DRAIN_LIMIT = 2500
 """Messages taken per ingest round: half the broker's in-flight window (5000 in Qala's config), so the next
 round arrives while this one is spooled and acknowledged."""
@@ -183,7 +183,7 @@ class Hub:
         self.mqtt = MqttSource(
             config.mqtt,
             [telemetry, topics.subscription(site, topics.STATUS), topics.subscription(site, topics.ACK),
-             topics.subscription(site, topics.OTAACK)],
+             topics.subscription(site, ota.OTAACK)],
             on_connect=self._on_mqtt_connect,
             will=(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE)),
         )

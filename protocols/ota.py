@@ -43,6 +43,8 @@ from protocols.ota_board import (
     DOMAIN_OFFER,
     DOMAIN_REPORT,
     KINDS,
+    OTA,
+    OTAACK,
     STATES,
     check_kind,
     check_path,
@@ -60,8 +62,8 @@ from protocols.ota_board import (
 from protocols.topics import check_id
 
 __all__ = [
-    "CHUNK_MAX", "DOMAIN_OFFER", "DOMAIN_REPORT", "KINDS", "STATES", "check_kind", "check_path", "check_sha",
-    "check_signed", "check_version", "decode_board", "decode_control", "decode_offer", "encode_cancel",
+    "CHUNK_MAX", "DOMAIN_OFFER", "DOMAIN_REPORT", "KINDS", "OTA", "OTAACK", "STATES", "check_kind", "check_path",
+    "check_sha", "check_signed", "check_version", "decode_board", "decode_control", "decode_offer", "encode_cancel",
     "encode_chunk_header", "encode_get", "encode_manifest", "encode_nochunk", "encode_offer", "encode_state",
     "is_chunk", "mpy_version", "parse_manifest", "parse_manifest_line", "split_chunk",
 ]

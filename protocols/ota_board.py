@@ -23,6 +23,8 @@ DOMAIN_REPORT = b"qala-otr"
 STATES = ("downloading", "verifying", "refused", "installed", "healthy", "rolledback", "current", "cancelled")
 KINDS = ("fw", "config")
 CHUNK_MAX = 4096
+OTA = "ota"  # the topic kinds (protocols/topics.py): hub -> board, offers and chunks
+OTAACK = "otaack"  # board -> hub: chunk requests and state reports
 # Other limits stay literals inside the functions: each module global's name is a qstr on the board.
 
 

@@ -12,9 +12,9 @@ STATUS = "status"
 CMD = "cmd"
 ACK = "ack"
 CONF = "conf"
-OTA = "ota"  # hub -> board: update offers and chunks (protocols/ota.py)
-OTAACK = "otaack"  # board -> hub: chunk requests and update state reports
-KINDS = (TELEMETRY, STATUS, CMD, ACK, CONF, OTA, OTAACK)
+# and "ota" (hub -> board: update offers and chunks), "otaack" (board -> hub: chunk requests, update reports):
+# protocols/ota.py names them (OTA, OTAACK); not here, where every board would intern two names more
+KINDS = (TELEMETRY, STATUS, CMD, ACK, CONF, "ota", "otaack")
 ID_MAX_LEN = 32
 # hubs announce themselves under `_hub` (protocols/liveness.py): no device id starts with `_`
 

@@ -95,7 +95,7 @@ class OtaServer:
     def _topic(self, device: str) -> str:
         topic = self._topics.get(device)
         if topic is None:
-            topic = self._topics[device] = topics.build(self.site, device, topics.OTA)
+            topic = self._topics[device] = topics.build(self.site, device, ota.OTA)
         return topic
 
     # ------------------------------------------------------------------------------ hub -> board

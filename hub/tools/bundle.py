@@ -69,7 +69,10 @@ def _sources(root: Path, packages: tuple[str, ...]) -> list[Path]:
 
 
 def _module_name(rel: Path) -> str:
-    """`firmware/app.py` -> `firmware.app`, `firmware/drivers/__init__.py` -> `firmware.drivers`."""
+    """`firmware/app.py` -> `firmware.app`, `firmware/drivers/__init__.py` -> `firmware.drivers`; the A/B loader,
+    `firmware/loader.py`, -> `loader`: a board imports it as `/loader.mpy` (docs/ota.md)."""
+    if rel.as_posix() == "firmware/loader.py":
+        return "loader"
     parts = rel.with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 

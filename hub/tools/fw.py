@@ -44,7 +44,7 @@ SLOT = "a"  # where deploy puts the bundle; the loader (firmware/loader.py) runs
 LOADER = "loader.mpy"  # the A/B loader (firmware/loader.py), /loader.mpy on a board, run by /main.py:
 SLOT_MAIN = "slotmain.py"  # firmware/slotmain.py, `import loader`
 OTA_DIR = "ota"  # the update state on a board (firmware/ota.py), emptied by every deploy
-OTA_STATE = ("boot.json", "offer", "last.json", "board.new.json")
+OTA_STATE = ("boot.json", "offer.json", "last.json", "last.wait", "board.new.json")
 # the .mpy format mpy-cross emits -> the oldest MicroPython that loads it (MicroPython docs: ".mpy files")
 _MPY_SINCE = {"6.1": (1, 20), "6.2": (1, 22), "6.3": (1, 23)}
 BOARD_CONFIG = "board.json"

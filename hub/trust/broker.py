@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from protocols import topics
+from protocols import ota, topics
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,8 +37,8 @@ Rule = tuple[str, str]
 """(access, topic filter): access is read, write or readwrite, as in mosquitto's `topic` lines."""
 
 _ACCESS = ("read", "write", "readwrite")
-BOARD_WRITES = (topics.TELEMETRY, topics.STATUS, topics.ACK, topics.OTAACK)
-BOARD_READS = (topics.CMD, topics.CONF, topics.OTA)
+BOARD_WRITES = (topics.TELEMETRY, topics.STATUS, topics.ACK, ota.OTAACK)
+BOARD_READS = (topics.CMD, topics.CONF, ota.OTA)
 DEFAULT_PORT = 8883
 NORTH = "_north"
 """The topic level of the northbound feed, `qala/{site}/_north/...`: no device id starts with `_`."""

@@ -10,6 +10,8 @@
   hub/ota/, the hub helper's): offers signed with the board's key, `get` answered with chunks of the
   bundle folder, state reports decoded and kept, and telemetry confirmed (`conf`, retained) as the hub
   confirms it, so a trial can prove itself healthy.
+- `Gate`: a TCP pass-through to the broker on a port of its own, opened and closed by the test (closed: no
+  listener, a refused connect): the board's uplink cut and back, the broker itself untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -191,11 +194,11 @@ class Responder:
         payload = ota.encode_offer(key or self.keys[device], SITE, device, rid, parsed["kind"], parsed["version"],
                                    hashlib.sha256(manifest).hexdigest(), len(manifest), trial, tries,
                                    ts or int(time.time() * 1000))
-        self.client.publish(topics.build(SITE, device, topics.OTA), payload, qos=1)
+        self.client.publish(topics.build(SITE, device, ota.OTA), payload, qos=1)
 
     def cancel(self, device: str, rid: str) -> None:
         payload = ota.encode_cancel(self.keys[device], SITE, device, rid, int(time.time() * 1000))
-        self.client.publish(topics.build(SITE, device, topics.OTA), payload, qos=1)
+        self.client.publish(topics.build(SITE, device, ota.OTA), payload, qos=1)
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         try:
@@ -227,7 +230,7 @@ class Responder:
             self.on_get(device, m)
         if self.delay:
             time.sleep(self.delay)
-        self.client.publish(topics.build(site, device, topics.OTA), self.chunk(m), qos=1)
+        self.client.publish(topics.build(site, device, ota.OTA), self.chunk(m), qos=1)
 
     def chunk(self, get: dict[str, Any]) -> bytes:
         rid, f, o, n = get["id"], get["f"], get["o"], get["n"]
@@ -284,3 +287,61 @@ class Responder:
     def birth_count(self, device: str) -> int:
         with self.lock:
             return sum(1 for d, _ in self.births if d == device)
+
+
+class Gate:
+    """A TCP pass-through to (host, port) on a free loopback port; open() listens, close() stops listening and
+    cuts every connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._server: socket.socket | None = None
+        self._links: list[socket.socket] = []
+
+    def open(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(8)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                near, _ = server.accept()
+            except OSError:
+                return
+            far = socket.create_connection(self.target)
+            self._links += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for s in self._links:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self._links = []

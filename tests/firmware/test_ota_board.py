@@ -21,7 +21,7 @@ import pytest
 from protocols import ota
 from tests._plugins.trust import store_of
 from tests.firmware.boards import BOARD_HEAP, board_config
-from tests.firmware.otarig import Responder, SlotBoard, bundle, config_bundle
+from tests.firmware.otarig import Gate, Responder, SlotBoard, bundle, config_bundle
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -90,12 +90,17 @@ def test_update_from_a_to_b_committed_after_the_hub_confirms(
     rig.wait_birth(DEVICE, NEW, 60, board)
     healthy = rig.wait_state(DEVICE, "healthy", 60, board)
     assert (healthy["id"], healthy["version"]) == ("r1", NEW)
-    assert board.exits == [3, 3]  # two resets: into update mode for the download, then into the trial
+    # the healthy report went from update mode (the loader committed and reset); then a reset into the normal run
+    deadline = time.monotonic() + 60
+    while sum(1 for _, fw in rig.births if fw == NEW) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # four resets: into update mode for the download, into the trial, into update mode for the report, back
+    assert board.exits == [3, 3, 3, 3]
     record = board.boot_record()
-    assert (record["cur"], record["new"], record["version"]) == ("b", None, NEW)
+    assert (record["boot"], record["next"], record["version"]) == ("b", None, NEW)
     assert (board.dir / "b" / "manifest").is_file()
     assert (board.dir / "a" / "manifest").is_file()  # the old slot is untouched
-    assert not (board.dir / "ota" / "offer").exists()
+    assert not (board.dir / "ota" / "offer.json").exists()
     assert not rig.bad, rig.bad
     # the next power-up runs the committed slot, without a trial and without reporting again
     board.stop()
@@ -128,7 +133,7 @@ def test_a_tampered_file_or_manifest_is_refused(
     assert refused["reason"] == "hash mismatch: firmware/app.mpy"
     assert [m["state"] for m in rig.states_of(DEVICE)][-2:] == ["verifying", "refused"]
     assert not any((board.dir / "b").iterdir())  # the slot emptied, nothing of it left
-    assert not (board.dir / "ota" / "offer").exists()
+    assert not (board.dir / "ota" / "offer.json").exists()
     assert not (board.dir / "ota" / "boot.json").exists()
     # one byte changed in the manifest on the way: it no longer has the hash the signed offer names
     def flip(rid: str, f: int, part: bytes) -> bytes:
@@ -160,7 +165,7 @@ def test_an_offer_signed_with_another_key_or_replayed_is_refused(
     refused = rig.wait_state(DEVICE, "refused", 30, board, rid="r2")
     assert refused["reason"].startswith("too old: offered 48 h")
     assert not rig.gets  # nothing was fetched
-    assert not (board.dir / "ota" / "offer").exists()
+    assert not (board.dir / "ota" / "offer.json").exists()
     assert set(board.exits) == {3}  # resets into update mode and back
     assert {fw for _, fw in rig.births} == {OLD}
 
@@ -177,9 +182,10 @@ def test_a_version_that_raises_at_start_up_is_rolled_back(
     assert (rolled["id"], rolled["version"]) == ("r1", "0.3.0")
     assert rolled["reason"] == "raised at start-up: ValueError: broken on purpose"
     rig.wait_birth(DEVICE, OLD, 30, board, after=before)  # update mode has no birth
-    assert board.exits == [3, 3, 3]  # into update mode, into the trial, and out of it
+    # into update mode, into the trial, out of it into update mode (the report), into the old version
+    assert board.exits == [3, 3, 3, 3]
     record = board.boot_record()
-    assert (record["cur"], record["new"]) == ("a", None)
+    assert (record["boot"], record["next"]) == ("a", None)
     assert not (board.dir / "b" / "manifest").exists()  # a rolled-back slot is never taken for a working one
     wait_gone(board.dir / "ota" / "last.json", 10)
 
@@ -197,8 +203,8 @@ def test_a_version_that_never_sends_is_rolled_back_after_its_trial(
     assert rolled["reason"] == "not healthy within 10 s"
     assert time.monotonic() - started_at >= 5
     rig.wait_birth(DEVICE, OLD, 30, board, after=trial + 1)
-    assert board.exits == [3, 3, 3]
-    assert board.boot_record()["new"] is None
+    assert board.exits == [3, 3, 3, 3]
+    assert board.boot_record()["next"] is None
     assert not any(m["state"] == "healthy" for m in rig.states_of(DEVICE))
 
 
@@ -241,7 +247,7 @@ def test_a_board_killed_mid_transfer_resumes(
     rig.wait_state(DEVICE, "healthy", 60, board)
     served = {(m["f"], m["o"]) for d, m in rig.gets}
     assert len(rig.gets) - len(served) <= 6  # few chunks asked twice (the ones the cuts interrupted)
-    assert board.boot_record()["cur"] == "b"
+    assert board.boot_record()["boot"] == "b"
 
 
 def test_a_bad_remote_config_is_rolled_back_and_a_good_one_committed(
@@ -269,7 +275,7 @@ def test_a_bad_remote_config_is_rolled_back_and_a_good_one_committed(
     assert json.loads((board.dir / "board.json").read_text())["sensors"]["air2"]["quantities"] == ["co2"]
     assert (board.dir / "board.old.json").read_text() == original
     record = board.boot_record()
-    assert (record["cur"], record["new"], record["config"]) == ("a", None, "c2")
+    assert (record["boot"], record["next"], record["config"]) == ("a", None, "c2")
     rig.offer(DEVICE, "c3", config_bundle(tmp_path / "c3", good, "c2"))
     assert rig.wait_state(DEVICE, "current", 30, board)["id"] == "c3"
 
@@ -280,7 +286,7 @@ def test_a_corrupt_boot_record_still_boots(
     """A power cut while ota/boot.json was written leaves it whole (tmp file + rename); a damaged flash may not.
     Whatever it holds, the board boots a complete slot."""
     board = SlotBoard(tmp_path / "board", bundle(OLD), config(mosquitto), BOARD_HEAP)
-    (board.dir / "ota" / "boot.json").write_bytes(b'{"cur": "b", "new": "a", "tr')  # cut mid-write
+    (board.dir / "ota" / "boot.json").write_bytes(b'{"boot": "b", "next": "a", "co')  # cut mid-write
     (board.dir / "ota" / "boot.json.tmp").write_bytes(b"\x00" * 17)
     started(boards, board)
     rig.wait_birth(DEVICE, OLD, 30, board)
@@ -293,7 +299,7 @@ def test_a_corrupt_boot_record_still_boots(
     rig.wait_birth(DEVICE, OLD, 30, board, after=before)
     board.stop()
     # a record that names a slot that does not exist: the loader's checks refuse it as well
-    (board.dir / "ota" / "boot.json").write_text('{"cur": "c", "new": null}')
+    (board.dir / "ota" / "boot.json").write_text('{"boot": "c", "next": null}')
     before = rig.birth_count(DEVICE)
     board.start()
     rig.wait_birth(DEVICE, OLD, 30, board, after=before)
@@ -308,12 +314,40 @@ def test_a_trial_that_keeps_resetting_is_rolled_back(
     shutil.copytree(bundle(NEW), board.dir / "b", dirs_exist_ok=True)
     (board.dir / "b" / "manifest").rename(board.dir / "b" / "manifest.new")
     (board.dir / "ota" / "boot.json").write_text(json.dumps(
-        {"cur": "a", "new": "b", "kind": "fw", "tries": 3, "max": 3, "trial": 300, "id": "r7", "version": NEW}))
+        {"boot": "a", "next": "b", "kind": "fw", "count": 3, "max": 3, "timeout": 300, "id": "r7", "version": NEW}))
     started(boards, board)
     rolled = rig.wait_state(DEVICE, "rolledback", 30, board)
     assert (rolled["id"], rolled["version"], rolled["reason"]) == ("r7", NEW, "reset 3 times in a row")
     rig.wait_birth(DEVICE, OLD, 30, board)
-    assert board.boot_record()["new"] is None
+    assert board.boot_record()["next"] is None
+
+
+def test_a_report_without_an_uplink_waits_for_the_next_connection(
+    mosquitto: Mosquitto, rig: Responder, boards: list[SlotBoard], tmp_path: Path
+) -> None:
+    """A trial's end leaves its report in ota/last.json; update mode, which sends it, finds no broker: after
+    stall_after / 2 it leaves the report in ota/last.wait and the board goes back to work, and once the running
+    board has connected it resets into update mode again, which sends it."""
+    gate = Gate(mosquitto.host, mosquitto.port)
+    cfg = config(mosquitto, stall_after=10)
+    cfg["mqtt"]["port"] = gate.port
+    cfg["mqtt"]["server_hostname"] = mosquitto.host
+    board = SlotBoard(tmp_path / "board", bundle(OLD), cfg, BOARD_HEAP)
+    (board.dir / "ota" / "last.json").write_text(json.dumps({"id": "r9", "version": NEW, "reason": "a reason"}))
+    started(boards, board)
+    try:
+        wait_gone(board.dir / "ota" / "last.json", 30)  # update mode gave up: no broker
+        assert (board.dir / "ota" / "last.wait").is_file(), board.output()[-2000:]
+        assert "the report could not be sent" in board.output()
+        assert not rig.states_of(DEVICE)
+        gate.open()
+        rolled = rig.wait_state(DEVICE, "rolledback", 60, board)
+        assert (rolled["id"], rolled["version"], rolled["reason"]) == ("r9", NEW, "a reason")
+        assert not (board.dir / "ota" / "last.wait").exists()
+        rig.wait_birth(DEVICE, OLD, 30, board, after=1)  # the birth that sent it to update mode, then this one
+        assert board.exits == [3, 3, 3], board.output()[-2000:]  # out of update mode, into it again, out
+    finally:
+        gate.close()
 
 
 def wait_gone(path: Path, timeout: float) -> None:

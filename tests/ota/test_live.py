@@ -25,7 +25,7 @@ from hub import cli
 from hub.ota.api import read_rollout, start_rollout
 from hub.trust import provision
 from hub.trust.store import TrustStore
-from protocols import payloads, topics
+from protocols import ota, payloads, topics
 from simulators.services import Mosquitto
 from tests._plugins.services import running
 from tests._plugins.trust import SITE, provision_site, tls_client
@@ -61,7 +61,7 @@ class LiveBoard:
         device = self.fake.device
         self.client = tls_client(self.broker, self.user, self.password, client_id=self.user,
                                  on_message=self._message)
-        self.client.subscribe(topics.build(SITE, device, topics.OTA), qos=1)
+        self.client.subscribe(topics.build(SITE, device, ota.OTA), qos=1)
         self.client.publish(topics.build(SITE, device, topics.STATUS), payloads.encode_status(
             "online", int(time.time() * 1000), 1, self.fake.fw, {"sensors": {}}), qos=1, retain=True)
 
@@ -69,7 +69,7 @@ class LiveBoard:
         with self.lock:
             answers = self.fake.handle(bytes(message.payload))
         for answer in answers:
-            client.publish(topics.build(SITE, self.fake.device, topics.OTAACK), answer, qos=1)
+            client.publish(topics.build(SITE, self.fake.device, ota.OTAACK), answer, qos=1)
 
     def stop(self) -> None:
         if self.client is not None:
@@ -130,7 +130,7 @@ async def test_a_rollout_reaches_every_board_and_is_measured(
             client = live["aq-07"].client
             assert client is not None
             for garbage in (b"not json", b'{"op":"state","id":"r1"}', b"\xff" * 3000):
-                client.publish(topics.build(SITE, "aq-07", topics.OTAACK), garbage, qos=1)
+                client.publish(topics.build(SITE, "aq-07", ota.OTAACK), garbage, qos=1)
             await async_wait_until(lambda: hub.ota.server.counts["bad_message"] == 3, 30, what="garbage counted")
             started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.2.0", "district:north",
                                               waves=[20, 50, 100])

@@ -26,7 +26,7 @@ from hub.ota.config import OtaConfig
 from hub.ota.selector import Facts
 from hub.ota.server import OtaServer
 from hub.ota.service import OTA, ROLLOUT, OtaError, OtaService
-from protocols import ota, topics
+from protocols import ota
 from tests.control.test_service_api import Rig
 from tests.ota.fakes import SITE, FakeBoard, fake_release
 
@@ -76,7 +76,7 @@ class Fleet:
         assert qos == 1
         self.sent.append((topic, payload))
         _root, _site, device, kind = topic.split("/")
-        assert kind == topics.OTA
+        assert kind == ota.OTA
         board = self.boards.get(device)
         if board is None or not self.online[device]:
             return
