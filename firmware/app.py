@@ -111,6 +111,7 @@ class Board:
         self.ota = ota
         if ota is not None:
             ota["ota"] = topics.build(site, device, "ota")
+            ota["reset"] = self.reset  # the loader ends a trial with it (the buffer kept on flash)
         from firmware.mqtt import client_for  # here: a board with a Modbus uplink never loads it
 
         self.client = client_for(cfg["mqtt"], site, device)

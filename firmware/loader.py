@@ -34,7 +34,8 @@ The boot record goes to the board as its `ota` (app.py, firmware/ota.py), with t
 interpreter has interned already (a new name costs the board's qstr pool): `dir` (R), `path` (the board's
 config file), `file` (the config to read, in a config trial), `load` (2: an offer or a report waits, the
 board starts in update mode; 1: a report waits in `ota/last.wait` for a connection), `done` (set by the
-trial: healthy), `ota` (the board's ota topic, app.py) and, from start.py, `error` (why safe mode).
+trial: healthy), `ota` and `reset` (the running board's ota topic and reset, app.py: a trial's end resets the
+board through it, which keeps its buffer) and, from start.py, `error` (why safe mode).
 
 Imports sys, os, json, gc and asyncio only: nothing of a slot is loaded before the slot is chosen, and it
 prints its own few console lines (in firmware/log.py's format), since a broken slot may have no working log.
@@ -58,7 +59,8 @@ def known(path):
 def keep(path, b):
     """b as JSON in path, without this run's notes, atomically: a new file renamed over the old one."""
     with open(path + ".being-written", "w") as f:
-        json.dump({k: b[k] for k in b if k not in ("dir", "path", "file", "load", "done", "ota", "error")}, f)
+        notes = ("dir", "path", "file", "load", "done", "ota", "reset", "error")  # this run's (module docstring)
+        json.dump({k: b[k] for k in b if k not in notes}, f)
     os.rename(path + ".being-written", path)
 
 
@@ -176,6 +178,8 @@ def main():
             why = "safe mode: " + why
         failed(b, why)
     if b["next"] is None:  # committed or rolled back: reset into update mode, which reports it
+        if b.get("reset"):  # the running board's own reset (app.py): what its buffer holds in RAM kept on flash
+            b["reset"]("loader: trial ended, resetting to report it", 0)
         try:
             import machine
 

@@ -109,7 +109,8 @@ def save(path, obj):
     """obj as JSON in path, atomically (tmp file + rename: a power cut leaves the old file or the new one),
     without the loader's notes for this run (firmware/loader.py)."""
     with open(path + ".tmp", "w") as f:
-        json.dump({k: obj[k] for k in obj if k not in ("dir", "path", "file", "load", "done", "ota", "error")}, f)
+        notes = ("dir", "path", "file", "load", "done", "ota", "reset", "error")
+        json.dump({k: obj[k] for k in obj if k not in notes}, f)
     os.rename(path + ".tmp", path)
 
 

@@ -254,7 +254,7 @@ class HubConfig:
     north: NorthConfig = field(default_factory=NorthConfig)
     """[north]: the northbound feed (alerts and district summaries over MQTT and webhooks)."""
     ota: OtaConfig = field(default_factory=OtaConfig)
-    """[ota]: releases and roll-out defaults (hub.ota, docs/ota-hub.md)."""
+    """[ota]: releases and roll-out defaults (hub.ota, docs/ota.md)."""
 
 
 # ---------------------------------------------------------------------------------------------- layout

@@ -1,5 +1,5 @@
 """`qala fw`: board tooling (build, config, deploy, package-json; release and rollout: hub.ota.cli); see
-docs/hardware-engineers.md and docs/ota-hub.md.
+docs/hardware-engineers.md and docs/ota.md.
 
 Parses arguments and prints; the work is in hub.tools.fw. Every failure is one line on stderr naming the
 argument, config key or tool at fault, and exit code 2 (bad input) or 1 (a step failed).

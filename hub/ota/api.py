@@ -18,7 +18,7 @@ matches nothing or is unknown, a config release for other boards; 404 an unknown
 audit row names `api:<role>` (or `cli:<role>` from `qala fw rollout`) as its source.
 
 A Python entry for tests and scripts: `start_rollout(port, token, version, to, **options)` and
-`read_rollout(port, token, rid)` speak this API with the standard library (docs/ota-hub.md).
+`read_rollout(port, token, rid)` speak this API with the standard library (docs/ota.md).
 
 Imports aiohttp, hub.control.api (the error shape, the role key) and hub.ota.service; knows nothing of MQTT.
 """
@@ -51,7 +51,7 @@ followed every few seconds)."""
 
 
 _E = {"$ref": "#/components/schemas/Error"}
-_ROLLOUT = {"type": "object", "description": "A roll-out (docs/ota-hub.md): id, version, kind, selector, state, "
+_ROLLOUT = {"type": "object", "description": "A roll-out (docs/ota.md): id, version, kind, selector, state, "
             "reason, wave, waves, wave_sizes, counts; GET /v1/rollouts/{id} adds boards and events"}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 

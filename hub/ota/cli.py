@@ -293,7 +293,7 @@ def _report(doc: dict[str, Any]) -> int:
 
 def add_parsers(sub: Any) -> None:
     """`release` and `rollout` under `qala fw`."""
-    rel = sub.add_parser("release", help="build a release bundle for over-the-air updates (docs/ota-hub.md)")
+    rel = sub.add_parser("release", help="build a release bundle for over-the-air updates (docs/ota.md)")
     rel.add_argument("--version", type=argtypes.text, required=True, help="the version it is (e.g. 0.2.0)")
     rel.add_argument("--out", type=argtypes.text, required=True, metavar="DIR",
                      help="an empty folder for it; the hub serves RELEASES/<version> ([ota] releases)")

@@ -2,7 +2,7 @@
 
 Declared through hub.sections (SECTION, put into hub.config's DOCUMENT) and built into OtaConfig by `build`,
 which also checks what the declarations cannot (waves growing up to 100). docs/hub.md lists every key;
-docs/ota-hub.md says what a roll-out does with them. Without the section every key has its default: the
+docs/ota.md says what a roll-out does with them. Without the section every key has its default: the
 hub answers OTA requests whenever it has the boards' command keys ([trust] store).
 
 Imports hub.sections, hub.errors and hub.ota.rollout (the wave rule); does no I/O.

@@ -326,7 +326,7 @@ def panels() -> list[Panel]:
 
 
 def _rollout_panels() -> list[Panel]:
-    """Over-the-air roll-outs (hub.ota, docs/ota-hub.md): progress, the latest state, board reports, the audit."""
+    """Over-the-air roll-outs (hub.ota, docs/ota.md): progress, the latest state, board reports, the audit."""
     section = "Roll-outs"
     rollouts = '"device" =~ /^rollout:/'
     return [

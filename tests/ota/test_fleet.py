@@ -2,7 +2,7 @@
 
 Each board is the unix `micropython` at HEAP, laid out with A/B slots by hub.tools.fw.install_unix (release 0.1.0
 in slot a, the loader as main.py) and logged in with its own identity of a store provisioned for this module;
-the broker is the store's TLS mosquitto with `set_tcp_nodelay true` (docs/ota-hub.md, "Speed"); influxd is the
+the broker is the store's TLS mosquitto with `set_tcp_nodelay true` (docs/ota.md, "Speed"); influxd is the
 session's; the hub runs in this process (in a thread of its own, so that a test's blocking waits never stall it)
 and roll-outs are started and read through its HTTP API (hub.ota.api). Releases are built by
 hub.tools.release.build_release, the code of `qala fw release`. A board process that exits is started again at
@@ -180,7 +180,7 @@ class Watch:
         login(client, broker)
         subscribed = threading.Event()
         client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(
-            [(f"qala/{SITE}/+/{topics.STATUS}", 1), (f"qala/{SITE}/+/{topics.OTAACK}", 1)])
+            [(f"qala/{SITE}/+/{topics.STATUS}", 1), (f"qala/{SITE}/+/{ota.OTAACK}", 1)])
         client.on_subscribe = lambda *_a: subscribed.set()
         client.on_message = self._message
         client.max_inflight_messages_set(1000)
@@ -429,9 +429,7 @@ def test_a_rollout_in_waves_reaches_every_board(fleet: Fleet) -> None:
         states = fleet.watch.states(device, rid)
         assert said(states)[-2:] == ["installed", "healthy"], (device, states)
         assert {m["version"] for m in states} == {NEW}
-        assert NEW in fleet.watch.births_since(device, mark), (device, fleet.tail(device))
-    wait_until(lambda: fleet.versions() == dict.fromkeys(BOARDS, NEW) or fleet.versions(), 30,
-               what="every board's latest birth saying 0.2.0")
+    settled(fleet, mark, NEW)
     # in waves: no board of a wave said anything about it before every board of the wave before had ended
     waves: dict[int, list[str]] = {}
     for device, board in doc["boards"].items():
@@ -444,14 +442,24 @@ def test_a_rollout_in_waves_reaches_every_board(fleet: Fleet) -> None:
 
 
 def said(reports: list[dict[str, Any]]) -> list[str]:
-    """The states a board reported, a state repeated at once counted once: a trial whose first record the hub
-    confirms before the board's birth has subscribed to `ota` reports `healthy` twice (firmware/ota.py: commit()
-    and connected() each start a `_last()` on the same ota/last.json; the hub keeps the first)."""
+    """The states a board reported, a state repeated at once counted once: QoS 1 allows a report twice (sent
+    again after a reconnect whose PUBACK was lost); the hub keeps the first."""
     out: list[str] = []
     for m in reports:
         if not out or out[-1] != m["state"]:
             out.append(m["state"])
     return out
+
+
+def settled(fleet: Fleet, mark: float, version: str) -> None:
+    """Every board born twice on `version` since mark: on trial, then in its normal run (update mode sent the
+    `healthy` report and reset): the update is over for all of them, nothing more restarts."""
+    def done() -> Any:
+        late = {d: fleet.watch.births_since(d, mark) for d in BOARDS}
+        return all(b.count(version) >= 2 for b in late.values()) or late
+
+    wait_until(done, 60, what=f"every board born on trial and again in its normal run on {version}")
+    assert fleet.versions() == dict.fromkeys(BOARDS, version), fleet.versions()
 
 
 def broken_rollout(fleet: Fleet, version: str, trial: int) -> tuple[str, dict[str, Any], str, float]:
@@ -479,7 +487,7 @@ def broken_rollout(fleet: Fleet, version: str, trial: int) -> tuple[str, dict[st
     assert states[-1]["reason"] == doc["boards"][first]["reason"]
     wait_until(lambda: fleet.watch.births_since(first, mark)[-1:] == [before[first]]
                or fleet.watch.births_since(first, mark), 30, what=f"{first} born again on {before[first]}")
-    assert json.loads((fleet.runners[first].folder / "ota" / "boot.json").read_text())["new"] is None  # no trial
+    assert json.loads((fleet.runners[first].folder / "ota" / "boot.json").read_text())["next"] is None  # no trial
     trial_births = [b for b in fleet.watch.births.get(first, []) if b.at >= mark and b.fw == version]
     # the rest: never offered (no report, no reset, nothing about an update on their consoles), versions kept
     for device in BOARDS:
@@ -489,7 +497,7 @@ def broken_rollout(fleet: Fleet, version: str, trial: int) -> tuple[str, dict[st
         assert not fleet.watch.states(device, rid), device
         assert fleet.runners[device].starts == starts[device], (device, fleet.tail(device, sizes[device]))
         assert "ota:" not in fleet.runners[device].console(sizes[device]), fleet.tail(device, sizes[device])
-        assert not (fleet.runners[device].folder / "ota" / "offer").exists()
+        assert not (fleet.runners[device].folder / "ota" / "offer.json").exists()
         assert fleet.watch.version(device) == before[device]
     return rid, doc, first, trial_births[0].at if trial_births else 0.0
 
@@ -552,7 +560,7 @@ def test_a_tampered_bundle_is_refused(fleet: Fleet) -> None:
         forged = ota.encode_offer(OTHER_KEY, SITE, w, "r-forged", "fw", OTHER, other.manifest_sha,
                                   len(other.manifest), TRIAL, 3, int(time.time() * 1000))
         assert fleet.watch.client is not None
-        fleet.watch.client.publish(topics.build(SITE, w, topics.OTA), forged, qos=1)
+        fleet.watch.client.publish(topics.build(SITE, w, ota.OTA), forged, qos=1)
         docs = {rid: fleet.finished(rid, 180) for rid in (after_load, in_transit, other_key)}
         wait_until(lambda: bool(fleet.watch.states(w, "r-forged")) or fleet.tail(w), 60, what=f"{w}'s refusal")
     finally:
@@ -576,8 +584,8 @@ def test_a_tampered_bundle_is_refused(fleet: Fleet) -> None:
                    what=f"{device} back in its normal run")
         assert set(fleet.watch.births_since(device, mark)) == {before[device]}
         folder = fleet.runners[device].folder
-        assert not (folder / "ota" / "offer").exists()
-        assert json.loads((folder / "ota" / "boot.json").read_text())["new"] is None \
+        assert not (folder / "ota" / "offer.json").exists()
+        assert json.loads((folder / "ota" / "boot.json").read_text())["next"] is None \
             if (folder / "ota" / "boot.json").exists() else True
     assert not fleet.watch.got(z, other_key)  # an offer refused: nothing fetched
     assert not fleet.watch.got(w, "r-forged")
@@ -613,6 +621,7 @@ def test_boards_killed_mid_transfer_resume_and_end_healthy(fleet: Fleet) -> None
 
     kills = {d: r.kills for d, r in fleet.runners.items()}
     fleet.watch.on_get = cut
+    mark = time.monotonic()
     try:
         started = start_rollout(fleet.port, TOKEN, KILLED, "all", waves=[100], trial=TRIAL)
         rid = started["id"]
@@ -636,5 +645,4 @@ def test_boards_killed_mid_transfer_resume_and_end_healthy(fleet: Fleet) -> None
         assert said(states)[-2:] == ["installed", "healthy"], (seen, device, states)
     for device in BOARDS:
         assert {m["version"] for m in fleet.watch.states(device, rid)} == {KILLED}
-    wait_until(lambda: fleet.versions() == dict.fromkeys(BOARDS, KILLED) or fleet.versions(), 30,
-               what=f"every board's latest birth saying {KILLED} ({seen})")
+    settled(fleet, mark, KILLED)

@@ -379,7 +379,8 @@ def test_deploy_plan_copies_the_bundle_config_and_entry_points(built: Path, tmp_
     assert steps[0].startswith("exec import os")
     assert "['a', 'a/firmware', 'a/firmware/drivers', 'a/firmware/hw', 'a/protocols', 'ota']" in steps[0]
     # the slot's manifest and the update state go first: the slot is complete only once the copy ends
-    assert "['a/manifest', 'ota/boot.json', 'ota/offer.json', 'ota/last.json', 'ota/last.wait', 'ota/board.new.json']" in steps[0]
+    assert ("['a/manifest', 'ota/boot.json', 'ota/offer.json', 'ota/last.json', 'ota/last.wait', "
+            "'ota/board.new.json']") in steps[0]
     assert steps[-1].endswith(f"{built / fw.SLOT_MANIFEST} :a/manifest")
     copied = {}
     for step in steps[1:]:
