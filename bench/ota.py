@@ -2,6 +2,7 @@
 
     python bench/ota.py                           # 128k and 160k, 512-byte chunks (as shipped)
     python bench/ota.py --heaps 128k --chunks 512,1024,2048 --runs 2
+    python bench/ota.py --heaps 128k --kinds update --nodelay   # the download with Nagle off on the broker
 
 The real firmware on the unix `micropython`, its `.mpy` files loaded into the heap as a board loads them from
 its filesystem (the slots are folders of `.mpy` files: the `romfs` mode of bench/firmware.py does not apply to
@@ -272,6 +273,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of a normal run (flat, slots)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (the boards' consoles)")
+    parser.add_argument("--nodelay", action="store_true",
+                        help="set_tcp_nodelay true on the broker (docs/ota.md, Speed): the download without Nagle")
     parser.add_argument("--source", type=Path, default=REPO,
                         help="the repository whose firmware runs (e.g. a checkout of an older commit: --kinds flat)")
     args = parser.parse_args()
@@ -288,7 +291,8 @@ def main() -> int:
         provision.add_boards(work / "store", devices)
         provision.add_hub(work / "store", "otaserver")
         store = TrustStore.load(work / "store")
-        with Mosquitto(work / "mosquitto", store=store.root) as broker:
+        extra = ["set_tcp_nodelay true"] if args.nodelay else []
+        with Mosquitto(work / "mosquitto", store=store.root, extra_config=extra) as broker:
             for run in range(args.runs):
                 for kind in kinds:
                     for heap in heaps:
