@@ -260,7 +260,10 @@ def run_one(work: Path, bundle_dir: Path, image: Path | None, broker: Mosquitto,
 
 
 def spread(values: list[float], fmt: str) -> str:
-    """One figure, or median (min-max) over several runs."""
+    """One figure, or median (min-max) over several runs; "-" when none (NaN: not measured)."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
     if len(values) == 1:
         return fmt % values[0]
     return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(values), min(values), max(values))

@@ -34,7 +34,6 @@ import json
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ sys.path.insert(0, str(REPO))
 from paho.mqtt import client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from bench.firmware import SENSORS, HubStandIn, kb  # noqa: E402
+from bench.firmware import SENSORS, HubStandIn, kb, spread  # noqa: E402
 from hub.tools import bundle, fw  # noqa: E402
 from hub.trust import provision  # noqa: E402
 from hub.trust.store import TrustStore  # noqa: E402
@@ -254,15 +253,6 @@ def run_one(work: Path, kind: str, old: Path, new: Path, broker: Mosquitto, stor
     result["ran"] = result["ran"] and not result["memory_error"]
     result["tail"] = "\n".join("\n".join(texts).splitlines()[-4:])
     return result
-
-
-def spread(values: list[float], fmt: str) -> str:
-    values = [v for v in values if v == v]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return fmt % values[0]
-    return (fmt + " (" + fmt + "-" + fmt + ")") % (statistics.median(values), min(values), max(values))
 
 
 def main() -> int:

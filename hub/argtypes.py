@@ -58,6 +58,17 @@ def positive(value: str) -> float:
     return number
 
 
+def share(value: str) -> float:
+    """A share 0..1 (0.1: 10 %)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share 0..1 (0.1: 10 %), got {value!r}") from None
+    if not (math.isfinite(number) and 0 <= number <= 1):
+        raise argparse.ArgumentTypeError(f"must be a share 0..1 (0.1: 10 %), got {value}")
+    return number
+
+
 def seconds(most: float = YEAR) -> Callable[[str], float]:
     """A number of seconds above 0 and at most `most`."""
 

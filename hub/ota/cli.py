@@ -19,7 +19,6 @@ Standard library only; hub.tools.release for `release`.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
@@ -127,17 +126,6 @@ def check_api(url: str) -> str:
     if port == 0:
         raise argparse.ArgumentTypeError(f"the port must be a number 1..65535, got {url!r}")
     return url
-
-
-def share(text: str) -> float:
-    """--max-failures: a share 0..1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share 0..1 (0.1: 10 %), got {text!r}") from None
-    if not (math.isfinite(value) and 0 <= value <= 1):
-        raise argparse.ArgumentTypeError(f"must be a share 0..1 (0.1: 10 %), got {text}")
-    return value
 
 
 def _api(base: str, token: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -308,7 +296,7 @@ def add_parsers(sub: Any) -> None:
     roll.add_argument("--to", type=argtypes.text, metavar="SELECTOR",
                       help="which boards: all, district:NAME, prefix:TEXT, version:V, devices:A,B (comma-joined)")
     roll.add_argument("--waves", type=waves, help="cumulative percentages, e.g. 1,10,50,100 (default: [ota] waves)")
-    roll.add_argument("--max-failures", type=share,
+    roll.add_argument("--max-failures", type=argtypes.share,
                       help="halt when more than this share of a wave fails (0..1; default: [ota] max_failures)")
     roll.add_argument("--trial", type=argtypes.whole(10, 86400), help="seconds a board has to report healthy")
     roll.add_argument("--tries", type=argtypes.whole(1, 20), help="resets in a row before a board rolls back")
