@@ -18,7 +18,7 @@ Missing or unreadable (a damaged flash): the first slot whose `manifest` is comp
 slot was verified and proved healthy, or installed by cable), `a` first; no slot at all: the flat layout
 (firmware/ in R), run as slot ".". A trial (`next` set): `count` counted up on flash (tmp file + rename) before
 it runs; past `max`: rolled back ("reset N times in a row"). The trial runs the `next` slot (a config trial:
-the current slot with `ota/board.new.json`), its folder first on sys.path, firmware/start.py's `run`; it is
+the current slot with `ota/board.new.json`), its folder first on sys.path, firmware.run (firmware/__init__.py); it is
 rolled back when the config does not validate (safe mode), when the job or its coroutine raises, or when it
 has not proved healthy within `timeout` seconds. Healthy: the running board (app.py) sets the boot record's
 `done` once the hub confirmed a record of this boot (or, on a board without confirmations, the broker
@@ -35,7 +35,7 @@ interpreter has interned already (a new name costs the board's qstr pool): `dir`
 config file), `file` (the config to read, in a config trial), `load` (2: an offer or a report waits, the
 board starts in update mode; 1: a report waits in `ota/last.wait` for a connection), `done` (set by the
 trial: healthy), `ota` and `reset` (the running board's ota topic and reset, app.py: a trial's end resets the
-board through it, which keeps its buffer) and, from start.py, `error` (why safe mode).
+board through it, which keeps its buffer) and, from firmware.run, `error` (why safe mode).
 
 Imports sys, os, json, gc and asyncio only: nothing of a slot is loaded before the slot is chosen, and it
 prints its own few console lines (in firmware/log.py's format), since a broken slot may have no working log.
@@ -140,7 +140,7 @@ def main():
         except OSError as exc:
             print("qala E loader: cannot count the trial's boots (%s): running the current slot" % exc)
             b["next"] = None
-    # 2: an offer or a report waits: update mode (start.py, firmware/ota.py); 1: a report waits for the
+    # 2: an offer or a report waits: update mode (firmware.run, firmware/ota.py); 1: a report waits for the
     # running board's next connection (app.py), update mode could not send it
     b["load"] = 0
     if not b["next"]:
@@ -156,12 +156,11 @@ def main():
     sys.path.insert(0, root if slot == "." else root + "/" + slot)
     gc.collect()
     try:
-        from firmware import start
+        import firmware
 
-        mode, c = start.run(cfg, b)
-        del start
+        mode, c = firmware.run(cfg, b)
         if b["next"] and mode == "safe":
-            raise RuntimeError  # rolled back below, with start.py's error
+            raise RuntimeError  # rolled back below, with firmware.run's error
         import asyncio
 
         if not b["next"]:
@@ -171,7 +170,7 @@ def main():
     except Exception as exc:
         if not b["next"]:
             raise
-        why = b.get("error")  # safe mode's (start.py) or the trial's time-out (watch)
+        why = b.get("error")  # safe mode's (firmware.run) or the trial's time-out (watch)
         if why is None:
             why = "raised at start-up: %s: %s" % (type(exc).__name__, exc)
         elif not why.startswith("config") and not why.startswith("not healthy"):

@@ -1,7 +1,8 @@
 """Entry point: `/main.py` on a board, `micropython firmware/main.py PATH/TO/board.json` on the unix port.
 
 Finds the folder that holds firmware/ and protocols/ (the repository root, a build folder of .mpy files, or
-a board's filesystem root), puts it first on sys.path, and runs firmware.start's job for the config path.
+a board's filesystem root), puts it first on sys.path, and runs the board's start, firmware.run, for the
+config path.
 On a board the config is `/board.json` unless argv names another. A board with A/B slots (updates over the
 air, docs/ota.md) runs firmware/loader.py as its `/main.py` instead, which runs the same job from a slot.
 """
@@ -21,10 +22,9 @@ _r = _root()
 if _r not in sys.path:
     sys.path.insert(0, _r)
 
-from firmware import start  # noqa: E402 - sys.path must be set first
+import firmware  # noqa: E402 - sys.path must be set first
 
-_job = start.run(sys.argv[1] if len(sys.argv) > 1 else "/board.json")[1]
-del start
+_job = firmware.run(sys.argv[1] if len(sys.argv) > 1 else "/board.json")[1]
 import asyncio  # noqa: E402
 
 asyncio.run(_job)

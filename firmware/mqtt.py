@@ -22,6 +22,7 @@ there, by them).
 """
 
 import asyncio
+import gc
 import os
 import time
 
@@ -121,6 +122,7 @@ class MQTTClient:
 
     async def connect(self):
         """One attempt: open the socket, CONNECT, wait for CONNACK. Returns session_present; raises on failure."""
+        gc.collect()  # the socket, TLS and stream buffers want a few KB in one piece: garbage first
         ctx = None
         if self.ssl:
             ctx = tls_context(self.ca)

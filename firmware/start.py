@@ -1,21 +1,13 @@
 """Start-up: read and validate the board config, count the boot, then run the board or safe mode.
 
-`run(config_path, ota=None)` -> (mode, coroutine), not yet run: mode "board" (MQTT uplink), "modbus" (Modbus
-uplink: firmware/mbserve.py) or "safe" (the config cannot run; the coroutine reports why). firmware/main.py
-runs the coroutine with asyncio.run; the A/B loader (firmware/loader.py) runs it too, and watches it while a
-new version or config is on trial. Runs once: `run` drops this module from memory, with firmware.config,
-before it imports the board's own modules, so that validation and the running board never need RAM at the
-same time.
+`prepare(config_path, file=None)` -> ("board", Board args) or ("safe", safe.run args). Runs once:
+firmware.run (firmware/__init__.py) drops this module from memory, with firmware.config, before it imports the
+board's own modules, so that validation and the running board never need RAM at the same time (and the board's
+code is loaded into the room this module's code leaves, not above it: a heap cut into holes has no room for a
+reconnect's buffers).
 
-`ota`, from the loader only, is its boot record (a dict; firmware/loader.py): with it an MQTT board takes
-updates (firmware/ota.py). For a config trial `ota["file"]` names the config to read; in safe mode the error
-goes into `ota["error"]`, for the loader to roll the trial back with. A Modbus board takes no updates over
-the air (its uplink is Modbus; it is updated by cable, docs/ota.md).
-
-(Not a module of its own: every module costs the board's qstr pool its name and its file's path.)
 """
 
-import gc
 import sys
 
 from firmware import hw, log
@@ -98,31 +90,3 @@ def prepare(config_path, file=None):
     if error is not None:
         return "safe", (impl, error, reach, boot)
     return "board", (impl, cfg, caps, boot, impl.state)
-
-
-def run(config_path, ota=None):
-    """(mode, coroutine) of the board for its config (module docstring)."""
-    import firmware
-
-    mode, args = prepare(config_path, ota["file"] if ota is not None and "file" in ota else None)
-    sys.modules.pop("firmware.start", None)  # validation is done: this module goes too
-    if hasattr(firmware, "start"):
-        del firmware.start
-    gc.collect()
-    if mode == "safe":
-        from firmware import safe
-
-        if ota is not None:
-            ota["error"] = args[1]
-        return mode, safe.run(*args)
-    if args[1]["uplink"] == "modbus":
-        from firmware import mbserve
-
-        return "modbus", mbserve.ModbusBoard(*args).run()
-    if ota is not None and ota["load"] == 2:  # an offer waits: update mode (firmware/ota.py), nothing else runs
-        from firmware import ota as code
-
-        return "update", code.update(args[0], args[1], ota)
-    from firmware import app
-
-    return "board", app.Board(*args, ota).run()

@@ -114,8 +114,10 @@ async def test_a_real_board_is_updated_and_reports_healthy(
             broken = tmp_path / "broken"  # 0.3.0 raises at start-up
             for package in ("firmware", "protocols"):
                 shutil.copytree(REPO_ROOT / package, broken / package)
-            entry = broken / "firmware" / "start.py"
-            entry.write_text(entry.read_text().replace("    import firmware\n", "    raise ValueError('broken')\n", 1))
+            entry = broken / "firmware" / "__init__.py"  # firmware.run, the board's start
+            text = entry.read_text()
+            assert "    from firmware import start\n" in text
+            entry.write_text(text.replace("    from firmware import start\n", "    raise ValueError('broken')\n", 1))
             await asyncio.to_thread(release.build_release, releases / "0.3.0", "0.3.0", root=broken)
             started = await asyncio.to_thread(start_rollout, port, TOKEN, "0.3.0", "version:0.2.0", trial=60)
             assert started["counts"]["targeted"] == 1
