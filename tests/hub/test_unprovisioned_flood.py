@@ -141,7 +141,7 @@ async def test_a_flood_of_unprovisioned_ids_costs_no_real_board_a_reading(
     assert not (tmp_path / "state" / "dead-letter.lp").exists()
     assert hub.metrics.dead_letter_points == 0
     assert hub.metrics.unprovisioned == {"telemetry": FLOOD, "status": FLOOD_STATUS, "ack": FLOOD_ACK, "cmd": 0,
-                                         "conf": 0}
+                                         "conf": 0, "ota": 0, "otaack": 0}
     assert set(hub.registry.devices) == set(KNOWN)  # no made-up id entered the registry
     assert hub.metrics.rejects == dict.fromkeys(hub.metrics.rejects, 0)
     rows = influxd.points(DB, 'SELECT last("unprovisioned_dropped"), last("unprovisioned_telemetry") FROM "qala_hub"')
