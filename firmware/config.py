@@ -78,11 +78,28 @@ def _need(obj, key, path):
 def _mqtt(raw):
     m = _obj("mqtt", _need(raw, "mqtt", ""), ("host", "port", "user", "password", "tls", "ca", "server_hostname",
                                               "keepalive", "max_packet"))
-    out = {"host": _str("mqtt.host", _need(m, "host", "mqtt."))}
-    out["tls"] = m.get("tls", True)
+    host = _need(m, "host", "mqtt.")
+    out = {"tls": m.get("tls", True)}
     if not isinstance(out["tls"], bool):
         _bad("mqtt.tls", "must be true or false", out["tls"])
     out["port"] = _int("mqtt.port", m.get("port", 8883 if out["tls"] else 1883), 1, 65535)
+    # one broker, or the nodes of a cluster to try in turn ("host" or "host:port"): failover, docs/firmware.md
+    if isinstance(host, list):
+        if not 1 <= len(host) <= 8:
+            _bad("mqtt.host", "must list 1 to 8 brokers", len(host))
+        out["host"] = []
+        for i in range(len(host)):
+            path = "mqtt.host[%d]" % i
+            h = _str(path, host[i])
+            cut = h.rfind(":")
+            p = h[cut + 1:] if cut >= 0 else str(out["port"])
+            if cut >= 0:
+                h = h[:cut]
+            if not h or not p.isdigit() or not 1 <= int(p) <= 65535:
+                _bad(path, 'must be "host" or "host:port" with a port 1..65535', host[i])
+            out["host"].append((h, int(p)))
+    else:
+        out["host"] = _str("mqtt.host", host)
     for key in ("user", "password"):
         value = m.get(key)
         out[key] = None if value is None else _str("mqtt." + key, value, empty=True)

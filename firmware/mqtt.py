@@ -85,6 +85,12 @@ class MQTTClient:
     def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60, ssl=False,
                  clean_session=False, max_packet=2048, timeout=10, ca=None, server_hostname=None):
         self.client_id = client_id
+        # one broker, or a list of (host, port) tried in turn: each failed connect or lost connection moves on
+        # to the next (failover between the nodes of a cluster; the backoff, the session's messages awaiting
+        # their PUBACK and the board's sequence numbers carry on)
+        self.servers = server if isinstance(server, list) else None
+        if self.servers:
+            server, port = self.servers[0]
         self.server = server
         self.port = port
         self.user = user
@@ -206,10 +212,16 @@ class MQTTClient:
     async def run(self, on_connect=None):
         """Connect, call on_connect(client, session_present), watch the connection; again when it fails."""
         attempt = 0
+        turn = False  # a connect failed or a connection was lost: the next broker of the list, if any
         while True:
             if self.can_connect is not None and not self.can_connect():
                 await asyncio.sleep(1)
                 continue
+            s = self.servers
+            if turn and s and len(s) > 1:
+                s.append(s.pop(0))
+                self.server, self.port = s[0]
+            turn = True
             try:
                 session = await self.connect()
             except Exception as exc:

@@ -141,6 +141,25 @@ def test_errors_name_the_key_path():
     assert _error(raw) == "uplink: must be one of mqtt|modbus, got 'lora'"
 
 
+def test_a_broker_list_for_failover():
+    raw = _copy()
+    raw["mqtt"]["host"] = ["10.0.0.1", "10.0.0.2:8884", "node3.example:1"]
+    assert config.validate(raw)["mqtt"]["host"] == [("10.0.0.1", 8883), ("10.0.0.2", 8884), ("node3.example", 1)]
+    raw["mqtt"]["port"] = 9000
+    assert config.validate(raw)["mqtt"]["host"][0] == ("10.0.0.1", 9000)  # mqtt.port: the entries without one
+    for bad, error in (
+        ([], "mqtt.host: must list 1 to 8 brokers, got 0"),
+        (["a"] * 9, "mqtt.host: must list 1 to 8 brokers, got 9"),
+        (["a", ""], "mqtt.host[1]: must be a non-empty string, got ''"),
+        (["a", 7], "mqtt.host[1]: must be a non-empty string, got 7"),
+        (["a:0"], 'mqtt.host[0]: must be "host" or "host:port" with a port 1..65535, got \'a:0\''),
+        (["a:x"], 'mqtt.host[0]: must be "host" or "host:port" with a port 1..65535, got \'a:x\''),
+        ([":1883"], 'mqtt.host[0]: must be "host" or "host:port" with a port 1..65535, got \':1883\''),
+    ):
+        raw["mqtt"]["host"] = bad
+        assert _error(raw) == error, bad
+
+
 def test_tls_keys():
     raw = _copy()
     del raw["mqtt"]["ca"]
