@@ -85,14 +85,11 @@ class MQTTClient:
     def __init__(self, client_id, server, port=1883, user=None, password=None, keepalive=60, ssl=False,
                  clean_session=False, max_packet=2048, timeout=10, ca=None, server_hostname=None):
         self.client_id = client_id
-        # one broker, or a list of (host, port) tried in turn: each failed connect or lost connection moves on
-        # to the next (failover between the nodes of a cluster; the backoff, the session's messages awaiting
-        # their PUBACK and the board's sequence numbers carry on)
-        self.servers = server if isinstance(server, list) else None
-        if self.servers:
-            server, port = self.servers[0]
-        self.server = server
-        self.port = port
+        # the brokers, (host, port) pairs tried in turn, the one in use first: each failed connect or lost
+        # connection moves on to the next (failover between the nodes of a cluster; the backoff, the session's
+        # messages awaiting their PUBACK and the board's sequence numbers carry on). One list, no attribute
+        # for the one in use: each attribute name is interned on the board.
+        self.server = server if isinstance(server, list) else [(server, port)]
         self.user = user
         self.pswd = password
         self.keepalive = keepalive
@@ -133,10 +130,11 @@ class MQTTClient:
         if self.ssl:
             ctx = tls_context(self.ca)
         else:
-            log.warn("mqtt: PLAIN connection to %s:%d, no TLS: lab bench only", self.server, self.port)
+            log.warn("mqtt: PLAIN connection to %s:%d, no TLS: lab bench only", *self.server[0])
         t = self.timeout
+        host, port = self.server[0]
         self._r, self._w = await asyncio.wait_for(
-            asyncio.open_connection(self.server, self.port, ctx, self.server_hostname or self.server), t)
+            asyncio.open_connection(host, port, ctx, self.server_hostname or host), t)
         del ctx
         try:
             self._w.write(mc.encode_connect(self.client_id, self.keepalive, self.clean, self.user, self.pswd,
@@ -146,7 +144,7 @@ class MQTTClient:
             except ValueError as exc:  # mbedtls: "\nThe certificate is not correctly signed by the trusted CA\n"
                 if not self.ssl:
                     raise
-                raise MQTTError("TLS: broker %s refused: %s" % (self.server_hostname or self.server,
+                raise MQTTError("TLS: broker %s refused: %s" % (self.server_hostname or host,
                                                                 str(exc).strip())) from None
             kind, value = mc.parse(*await asyncio.wait_for(self._read_packet(), t))
             if kind != mc.CONNACK:
@@ -217,10 +215,8 @@ class MQTTClient:
             if self.can_connect is not None and not self.can_connect():
                 await asyncio.sleep(1)
                 continue
-            s = self.servers
-            if turn and s and len(s) > 1:
-                s.append(s.pop(0))
-                self.server, self.port = s[0]
+            if turn:
+                self.server.append(self.server.pop(0))
             turn = True
             try:
                 session = await self.connect()
@@ -229,11 +225,11 @@ class MQTTClient:
                     self.on_error(exc)
                 wait = backoff.delay_ms(attempt, _rand16())
                 attempt += 1
-                log.warn("mqtt: connect to %s:%d failed: %s; retry in %d ms", self.server, self.port,
+                log.warn("mqtt: connect to %s:%d failed: %s; retry in %d ms", self.server[0][0], self.server[0][1],
                          log.why(exc), wait)
                 await asyncio.sleep_ms(wait)
                 continue
-            log.info("mqtt: connected to %s:%d (session present: %s)", self.server, self.port, session)
+            log.info("mqtt: connected to %s:%d (session present: %s)", self.server[0][0], self.server[0][1], session)
             attempt = 0
             self._dead.clear()
             self._why = None
