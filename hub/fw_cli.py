@@ -119,7 +119,10 @@ def _watch(args: argparse.Namespace, raw: dict[str, Any]) -> Watch | None:
     """Where and as whom to watch for the birth (None with --no-wait); InputError naming the argument. The
     arguments are checked with --no-wait too: a typo is said, not ignored."""
     mqtt: dict[str, Any] = raw.get("mqtt") or {}
-    host, port = fw.parse_broker(args.broker) if args.broker is not None else (mqtt.get("host"), None)
+    first, at = mqtt.get("host"), None
+    if isinstance(first, list):  # the nodes of a clustered broker (failover, docs/firmware.md): watch the first
+        first, at = fw.parse_broker(first[0]) if first and isinstance(first[0], str) else (None, None)
+    host, port = fw.parse_broker(args.broker) if args.broker is not None else (first, at)
     if port is not None and not 1 <= port <= 65535:
         raise fw.InputError(f"--broker {args.broker!r}: the port must be 1..65535, got {port}")
     if host is None and not args.no_wait:

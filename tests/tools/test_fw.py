@@ -8,6 +8,7 @@ on its path) and sends its birth message to a real mosquitto, where `fw.wait_for
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from hub import cli
+from hub import cli, fw_cli
 from hub.tools import bundle, fw
 from hub.trust.store import TOOLS, TrustStore
 from protocols import ota
@@ -230,6 +231,15 @@ def test_wait_for_birth_times_out_naming_the_device(mosquitto: Mosquitto, test_s
 def test_wait_for_birth_without_a_broker() -> None:
     with pytest.raises(fw.FwError, match=r"cannot reach the broker 127\.0\.0\.1:1 "):
         fw.wait_for_birth("127.0.0.1", 1, "lab", "x", 1)
+
+
+def test_deploy_watches_the_first_broker_of_a_list() -> None:
+    """A config that lists the nodes of a clustered broker (failover): deploy waits for the birth at the first."""
+    args = argparse.Namespace(broker=None, no_wait=False, mqtt_user=None, mqtt_password=None, store=None)
+    raw = {"mqtt": {"host": ["10.0.0.7:8884", "10.0.0.8"], "tls": True}}
+    assert fw_cli._watch(args, raw) == ("10.0.0.7", 8884, None, None, True)
+    raw = {"mqtt": {"host": ["10.0.0.9"], "tls": True}}
+    assert fw_cli._watch(args, raw) == ("10.0.0.9", 8883, None, None, True)
 
 
 def test_config_from_the_example_with_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
