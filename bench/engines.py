@@ -39,7 +39,7 @@ Then, per engine:
    board and seq at the consumer, every PUBACKed message that never arrived (lost) and the duplicates.
 
 Every process started here is stopped by its PID (also on Ctrl-C): the servers with SIGTERM (SIGKILL after 30 s),
-the workers by joining them. The load generator's CPU is reported too, to show it is not the limit.
+the workers by joining them. The load generator's CPU is reported too: it shares the cores with the servers.
 """
 
 from __future__ import annotations
