@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from protocols.mqtt_codec import encode_length  # noqa: E402
 from simulators.services import Service, ServiceError, _http_status, free_port  # noqa: E402
 
 if TYPE_CHECKING:
@@ -526,23 +527,13 @@ class NatsCluster(Cluster):
 
 # ------------------------------------------------------------------------------------------ MQTT bytes
 
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n % 128
-        n //= 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _str(s: bytes) -> bytes:
     return len(s).to_bytes(2, "big") + s
 
 
 def connect_packet(client_id: str) -> bytes:
     variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + _str(client_id.encode())  # clean session, keepalive 60 s
-    return b"\x10" + _remaining(len(variable)) + variable
+    return b"\x10" + encode_length(len(variable)) + variable
 
 
 def device_name(board: int) -> str:
@@ -599,7 +590,7 @@ class RawPublisher:
         seq = i // self.spec.devices
         body = b'{"v":1,"seq":%d,"ts":%d%s' % (seq, self.ts0 + seq * 1000, self.tails[k])
         variable = self.topics[k] + mid.to_bytes(2, "big")
-        return b"\x32" + _remaining(len(variable) + len(body)) + variable + body
+        return b"\x32" + encode_length(len(variable) + len(body)) + variable + body
 
     def mid(self) -> int:
         while True:
@@ -1233,7 +1224,7 @@ def probe_will(ports: list[int], out: dict[str, str]) -> None:
     variable = (b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c" + _str(b"probe-board") + _str(topic.encode())
                 + _str(will))
     with socket.create_connection((HOST, ports[0])) as raw:
-        raw.sendall(b"\x10" + _remaining(len(variable)) + variable)
+        raw.sendall(b"\x10" + encode_length(len(variable)) + variable)
         raw.recv(4)
         time.sleep(0.3)
     # closed without DISCONNECT: the will must go out
