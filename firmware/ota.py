@@ -105,15 +105,6 @@ def _mkdirs(folder):
             pass
 
 
-def save(path, obj):
-    """obj as JSON in path, atomically (tmp file + rename: a power cut leaves the old file or the new one),
-    without the loader's notes for this run (firmware/loader.py)."""
-    with open(path + ".tmp", "w") as f:
-        notes = ("dir", "path", "file", "load", "done", "ota", "reset", "error")
-        json.dump({k: obj[k] for k in obj if k not in notes}, f)
-    os.rename(path + ".tmp", path)
-
-
 class Client:
     def __init__(self, board):
         self.b = board
@@ -306,9 +297,11 @@ class Client:
             else:
                 os.rename(man, slot + "/manifest.new")
                 new = slot[-1]
-            save(self.dir + "/boot.json", {"boot": c["boot"], "next": new, "kind": m["kind"], "count": 0,
-                                           "max": m["tries"], "timeout": m["trial"], "id": rid, "version": version,
-                                           "config": c.get("config")})
+            import loader  # the A/B loader that runs this board (update mode runs only under it): its atomic write
+
+            loader.keep(self.dir + "/boot.json", {"boot": c["boot"], "next": new, "kind": m["kind"], "count": 0,
+                                                  "max": m["tries"], "timeout": m["trial"], "id": rid,
+                                                  "version": version, "config": c.get("config")})
             _remove(self.dir + "/offer.json")
         except _Stop as exc:
             why = str(exc)
