@@ -71,6 +71,22 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: the hub takes the site from a RabbitMQ cluster over AMQP 0-9-1 (hub.ingest.amqp, docs/scale.md)
+    instead of one MQTT broker. The login, TLS and CA file are [mqtt]'s (from the store: the hub's broker user)."""
+
+    nodes: tuple[tuple[str, int], ...]
+    """The nodes' AMQP listeners (AMQPS with TLS), tried in turn: the first that answers carries the hub."""
+    engine: str = "rabbitmq"
+    vhost: str = "/"
+    prefetch: int = 2000
+    """Messages delivered to this hub and not yet acknowledged (spooled), at most."""
+    heartbeat: int = 10
+    """AMQP heartbeat, seconds: a dead hub's connection (its unacknowledged messages, its Modbus leases) is
+    released by the broker after about twice this."""
+
+
+@dataclass(frozen=True)
 class InfluxConfig:
     api: Literal["v1", "v2"]
     url: str
@@ -223,6 +239,7 @@ class NorthConfig:
 class HubConfig:
     site: SiteConfig
     mqtt: MqttConfig
+    """The hub's broker login and TLS; with [cluster] its host is unused (""): the nodes are the cluster's."""
     influxdb: InfluxConfig
     spool: SpoolConfig
     batch: BatchConfig
@@ -255,6 +272,8 @@ class HubConfig:
     """[north]: the northbound feed (alerts and district summaries over MQTT and webhooks)."""
     ota: OtaConfig = field(default_factory=OtaConfig)
     """[ota]: releases and roll-out defaults (hub.ota, docs/ota.md)."""
+    cluster: ClusterConfig | None = None
+    """[cluster]: the site's broker is a RabbitMQ cluster, this hub one of its competing consumers."""
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -269,7 +288,7 @@ TRUST = Table(
          "plain = true on a lab bench",
 )
 MQTT = Table({
-    "host": Key(str),
+    "host": Key(str, None, note="the broker's name; not with [cluster], whose nodes are listed there"),
     "port": Key(int, None, 1, 65535),
     "username": Key(str, None, empty=True),
     "password": Key(str, None, empty=True),
@@ -280,7 +299,17 @@ MQTT = Table({
     "reconnect_min": Key(float, 0.5, positive=True),
     "reconnect_max": Key(float, 30.0, positive=True),
     "share_group": Key(str, None),
-}, missing="required")
+})
+CLUSTER = Table(
+    {
+        "engine": Key(str, "rabbitmq", choices=("rabbitmq",)),
+        "nodes": Key(list, note='the nodes\' AMQP listeners, e.g. ["10.0.0.11:5671", "10.0.0.12:5671"]'),
+        "vhost": Key(str, "/"),
+        "prefetch": Key(int, 2000, 1, 65535, note="messages delivered and not yet spooled, at most"),
+        "heartbeat": Key(int, 10, 1, 600, unit="seconds"),
+    },
+    missing="none",
+)
 INFLUXDB = Table(
     {
         "api": Key(str, choices=("v1", "v2")),
@@ -402,6 +431,7 @@ DOCUMENT = Table({
     "detect": detect_config.SECTION,
     "north": NORTH,
     "ota": ota_config.SECTION,
+    "cluster": CLUSTER,
 })
 """The whole of hub.toml; hub/config.example.toml shows every section, docs/hub.md every key."""
 
@@ -421,7 +451,7 @@ def _trust(values: dict[str, Any], base: Path | None) -> TrustConfig:
     if values["plain"]:
         if values["store"] is not None:
             raise ConfigError("trust.plain: true runs without a store: remove trust.store, or plain = true")
-        return TrustConfig(plain=True)
+        return TrustConfig(plain=True, hub=values["hub"])  # the hub's name still tells hubs of a cluster apart
     if values["store"] is None:
         raise ConfigError("trust.store: required: the provisioning store's folder (`qala provision init --store DIR "
                           "--site ID`, docs/security.md); plain = true instead only on a lab bench")
@@ -441,7 +471,24 @@ def _mqtt_from_store(mqtt: dict[str, Any], site: str, store: Path, hub: str, giv
         mqtt["client_id"] = f"hub/{site}/{hub}"  # the broker ties client ids to usernames
 
 
-def _mqtt(mqtt: dict[str, Any], site: str, trust: TrustConfig, given: Mapping[str, Any]) -> MqttConfig:
+def _mqtt_host(mqtt: dict[str, Any], *, cluster: bool) -> None:
+    """mqtt.host: required without [cluster], refused with it (set to "": unused)."""
+    if not cluster:
+        if mqtt["host"] is None:
+            raise ConfigError("mqtt.host: required: the broker's name (its certificate must carry it), or a "
+                              "[cluster] section listing the nodes of a RabbitMQ cluster")
+        return
+    if mqtt["host"] is not None:
+        raise ConfigError("mqtt.host: not used with [cluster]: the hub connects to cluster.nodes; remove it")
+    if mqtt["share_group"] is not None:
+        raise ConfigError("mqtt.share_group: not used with [cluster]: hubs of a cluster share its telemetry queue "
+                          "by themselves; remove it")
+    mqtt["host"] = ""
+
+
+def _mqtt(mqtt: dict[str, Any], site: str, trust: TrustConfig, given: Mapping[str, Any], *,
+          cluster: bool = False) -> MqttConfig:
+    _mqtt_host(mqtt, cluster=cluster)
     if trust.store is not None:
         _mqtt_from_store(mqtt, site, trust.store, trust.hub, given)
     mqtt["tls"] = bool(mqtt["tls"])
@@ -470,8 +517,30 @@ def _influx(influx: dict[str, Any]) -> InfluxConfig:
     return InfluxConfig(**influx)
 
 
-def _hub(hub: dict[str, Any], share_group: str | None) -> dict[str, Any]:
-    """[hub]: confirmations are off with a share group, and refused there when asked for."""
+def _cluster(values: dict[str, Any] | None) -> ClusterConfig | None:
+    if values is None:
+        return None
+    nodes = values["nodes"]
+    if not nodes or len(nodes) > 16:
+        raise ConfigError(f'cluster.nodes: list 1..16 nodes as "host:port" (their AMQP listeners), got {nodes!r}')
+    parsed = []
+    for i, node in enumerate(nodes):
+        found = re.fullmatch(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})", node) if isinstance(node, str) \
+            else None
+        if found is None or not 1 <= int(found.group(2)) <= 65535:
+            raise ConfigError(f'cluster.nodes[{i}]: must be "host:port" (port 1..65535), got {node!r}')
+        parsed.append((found.group(1).strip("[]"), int(found.group(2))))
+    return ClusterConfig(**(values | {"nodes": tuple(parsed)}))
+
+
+def _hub(hub: dict[str, Any], share_group: str | None, cluster: ClusterConfig | None = None) -> dict[str, Any]:
+    """[hub]: confirmations are off with a share group or a cluster, and refused there when asked for."""
+    if cluster is not None:
+        if hub["confirm"] is True:
+            raise ConfigError("hub.confirm: not with [cluster]: hubs compete for a board's messages, so none sees a "
+                              "run of them; the cluster's PUBACK (a majority of its nodes stored the message) is the "
+                              "board's confirmation. Remove hub.confirm (and set buffer.confirm false on the boards)")
+        return hub | {"confirm": False}
     if share_group is None:
         return hub | {"confirm": hub["confirm"] is not False}
     if hub["confirm"] is True:
@@ -487,7 +556,8 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     values = sections.check(DOCUMENT, document, env=os.environ if env is None else env)
     site = values["site"]
     trust = _trust(values["trust"], base)
-    mqtt = _mqtt(values["mqtt"], site["id"], trust, document["mqtt"])
+    cluster = _cluster(values["cluster"])
+    mqtt = _mqtt(values["mqtt"], site["id"], trust, document.get("mqtt", {}), cluster=cluster is not None)
     spool = values["spool"] | {"path": _path(values["spool"]["path"], base)}
     rules = tuple(_rule(f"rules[{i}]", v) for i, v in enumerate(values["rules"]))
     schedules = tuple(_schedule(f"schedules[{i}]", v) for i, v in enumerate(values["schedules"]))
@@ -501,7 +571,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         spool=SpoolConfig(**spool),
         batch=BatchConfig(**values["batch"]),
         metrics=MetricsConfig(**values["metrics"]),
-        **_hub(values["hub"], mqtt.share_group),
+        **_hub(values["hub"], mqtt.share_group, cluster),
         control=ControlConfig(**values["control"]),
         api=None if values["api"] is None else _api(values["api"], base),
         rules=rules,
@@ -512,6 +582,7 @@ def parse(document: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         detect=detect_config.build(values["detect"]),
         north=_north(values["north"], base),
         ota=ota_config.build(values["ota"], base),
+        cluster=cluster,
     )
 
 

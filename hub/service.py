@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING
 
 from hub.alerting import Alerting, site_places
 from hub.backoff import Backoff
+from hub.broker import Broker, make_broker
 from hub.config import ConfigError
 from hub.control.journal import Journal
 from hub.control.service import ControlService
@@ -78,7 +79,6 @@ from hub.control.signing import Counter, Signer
 from hub.detect.baseline import load_baseline
 from hub.detect.engine import Detectors
 from hub.ingest.confirm import Confirmations
-from hub.ingest.mqtt import MqttSource
 from hub.ingest.process import Processor
 from hub.ingest.sequence import SequenceTracker
 from hub.metrics import Metrics
@@ -100,7 +100,7 @@ if TYPE_CHECKING:
 
     from hub.config import HubConfig
     from hub.coverage import Place
-    from hub.ingest.mqtt import Message
+    from hub.ingest.message import Message
     from hub.modbus.poller import ModbusService
     from hub.model import Reading
     from hub.sinks.base import Sink
@@ -175,18 +175,11 @@ class Hub:
             retry_max=config.influxdb.retry_max,
         )
         site = config.site.id
-        telemetry = topics.subscription(site, topics.TELEMETRY)
-        if config.mqtt.share_group is not None:
-            # hubs of one group split telemetry; each still gets every status (retained births) and ack
-            telemetry = f"$share/{config.mqtt.share_group}/{telemetry}"
         self.hub_topic = topics.hub_topic(site, config.trust.hub)
-        self.mqtt = MqttSource(
-            config.mqtt,
-            [telemetry, topics.subscription(site, topics.STATUS), topics.subscription(site, topics.ACK),
-             topics.subscription(site, ota.OTAACK)],
-            on_connect=self._on_mqtt_connect,
-            will=(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE)),
-        )
+        self.broker: Broker = make_broker(config, on_connect=self._on_broker_connect)
+        """The site's broker (hub.broker): one MQTT broker, or a RabbitMQ cluster with [cluster]."""
+        self.several = config.mqtt.share_group is not None or config.cluster is not None
+        """Other hubs read this site's acks and OTA messages too: those of theirs are expected here."""
         self.modbus: ModbusService | None = None
         if config.modbus is not None and config.modbus.devices:
             from hub.modbus.poller import ModbusService  # noqa: PLC0415 - pymodbus only with Modbus devices
@@ -196,9 +189,9 @@ class Hub:
         if self.trust is not None:
             self.signer = Signer(site, self._keys(self.trust), Counter(state / "cmd-counter"))
         self.control = ControlService(
-            site, config.control, self.registry, publish=self.mqtt.publish, emit=self.emit,
+            site, config.control, self.registry, publish=self.broker.publish, emit=self.emit,
             modbus=self.modbus, rule_list=config.rules, schedules=config.schedules, signer=self.signer,
-            journal=Journal(state / "commands.jsonl"),
+            journal=Journal(state / "commands.jsonl"), shared=self.several,
         )
         self.processor.watches = self.control.watches  # unwatched telemetry skips Readings (hot path)
         self.detectors = Detectors(config.detect)
@@ -206,7 +199,7 @@ class Hub:
         if self.detectors.enabled:
             self.processor.detect = self.detectors
         self.alerting = self._alerting(config, state)
-        server = OtaServer(site, self._cmd_key, self.mqtt.publish, quiet_unknown=config.mqtt.share_group is not None,
+        server = OtaServer(site, self._cmd_key, self.broker.publish, quiet_unknown=self.several,
                            emit=self.emit)
         self.ota = OtaService(site, config.ota, state, server, boards=self._ota_boards, online=self._online,
                               emit=self.emit, auditor=self.control)
@@ -246,8 +239,8 @@ class Hub:
         """The alerting loop, and the northbound feed it hands alerts and summaries to; `self.detectors` and
         `self.north` are handed to it when the hub runs."""
         try:
-            self.north: Northbound | None = make_northbound(config, config.site.id, self.mqtt.publish,
-                                                            connected=lambda: self.mqtt.connected)
+            self.north: Northbound | None = make_northbound(config, config.site.id, self.broker.publish,
+                                                            connected=lambda: self.broker.connected)
         except NorthError as exc:
             raise ConfigError(str(exc)) from None
         alerting = Alerting(config.site.id, config.alerts, state, emit=self.emit, places=self.places,
@@ -257,6 +250,11 @@ class Hub:
 
     def _confirmations(self, config: HubConfig) -> Confirmations | None:
         """The marks to confirm (loaded from the last run), and the processor told to collect ids; None if off."""
+        if not config.confirm and config.cluster is not None:
+            log.info("confirmations off ([cluster]): a board's PUBACK from the cluster is its confirmation (a "
+                     "majority of the telemetry queue's nodes stored the message); boards run with buffer.confirm "
+                     "false")
+            return None
         if not config.confirm:
             log.warning("confirmations off (%s): boards with buffer.confirm on keep and resend their records, and "
                         "a broker crash loses what it acknowledged since its last save",
@@ -322,14 +320,14 @@ class Hub:
         log.info("trust: store reloaded devices=%d added=%d removed=%d", len(store.devices()),
                  len(store.devices() - before), len(before - store.devices()))
 
-    def _on_mqtt_connect(self) -> None:  # as the broker's CONNACK is read
+    def _on_broker_connect(self) -> None:  # as the broker's CONNACK is read
         self.metrics.mqtt_connects += 1
         self._announce()
 
     def _announce(self) -> None:
         """The hub's liveness, retained: boards count the hub lost after 3 heartbeats without one."""
         state = liveness.encode_hub_state(liveness.ONLINE, int(time.time() * 1000), self.config.heartbeat)
-        self.mqtt.publish(self.hub_topic, state, retain=True)
+        self.broker.publish(self.hub_topic, state, retain=True)
 
     async def _confirm_loop(self) -> None:
         while True:
@@ -353,7 +351,7 @@ class Hub:
             return
         site = self.config.site.id
         cached = self._conf_topics
-        publish = self.mqtt.publish
+        publish = self.broker.publish
         for device, boot, seq in due:
             topic = cached.get(device)
             if topic is None:
@@ -364,7 +362,7 @@ class Hub:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat)
-            if self.mqtt.connected:
+            if self.broker.connected:
                 self._announce()
 
     def emit(self, readings: list[Reading]) -> None:
@@ -378,7 +376,7 @@ class Hub:
                 log.error("spool full for too long: dropping the oldest Modbus and audit readings held in RAM "
                           "held=%d (counted in qala_hub.readings_dropped)", MAX_EXTRA)
             self.metrics.readings_dropped += over
-        self.mqtt.wakeup.set()
+        self.broker.wakeup.set()
 
     def ingest(self, readings: list[Reading]) -> None:
         """Readings from a source other than MQTT (the Modbus poller): the control rules and the detectors see
@@ -424,7 +422,7 @@ class Hub:
         if not self._stop.is_set():
             log.info("hub: stopping")
         self._stop.set()
-        self.mqtt.wakeup.set()
+        self.broker.wakeup.set()
 
     # --------------------------------------------------------------------------------------- run
 
@@ -459,7 +457,7 @@ class Hub:
             self.api_port, api = await serve_api(self.config.api, self.control, self.alerting,
                                                  more=lambda app: add_routes(app, self.ota))
             others.append(asyncio.create_task(api, name="qala-hub.api"))
-        self.mqtt.start()
+        self.broker.start()
         log.info("hub: running site=%s influxdb=%s spool=%s", self.config.site.id, self.sink.description,
                  self.config.spool.path)
         self.ready.set()
@@ -491,15 +489,15 @@ class Hub:
         *others: asyncio.Task[object],
     ) -> None:
         self._closing = True
-        self.mqtt.close_intake()
-        self.mqtt.wakeup.set()
+        self.broker.close_intake()
+        self.broker.wakeup.set()
         await self._stop_loops(others)
         if not ingest.done():
             await ingest  # spools and acknowledges everything taken so far
         await self._confirm_round()  # what the last batches stored
-        if self.mqtt.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
-            self.mqtt.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
-        await self.mqtt.stop()
+        if self.broker.connected:  # a clean stop sends no will: say it, boards fail safe after failsafe_after
+            self.broker.publish(self.hub_topic, liveness.encode_hub_state(liveness.OFFLINE), retain=True)
+        await self.broker.stop()
         self._extra.extend(self._snapshot())
         if self._disk_error is None:
             await self._spool_extra()
@@ -529,7 +527,7 @@ class Hub:
     # ------------------------------------------------------------------------------------ ingest
 
     async def _ingest(self) -> None:
-        mqtt = self.mqtt
+        broker = self.broker
         spool = self.spool
         batch = self.config.batch
         while True:
@@ -538,11 +536,11 @@ class Hub:
                     return  # what is still queued was never acknowledged: the broker keeps it
                 await self._wait_for_space()
                 continue
-            if not mqtt.queue and not self._extra:
+            if not broker.queue and not self._extra:
                 if self._closing:
                     return
                 await self._wait_for_input()
-            messages = mqtt.drain(DRAIN_LIMIT)
+            messages = broker.drain(DRAIN_LIMIT)
             readings, self._extra = self._extra, []
             now_ms = int(time.time() * 1000)
             lines: list[str] = []
@@ -554,7 +552,7 @@ class Hub:
                 self.confirms.spooled(ids, time.monotonic())  # in the spool, fsynced: may be confirmed
             self.ota.flush()  # the roll-outs the boards' reports changed, on disk before their acks
             if messages:
-                mqtt.ack(messages)
+                broker.ack(messages)
             if spool.open_points and (
                 spool.open_points >= batch.size or spool.open_age() >= batch.flush_interval or self._closing
             ):
@@ -602,7 +600,7 @@ class Hub:
             timeout = max(0.0, self.config.batch.flush_interval - self.spool.open_age())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self.mqtt.wakeup.wait()
+                await self.broker.wakeup.wait()
 
     async def _append(self, readings: list[Reading], lines: list[str] | None = None) -> bool:
         """Spool the batch (fsynced). While the disk refuses, try again every few seconds (the intake waits:
@@ -701,8 +699,8 @@ class Hub:
             "spool_full": 1.0 if spool.full else 0.0,
             "spool_write_failing": 0.0 if self._disk_error is None else 1.0,
             "writer_pending": float(self.writer.pending),
-            "mqtt_connected": 1.0 if self.mqtt.connected else 0.0,
-            "mqtt_queue": float(len(self.mqtt.queue)),
+            "mqtt_connected": 1.0 if self.broker.connected else 0.0,
+            "mqtt_queue": float(len(self.broker.queue)),
             "seq_gaps": float(self.tracker.gaps),
             "seq_late": float(self.tracker.late),
             "seq_duplicates": float(self.tracker.duplicates),
@@ -719,7 +717,7 @@ class Hub:
         while True:
             await asyncio.sleep(self.config.metrics.interval)
             self._extra.extend(self._snapshot())
-            self.mqtt.wakeup.set()
+            self.broker.wakeup.set()
             self._save_registry()
             self.processor.floodlog.tick()
 

@@ -142,10 +142,15 @@ class ControlService:
         clock_ms: Callable[[], int] | None = None,
         signer: Signer | None = None,
         journal: Journal | None = None,
+        shared: bool = False,
     ) -> None:
         """`signer`: the boards' command keys (hub.control.signing); None: no MQTT device can be commanded
-        (a hub in plain mode). `journal`: where commands are kept across restarts (None: in memory only)."""
+        (a hub in plain mode). `journal`: where commands are kept across restarts (None: in memory only).
+        `shared`: other hubs command this site's boards too and their acks reach this hub (a cluster, a share
+        group): a signed ack of an id this hub never sent is another hub's, counted as `other_hub_ack` and
+        taken as the actuator's last value, not refused."""
         self.site = site
+        self.shared = shared
         self.signer = signer
         self.journal = journal
         self.config = config
@@ -163,7 +168,8 @@ class ControlService:
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.commands: dict[str, lc.Command] = {}
         self.last: dict[tuple[str, str], limits.Last] = {}
-        self.counts = {"unknown_ack": 0, "duplicate_ack": 0, "late_ack": 0, "bad_ack": 0, "forged_ack": 0}
+        self.counts = {"unknown_ack": 0, "duplicate_ack": 0, "late_ack": 0, "bad_ack": 0, "forged_ack": 0,
+                       "other_hub_ack": 0}
         self._done: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -386,6 +392,9 @@ class ControlService:
         if cmd is not None and cmd.device == device and cmd.n and ack.n != cmd.n:
             self._forged(device, ack, f"n={ack.n} is not the command's n={cmd.n} (an old ack replayed?)")
             return
+        if cmd is None and self.shared:
+            self._other_hubs(device, ack)
+            return
         if cmd is None or cmd.device != device or cmd.actuator != ack.actuator:
             self.counts["unknown_ack"] += 1
             log.warning("ack refused: unknown command id device=%s id=%s actuator=%s", device, ack.id, ack.actuator)
@@ -405,6 +414,13 @@ class ControlService:
             self._finish(cmd, "applied", now, value=ack.value)
         else:
             self._finish(cmd, "rejected", now, reason="board: " + (ack.reason or ""))
+
+    def _other_hubs(self, device: str, ack: payloads.Ack) -> None:
+        """A signed ack of a command this hub never sent: another hub's, which that hub finishes and audits."""
+        self.counts["other_hub_ack"] += 1
+        if ack.status == payloads.APPLIED and ack.value is not None:
+            self.last[(device, ack.actuator)] = limits.Last(ack.value, self.clock_ms())  # for rate limits
+        log.debug("ack of another hub's command device=%s id=%s", device, ack.id)
 
     def _verified_ack(self, device: str, payload: bytes) -> payloads.Ack:
         """The ack if the board signed it; SignatureError (also in plain mode: no keys), ProtocolError."""

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESERVE_MS = 600_000
-"""How far ahead of the last `n` the reservation on disk reaches (10 minutes of clock)."""
+RESERVE_MS = 10_000
+"""How far ahead of the last `n` the reservation on disk reaches (10 s of clock: at most one write per 10 s
+of commanding; after a restart this hub's `n` may run that far ahead of the clock, which holds back, for that
+long, another hub's commands to a board this one commanded: a board takes only a growing `n`)."""
 
 
 class CounterError(RuntimeError):

@@ -35,8 +35,8 @@ connection.
   broker's certificate must chain to that CA and name `mqtt.host`. A refused certificate is logged once per
   outage as one ERROR line naming the failed check (`connect_failure`), never as a traceback.
 
-Everything runs on the event loop's thread; nothing here blocks. Imports protocols.mqtt_codec, hub.backoff
-and hub.config; knows nothing of payloads, spool or InfluxDB.
+Everything runs on the event loop's thread; nothing here blocks. Imports protocols.mqtt_codec, hub.backoff,
+hub.ingest.message and hub.config; knows nothing of payloads, spool or InfluxDB.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, cast
 
 from hub.backoff import Backoff
+from hub.ingest.message import Message
 from protocols.mqtt_codec import (
     CONNACK,
     DISCONNECT_PACKET,
@@ -98,14 +99,6 @@ def connect_failure(exc: BaseException | None, ca_file: str | None) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return "unknown cause"
-
-
-class Message(NamedTuple):
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
 
 
 _new_message: Callable[[type[Message], tuple[object, ...]], Message] = tuple.__new__

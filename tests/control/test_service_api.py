@@ -36,7 +36,7 @@ CAPS = {"actuators": {"fan1": {"kind": "pwm", "unit": "%", "min": 0, "max": 100,
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, shared: bool = False) -> None:
         self.now = T0
         self.sent: list[tuple[str, bytes]] = []
         self.stored: list[Reading] = []
@@ -46,7 +46,7 @@ class Rig:
         self.signer = Signer("lab", KEYS, Counter(tmp / "cmd-counter", lambda: self.now))
         self.control = ControlService("lab", ControlConfig(ttl=10, retries=1, ack_timeout=2), self.registry,
                                       publish=lambda t, p: self.sent.append((t, p)), emit=self.stored.extend,
-                                      clock_ms=lambda: self.now, signer=self.signer)
+                                      clock_ms=lambda: self.now, signer=self.signer, shared=shared)
 
     def ack(self, cmd_id: str, status: str = "applied", value: float | None = 80, device: str = "t1",
             act: str = "fan1", key: bytes | None = None, n: int | None = None) -> None:
@@ -102,8 +102,22 @@ async def test_acks_that_change_nothing(rig: Rig) -> None:
     assert cmd.state == "rejected"
     assert cmd.reason == "board: 150 above max 100"
     assert rig.control.counts == {"unknown_ack": 2, "duplicate_ack": 1, "late_ack": 0, "bad_ack": 1,
-                                  "forged_ack": 0}
+                                  "forged_ack": 0, "other_hub_ack": 0}
     assert len([r for r in rig.stored if r.field == "id"]) == 1  # one outcome, one audit point
+
+
+async def test_a_hub_among_several_takes_another_hubs_ack_as_the_actuators_value(tmp_path: Path) -> None:
+    """With other hubs (a cluster, a share group) every hub reads every ack: one of a command this hub never
+    sent is another hub's, counted, not refused with a warning; its value is the actuator's last (rate
+    limits). A forged one is still a forgery."""
+    rig = Rig(tmp_path, shared=True)
+    rig.ack("c-of-hub-2", value=55)
+    assert rig.control.counts["other_hub_ack"] == 1
+    assert rig.control.counts["unknown_ack"] == 0
+    assert rig.control.devices()[0]["actuators"]["fan1"]["last"] == 55  # type: ignore[index]
+    rig.ack("c-of-hub-2", value=99, key=bytes(32))  # not the board's key
+    assert rig.control.counts["forged_ack"] == 1
+    assert not rig.stored or all(r.measurement == SECURITY for r in rig.stored)  # no command outcome audited
 
 
 async def test_forged_acks_are_security_events_never_outcomes(rig: Rig) -> None:

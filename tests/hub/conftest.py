@@ -201,7 +201,7 @@ async def running_hub(config_path: Path) -> AsyncIterator[Hub]:
     task = asyncio.create_task(hub.run())
     await hub.ready.wait()
     # A new persistent session has no subscription until SUBACK: the broker would not queue earlier messages.
-    await asyncio.to_thread(hub.mqtt.subscribed.wait, 20)
+    await asyncio.to_thread(hub.broker.subscribed.wait, 20)
     try:
         yield hub
     finally:

@@ -285,7 +285,7 @@ async def test_broker_restart_does_not_stop_the_hub(
         await asyncio.to_thread(pub.close)
         await async_wait_until(lambda: _count_is(influxd, influxd_database, 100), 30, what="first readings")
         await asyncio.to_thread(mosquitto.restart)
-        await async_wait_until(lambda: hub.mqtt.connected, 30, what="the hub to reconnect")
+        await async_wait_until(lambda: hub.broker.connected, 30, what="the hub to reconnect")
         pub = Publisher(mosquitto, "pub-2")
         await asyncio.to_thread(publish_fleet, pub, 5, 20, 20, False)  # noqa: FBT003
         await asyncio.to_thread(pub.close)

@@ -368,7 +368,7 @@ async def _run_until_refused(config_file: Path, caplog: pytest.LogCaptureFixture
         while not any("broker certificate refused" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
             await asyncio.sleep(0.1)  # polling the captured log: it has no event to wait on
         await asyncio.sleep(2)  # retries with backoff meanwhile
-        assert not hub.mqtt.connected
+        assert not hub.broker.connected
     finally:
         hub.request_stop()
         await asyncio.wait_for(task, 30)

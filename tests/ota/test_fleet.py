@@ -265,7 +265,7 @@ class HubThread:
             self.hub = Hub(hub_config.load(self.config_path))
             task = asyncio.create_task(self.hub.run())
             await self.hub.ready.wait()
-            await asyncio.to_thread(self.hub.mqtt.subscribed.wait, 20)
+            await asyncio.to_thread(self.hub.broker.subscribed.wait, 20)
             self.ready.set()
             await task
 
