@@ -36,7 +36,7 @@ from tests._plugins.cluster import CLUSTER_SITE as SITE
 from tests._plugins.trust import ConnectRefused, tls_client
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     import paho.mqtt.client as paho
@@ -140,18 +140,21 @@ async def drain(queue: aio_pika.abc.AbstractQueue, want: int, seconds: float = 1
     return got
 
 
-async def telemetry_queue(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika.abc.AbstractQueue:
-    queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
-    await queue.bind(await channel.get_exchange("amq.topic", ensure=False), routing_key=f"qala.{SITE}.*.telemetry")
-    return queue
+@contextlib.asynccontextmanager
+async def telemetry_queue(cluster: RabbitCluster, index: int, name: str) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """The hub `main` on node `index` with a quorum queue `name` bound to every board's telemetry."""
+    async with await hub_connection(cluster, index) as connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        exchange = await channel.get_exchange("amq.topic", ensure=False)
+        await queue.bind(exchange, routing_key=f"qala.{SITE}.*.telemetry")
+        yield queue
 
 
 async def test_boards_publish_on_every_node_and_a_hub_reads_a_quorum_queue(rabbit_cluster: RabbitCluster,
                                                                            boards: Any) -> None:
     queue_name = f"qala.{SITE}.telemetry.a"
-    connection = await hub_connection(rabbit_cluster, 0)
-    async with connection:
-        queue = await telemetry_queue(await connection.channel(), queue_name)
+    async with telemetry_queue(rabbit_cluster, 0, queue_name) as queue:
         sent = []
         for index, device in enumerate(("c01", "c02", "c03")):
             board = boards(index, device)
@@ -166,10 +169,7 @@ async def test_boards_publish_on_every_node_and_a_hub_reads_a_quorum_queue(rabbi
 
 async def test_a_board_is_disconnected_for_another_boards_topics(rabbit_cluster: RabbitCluster,
                                                                  boards: Any) -> None:
-    queue_name = f"qala.{SITE}.telemetry.b"
-    connection = await hub_connection(rabbit_cluster, 1)
-    async with connection:
-        queue = await telemetry_queue(await connection.channel(), queue_name)
+    async with telemetry_queue(rabbit_cluster, 1, f"qala.{SITE}.telemetry.b") as queue:
         forger = boards(0, "c04")
         info = forger.publish("telemetry", b"forged", device="c05")
         assert forger.closed.wait(10), "the broker should close a connection that publishes a foreign topic"
