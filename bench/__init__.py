@@ -1,0 +1,1 @@
+"""Benchmarks: each module is a script (`python bench/NAME.py`) and importable as bench.NAME (tests/bench)."""
