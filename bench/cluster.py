@@ -29,11 +29,12 @@ from /proc of each part (generator, broker nodes, hubs, influxd, the consumer) o
 
 `fleet`: --own boards on their own TLS connections, each with its own board login (the store's, imported by
 the cluster at boot: the time is measured, as is provisioning), and --gateways connections of --per-gateway
-boards each, logged in as gateway hub identities. Every board sends a reading every --interval s for
---seconds, at its own phase; --hubs hubs consume. Recorded every 5 s: offered and PUBACKed msg/s, points
-stored, the queue's depth, RSS and CPU of every part. After the offering the run waits until everything is
-stored, then counts per board. The per-connection memory of the nodes is their RSS with the connections up
-minus before, over the connections.
+boards each, logged in as gateway hub identities. The gateways' boards are provisioned after the cluster
+started: they need no broker login (the cluster imports none for them), only the hubs' known-device rule.
+Every board sends a reading every --interval s for --seconds, at its own phase; --hubs hubs consume. Recorded
+every 5 s: points stored, the queue's depth, RSS of every part; per second the PUBACKs. After the offering
+the run waits until everything is stored, then counts per board. The nodes' memory per connection is their
+RSS with the connections up minus before, over the connections.
 
 Every process started here is stopped by its PID (also on Ctrl-C, through bench/_run.py).
 
@@ -64,7 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import _run  # noqa: E402
-from bench.loadgen import CTX, Conn, LoadSpec, run_load  # noqa: E402
+from bench.loadgen import CTX, Conn, LoadSpec, paced_total, run_load  # noqa: E402
 from hub.trust import provision  # noqa: E402
 from hub.trust.rabbit import board_client_id  # noqa: E402
 from hub.trust.store import TrustStore  # noqa: E402
@@ -109,12 +110,23 @@ class Rig:
         t0 = time.monotonic()
         root = self.work / "store"
         provision.init_store(root, SITE)
-        provision.add_boards(root, [board(k) for k in range(boards)])
-        self.timings["provision_boards_s"] = time.monotonic() - t0
-        for name in [*HUBS[1:], *(gateway(g) for g in range(gateways))]:
+        for name in [*HUBS[1:], *(gateway(g) for g in range(gateways))]:  # each rewrites the broker's files
             provision.add_hub(root, name)
+        t1 = time.monotonic()
+        provision.add_boards(root, [board(k) for k in range(boards)])
+        self.timings["provision_boards_s"] = time.monotonic() - t1
         self.timings["provision_s"] = time.monotonic() - t0
         self.store = TrustStore.load(root)
+        return self.store
+
+    def add_boards(self, first: int, count: int) -> TrustStore:
+        """Boards first..first+count-1 into the store (after the cluster imported its users: boards behind
+        gateways need no broker login, only the hubs' known-device rule)."""
+        assert self.store is not None
+        t0 = time.monotonic()
+        provision.add_boards(self.store.root, [board(k) for k in range(first, first + count)])
+        self.timings["provision_shared_boards_s"] = time.monotonic() - t0
+        self.store = TrustStore.load(self.store.root)
         return self.store
 
     def start_influxd(self) -> None:
@@ -447,24 +459,10 @@ def plain_consumer(r: Rig, opts: argparse.Namespace, cluster: RabbitCluster, por
 # ------------------------------------------------------------------------------------------ fleet
 
 
-def queue_depth(r: Rig, cluster: RabbitCluster) -> int:
-    """Messages in the telemetry queue (a passive declare over AMQP: cheaper than rabbitmqctl)."""
-    import aio_pika  # noqa: PLC0415 - only the fleet needs it here
-
-    assert r.store is not None
-    user, password = r.store.hub("main")
-
-    async def depth() -> int:
-        context = ssl.create_default_context(cafile=str(r.store.ca_file)) if r.store else None
-        connection = await aio_pika.connect(host="127.0.0.1", port=cluster.nodes[0].amqp_port, login=user,
-                                            password=password, ssl=True, ssl_context=context)
-        async with connection:
-            channel = await connection.channel()
-            q = await channel.declare_queue(f"qala.{SITE}.telemetry", passive=True)
-            return q.declaration_result.message_count or 0
-
+def queue_depth(cluster: RabbitCluster) -> int:
+    """Messages in the telemetry queue (rabbitmqctl: a passive declare's count leaves out the unacknowledged)."""
     try:
-        return asyncio.run(depth())
+        return int(cluster.queue_info(f"qala.{SITE}.telemetry")["messages"])
     except Exception:  # noqa: BLE001 - a sample missed, not a failed run
         return -1
 
@@ -486,12 +484,14 @@ def run_fleet(opts: argparse.Namespace) -> dict[str, Any]:
     boards = opts.own + opts.gateways * opts.per_gateway
     results: dict[str, Any] = {"load_before": os.getloadavg(), "options": vars(opts), "boards": boards}
     with rig(opts.keep) as r:
-        store = r.provision(boards, opts.gateways)
-        print(f"provisioned {boards} boards in {r.timings['provision_s']:.1f} s", flush=True)
+        r.provision(opts.own, opts.gateways)
+        print(f"provisioned {opts.own} boards in {r.timings['provision_s']:.1f} s", flush=True)
         r.start_influxd()
         r.influxd.create_database("fleet")
         cluster = r.start_cluster()
-        print(f"cluster up in {cluster.timings['total_s']:.1f} s", flush=True)
+        print(f"cluster up with their users in {cluster.timings['total_s']:.1f} s", flush=True)
+        store = r.add_boards(opts.own, boards - opts.own)
+        print(f"provisioned {boards - opts.own} more in {r.timings['provision_shared_boards_s']:.1f} s", flush=True)
         ports = [n.mqtt_port for n in cluster.nodes]
         amqp = [f"127.0.0.1:{n.amqp_port}" for n in cluster.nodes]
         hubs = [r.start_hub(r.hub_config(HUBS[i], "fleet", {"cluster": {"nodes": amqp[i:] + amqp[:i]}}),
@@ -513,30 +513,28 @@ def run_fleet(opts: argparse.Namespace) -> dict[str, Any]:
             results["rss_idle_mb"], results["rss_connected_mb"] = rss_idle, rss_up
             results["broker_kb_per_connection"] = round((rss_up["broker"] - rss_idle["broker"]) * 1024
                                                         / len(spec.conns), 1)
-            print(f"{len(spec.conns)} connections up in {results['connect_s']} s", flush=True)
+            print(f"{len(spec.conns)} connections up in {results['connect_s']} s; RSS MB idle {rss_idle}, "
+                  f"connected {rss_up}; broker KB per connection {results['broker_kb_per_connection']}", flush=True)
             gen_pids = load.pids()
             parts.parts["generator"] = gen_pids
             cpu_go = parts.now()
             t_go = load.go()
             samples: list[dict[str, Any]] = []
             stored = 0
-            t_end = t_go + opts.seconds
-            while time.monotonic() < t_end + opts.limit:
-                time.sleep(5)
+            expect = paced_total(boards, opts.interval, opts.seconds)
+            while stored < expect and time.monotonic() < t_go + opts.seconds + opts.limit:
+                time.sleep(opts.sample)
                 t = time.monotonic() - t_go
                 stored = r.stored("fleet")
-                sample = {"t": round(t, 1), "stored": stored, "queue": queue_depth(r, cluster),
+                sample = {"t": round(t, 1), "stored": stored, "queue": queue_depth(cluster),
                           "rss_mb": {k: round(v) for k, v in parts.rss().items()}}
                 samples.append(sample)
                 print(json.dumps(sample), flush=True)
-                if t > opts.seconds:
-                    if "cpu_offer_s" not in results:
-                        results["cpu_offer_s"] = {k: round(v, 1) for k, v in parts.since(cpu_go).items()}
-                        results["stored_at_offer_end"] = stored
-                        cpu_go = parts.now()
-                    if sample["queue"] == 0 and len(samples) > 1 and stored == samples[-2]["stored"]:
-                        break  # offered, queued and stored: the generator's PUBACK count decides below
-            gen = load.finish(opts.limit)
+                if t > opts.seconds and "cpu_offer_s" not in results:
+                    results["cpu_offer_s"] = {k: round(v, 1) for k, v in parts.since(cpu_go).items()}
+                    results["stored_at_offer_end"] = stored
+                    cpu_go = parts.now()
+            gen = load.finish(60)
         finally:
             load.stop()
         t_done = time.monotonic()
@@ -596,6 +594,7 @@ def main() -> int:
     parser.add_argument("--per-gateway", type=int, default=1000, help="fleet: boards per gateway (default 1000)")
     parser.add_argument("--interval", type=float, default=10.0, help="fleet: seconds between a board's readings")
     parser.add_argument("--seconds", type=float, default=120.0, help="fleet: seconds of offering (default 120)")
+    parser.add_argument("--sample", type=float, default=10.0, help="fleet: seconds between samples (default 10)")
     parser.add_argument("--small", action="store_true", help="a tiny run for the test suite")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data)")
     parser.add_argument("--json", type=Path, help="write the results here")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import queue
 import resource
@@ -240,6 +241,16 @@ class Counts:
         self.per_s[second] = self.per_s.get(second, 0) + n
 
 
+def phase(k: int, interval: float) -> float:
+    """Paced: when board k sends its first reading, seconds after go (spread by the golden ratio)."""
+    return (k * 0.6180339887) % 1.0 * interval
+
+
+def paced_total(boards: int, interval: float, duration: float) -> int:
+    """Paced: how many readings `boards` boards send in `duration` seconds."""
+    return sum(math.ceil((duration - phase(k, interval)) / interval) for k in range(boards))
+
+
 def _topic(site: str, device: str) -> bytes:
     topic = f"qala/{site}/{device}/telemetry".encode()
     return len(topic).to_bytes(2, "big") + topic
@@ -292,13 +303,13 @@ async def _burst(spec: LoadSpec, link: Link, counts: Counts) -> None:
 
 
 async def _paced(spec: LoadSpec, link: Link, counts: Counts) -> None:
-    """Each board at phase (board index * golden ratio mod 1) * interval, then every interval, until duration."""
+    """Each board at its phase, then every interval, until duration."""
     conn, transport = link.conn, link.transport
     assert transport is not None
     link.window = 60_000
     step = int(spec.interval * 1000)
     topics = {k: _topic(spec.site, spec.names[k]) for k in conn.boards}
-    due = sorted(((k * 0.6180339887) % 1.0 * spec.interval, k) for k in conn.boards)
+    due = sorted((phase(k, spec.interval), k) for k in conn.boards)
     await counts.started.wait()
     t0 = counts.t_go
     loop = asyncio.get_running_loop()
