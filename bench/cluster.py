@@ -326,9 +326,11 @@ def gateway_conns(store: TrustStore, boards: int, connections: int, ports: list[
 
 
 def burst(r: Rig, opts: argparse.Namespace, ports: list[int], parts: dict[str, list[int]], database: str,
-          *, done: Callable[[], int] | None = None) -> dict[str, Any]:
+          *, done: Callable[[], int] | None = None, per_board: Callable[[], dict[str, int]] | None = None,
+          ) -> dict[str, Any]:
     """One burst end to end: the generator's connections up, go, until `done()` (default: points stored in
-    `database`) reaches the burst; CPU per part; the per-board count."""
+    `database`) reaches the burst; CPU per part; per board, what `per_board()` counted (default: points stored)
+    against the PUBACKs."""
     assert r.store is not None
     total = opts.messages
     conns = gateway_conns(r.store, opts.boards, opts.connections, ports)
@@ -358,21 +360,18 @@ def burst(r: Rig, opts: argparse.Namespace, ports: list[int], parts: dict[str, l
     used["generator"] = gen["cpu"]  # its processes have exited: their own count
     out["cpu_us_msg"] = {name: round(s / max(n, 1) * 1e6, 1) for name, s in used.items()}
     out["cores"] = {name: round(s / seconds, 2) for name, s in used.items()}
-    if done is None:
-        out |= check_boards(r, database, gen)
-    return out
+    return out | check_boards(per_board() if per_board else r.stored_per_board(database), gen)
 
 
-def check_boards(r: Rig, database: str, gen: dict[str, Any]) -> dict[str, Any]:
-    """Per board: stored points against PUBACKed messages (lost: acked but not stored)."""
-    per_board = r.stored_per_board(database)
+def check_boards(counted: dict[str, int], gen: dict[str, Any]) -> dict[str, Any]:
+    """Per board: what arrived against PUBACKed messages (lost: acked but not counted)."""
     lost = short = 0
     for k, acked in enumerate(gen["acked"]):
-        got = per_board.get(board(k), 0)
+        got = counted.get(board(k), 0)
         if got < acked:
             lost += acked - got
             short += 1
-    return {"lost": lost, "boards_short": short, "boards_stored": len(per_board),
+    return {"lost": lost, "boards_short": short, "boards_stored": len(counted),
             "unacked": sum(gen["sent"]) - sum(gen["acked"])}
 
 
@@ -444,16 +443,13 @@ def plain_consumer(r: Rig, opts: argparse.Namespace, cluster: RabbitCluster, por
             take(0)
             return total if "done" in got else 0
 
-        out = burst(r, opts, ports, {**nodes, "consumer": [proc.pid or 0]}, "", done=done)
+        return burst(r, opts, ports, {**nodes, "consumer": [proc.pid or 0]}, "", done=done,
+                     per_board=lambda: got.get("done", {}).get("per_board", {}))
     finally:
         proc.join(30)
         if proc.is_alive():
             proc.kill()
             proc.join()
-    if "done" in got:
-        seen = got["done"]["per_board"]
-        out["lost"] = sum(1 for k in range(opts.boards) if seen.get(board(k), 0) < total // opts.boards)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ fleet
@@ -551,7 +547,7 @@ def run_fleet(opts: argparse.Namespace) -> dict[str, Any]:
                     "drain_s": round(t_done - t_go - opts.seconds, 1),
                     "backlog_peak": max((s["queue"] for s in samples), default=0),
                     "stored_msg_s": round(stored / (t_done - t_go))}
-        results |= check_boards(r, "fleet", gen)
+        results |= check_boards(r.stored_per_board("fleet"), gen)
         results["timings"] = r.timings
         results["load_after"] = os.getloadavg()
     return results
