@@ -151,6 +151,8 @@ class AmqpSource:
     # ------------------------------------------------------------------------------ the service's side
 
     def start(self) -> None:
+        # aiormq logs a lost connection with a traceback at WARNING; this adapter says it in one line itself
+        logging.getLogger("aiormq.connection").setLevel(logging.ERROR)
         nodes = ", ".join(f"{h}:{p}" for h, p in self.cluster.nodes)
         log.info("cluster: connecting nodes=%s hub=%s tls=%s", nodes, self.hub, self._ssl is not None)
         self._task = asyncio.create_task(self._run(), name="qala-hub.cluster")
