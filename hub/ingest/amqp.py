@@ -102,6 +102,21 @@ def connect_failure(exc: BaseException) -> str:  # noqa: PLR0911 - one answer pe
     return f"{type(exc).__name__}: {exc}"
 
 
+def connect_kwargs(cluster: ClusterConfig, login: MqttConfig, node: tuple[str, int], context: ssl.SSLContext | None,
+                   name: str) -> dict[str, Any]:
+    """`aio_pika.connect`'s arguments for one node: the cluster's vhost and heartbeat, the hub's broker login, TLS
+    with `context` (None: plain), `name` shown as the connection's name in RabbitMQ's tools."""
+    kwargs: dict[str, Any] = {
+        "host": node[0], "port": node[1], "virtualhost": cluster.vhost, "timeout": CONNECT_TIMEOUT,
+        "heartbeat": cluster.heartbeat, "client_properties": {"connection_name": name},
+    }
+    if login.username is not None:
+        kwargs |= {"login": login.username, "password": login.password or ""}
+    if context is not None:
+        kwargs |= {"ssl": True, "ssl_context": context}
+    return kwargs
+
+
 class AmqpSource:
     """The hub's broker when [cluster] is given: the same surface as hub.ingest.mqtt.MqttSource."""
 
@@ -264,15 +279,7 @@ class AmqpSource:
 
     async def _connect(self, node: tuple[str, int], lost: asyncio.Future[str]) -> None:
         host, port = node
-        login = self.login
-        kwargs: dict[str, Any] = {
-            "host": host, "port": port, "virtualhost": self.cluster.vhost, "timeout": CONNECT_TIMEOUT,
-            "heartbeat": self.cluster.heartbeat, "client_properties": {"connection_name": login.client_id},
-        }
-        if login.username is not None:
-            kwargs |= {"login": login.username, "password": login.password or ""}
-        if self._ssl is not None:
-            kwargs |= {"ssl": True, "ssl_context": self._ssl}
+        kwargs = connect_kwargs(self.cluster, self.login, node, self._ssl, self.login.client_id)
         async with asyncio.timeout(CONNECT_TIMEOUT * 2):
             connection = self._connection = await aio_pika.connect(**kwargs)
 
