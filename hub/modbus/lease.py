@@ -170,6 +170,11 @@ class Leases:
         now = self._clock()
         return frozenset(b for b in self.book.held if self.book.holds(b, now))
 
+    def fields(self) -> dict[str, float]:
+        """Self-metrics: leases held now, wanted, and taken and lost since the start."""
+        return {"leases_held": float(len(self.holding())), "leases_wanted": float(len(self.book.buses)),
+                "leases_taken": float(self.taken), "leases_lost": float(self.lost)}
+
     async def wait_held(self, bus: str) -> None:
         """Until this hub holds `bus` (KeyError for a bus it does not lease)."""
         event = self._events[bus]
