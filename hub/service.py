@@ -164,7 +164,7 @@ class Hub:
         self.tracker = SequenceTracker()
         self.processor = Processor(
             config.site.id, self.registry, self.tracker, self.metrics, require_birth=config.site.require_birth,
-            known=known,
+            known=known, sequences=config.mqtt.share_group is None and config.cluster is None,
         )
         self.sink = make_sink(config)
         self.writer = Writer(

@@ -637,9 +637,18 @@ class VictoriaMetrics(Service):
         _http("POST", f"{self.url}/api/v1/admin/tsdb/delete_series?{query}")
 
 
-def _toml_value(value: str | int | bool) -> str:
+def _toml_value(value: str | float | bool | list[str]) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
+    if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return json.dumps(value)  # a JSON string (or array of strings) is a valid TOML one
+
+
+def toml_text(tables: dict[str, dict[str, Any]], header: str = "") -> str:
+    """A TOML document of tables of scalars (and arrays of strings), e.g. a generated hub.toml."""
+    lines = [header] if header else []
+    for name, values in tables.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"

@@ -433,6 +433,8 @@ SWEEP: dict[tuple[str, ...], Command] = {
         "--rotate": FLAG, "--revoke": FLAG, "--store": store(CHANGED),
     }, starts=False),
     ("provision", "list"): Command({"--store": "{store}"}, {"--store": store()}, starts=False),
+    ("provision", "rabbitmq"): Command({"--store": "{store}", "--out": "{tmp}/definitions.json"},
+                                       {"--store": store(), "--out": out_file()}, starts=False),
     ("set",): Command({"device": "air-01", "actuator": "fan1", "value": "80", "--config": "{hub_toml}"}, {
         "device": ids(),
         "actuator": ids(),

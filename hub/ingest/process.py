@@ -51,7 +51,7 @@ TOPIC_CACHE = 100_000
 _QUALITY = itemgetter(2)
 """The quality of a decoded reading (quantity, value, quality)."""
 
-_GAP, _DUPLICATE, _LATE = Verdict.GAP, Verdict.DUPLICATE, Verdict.LATE
+_GAP, _DUPLICATE, _LATE, _NEXT = Verdict.GAP, Verdict.DUPLICATE, Verdict.LATE, Verdict.NEXT
 """Module constants: the hot path tests every message against them."""
 
 LOG_EVERY = 60.0
@@ -184,10 +184,13 @@ class Processor:
         known: frozenset[str] | None = None,
         ratelog: RateLimitedLog | None = None,
         floodlog: FloodLog | None = None,
+        sequences: bool = True,
     ) -> None:
         """`known`: the provisioned device ids; a message from any other id is dropped (None: every id is
-        admitted, the lab-bench mode without a provisioning store)."""
+        admitted, the lab-bench mode without a provisioning store). `sequences` false: other hubs take part of
+        each board's messages (a cluster, a share group), so a jump in its seqs is no gap and is not judged."""
         self.site = site
+        self.sequences = sequences
         self.registry = registry
         self.tracker = tracker
         self.metrics = metrics
@@ -285,7 +288,7 @@ class Processor:
             return self._reject(m.BAD_PAYLOAD, device, "device=%s kind=telemetry error=%s", device, exc)
         if self.ids is not None:
             self.ids.append((device, t.boot, t.seq))
-        verdict = self.tracker.see(device, t.boot, t.seq)
+        verdict = self.tracker.see(device, t.boot, t.seq) if self.sequences else _NEXT
         if verdict is Verdict.GAP:
             self.ratelog.warning("gap:" + device, "sequence gap device=%s boot=%d seq=%d", device, t.boot, t.seq)
         self.registry.seen(device, now_ms)

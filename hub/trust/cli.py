@@ -9,11 +9,13 @@
     qala provision hub    NAME --store DIR [--rotate]
     qala provision integrator NAME --store DIR [--rotate | --revoke]
     qala provision list   --store DIR
+    qala provision rabbitmq --store DIR [--out definitions.json]
 
 `board` and `rotate` write the board's config (its MQTT login, its command key, the site CA's file name) with
 the site CA next to it as ca.pem, validated by the board's own code before the store changes: a config that
 would not run leaves the store as it was. `integrator` makes a situation centre's login: it may only read the
-northbound feed `qala/{site}/_north/#` (docs/integrators.md). Nothing here prints a secret: they go to files
+northbound feed `qala/{site}/_north/#` (docs/integrators.md). `rabbitmq` writes the same policy as RabbitMQ
+definitions for a cluster (docs/scale.md, "Securing the cluster"). Nothing here prints a secret: they go to files
 of mode 600 only.
 After a change, mosquitto and the hub read the store again on SIGHUP (printed as a reminder). Every failure
 is one line on stderr naming the argument or file, exit code 2 (bad input) or 1 (the system refused a write).
@@ -164,6 +166,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rabbitmq(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    store = TrustStore.load(Path(args.store))
+    fw.check_out(out)
+    doc = provision.write_rabbitmq(store, out)
+    sys.stdout.write(
+        f"wrote {out} (mode 600): {len(doc['users'])} users of site {store.site} with their permissions and topic "
+        f"permissions on amq.topic; load it into the cluster: rabbitmqctl import_definitions {out} (or "
+        f"definitions.local.path in rabbitmq.conf), then delete the users it no longer names (rabbitmqctl "
+        f"list_users, delete_user): an import never removes one (docs/scale.md)\n")
+    return 0
+
+
 def _run(func: Any, args: argparse.Namespace) -> int:
     try:
         code: int = func(args)
@@ -184,7 +199,7 @@ def _place_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `provision` (init, board, rotate, revoke, hub, integrator, list) to the `qala` subcommands."""
+    """Add `provision` (init, board, rotate, revoke, hub, integrator, list, rabbitmq) to the `qala` subcommands."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "provision", help="the site's identities: CA, broker policy, board and hub logins, command keys")
     sub = parser.add_subparsers(dest="provision_command", metavar="PROVISION_COMMAND", required=True)
@@ -239,6 +254,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     once.add_argument("--rotate", action="store_true", help="a new password for an existing integrator")
     once.add_argument("--revoke", action="store_true", help="remove the integrator's login")
     command("list", _cmd_list, "the store's devices, hubs and integrators (no secrets)")
+    rabbitmq = command("rabbitmq", _cmd_rabbitmq,
+                       "write the store's users and permissions as RabbitMQ definitions (a cluster, issue 15)")
+    rabbitmq.add_argument("--out", type=argtypes.text, default="definitions.json", metavar="FILE",
+                          help="the definitions file to write (mode 600: it holds password hashes)")
     for p in sub.choices.values():
         p.add_argument("--store", type=argtypes.text, required=True, metavar="DIR",
                        help="the provisioning store's folder")

@@ -10,6 +10,8 @@
   changes. `add_board`, `rotate_board`, `revoke_board`, `add_hub`, `add_integrator` and `revoke_integrator`
   do both steps at once. An integrator is a situation centre's read-only login to the northbound feed
   (`qala/{site}/_north/#`, hub.trust.broker.integrator_rules).
+- `write_rabbitmq(store, out)`: the store's users and permissions as RabbitMQ definitions (hub.trust.rabbit)
+  in one file of mode 600 (`qala provision rabbitmq`, the RabbitMQ cluster of issue 15).
 - A device's place (its district and coordinates, public in devices.json) comes with `save_boards(...,
   places)` / `add_boards(..., places)` or later with `place_board` (`qala provision place`).
 
@@ -41,7 +43,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from hub.atomic import fsync_folder, write_atomic
-from hub.trust import broker, passwd, tls
+from hub.trust import broker, passwd, rabbit, tls
 from hub.trust.store import (
     ACL,
     BOARDS,
@@ -84,6 +86,7 @@ __all__ = [  # public (hub.PUBLIC)
     "revoke_board",
     "revoke_integrator",
     "rotate_board",
+    "write_rabbitmq",
 ]
 
 ISSUED = "secrets/issued"
@@ -543,3 +546,11 @@ def revoke_integrator(root: Path, name: str) -> None:
     """Remove one integrator identity from the store and the broker's files."""
     with open_store(root) as session:
         session.revoke_integrator(name)
+
+
+def write_rabbitmq(store: TrustStore, out: Path) -> dict[str, Any]:
+    """Write the store's RabbitMQ definitions (every hub, board and integrator: hub.trust.rabbit) to `out`,
+    atomically and mode 600 (they hold password hashes); the definitions written."""
+    doc = rabbit.store_definitions(store)
+    write_atomic(out, rabbit.definitions_bytes(doc), mode=0o600)
+    return doc

@@ -160,6 +160,15 @@ def test_a_broker_list_for_failover():
         assert _error(raw) == error, bad
 
 
+def test_a_clean_session_for_a_cluster():
+    raw = _copy()
+    assert config.validate(raw)["mqtt"]["clean"] is False  # a persistent session by default
+    raw["mqtt"]["clean"] = True
+    assert config.validate(raw)["mqtt"]["clean"] is True
+    raw["mqtt"]["clean"] = "yes"
+    assert _error(raw) == "mqtt.clean: must be true or false, got 'yes'"
+
+
 def test_tls_keys():
     raw = _copy()
     del raw["mqtt"]["ca"]

@@ -122,6 +122,16 @@ def test_sequence_gaps_and_duplicates(proc: Processor) -> None:
     assert proc.tracker.duplicates == 1
 
 
+def test_a_hub_among_several_does_not_judge_sequences(proc: Processor, caplog: pytest.LogCaptureFixture) -> None:
+    """Competing hubs (a cluster, a share group) each see part of a board's messages: a jump is no gap."""
+    proc.sequences = False
+    with caplog.at_level("WARNING"):
+        for seq in (0, 3, 9):
+            assert proc.process("qala/s/d1/telemetry", tele(seq), 0)  # stored all the same
+    assert (proc.tracker.gaps, proc.tracker.duplicates) == (0, 0)
+    assert "sequence gap" not in caplog.text
+
+
 def test_status_written_only_when_it_changes(proc: Processor) -> None:
     birth = payloads.encode_status("online", ts=TS, boot=1, fw="1", caps=CAPS)
     assert proc.process("qala/s/d1/status", birth, 0) == []
