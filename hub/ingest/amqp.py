@@ -48,7 +48,7 @@ from hub.backoff import Backoff
 from hub.ingest.message import Message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 
@@ -115,6 +115,28 @@ def connect_kwargs(cluster: ClusterConfig, login: MqttConfig, node: tuple[str, i
     if context is not None:
         kwargs |= {"ssl": True, "ssl_context": context}
     return kwargs
+
+
+async def keep_connecting(
+    session: Callable[[], Awaitable[None]],
+    recover: Callable[[], Awaitable[None]],
+    backoff: Backoff,
+    stop: asyncio.Event,
+    logger: logging.Logger,
+    what: str,
+) -> None:
+    """Run `session` (one connection, from connect to loss) again and again until `stop` is set. A bug of ours
+    (any exception out of a session) must not end the connecting for good: it is logged, `recover` cleans up,
+    and the next session comes after a backoff delay."""
+    while not stop.is_set():
+        try:
+            await session()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: unexpected error, reconnecting", what)
+            await recover()
+            await asyncio.sleep(backoff.next())
 
 
 class AmqpSource:
@@ -228,15 +250,7 @@ class AmqpSource:
     # ------------------------------------------------------------------------------- the connection
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug of ours must not end the hub's intake for good: log it, connect again
-                log.exception("cluster: unexpected error, reconnecting")
-                await self._close()
-                await asyncio.sleep(self._backoff.next())
+        await keep_connecting(self._session, self._close, self._backoff, self._stop, log, "cluster")
 
     async def _session(self) -> None:
         node = self.cluster.nodes[self._next % len(self.cluster.nodes)]

@@ -34,7 +34,7 @@ import aio_pika
 import aiormq.exceptions
 
 from hub.backoff import Backoff
-from hub.ingest.amqp import CONNECT_TIMEOUT, connect_failure, connect_kwargs
+from hub.ingest.amqp import CONNECT_TIMEOUT, connect_failure, connect_kwargs, keep_connecting
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -223,16 +223,11 @@ class Leases:
         await self._close()
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug of ours must not end the leases for good: log it, connect again
-                log.exception("lease: unexpected error, reconnecting")
-                self._drop("unexpected error")
-                await self._close()
-                await asyncio.sleep(self._backoff.next())
+        await keep_connecting(self._session, self._recover, self._backoff, self._stop, log, "lease")
+
+    async def _recover(self) -> None:
+        self._drop("unexpected error")
+        await self._close()
 
     async def _session(self) -> None:
         node = self.cluster.nodes[self._next % len(self.cluster.nodes)]
