@@ -469,7 +469,7 @@ class Started(BaseException):  # BaseException: no `except Exception` in a comma
 
 
 STARTS = ("hub.service.serve", "simulators.city.Demo.run", "simulators.cluster.ClusterSite.start_services",
-           "simulators.fleet.run_light",
+          "simulators.fleet.run_light",
           "simulators.fleet.find_micropython", "hub.tools.bundle.compile_module", "hub.tools.fw.run_mpremote",
           "hub.tools.fw.wait_for_birth", "urllib.request.urlopen", "hub.modbus.bus.PymodbusTransport.connect")
 
