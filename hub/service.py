@@ -182,6 +182,10 @@ class Hub:
         """The site's broker (hub.broker): one MQTT broker, or a RabbitMQ cluster with [cluster]."""
         self.several = config.mqtt.share_group is not None or config.cluster is not None
         """Other hubs read this site's acks and OTA messages too: those of theirs are expected here."""
+        if self.several and (config.rules or config.schedules or config.alerts.actions):
+            log.warning("automation on a hub among several: its [[rules]] and [[alerts.actions]] see only the part "
+                        "of the telemetry this hub takes, and every hub that has a [[schedules]] entry sends it; "
+                        "give them to one hub of the site (docs/scale.md, Limits)")
         self.modbus: ModbusService | None = None
         if config.modbus is not None and config.modbus.devices:
             from hub.modbus.poller import ModbusService  # noqa: PLC0415 - pymodbus only with Modbus devices
