@@ -198,9 +198,11 @@ class MQTTClient:
         return pid, ev
 
     async def subscribe(self, topic, qos=0):
-        """Returns once the broker answered with SUBACK; the connection is dropped if it does not."""
+        """Returns once the broker answered with SUBACK; the connection is dropped if it does not. A clean
+        session subscribes at QoS 0: it keeps nothing for the board anyway, and RabbitMQ would keep a QoS 1
+        subscription's queue durable on one node, unreachable from the others while that node is down."""
         self._suback = ev = asyncio.Event()
-        await self._send(mc.encode_subscribe(self._next_pid(), topic, qos))
+        await self._send(mc.encode_subscribe(self._next_pid(), topic, 0 if self.clean else qos))
         try:
             await asyncio.wait_for(ev.wait(), self.timeout)
         except _Timeout:
@@ -364,6 +366,7 @@ def client_for(mqtt, site, device):
 
     will = status.encode_status(status.OFFLINE)
     c = MQTTClient("qala-%s-%s" % (site, device), mqtt["host"], mqtt["port"], mqtt["user"], mqtt["password"],
-                   mqtt["keepalive"], mqtt["tls"], mqtt["clean"], mqtt["max_packet"], 10, mqtt["ca"], mqtt["server_hostname"])
+                   mqtt["keepalive"], mqtt["tls"], mqtt["clean"], mqtt["max_packet"], 10, mqtt["ca"],
+                   mqtt["server_hostname"])
     c.set_last_will(topics.build(site, device, topics.STATUS), will, True, 1)
     return c

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hub import __version__, argtypes, demo_cli, fw_cli
+from hub import __version__, argtypes, cluster_cli, demo_cli, fw_cli
 from hub.modbus import cli as modbus_cli
 from hub.trust import cli as trust_cli
 
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo_cli.add_parsers(sub)  # demo, sim fleet
+    cluster_cli.add_parser(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     hub = sub.add_parser("hub", help="the hub service")

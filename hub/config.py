@@ -82,8 +82,8 @@ class ClusterConfig:
     prefetch: int = 2000
     """Messages delivered to this hub and not yet acknowledged (spooled), at most."""
     heartbeat: int = 10
-    """AMQP heartbeat, seconds: a dead hub's connection (its unacknowledged messages, its Modbus leases) is
-    released by the broker after about twice this."""
+    """AMQP heartbeat, seconds: a hung hub's connection (its unacknowledged messages, its Modbus leases) is
+    released by the broker after about three times this (measured, docs/scale.md); a closed one at once."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ Tasks (one asyncio loop; the MQTT connection, hub.ingest.mqtt, feeds it as it re
   through `emit` into the spool. With an [api] section, the HTTP API (hub.control.api) too.
 - modbus (hub.modbus.poller, when [modbus] configures devices): polls devices; their Readings take the same
   path as MQTT readings (`ingest`: the control service's rules and the detectors see them, then the spool).
-  Writes go through `Hub.modbus_write` (the control service uses the same ModbusService).
+  Writes go through `Hub.modbus_write` (the control service uses the same ModbusService). With [cluster], only
+  the buses whose lease this hub holds (hub.modbus.lease: one hub of the site per bus).
 - north (hub.north, unless [north] turns both MQTT and webhooks off): the northbound feed for a situation
   centre: alerts and district summaries on `qala/{site}/_north/...` and to webhooks; closed last at a stop,
   so what it holds is handed over.
@@ -101,6 +102,7 @@ if TYPE_CHECKING:
     from hub.config import HubConfig
     from hub.coverage import Place
     from hub.ingest.message import Message
+    from hub.modbus.lease import Leases
     from hub.modbus.poller import ModbusService
     from hub.model import Reading
     from hub.sinks.base import Sink
@@ -180,11 +182,15 @@ class Hub:
         """The site's broker (hub.broker): one MQTT broker, or a RabbitMQ cluster with [cluster]."""
         self.several = config.mqtt.share_group is not None or config.cluster is not None
         """Other hubs read this site's acks and OTA messages too: those of theirs are expected here."""
+        if self.several and (config.rules or config.schedules or config.alerts.actions):
+            log.warning("automation on a hub among several: its [[rules]] and [[alerts.actions]] see only the part "
+                        "of the telemetry this hub takes, and every hub that has a [[schedules]] entry sends it; "
+                        "give them to one hub of the site (docs/scale.md, Limits)")
         self.modbus: ModbusService | None = None
         if config.modbus is not None and config.modbus.devices:
             from hub.modbus.poller import ModbusService  # noqa: PLC0415 - pymodbus only with Modbus devices
 
-            self.modbus = ModbusService(config.modbus, site)
+            self.modbus = ModbusService(config.modbus, site, leases=self._leases(config))
         self.signer: Signer | None = None
         if self.trust is not None:
             self.signer = Signer(site, self._keys(self.trust), Counter(state / "cmd-counter"))
@@ -234,6 +240,16 @@ class Hub:
                         exc)
             return
         log.info("detect: consumption baselines loaded from InfluxDB series=%d", loaded)
+
+    @staticmethod
+    def _leases(config: HubConfig) -> Leases | None:
+        """With [cluster], each Modbus bus is polled by one hub of the site at a time (hub.modbus.lease)."""
+        if config.cluster is None or config.modbus is None:
+            return None
+        from hub.modbus.lease import Leases  # noqa: PLC0415 - aio-pika only with [cluster]
+
+        buses = dict.fromkeys(d.bus for d in config.modbus.devices)
+        return Leases(config.cluster, config.mqtt, config.site.id, config.trust.hub, buses)
 
     def _alerting(self, config: HubConfig, state: Path) -> Alerting:
         """The alerting loop, and the northbound feed it hands alerts and summaries to; `self.detectors` and
@@ -710,7 +726,8 @@ class Hub:
             "alerts_open": float(len(self.alerting.book.open)),
             "alerts_suppressed": float(self.alerting.book.suppressed),
             "alert_actions": float(self.alerting.actions_sent),
-        } | self.ota.fields() | (self.north.fields() if self.north is not None else {})
+        } | self.ota.fields() | (self.north.fields() if self.north is not None else {}) | (
+            self.modbus.fields() if self.modbus is not None else {})
         return self.metrics.snapshot(self.config.site.id, self.config.mqtt.client_id, int(time.time() * 1000), gauges)
 
     async def _housekeeping(self) -> None:

@@ -264,6 +264,15 @@ SWEEP: dict[tuple[str, ...], Command] = {
         "--run-dir": [EMPTY, Bad("{file}", "{file} is a file, not a folder; give another --run-dir"),
                       Bad("{under_file}", "{file} is a file, not a folder")],
     }),
+    ("cluster",): Command({"--hubs": "2", "--boards": "2", "--duration": "30", "--run-dir": "{dir}"}, {
+        "--hubs": whole(1, 8),
+        "--boards": whole(1, 20),
+        "--duration": [*seconds(86400), Bad("5", "--duration 5: at least 20 s (the cluster takes about 20 s")],
+        "--interval": [*seconds(60), Bad("0.05", "--interval 0.05: at least 0.1 s")],
+        "--drill": FLAG,
+        "--run-dir": [EMPTY, Bad("{file}", "{file} is a file, not a folder; give another"),
+                      Bad("{under_file}", "{file} is a file, not a folder")],
+    }),
     ("sim", "fleet"): Command({"--boards": "2", "--rate": "1", "--broker": "127.0.0.1:1883", "--plain": None}, {
         "--boards": [*whole(1), Bad("21", "too heavy for one machine (about 160k heap and a process each); "
                                           "use --light above 20 boards")],
@@ -459,7 +468,8 @@ class Started(BaseException):  # BaseException: no `except Exception` in a comma
     """A command began its real work (a server, a build, a request) instead of refusing its input."""
 
 
-STARTS = ("hub.service.serve", "simulators.city.Demo.run", "simulators.fleet.run_light",
+STARTS = ("hub.service.serve", "simulators.city.Demo.run", "simulators.cluster.ClusterSite.start_services",
+          "simulators.fleet.run_light",
           "simulators.fleet.find_micropython", "hub.tools.bundle.compile_module", "hub.tools.fw.run_mpremote",
           "hub.tools.fw.wait_for_birth", "urllib.request.urlopen", "hub.modbus.bus.PymodbusTransport.connect")
 
@@ -471,6 +481,7 @@ def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             raise Started(_where)
         monkeypatch.setattr(where, start)
     monkeypatch.setattr("simulators.city.missing_tools", list)  # the tools: not this machine's business here
+    monkeypatch.setattr("hub.cluster_cli.missing_tools", list)
     monkeypatch.setattr("hub.tools.bundle.find_mpy_cross", lambda: "mpy-cross")
     monkeypatch.delenv("QALA_API_CONTROL", raising=False)
 

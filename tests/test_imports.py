@@ -68,15 +68,18 @@ def test_the_hub_service_never_reaches_the_simulators() -> None:
     assert not {m for m in reach(g, "hub.service") if m.startswith("simulators")}
 
 
-def test_only_the_demo_and_sim_commands_reach_the_simulators() -> None:
+def test_only_the_demo_sim_and_cluster_commands_reach_the_simulators() -> None:
     """The product never depends on simulators/: of the hub's modules only hub.demo_cli (`qala demo`, `qala
-    sim`) imports it, and only the command line (hub.cli, hub.__main__) reaches it, through hub.demo_cli."""
+    sim`) and hub.cluster_cli (`qala cluster`) import it, and only the command line (hub.cli, hub.__main__)
+    reaches it, through them."""
     g = graph()
+    commands = {"hub.demo_cli", "hub.cluster_cli"}
     importers = {m for m in g if m.startswith("hub") and any(d.startswith("simulators") for d in g[m])}
-    assert importers == {"hub.demo_cli"}
-    assert {m for m in g if "hub.demo_cli" in g[m]} == {"hub.cli"}
-    without = {m: deps - {"hub.demo_cli"} for m, deps in g.items()}
-    assert not {m for m in g if m.startswith("hub") and m != "hub.demo_cli"
+    assert importers == commands
+    for command in commands:
+        assert {m for m in g if command in g[m]} == {"hub.cli"}
+    without = {m: deps - commands for m, deps in g.items()}
+    assert not {m for m in g if m.startswith("hub") and m not in commands
                 and any(d.startswith("simulators") for d in reach(without, m))}
 
 

@@ -48,7 +48,7 @@ from hub.backoff import Backoff
 from hub.ingest.message import Message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 
@@ -102,6 +102,43 @@ def connect_failure(exc: BaseException) -> str:  # noqa: PLR0911 - one answer pe
     return f"{type(exc).__name__}: {exc}"
 
 
+def connect_kwargs(cluster: ClusterConfig, login: MqttConfig, node: tuple[str, int], context: ssl.SSLContext | None,
+                   name: str) -> dict[str, Any]:
+    """`aio_pika.connect`'s arguments for one node: the cluster's vhost and heartbeat, the hub's broker login, TLS
+    with `context` (None: plain), `name` shown as the connection's name in RabbitMQ's tools."""
+    kwargs: dict[str, Any] = {
+        "host": node[0], "port": node[1], "virtualhost": cluster.vhost, "timeout": CONNECT_TIMEOUT,
+        "heartbeat": cluster.heartbeat, "client_properties": {"connection_name": name},
+    }
+    if login.username is not None:
+        kwargs |= {"login": login.username, "password": login.password or ""}
+    if context is not None:
+        kwargs |= {"ssl": True, "ssl_context": context}
+    return kwargs
+
+
+async def keep_connecting(
+    session: Callable[[], Awaitable[None]],
+    recover: Callable[[], Awaitable[None]],
+    backoff: Backoff,
+    stop: asyncio.Event,
+    logger: logging.Logger,
+    what: str,
+) -> None:
+    """Run `session` (one connection, from connect to loss) again and again until `stop` is set. A bug of ours
+    (any exception out of a session) must not end the connecting for good: it is logged, `recover` cleans up,
+    and the next session comes after a backoff delay."""
+    while not stop.is_set():
+        try:
+            await session()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: unexpected error, reconnecting", what)
+            await recover()
+            await asyncio.sleep(backoff.next())
+
+
 class AmqpSource:
     """The hub's broker when [cluster] is given: the same surface as hub.ingest.mqtt.MqttSource."""
 
@@ -151,6 +188,8 @@ class AmqpSource:
     # ------------------------------------------------------------------------------ the service's side
 
     def start(self) -> None:
+        # aiormq logs a lost connection with a traceback at WARNING; this adapter says it in one line itself
+        logging.getLogger("aiormq.connection").setLevel(logging.ERROR)
         nodes = ", ".join(f"{h}:{p}" for h, p in self.cluster.nodes)
         log.info("cluster: connecting nodes=%s hub=%s tls=%s", nodes, self.hub, self._ssl is not None)
         self._task = asyncio.create_task(self._run(), name="qala-hub.cluster")
@@ -213,15 +252,7 @@ class AmqpSource:
     # ------------------------------------------------------------------------------- the connection
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug of ours must not end the hub's intake for good: log it, connect again
-                log.exception("cluster: unexpected error, reconnecting")
-                await self._close()
-                await asyncio.sleep(self._backoff.next())
+        await keep_connecting(self._session, self._close, self._backoff, self._stop, log, "cluster")
 
     async def _session(self) -> None:
         node = self.cluster.nodes[self._next % len(self.cluster.nodes)]
@@ -264,15 +295,7 @@ class AmqpSource:
 
     async def _connect(self, node: tuple[str, int], lost: asyncio.Future[str]) -> None:
         host, port = node
-        login = self.login
-        kwargs: dict[str, Any] = {
-            "host": host, "port": port, "virtualhost": self.cluster.vhost, "timeout": CONNECT_TIMEOUT,
-            "heartbeat": self.cluster.heartbeat, "client_properties": {"connection_name": login.client_id},
-        }
-        if login.username is not None:
-            kwargs |= {"login": login.username, "password": login.password or ""}
-        if self._ssl is not None:
-            kwargs |= {"ssl": True, "ssl_context": self._ssl}
+        kwargs = connect_kwargs(self.cluster, self.login, node, self._ssl, self.login.client_id)
         async with asyncio.timeout(CONNECT_TIMEOUT * 2):
             connection = self._connection = await aio_pika.connect(**kwargs)
 

@@ -52,6 +52,15 @@ class BadResponseError(BusError):
     """An answer that does not match the request (wrong count, wrong function)."""
 
 
+class NotOwnerError(BusError):
+    """Another hub of the site holds the bus's lease (hub.modbus.lease): this hub must not use the bus."""
+
+    def __init__(self, bus: str) -> None:
+        self.bus = bus
+        super().__init__(f"bus {bus} is owned by another hub of the site (this hub does not hold its lease); "
+                         "send the write through the hub that polls it, or retry once this hub holds the bus")
+
+
 class DeviceError(BusError):
     """The device answered with a Modbus exception response."""
 
@@ -180,6 +189,8 @@ class BusArbiter:
 
     `guard` bounds a transaction that the transport itself fails to time out; `reconnect_min/max` pace
     connection attempts (between attempts queued jobs fail at once with NoResponseError instead of waiting).
+    `owner`, when set, is asked before every transaction whether this hub may use the bus (its lease): when it
+    may not, the job fails with NotOwnerError and nothing is sent.
     """
 
     def __init__(
@@ -208,6 +219,9 @@ class BusArbiter:
         self._connect_error = ""
         """Why the last connect failed: repeated while the next attempt waits."""
         self._running = False
+        self._busy = False
+        self._release = False
+        self.owner: Callable[[], bool] | None = None
 
     @property
     def running(self) -> bool:
@@ -243,8 +257,20 @@ class BusArbiter:
                 if not job.future.done():
                     job.future.set_exception(NoResponseError(f"bus {self.name} stopped"))
 
+    def release(self) -> None:
+        """Close the connection (another hub is taking the bus: a gateway may take one client only); after the
+        transaction in progress, if any. The next job this hub may run connects again."""
+        if self._busy:
+            self._release = True
+        else:
+            self.transport.close()
+
     async def _execute(self, job: _Job) -> None:
+        if self.owner is not None and not self.owner():
+            job.future.set_exception(NotOwnerError(self.name))
+            return
         started = self._clock()
+        self._busy = True
         try:
             await self._ensure_connected()
             result = await asyncio.wait_for(job.op(self.transport), self.guard)
@@ -265,6 +291,10 @@ class BusArbiter:
                 job.future.set_result(result)
         finally:
             self.stats.busy_seconds += self._clock() - started
+            self._busy = False
+            if self._release:
+                self._release = False
+                self.transport.close()
         if self.silent:
             await asyncio.sleep(self.silent)
 

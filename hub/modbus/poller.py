@@ -22,20 +22,28 @@ retry queued again behind the other devices' jobs on the bus. An offline device 
 poll and is polled with jittered exponential back-off from `interval` up to `offline_interval`. The log
 says once per outage that a device went offline and once that it came back, never per failed poll.
 
+Leases (several hubs of a site, [cluster]; docs/scale.md): given `leases` (hub.modbus.lease.Leases, or
+anything with its `held`/`wait_held`/`listeners`), a bus is polled only while this hub holds its lease. Its
+devices wait, without Readings or status records, while another hub owns it; each bus's arbiter refuses
+every transaction (NotOwnerError) the moment the lease is not held, and closes its connection when it is lost.
+A write to a device on a bus this hub does not hold raises BusNotHeldError, naming the bus. Without `leases`
+every bus is polled, as on a hub alone.
+
 Imports hub.model, hub.backoff, hub.modbus.{config,plan,bus,profile} and protocols; the only pymodbus
-code is behind hub.modbus.bus.
+code is behind hub.modbus.bus; knows of leases only the BusLeases protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hub.backoff import Backoff
 from hub.modbus import plan
@@ -47,6 +55,7 @@ from hub.modbus.bus import (
     BusError,
     DeviceError,
     NoResponseError,
+    NotOwnerError,
     PymodbusTransport,
     Transport,
     raise_if_cancelling,
@@ -68,6 +77,26 @@ log = logging.getLogger(__name__)
 
 class WriteRefusedError(ValueError):
     """A write the hub will not send: unknown device or register, not writable, outside limits, not a number."""
+
+
+class BusNotHeldError(WriteRefusedError):
+    """A write to a device on a bus that another hub of the site owns (this hub does not hold its lease)."""
+
+
+class BusLeases(Protocol):
+    """What the poller needs of hub.modbus.lease.Leases."""
+
+    listeners: list[Callable[[str, bool], None]]
+
+    def held(self, bus: str) -> bool: ...
+
+    async def wait_held(self, bus: str) -> None: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def fields(self) -> dict[str, float]: ...
 
 
 class WriteNotConfirmedError(BusError):
@@ -116,6 +145,8 @@ class DevicePoller:
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._monotonic = monotonic
         self._backoff = Backoff(device.interval, device.offline_interval)
+        self.leases: BusLeases | None = None
+        """Set by ModbusService with [cluster]: poll only while this hub holds the bus's lease."""
 
     @property
     def name(self) -> str:
@@ -125,11 +156,17 @@ class DevicePoller:
         """Poll at the configured rate until cancelled."""
         next_due = self._monotonic()
         while True:
+            if self.leases is not None and not self.leases.held(self.device.bus):
+                await self._wait_for_lease(self.leases)
+                next_due = self._monotonic()
             delay = next_due - self._monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             started = self._monotonic()
-            readings = await self.poll_once()
+            try:
+                readings = await self.poll_once()
+            except NotOwnerError:
+                continue  # the lease went during this poll: its values are not sent, the other hub polls now
             raise_if_cancelling()
             if readings:
                 result = emit(readings)
@@ -141,6 +178,15 @@ class DevicePoller:
             else:
                 next_due = started + self._backoff.next()
             next_due = max(next_due, self._monotonic())
+
+    async def _wait_for_lease(self, leases: BusLeases) -> None:
+        """While another hub owns the bus: nothing is polled or sent, and what this hub knew of the device is
+        forgotten (the other hub reports it meanwhile); the first poll after takes it up again."""
+        self.online = None
+        self._failing_reads.clear()
+        self._backoff.reset()
+        log.debug("modbus device waits for its bus's lease device=%s bus=%s", self.name, self.device.bus)
+        await leases.wait_held(self.device.bus)
 
     async def poll_once(self) -> list[Reading]:
         """One poll of every read in the plan; updates online state; returns the Readings to store."""
@@ -260,15 +306,17 @@ class DevicePoller:
         except ProtocolError as exc:
             raise WriteRefusedError(f"{self.name}.{register}: {exc.problem}") from None
         expected = registers.decode(words, reg.type, reg.order, reg.scale)
-        if not self.arbiter.running:
-            raise NoResponseError(f"bus {self.device.bus} is not running (start ModbusService.run first)")
+        self._usable(register)
         unit = self.device.unit
 
         async def op(t: Transport) -> list[int]:
             await t.write(unit, reg.address, words)
             return await t.read(unit, reg.table, reg.address, reg.size)
 
-        back = await self.arbiter.submit(op, WRITE)
+        try:
+            back = await self.arbiter.submit(op, WRITE)
+        except NotOwnerError as exc:
+            raise BusNotHeldError(f"{self.name}.{register}: {exc}") from None
         try:
             confirmed = registers.decode(back, reg.type, reg.order, reg.scale)
         except ProtocolError as exc:
@@ -280,6 +328,13 @@ class DevicePoller:
         self.cache[reg.name] = confirmed
         log.info("modbus write device=%s register=%s value=%g confirmed=%g", self.name, register, value, confirmed)
         return confirmed
+
+    def _usable(self, register: str) -> None:
+        """Raise unless the bus can take a write now: its lease held here (if leased) and its arbiter running."""
+        if self.leases is not None and not self.leases.held(self.device.bus):
+            raise BusNotHeldError(f"{self.name}.{register}: {NotOwnerError(self.device.bus)}")
+        if not self.arbiter.running:
+            raise NoResponseError(f"bus {self.device.bus} is not running (start ModbusService.run first)")
 
     def _writable(self, register: str) -> Register:
         try:
@@ -296,7 +351,8 @@ class ModbusService:
     """Every configured bus and device: `run(emit)` polls, `write(...)` sets a register.
 
     `transports` replaces the pymodbus transport of named buses (tests and simulations use it);
-    `wall_ms` is the clock stamped on Readings (ms since the epoch; Modbus devices carry no time).
+    `wall_ms` is the clock stamped on Readings (ms since the epoch; Modbus devices carry no time);
+    `leases` (with [cluster]) limits polls and writes to the buses whose lease this hub holds.
     """
 
     def __init__(
@@ -306,8 +362,10 @@ class ModbusService:
         *,
         transports: Mapping[str, Transport] | None = None,
         wall_ms: Callable[[], int] | None = None,
+        leases: BusLeases | None = None,
     ) -> None:
         self.config = config
+        self.leases = leases
         self.site = site
         self.arbiters: dict[str, BusArbiter] = {}
         for bus in config.buses:
@@ -321,15 +379,37 @@ class ModbusService:
             bus = config.bus(dev.bus)
             retries = dev.retries if dev.retries is not None else bus.retries
             self.pollers[dev.name] = DevicePoller(site, dev, self.arbiters[dev.bus], retries, wall_ms=wall_ms)
+        if leases is not None:
+            for name, arbiter in self.arbiters.items():
+                arbiter.owner = functools.partial(leases.held, name)
+            for poller in self.pollers.values():
+                poller.leases = leases
+            leases.listeners.append(self._lease_changed)
+
+    def _lease_changed(self, bus: str, held: bool) -> None:
+        arbiter = self.arbiters.get(bus)
+        if arbiter is not None and not held:
+            arbiter.release()
 
     async def run(self, emit: Callable[[list[Reading]], Awaitable[None] | None]) -> None:
         """Poll every device until cancelled (then every bus is closed)."""
-        log.info("modbus starting buses=%d devices=%d", len(self.arbiters), len(self.pollers))
-        async with asyncio.TaskGroup() as group:
-            for name, arbiter in self.arbiters.items():
-                group.create_task(arbiter.run(), name=f"modbus.bus[{name}]")
-            for name, poller in self.pollers.items():
-                group.create_task(poller.run(emit), name=f"modbus.poll[{name}]")
+        log.info("modbus starting buses=%d devices=%d leases=%s", len(self.arbiters), len(self.pollers),
+                 "on" if self.leases is not None else "off")
+        if self.leases is not None:
+            self.leases.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, arbiter in self.arbiters.items():
+                    group.create_task(arbiter.run(), name=f"modbus.bus[{name}]")
+                for name, poller in self.pollers.items():
+                    group.create_task(poller.run(emit), name=f"modbus.poll[{name}]")
+        finally:
+            if self.leases is not None:
+                await self.leases.stop()  # the buses go to the other hubs at once
+
+    def fields(self) -> dict[str, float]:
+        """Self-metrics for the hub's `qala_hub` snapshot: the leases' (none without leases)."""
+        return self.leases.fields() if self.leases is not None else {}
 
     async def write(self, device: str, register: str, value: float) -> float:
         """Write a setpoint ahead of the bus's polls and return the value read back from the device.

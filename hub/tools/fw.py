@@ -517,7 +517,10 @@ class _StatusWatch:
         self.topic = topic
         self.payloads: list[bytes] = []
         self.subscribed = False
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"qala-fw-{os.getpid()}")
+        # with a login, the username: mosquitto replaces the id by it anyway, and RabbitMQ lets a user have only
+        # the session queues of that id (hub.trust.rabbit)
+        client_id = user if user is not None else f"qala-fw-{os.getpid()}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         if user is not None:
             self.client.username_pw_set(user, password)
         if tls:

@@ -250,3 +250,17 @@ def test_a_killed_node_restarts_and_rejoins_by_itself(rabbit_cluster: RabbitClus
     rabbit_cluster.restart(1)
     assert sorted(rabbit_cluster.running_nodes()) == sorted(n.nodename for n in rabbit_cluster.nodes)
     boards(1, "c08").publish("telemetry", b"back").wait_for_publish(10)
+
+
+def test_qala_fw_deploy_can_watch_a_board_through_a_node(rabbit_cluster: RabbitCluster) -> None:
+    """`qala fw deploy --store` waits for the board's birth with the store's `tools` login; on RabbitMQ a user
+    may only have its own session queues, so the watcher's client id is its username (hub.tools.fw). No board
+    is reset here: the wait subscribes (else "did not accept a subscription") and then times out."""
+    from hub.tools.fw import FwError, wait_for_birth  # noqa: PLC0415
+
+    store = rabbit_cluster.store
+    assert store is not None
+    user, password = store.hub("tools")
+    with pytest.raises(FwError, match="no birth message from c12"):
+        wait_for_birth("127.0.0.1", rabbit_cluster.nodes[1].mqtt_port, SITE, "c12", 2.0, user=user,
+                       password=password, tls=True, ca_file=str(store.ca_file))

@@ -112,7 +112,7 @@ def test_a_board_declares_only_its_own_session_queues(doc: dict[str, Any]) -> No
 
 def test_the_board_client_id_is_the_firmwares() -> None:
     mqtt = {"host": "h", "port": 8883, "user": "u", "password": "p", "keepalive": 60, "tls": True,
-            "max_packet": 1024, "ca": None, "server_hostname": None}
+            "max_packet": 1024, "ca": None, "server_hostname": None, "clean": False}
     assert client_for(mqtt, SITE, "d1").client_id == rabbit.board_client_id(SITE, "d1")
 
 
