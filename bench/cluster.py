@@ -2,7 +2,7 @@
 mosquitto, end to end into InfluxDB; and a fleet of 100,000 board identities. Figures for docs/performance.md
 and docs/scale.md.
 
-    .venv/bin/python bench/cluster.py hubs                    # mosquitto, plain consumer, 1-3 hubs: ~6 min
+    .venv/bin/python bench/cluster.py hubs                    # mosquitto, plain consumer, 1-3 hubs: 2-4 min
     .venv/bin/python bench/cluster.py hubs --messages 120000 --json hubs.json
     .venv/bin/python bench/cluster.py fleet                   # 100,000 identities, 10,000 msg/s for 120 s
     .venv/bin/python bench/cluster.py fleet --own 10000 --gateways 90 --per-gateway 1000 --seconds 120

@@ -1,4 +1,4 @@
-"""bench/cluster.py, small (`hubs --small`, about 40 s): the same burst through one hub on mosquitto, the
+"""bench/cluster.py, small (`hubs --small`, about 30 s): the same burst through one hub on mosquitto, the
 cluster's plain consumer and 1 and 2 hubs on the secure cluster, every message stored (or consumed) and
 counted per board. The full runs and their figures are in docs/performance.md (City scale).
 """
