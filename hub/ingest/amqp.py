@@ -24,10 +24,15 @@ from its heartbeats, and that it died from their absence (protocols/liveness.py)
 
 Connections: the nodes of `cluster.nodes` in turn, the first that answers; TLS verified against the site CA
 (`mqtt.ca_file`) naming the node's host; the hub's broker login; AMQP heartbeats every `cluster.heartbeat`
-seconds. A lost connection starts a new generation (acknowledgements for the old one are dropped: RabbitMQ
-redelivers those messages) and a reconnect with jittered backoff, for ever.
+seconds. Two connections to that node: one only consumes and acknowledges, one only publishes, so that
+RabbitMQ's flow control or an alarm, which stop reading a publishing connection, never hold back the
+acknowledgements. Deliveries come through the consuming channel's aiormq channel (aio-pika's own transport,
+`get_underlay_channel`), without aio-pika's per-message wrapper. A lost connection starts a new generation
+(acknowledgements for the old one are dropped: RabbitMQ redelivers those messages) and a reconnect with
+jittered backoff, for ever.
 
-Imports aio-pika, hub.backoff, hub.config and hub.ingest.message; knows nothing of payloads, spool or InfluxDB.
+Imports aio-pika (and its aiormq), hub.backoff, hub.config and hub.ingest.message; knows nothing of payloads,
+spool or InfluxDB.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import logging
 import ssl
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aio_pika
 import aiormq.exceptions
@@ -48,9 +53,11 @@ from hub.backoff import Backoff
 from hub.ingest.message import Message
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Coroutine, Iterable
 
-    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+    from aiormq.abc import DeliveredMessage
+    from pamqp.commands import Basic
 
     from hub.config import ClusterConfig, MqttConfig
 
@@ -175,11 +182,11 @@ class AmqpSource:
         self._next = 0
         """Index in cluster.nodes of the node to try next."""
         self._outage_logged = False
-        self._connection: AbstractConnection | None = None
+        self._connections: list[AbstractConnection] = []
+        """The consuming connection, then the publishing one, while connected."""
         self._acker: Any = None
         """The consuming channel's aiormq channel (acks by delivery tag), None while disconnected."""
         self._exchange: AbstractExchange | None = None
-        self._consumers: list[tuple[Any, str]] = []
         self._outbox: deque[tuple[str, bytes, int]] = deque()
         """QoS 1 messages to publish, oldest first; kept across reconnects until confirmed."""
         self._sending = asyncio.Event()
@@ -294,32 +301,38 @@ class AmqpSource:
             log.info("cluster: cannot connect to %s:%d: %s", node[0], node[1], why)
 
     async def _connect(self, node: tuple[str, int], lost: asyncio.Future[str]) -> None:
+        """Two connections to the node: one that only consumes and acknowledges, one that only publishes. RabbitMQ
+        throttles or blocks a connection that publishes (flow control, a memory or disk alarm) by no longer
+        reading its socket; on a shared connection that would hold back the acknowledgements, and with them
+        every delivery (RabbitMQ's flow-control guide advises connections of their own)."""
         host, port = node
-        kwargs = connect_kwargs(self.cluster, self.login, node, self._ssl, self.login.client_id)
+
+        def closed(_sender: object, exc: BaseException | None = None) -> None:
+            if not lost.done():
+                lost.set_result(connect_failure(exc) if exc is not None else "closed")
+
         async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-            connection = self._connection = await aio_pika.connect(**kwargs)
-
-            def closed(_sender: object, exc: BaseException | None = None) -> None:
-                if not lost.done():
-                    lost.set_result(connect_failure(exc) if exc is not None else "closed")
-
-            connection.close_callbacks.add(closed)
-            consume = await connection.channel(publisher_confirms=False)
+            for role in ("consume", "publish"):
+                kwargs = connect_kwargs(self.cluster, self.login, node, self._ssl, f"{self.login.client_id} {role}")
+                connection = await aio_pika.connect(**kwargs)
+                self._connections.append(connection)
+                connection.close_callbacks.add(closed)
+            consume = await self._connections[0].channel(publisher_confirms=False)
             consume.close_callbacks.add(closed)
             await consume.set_qos(prefetch_count=self.cluster.prefetch)
-            publish = await connection.channel(publisher_confirms=True)
+            publish = await self._connections[1].channel(publisher_confirms=True)
             publish.close_callbacks.add(closed)
             self._exchange = await publish.get_exchange(EXCHANGE, ensure=False)
             await self._declare(consume)
             self.generation += 1
-            self._acker = await consume.get_underlay_channel()
+            # deliveries straight from aio-pika's AMQP channel (aiormq, public API): no IncomingMessage and no
+            # second task per message
+            self._acker = acker = await consume.get_underlay_channel()
             self.node = node
             self.connected = True
-            generation = self.generation
+            received = self._receiver(self.generation)
             for name in self.bindings:
-                queue = await consume.get_queue(name, ensure=False)
-                tag = await queue.consume(self._receiver(generation))
-                self._consumers.append((queue, tag))
+                await acker.basic_consume(name, received, no_ack=False)
             self.subscribed.set()
         log.info("cluster: connected node=%s:%d generation=%d", host, port, self.generation)
         if self._on_connect_hook is not None:
@@ -334,15 +347,16 @@ class AmqpSource:
             for key in keys:
                 await queue.bind(EXCHANGE, routing_key=key)
 
-    def _receiver(self, generation: int) -> Callable[[AbstractIncomingMessage], Any]:
+    def _receiver(self, generation: int) -> Callable[[DeliveredMessage], Coroutine[Any, Any, None]]:
         queue = self.queue
         wakeup = self.wakeup
         new = Message._make
 
-        async def received(message: AbstractIncomingMessage) -> None:
+        async def received(message: DeliveredMessage) -> None:
             if not self.intake or generation != self.generation:
                 return  # never acknowledged: RabbitMQ redelivers it after this connection
-            queue.append(new((generation, message.delivery_tag or 0, 1, topic_of(message.routing_key or ""),
+            delivery = cast("Basic.Deliver", message.delivery)  # a consumer gets Basic.Deliver frames only
+            queue.append(new((generation, delivery.delivery_tag, 1, topic_of(delivery.routing_key or ""),
                               message.body)))
             wakeup.set()
 
@@ -375,14 +389,14 @@ class AmqpSource:
         self.connected = False
         self._acker = None
         self._exchange = None
-        self._consumers.clear()
         self.node = None
         # QoS 0 messages are not kept across a reconnect
         kept = [m for m in self._outbox if m[2]]
         self._outbox.clear()
         self._outbox.extend(kept)
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 5.0)
+        connections, self._connections = self._connections, []
+        for connection in connections:
+            if not connection.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), 5.0)
 
