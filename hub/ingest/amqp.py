@@ -50,7 +50,7 @@ import aiormq.exceptions
 from aio_pika.abc import DeliveryMode
 
 from hub.backoff import Backoff
-from hub.ingest.message import Message
+from hub.ingest.message import Inbox, Message
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -146,7 +146,15 @@ async def keep_connecting(
             await asyncio.sleep(backoff.next())
 
 
-class AmqpSource:
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a connection's task (None: there is none) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class AmqpSource(Inbox):
     """The hub's broker when [cluster] is given: the same surface as hub.ingest.mqtt.MqttSource."""
 
     def __init__(
@@ -161,8 +169,7 @@ class AmqpSource:
         self.login = login
         self.site = site
         self.hub = hub
-        self.queue: deque[Message] = deque()
-        self.wakeup = asyncio.Event()
+        super().__init__()
         self.generation = 0
         self.connected = False
         self.intake = True
@@ -200,13 +207,6 @@ class AmqpSource:
         nodes = ", ".join(f"{h}:{p}" for h, p in self.cluster.nodes)
         log.info("cluster: connecting nodes=%s hub=%s tls=%s", nodes, self.hub, self._ssl is not None)
         self._task = asyncio.create_task(self._run(), name="qala-hub.cluster")
-
-    def drain(self, limit: int) -> list[Message]:
-        """Take up to `limit` received messages, oldest first; clears the wake-up flag."""
-        self.wakeup.clear()
-        queue = self.queue
-        n = min(limit, len(queue))
-        return [queue.popleft() for _ in range(n)]
 
     def ack(self, messages: Iterable[Message]) -> int:
         """Acknowledge a drained batch (everything delivered up to its last tag) of the current connection."""
@@ -250,10 +250,7 @@ class AmqpSource:
         self._stop.set()
         if self._acks:
             await asyncio.wait(set(self._acks), timeout=5.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
         await self._close()
 
     # ------------------------------------------------------------------------------- the connection

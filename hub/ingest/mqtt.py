@@ -51,7 +51,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from hub.backoff import Backoff
-from hub.ingest.message import Message
+from hub.ingest.message import Inbox, Message
 from protocols.mqtt_codec import (
     CONNACK,
     DISCONNECT_PACKET,
@@ -249,7 +249,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class MqttSource:
+class MqttSource(Inbox):
     def __init__(
         self,
         config: MqttConfig,
@@ -260,14 +260,13 @@ class MqttSource:
         """`will`: (topic, payload) the broker publishes, retained, when this connection dies."""
         self.config = config
         self.subscriptions = list(subscriptions)
-        self.queue: deque[Message] = deque()
+        super().__init__()
         self.generation = 0
         self.connected = False
         self.intake = True
         """Messages are handed over (`close_intake` ends it: later ones stay unacknowledged at the broker)."""
         self.subscribed = threading.Event()
         """Set once the broker acknowledged the subscriptions of the first connection (tests wait in a thread)."""
-        self.wakeup = asyncio.Event()
         self._on_connect_hook = on_connect
         self._will = None if will is None else (will[0], will[1], True, 1)
         # verified: CERT_REQUIRED and check_hostname against mqtt.host
@@ -291,13 +290,6 @@ class MqttSource:
         log.info("mqtt: connecting host=%s port=%d client_id=%s", self.config.host, self.config.port,
                  self.config.client_id)
         self._task = asyncio.create_task(self._run(), name="qala-hub.mqtt")
-
-    def drain(self, limit: int) -> list[Message]:
-        """Take up to `limit` received messages, oldest first; clears the wake-up flag."""
-        self.wakeup.clear()
-        queue = self.queue
-        n = min(limit, len(queue))
-        return [queue.popleft() for _ in range(n)]
 
     def ack(self, messages: Iterable[Message]) -> int:
         """Acknowledge QoS 1 messages of the current connection, in order, in one write; returns how many."""

@@ -34,7 +34,7 @@ import aio_pika
 import aiormq.exceptions
 
 from hub.backoff import Backoff
-from hub.ingest.amqp import CONNECT_TIMEOUT, connect_failure, connect_kwargs, keep_connecting
+from hub.ingest.amqp import CONNECT_TIMEOUT, cancelled, connect_failure, connect_kwargs, keep_connecting
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -216,10 +216,7 @@ class Leases:
         """Give every lease up and close the connection (the broker hands the buses over at once)."""
         self._stop.set()
         self._drop("hub stopping")
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
         await self._close()
 
     async def _run(self) -> None:

@@ -60,11 +60,11 @@ def _hub(ts: int) -> list[Reading]:
     metrics.write_latency(0.01)
     fake = SimpleNamespace(
         spool=SimpleNamespace(used_bytes=0, segments=0, fill=0.0, full=False), writer=SimpleNamespace(pending=0),
-        mqtt=SimpleNamespace(connected=True, queue=[]), registry=SimpleNamespace(devices={}),
+        broker=SimpleNamespace(connected=True, queue=[]), registry=SimpleNamespace(devices={}),
         tracker=SimpleNamespace(gaps=0, late=0, duplicates=0, reboots=0), metrics=metrics,
         config=SimpleNamespace(site=SimpleNamespace(id=SITE), mqtt=SimpleNamespace(client_id="hub-1")),
         _disk_error=None, confirms=SimpleNamespace(gaps_given_up=0),
-        alerting=SimpleNamespace(book=SimpleNamespace(open={}, suppressed=0), actions_sent=0), north=None,
+        alerting=SimpleNamespace(book=SimpleNamespace(open={}, suppressed=0), actions_sent=0), north=None, modbus=None,
         ota=SimpleNamespace(fields=lambda: {"ota_chunks": 0.0, "rollouts_running": 0.0}),
     )
     with pytest.MonkeyPatch.context() as mp:
