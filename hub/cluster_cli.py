@@ -15,7 +15,6 @@ Imports hub.argtypes; knows nothing of the hub's service.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -54,23 +53,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_cluster)
 
 
-def missing_tools() -> list[str]:
-    from simulators import fleet  # noqa: PLC0415
-
-    out = []
-    if not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
-        out.append("rabbitmq-server (Debian: apt-get install rabbitmq-server; scripts/setup installs it)")
-    if shutil.which("influxd") is None:
-        out.append("influxd (Debian: apt-get install influxdb)")
-    if shutil.which("epmd") is None:
-        out.append("epmd (Debian: apt-get install erlang-base, a dependency of rabbitmq-server)")
-    try:
-        fleet.find_micropython()
-    except fleet.FleetError as exc:
-        out.append(str(exc))
-    return out
-
-
 def _say(text: str) -> None:
     sys.stdout.write(f"qala cluster: {text}\n")
     sys.stdout.flush()
@@ -89,7 +71,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if problem is not None:
         sys.stderr.write(f"qala cluster: {problem}\n")
         return 2
-    problems = missing_tools()
+    from simulators import cluster  # noqa: PLC0415 - loads the simulators only now
+
+    problems = cluster.missing_tools()
     if problems:
         sys.stderr.write("qala cluster: cannot start, missing:\n  - " + "\n  - ".join(problems) + "\n")
         return 2
@@ -100,10 +84,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return 2
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="qala-cluster-", dir=root))
-    from simulators.cluster import ClusterSite  # noqa: PLC0415 - loads the simulators only now
     from simulators.services import ServiceError, ServiceUnavailable  # noqa: PLC0415
 
-    site = ClusterSite(folder, hubs=args.hubs)
+    site = cluster.ClusterSite(folder, hubs=args.hubs)
     try:
         return _run(site, args)
     except KeyboardInterrupt:

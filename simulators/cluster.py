@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simulators import fleet
-from simulators.services import Influxd, ServiceError, free_port, toml_text
+from simulators.services import Influxd, ServiceError, ServiceUnavailable, free_port, toml_text
 
 if TYPE_CHECKING:
     from hub.trust.store import TrustStore
@@ -50,6 +51,27 @@ FIELDS = {"air": ("air", "pm25"), "energy": ("energy", "voltage"), "water": ("wa
 """Per board kind (simulators.fleet), the measurement and a field every one of its telemetry messages carries."""
 REPO = Path(__file__).resolve().parents[1]
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def missing_tools() -> list[str]:
+    """What this machine lacks to run a cluster site, one line each naming what to install (empty: nothing)."""
+    from simulators.rabbitmq import Epmd, RabbitNode  # noqa: PLC0415 - only a cluster site needs it
+
+    problems = []
+    nowhere = Path("/nonexistent")
+    for service in (RabbitNode(nowhere, 0, nowhere, Epmd(nowhere)), Influxd(nowhere)):
+        try:
+            service.executable()
+        except ServiceUnavailable as exc:
+            problems.append(str(exc))
+    if shutil.which("epmd") is None:
+        problems.append("epmd not found on PATH: install the Debian package 'erlang-base' (a dependency of "
+                        "rabbitmq-server; scripts/setup installs it)")
+    try:
+        fleet.find_micropython()
+    except fleet.FleetError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def provision(root: Path, boards: int, hubs: int, site: str = SITE) -> TrustStore:

@@ -481,7 +481,7 @@ def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             raise Started(_where)
         monkeypatch.setattr(where, start)
     monkeypatch.setattr("simulators.city.missing_tools", list)  # the tools: not this machine's business here
-    monkeypatch.setattr("hub.cluster_cli.missing_tools", list)
+    monkeypatch.setattr("simulators.cluster.missing_tools", list)
     monkeypatch.setattr("hub.tools.bundle.find_mpy_cross", lambda: "mpy-cross")
     monkeypatch.delenv("QALA_API_CONTROL", raising=False)
 
