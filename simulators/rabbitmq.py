@@ -213,6 +213,7 @@ class RabbitNode(Service):
             "HOME": str(self.home),  # .erlang.cookie, shared by the nodes and rabbitmqctl
             "ERL_EPMD_PORT": str(self.epmd.port),
             "ERL_EPMD_ADDRESS": HOST,
+            "ERL_CRASH_DUMP": str(self.workdir / "erl_crash.dump"),  # not in the caller's folder
             "RABBITMQ_NODENAME": self.nodename,
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq.conf"),
