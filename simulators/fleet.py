@@ -13,7 +13,8 @@ Owns:
 - `LightFault`, `parse_fault` and `apply_faults`: faults the light boards can show, labelled (kind, device,
   quantity, start and end in seconds after the fleet starts): spike, drift, stuck (a flatline),
   out_of_range, silent, clock (board clock off by `size` seconds), seq_gaps (messages lost), leak (extra
-  water_flow), counter_stopped, counter_backwards; `qala sim fleet --light --fault ...` switches them on.
+  water_flow), counter_stopped, counter_backwards, consumption (a meter counting `size` times its usual use),
+  aqi_forecast (a PM2.5 episode rising by `size` ug/m3); `qala sim fleet --light --fault ...` switches them on.
 - `parse_broker` and `FleetError`: argument checks with clear messages.
 
 Trust: given a board's identity from the provisioning store (hub.trust.store.BoardIdentity) and the site CA,
@@ -221,11 +222,14 @@ class FirmwareBoard:
 
 
 FAULTS = ("spike", "drift", "stuck", "out_of_range", "silent", "clock", "seq_gaps", "leak", "counter_stopped",
-          "counter_backwards")
+          "counter_backwards", "consumption", "aqi_forecast")
 """Faults a light board can show (docs/detect.md: which detector each one is for)."""
 
-_FAULT_SIZE = {"spike": 500.0, "drift": 5.0, "clock": 600.0, "seq_gaps": 0.3, "leak": 0.3, "counter_backwards": 5.0}
-"""Default size: spike step, drift per hour, clock offset s, share of messages lost, leak m3/h, step back."""
+_FAULT_SIZE = {"spike": 500.0, "drift": 5.0, "clock": 600.0, "seq_gaps": 0.3, "leak": 0.3, "counter_backwards": 5.0,
+               "consumption": 3.0, "aqi_forecast": 80.0}
+"""Default size: spike step, drift per hour, clock offset s, share of messages lost, leak m3/h, step back,
+times the usual use (consumption), PM2.5 rise in ug/m3 (aqi_forecast: over the first half, then held)."""
+_COUNTERS = ("energy_import", "water_volume")
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,8 @@ def parse_fault(text: str) -> LightFault:
 def apply_faults(faults: list[LightFault], elapsed: float, readings: list[tuple[str, float]],
                  state: dict[str, float]) -> tuple[list[tuple[str, float]] | None, int]:
     """A light board's readings with its active faults applied: (readings or None when the message is not
-    sent, ms to add to its timestamp). `state` is the board's own (frozen values, counter offsets)."""
+    sent, ms to add to its timestamp). `state` is the board's own (frozen values, counter offsets: a counter
+    that counted more in a `consumption` fault keeps what it counted, it never goes back after it)."""
     skew = 0
     out = list(readings)
     for f in faults:
@@ -279,6 +284,10 @@ def apply_faults(faults: list[LightFault], elapsed: float, readings: list[tuple[
             if f.quantity and q != f.quantity:
                 continue
             out[i] = (q, _faulty(f, q, v, elapsed, state))
+    for i, (q, v) in enumerate(out):
+        extra = state.get("extra:" + q)
+        if extra:
+            out[i] = (q, round(v + extra, 3))
     return out, skew
 
 
@@ -293,8 +302,18 @@ def _faulty(f: LightFault, q: str, v: float, elapsed: float, state: dict[str, fl
         return -999.0
     if f.kind == "leak" and q == "water_flow":
         return round(v + f.size, 3)
-    if f.kind == "counter_backwards" and q in ("energy_import", "water_volume"):
+    if f.kind == "counter_backwards" and q in _COUNTERS:
         return round(v - f.size, 3)
+    if f.kind == "consumption" and q in _COUNTERS:  # `size` times the usual increments while it lasts
+        key = f"raw:{q}:{f.start_s:g}"
+        prev = state.get(key)
+        state[key] = v
+        if prev is not None:
+            state["extra:" + q] = state.get("extra:" + q, 0.0) + (v - prev) * (f.size - 1)
+        return v  # the extra is added by apply_faults, during and after the fault
+    if f.kind == "aqi_forecast" and q == "pm25":  # an episode: rises over the first half, then holds
+        rise = min(1.0, 2 * (elapsed - f.start_s) / (f.end_s - f.start_s))
+        return round(v + f.size * rise, 2)
     return v
 
 

@@ -70,6 +70,26 @@ def test_light_fleet_faults() -> None:
             fleet.parse_fault(bad)
 
 
+def test_light_fleet_consumption_and_aqi_episode() -> None:
+    """The two kinds a live fleet could not show before: a meter counting 3x its use (and never going back
+    after the fault), a PM2.5 episode that rises to +80 over the first half and holds."""
+    use = fleet.parse_fault("consumption:b:10:20:energy_import")
+    assert use.size == 3.0
+    state: dict[str, float] = {}
+    sent = [fleet.apply_faults([use], t, [("energy_import", 1.0 + 0.01 * t)], state)[0] for t in range(30)]
+    values = [r[0][1] for r in sent if r]
+    steps = [round(b - a, 3) for a, b in itertools.pairwise(values)]
+    assert steps[:10] == [0.01] * 10
+    assert steps[11:19] == [0.03] * 8  # three times the usual increment inside the fault
+    assert all(step > 0 for step in steps)  # the counter never runs back when the fault ends
+    assert steps[-5:] == [0.01] * 5
+    episode = fleet.parse_fault("aqi_forecast:b:0:100")
+    assert episode.size == 80.0
+    pm = [fleet.apply_faults([episode], t, [("pm25", 12.0), ("pm10", 20.0)], {})[0] for t in (0, 25, 50, 75, 120)]
+    assert [r[0] for r in pm if r] == [("pm25", 12.0), ("pm25", 52.0), ("pm25", 92.0), ("pm25", 92.0), ("pm25", 12.0)]
+    assert all(r[1] == ("pm10", 20.0) for r in pm if r)
+
+
 def test_twins_spike_drift_and_leak() -> None:
     t = pms5003.Twin({}, lambda: 0)
     normal = t.wave(14, 8)
