@@ -579,7 +579,8 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
 def detect_ab(args: argparse.Namespace) -> dict[str, list[float]]:
     """The burst rate with the stream's detectors on and off ([detect] enabled), in one stack, interleaved:
     each round runs both (on first in even rounds, off first in odd ones), each on a fresh hub process and
-    state folder taking over the same MQTT session; medians over the rounds."""
+    state folder taking over the same MQTT session; medians over the rounds, and the median of each round's
+    own on/off (which cancels the machine's drift between rounds)."""
     rates: dict[str, list[float]] = {"on": [], "off": [], "cpu_on": [], "cpu_off": []}
     with Stack(args.inflight, plain=args.plain) as stack:
         span = args.burst // BOARDS + 60  # seconds of board time one burst covers, and a margin
@@ -597,14 +598,24 @@ def detect_ab(args: argparse.Namespace) -> dict[str, list[float]]:
                     hub.stop()
                 if burst["stored"] != burst["n"]:
                     raise RuntimeError(f"round {rnd + 1} detectors {mode}: stored {burst['stored']}/{burst['n']}")
+                # counted: dropped, so that influxd compacting earlier bursts does not take the cores from the
+                # next one (it made later rounds up to 40 % slower, whichever half ran)
+                stack.influxd.drop_database(DB)
+                stack.influxd.create_database(DB)
                 rates[mode].append(burst["msg_s"])
                 rates["cpu_" + mode].append(burst["cpu_us_msg"])
                 print(f"round {rnd + 1} detectors {mode:<3}: {burst['msg_s']:8.0f} msg/s stored, "
                       f"{burst['cpu_us_msg']:.1f} us CPU/message", flush=True)
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    # each round's own on/off: the machine's drift (influxd compacting, neighbours) cancels within a round
+    pairs = sorted(a / b - 1 for a, b in zip(rates["on"], rates["off"], strict=True))
+    cpu = sorted(a - b for a, b in zip(rates["cpu_on"], rates["cpu_off"], strict=True))
     print(f"\ndetectors on / off, {args.detect_ab} rounds of a {args.burst:,}-message burst each, medians: "
           f"{on:.0f} / {off:.0f} msg/s ({on / off - 1:+.1%}); CPU per message "
-          f"{statistics.median(rates['cpu_on']):.1f} / {statistics.median(rates['cpu_off']):.1f} us")
+          f"{statistics.median(rates['cpu_on']):.1f} / {statistics.median(rates['cpu_off']):.1f} us\n"
+          f"per round, on against off: median {statistics.median(pairs):+.1%} (from {pairs[0]:+.1%} to "
+          f"{pairs[-1]:+.1%}); CPU per message {statistics.median(cpu):+.1f} us (from {cpu[0]:+.1f} to {cpu[-1]:+.1f})")
+    rates["pairs"], rates["cpu_pairs"] = pairs, cpu
     return rates
 
 
