@@ -1,8 +1,11 @@
 """The detectors in the hub's stream: `Detectors.sample` per telemetry message, `Detectors.tick` to evaluate.
 
 The ingest (hub.ingest.process) calls `sample(device, sensor, ts_ms, readings, now_ms, gap)` for every
-accepted telemetry message: the hot path. Per message it costs two dict lookups and a few comparisons;
-per reading one dict lookup, one subtraction, two or three comparisons and a store: a reading whose step
+accepted telemetry message: the hot path. Per message it costs one dict lookup (device -> the stream of its
+last message) and a few comparisons; per reading one dict lookup, one subtraction, two or three comparisons
+and a store. With thousands of boards each one's state is long gone from the caches when its next message
+comes, so what a message touches is laid out to take few cache lines: no device object, the stream's and each
+series' hot slots side by side, the step limits shared floats (docs/performance.md). A reading whose step
 is larger than its quantity allows, a counter that went backwards, a reading of quality `range` or a board
 clock ahead of the hub's leave the hot path for a rare one. Everything else is judged in `tick(now_ms)` (every
 `detect.interval` seconds), on state the hot path leaves per series: its last value. Each tick notes when
@@ -52,7 +55,7 @@ from hub.detect.defaults import COUNTER_QUANTITIES, Limits
 from protocols import aqi, catalogue
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from hub.detect.config import DetectConfig
 
@@ -103,6 +106,19 @@ FORECAST_FAST = 20.0
 (bench/detect.py: 25 missed one more episode, 15 gave two false alarms)."""
 
 
+COUNTER_DOWN = -1e-6
+"""A counter's smallest step that counts as going back."""
+_NEGATED: dict[float, float] = {}
+
+
+def _negated(x: float) -> float:
+    """-x, one float object per value: the series of a quantity share it (one object to keep in cache)."""
+    neg = _NEGATED.get(x)
+    if neg is None:
+        neg = _NEGATED[x] = -x
+    return neg
+
+
 def _median(values: list[float]) -> float:
     values = sorted(values)
     n = len(values)
@@ -118,7 +134,6 @@ class _Series:
         "backwards",
         "changed",
         "counter",
-        "down",
         "drift",
         "drift_n",
         "fc_clear",
@@ -127,7 +142,9 @@ class _Series:
         "flat_zero_ok",
         "forecast",
         "h0",
-        "last",
+        "hot_down",
+        "hot_last",
+        "hot_up",
         "lim",
         "n",
         "night_min",
@@ -144,14 +161,17 @@ class _Series:
         "spike_step",
         "stop",
         "sum",
-        "up",
         "z_n",
     )
 
     def __init__(self, q: str, lim: Limits, *, counter: bool, windowed: bool) -> None:
         self.q = q
         self.lim = lim
-        self.last = NAN
+        # What the hot path reads and writes per reading: three slots side by side in one cache line (CPython
+        # lays slots out in name order, hence the prefix); `up` and `down` are floats shared by the series of
+        # a quantity. With 1,000 boards a series is touched once per 1,000 messages, long after the caches
+        # forgot it: each further line is a miss (docs/performance.md: Ingest with the detectors).
+        self.hot_last = NAN
         self.seen = NAN  # `last` at the previous tick
         self.changed = 0
         self.sum = 0.0
@@ -159,11 +179,11 @@ class _Series:
         self.counter = counter
         step = lim.spike_step
         if counter:
-            self.up, self.down = INF, -1e-6
+            self.hot_up, self.hot_down = INF, COUNTER_DOWN
         elif step is not None:
-            self.up, self.down = step, -step
+            self.hot_up, self.hot_down = step, _negated(step)
         else:
-            self.up, self.down = INF, -INF
+            self.hot_up, self.hot_down = INF, -INF
         self.spike_step = step
         self.flat_ms = None if lim.flatline_s is None or counter else int(lim.flatline_s * 1000)
         self.flat_zero_ok = lim.flat_zero_ok
@@ -188,6 +208,15 @@ class _Series:
         self.stop = 0
         self.avg = NAN  # a counter's hourly increment, averaged over about two days
 
+    @property
+    def last(self) -> float:
+        """The last value believed (NaN: none yet)."""
+        return self.hot_last
+
+    @last.setter
+    def last(self, value: float) -> None:
+        self.hot_last = value
+
     def means(self) -> list[float]:
         """The 5-minute means of the last hour, oldest first, windows without readings left out."""
         ring = self.ring
@@ -200,10 +229,16 @@ class _Series:
 class _Stream:
     """One sensor's messages of one device."""
 
-    __slots__ = ("iv", "msgs", "msgs0", "series", "slow", "ts", "ts0", "win_ts0")
+    # last_now, minlag, msgs, sensor, series and ts, what the hot path touches, lie side by side (see _Series)
+    __slots__ = ("dev", "iv", "last_now", "minlag", "msgs", "msgs0", "sensor", "series", "slow", "ts", "ts0",
+                 "win_ts0")
 
-    def __init__(self) -> None:
+    def __init__(self, dev: _Device, sensor: str) -> None:
+        self.dev = dev
+        self.sensor = sensor
         self.series: dict[str, _Series] = {}
+        self.last_now = 0  # hub time of its last message
+        self.minlag = INF  # smallest hub time - board time in the clock window, ms
         self.ts = 0
         self.ts0 = 0  # ts at the last interval estimate
         self.msgs = 0  # messages ever (the only count the hot path keeps)
@@ -214,16 +249,14 @@ class _Stream:
 
 
 class _Device:
-    __slots__ = ("ahead", "by_q", "clock", "gaps", "gaps5", "group", "iv", "last_now", "minlag", "msgs",
-                 "msgs5", "name", "nseries", "seq", "silent", "streams", "win_ahead")
+    __slots__ = ("ahead", "by_q", "clock", "gaps", "gaps5", "group", "iv", "msgs", "msgs5", "name", "nseries",
+                 "seq", "silent", "streams", "win_ahead")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.streams: dict[str, _Stream] = {}
         self.by_q: dict[str, _Series] = {}
         self.nseries = 0
-        self.last_now = 0
-        self.minlag = INF
         self.ahead = 0  # largest lead of a board timestamp over the hub clock in the window, ms
         self.win_ahead = 0
         self.msgs = 0
@@ -235,6 +268,11 @@ class _Device:
         self.clock = 0
         self.seq = 0
         self.group = ""
+
+
+def _last_now(dev: _Device) -> int:
+    """Hub time of the device's last message (its streams keep theirs: the hot path touches no device)."""
+    return max((st.last_now for st in dev.streams.values()), default=0)
 
 
 def _local(ms: int, offset_ms: int) -> tuple[int, int]:
@@ -259,6 +297,8 @@ class Detectors:
         self._settle = int(config.settle_s * 1000)
         self._offset = int(config.utc_offset_h * 3_600_000)
         self._devices: dict[str, _Device] = {}
+        self._hot: dict[str, _Stream] = {}
+        """device -> the stream of its last message: one lookup per message while a board sends one sensor."""
         self._events: list[ev.Event] = []
         self._firing: set[tuple[str, str, str]] = set()
         self._groups: dict[str, list[str]] = {}
@@ -272,42 +312,52 @@ class Detectors:
 
     # ------------------------------------------------------------------------------------------ hot path
     def sample(  # noqa: C901 - the hot path, kept in one function on purpose (no calls per reading)
-        self, device: str, sensor: str, ts_ms: int, readings: Iterable[tuple[str, float, str]], now_ms: int,
+        self, device: str, sensor: str, ts_ms: int, readings: Sequence[tuple[str, float, str]], now_ms: int,
         gap: bool,
     ) -> None:
         """One accepted telemetry message: its board timestamp, its readings (quantity, value, quality)."""
-        dev = self._devices.get(device)
-        if dev is None:
-            dev = self._new_device(device)
-            if dev is None:
+        st = self._hot.get(device)
+        if st is None or st.sensor != sensor:
+            st = self._stream(device, sensor)
+            if st is None:
                 return
-        st = dev.streams.get(sensor)
-        if st is None:
-            st = self._new_stream(dev, sensor)
         if gap or ts_ms > now_ms + self._ahead:
-            self._odd_message(dev, ts_ms, now_ms, gap)
+            self._odd_message(st.dev, ts_ms, now_ms, gap)
         lag = now_ms - ts_ms
-        if lag < dev.minlag:  # noqa: PLR1730 - min() is a call: slower on the hot path
-            dev.minlag = lag
-        dev.last_now = now_ms
+        if lag < st.minlag:  # noqa: PLR1730 - min() is a call: slower on the hot path
+            st.minlag = lag
+        st.last_now = now_ms
         st.ts = ts_ms
         st.msgs += 1
         series = st.series
         for q, v, quality in readings:
             s = series.get(q)
             if s is None:
-                s = self._new_series(dev, st, q)
+                s = self._new_series(st.dev, st, q)
             if quality != OK:
                 if quality == RANGE:
-                    self._out_of_range(dev, s, ts_ms, v)
+                    self._out_of_range(st.dev, s, ts_ms, v)
                 continue
-            d = v - s.last
+            d = v - s.hot_last
             if d:
-                if (d > s.up or d < s.down) and self._step(dev, s, ts_ms, v, d, now_ms):
+                if (d > s.hot_up or d < s.hot_down) and self._step(st.dev, s, ts_ms, v, d, now_ms):
                     continue
-                s.last = v  # when it changed is noted by tick, as are the means (sample and hold)
+                s.hot_last = v  # when it changed is noted by tick, as are the means (sample and hold)
 
     # ------------------------------------------------------------------------------------------ rare paths
+    def _stream(self, device: str, sensor: str) -> _Stream | None:
+        """The stream of a message whose device is new or last sent another sensor (None: beyond the bound)."""
+        dev = self._devices.get(device)
+        if dev is None:
+            dev = self._new_device(device)
+            if dev is None:
+                return None
+        st = dev.streams.get(sensor)
+        if st is None:
+            st = self._new_stream(dev, sensor)
+        self._hot[device] = st
+        return st
+
     def _new_device(self, device: str) -> _Device | None:
         if len(self._devices) >= self.config.max_devices:
             if not self._full_logged:
@@ -325,9 +375,9 @@ class Detectors:
         if len(dev.streams) >= MAX_SERIES:  # a board inventing sensor names: one stream takes the rest
             st = dev.streams.get("")
             if st is None:
-                st = dev.streams[""] = _Stream()
+                st = dev.streams[""] = _Stream(dev, "")
             return st
-        st = dev.streams[sensor] = _Stream()
+        st = dev.streams[sensor] = _Stream(dev, sensor)
         return st
 
     def _new_series(self, dev: _Device, st: _Stream, q: str) -> _Series:
@@ -335,7 +385,7 @@ class Detectors:
         if lim is None or dev.nseries >= MAX_SERIES:
             lim = Limits()  # unknown quantity (or too many): kept, watched by nothing
             s = _Series(q, lim, counter=False, windowed=False)
-            s.up, s.down, s.flat_ms = INF, -INF, None
+            s.hot_up, s.hot_down, s.flat_ms = INF, -INF, None
         else:
             counter = q in COUNTER_QUANTITIES
             windowed = not counter and (lim.drift_abs is not None or lim.leak_min is not None or q == "pm25")
@@ -437,7 +487,7 @@ class Detectors:
             return False
         st = dev.streams.get(sensor)
         if st is None:
-            st = dev.streams[sensor] = _Stream()
+            st = dev.streams[sensor] = _Stream(dev, sensor)
         s = st.series.get(quantity) or self._new_series(dev, st, quantity)
         slots, slot_n = s.slots, s.slot_n
         if slots is None or slot_n is None:
@@ -495,20 +545,21 @@ class Detectors:
         on = self._on
         silent_min = cfg.silent_min_s * 1000
         for dev in self._devices.values():
+            last_now = _last_now(dev)
             if not dev.iv:  # a new board: a first estimate from its first messages, not its first 5-minute roll
                 self._interval(dev)
             if on[ev.SILENT] and dev.iv:
                 limit = max(cfg.silent_factor * dev.iv, silent_min)
-                quiet = now_ms - dev.last_now
+                quiet = now_ms - last_now
                 if not dev.silent and quiet > limit:
-                    dev.silent = dev.last_now
-                    self._fire(ev.SILENT, dev.name, "", ev.WARNING, dev.last_now,
+                    dev.silent = last_now
+                    self._fire(ev.SILENT, dev.name, "", ev.WARNING, last_now,
                                f"no message for {quiet / 1000:.0f} s (it sends every {dev.iv / 1000:.0f} s): "
                                f"power, network or firmware", {"silent_s": quiet / 1000, "interval_s": dev.iv / 1000})
-                elif dev.silent and dev.last_now > dev.silent:
+                elif dev.silent and last_now > dev.silent:
                     dev.silent = 0
-                    self._clear(ev.SILENT, dev.name, "", dev.last_now, "sends again")
-            live = now_ms - dev.last_now <= max(ROLL_MS, 2 * dev.iv)
+                    self._clear(ev.SILENT, dev.name, "", last_now, "sends again")
+            live = now_ms - last_now <= max(ROLL_MS, 2 * dev.iv)
             for st in dev.streams.values():
                 for s in st.series.values():
                     if live and s.ring is not None and s.last == s.last:
@@ -701,7 +752,7 @@ class Detectors:
         slots, slot_n = s.slots, s.slot_n
         if slots is None or slot_n is None:
             return
-        if at - dev.last_now > max(SILENT_VOID_MS, 3 * dev.iv):
+        if at - _last_now(dev) > max(SILENT_VOID_MS, 3 * dev.iv):
             s.h0 = NAN  # a silent board: its hours say nothing (silent's matter), nor does the first one after
             return
         inc = s.last - s.h0
@@ -814,14 +865,15 @@ class Detectors:
         bound = self._ahead
         window = self.config.clock_window_s * 1000
         for dev in self._devices.values():
-            minlag = dev.minlag
+            minlag = INF
             ahead = dev.ahead
             live = False
             for st in dev.streams.values():
                 if st.win_ts0 and 0 < st.ts - st.win_ts0 <= 1.5 * window:
                     live = True
                 st.win_ts0 = st.ts
-            dev.minlag = INF
+                minlag = min(minlag, st.minlag)
+                st.minlag = INF
             dev.ahead = 0
             if minlag == INF:
                 continue  # no message in the window: silent, not a clock matter
