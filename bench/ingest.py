@@ -641,6 +641,9 @@ def main() -> int:
                         help="only the burst, with detectors on and off interleaved in one stack, ROUNDS rounds")
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON too")
     args = parser.parse_args()
+    if args.profile and not Path(PYTHON).with_name("py-spy").exists():
+        parser.error(f"--profile needs py-spy next to {PYTHON} (not in the lock: {Path(PYTHON).parent}/pip install "
+                     "py-spy)")
     if args.detect_ab:
         rates = detect_ab(args)
         if args.json:
