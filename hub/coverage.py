@@ -92,19 +92,20 @@ class LastValues:
         for (device, sensor, ts), batch in batches.items():
             self.sample(device, sensor, ts, batch)
 
-    def entries(self, device: str) -> dict[str, tuple[float, int, float]]:
-        """quantity -> (last value, its ts, the interval of the sensor reporting it in ms, 0.0 if unknown)."""
-        out: dict[str, tuple[float, int, float]] = {}
+    def entries(self, device: str) -> dict[str, tuple[float, int, float, str]]:
+        """quantity -> (last value, its ts, the interval of the sensor reporting it in ms, 0.0 if unknown, its
+        quality)."""
+        out: dict[str, tuple[float, int, float, str]] = {}
         for ts, readings, every in self.devices.get(device, {}).values():
-            for quantity, value, _quality in readings:
+            for quantity, value, quality in readings:
                 old = out.get(quantity)
                 if old is None or ts > old[1]:
-                    out[quantity] = (value, ts, every)
+                    out[quantity] = (value, ts, every, quality)
         return out
 
     def last(self, device: str) -> dict[str, tuple[float, int]]:
         """quantity -> (value, ts) of the device's last readings."""
-        return {q: (v, ts) for q, (v, ts, _every) in self.entries(device).items()}
+        return {q: (v, ts) for q, (v, ts, _every, _quality) in self.entries(device).items()}
 
 
 @dataclass
@@ -176,8 +177,9 @@ def summaries(  # noqa: C901, PLR0912 - one pass over the devices, one branch pe
                 continue
             limit = factor * (configured or entry[2] or default_interval_s * 1000)
             if now_ms - entry[1] <= limit:
-                per["on_time"] += 1
-                fresh[quantity] = entry[0]
+                per["on_time"] += 1  # it reports: on time, whatever it reads
+                if entry[3] == catalogue.OK:  # an implausible reading (`range`) is no air quality nor consumption
+                    fresh[quantity] = entry[0]
         index = _aqi(fresh)
         if index is not None:
             aqis[district].append(index)

@@ -13,7 +13,7 @@ from hub.model import COVERAGE, Reading
 from hub.registry import Registry
 from hub.sinks.lineproto import encode
 from hub.trust.store import DeviceEntry
-from protocols import payloads
+from protocols import aqi, payloads
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -86,6 +86,21 @@ def test_district_documents() -> None:
     # a device never heard of falls back on the default interval
     later = summaries({"w1": Place("almaty")}, values, {}, now + 170 * S, default_interval_s=1)
     assert later[0]["on_time"] == 1  # learned 60 s x 3 = 180 s
+
+
+def test_an_implausible_reading_counts_as_reporting_but_not_as_air_quality() -> None:
+    """A PM sensor reading 5000 ug/m3 (quality `range`: an out_of_range alert) must not put its district at AQI
+    500 on the operator page and the northbound summary; it is still a device reporting on time."""
+    values = LastValues()
+    feed(values, "air-1", 10, T0, pm25=12.0)
+    values.sample("air-2", "s1", T0, [("pm25", 5000.0, "range"), ("co2", 600.0, "ok")])
+    site = {"air-1": Place(district="esil", quantities=frozenset({"pm25"})),
+            "air-2": Place(district="esil", quantities=frozenset({"pm25"}))}
+    (esil,) = summaries(site, values, {}, T0)
+    assert esil["aqi"] == float(aqi.aqi(pm25=12.0)) < 100  # air-1's 12 ug/m3 alone
+    assert esil["on_time"] == 2
+    assert esil["quantities"]["pm25"] == {"expected": 2, "on_time": 2}
+    assert values.last("air-2")["pm25"] == (5000.0, T0)  # the device view still shows what it reads
 
 
 def test_coverage_points_and_device_view() -> None:
