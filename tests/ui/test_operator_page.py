@@ -271,6 +271,7 @@ def operate(page: Page, port: int) -> None:
     assert int(esil[1]) == 2, esil  # expected: t1 and dev-0002
     assert esil[4].endswith("%"), esil
     assert int(esil[6]) >= 1, esil  # open alerts
+    assert esil[5] == "\u2014" or int(esil[5]) < 100, esil  # the AQI: dev-0002's implausible 5000 ug/m3 is not air
 
     def alert_row() -> list[str] | None:
         for row in page.rows("#alerts"):
