@@ -53,7 +53,7 @@ from hub.control import limits, rules
 from hub.control.journal import KEEP, JournalError
 from hub.control.signing import CounterError
 from hub.model import AUDIT, COMMAND, SECURITY, Reading
-from protocols import payloads, topics
+from protocols import catalogue, payloads, topics
 from protocols.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -509,6 +509,8 @@ class ControlService:
                 previous = self.last.get((r.device, r.sensor))
                 if previous is None or previous.value != r.value:
                     self.last[(r.device, r.sensor)] = limits.Last(r.value, r.ts)
+                continue
+            if r.quality != catalogue.OK:  # a faulty or implausible reading drives nothing: the rule holds
                 continue
             for rule in self._by_reading.get((r.device, r.sensor, r.field), ()):
                 value = rules.evaluate(rule, self.rule_state[rule.name], r.value, now_s)

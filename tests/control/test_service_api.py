@@ -14,12 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from hub.config import ApiConfig, ControlConfig
 from hub.control import command as lc
+from hub.control import rules
 from hub.control.api import make_app
 from hub.control.service import ControlService
 from hub.control.signing import Counter, Signer
 from hub.model import COMMAND, SECURITY, Reading
 from hub.registry import Registry
-from protocols import payloads
+from protocols import catalogue, payloads
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -243,3 +244,19 @@ async def test_http_unknown_command_and_path(client: TestClient[Any, Any]) -> No
     assert "error" in await r.json()
     r = await client.get("/v1/devices")
     assert r.status == 401
+
+
+async def test_a_rule_is_not_driven_by_an_implausible_reading(tmp_path: Path) -> None:
+    """A CO2 sensor reading 60,000 ppm (quality `range`: an out_of_range alert) or flagged `fault` must not
+    turn the fan up: the rule holds its state; a good reading past the threshold drives it as before."""
+    rule = rules.Rule(name="co2-fan", device="t1", sensor="env", quantity="co2", above=1000, below=800, hold_s=0,
+                      target_device="t1", actuator="fan1", high_value=80, low_value=20)
+    rig = Rig(tmp_path)
+    rig.control = ControlService("lab", ControlConfig(ttl=10, retries=1, ack_timeout=2), rig.registry,
+                                 publish=lambda t, p: rig.sent.append((t, p)), emit=rig.stored.extend,
+                                 clock_ms=lambda: rig.now, signer=rig.signer, rule_list=[rule])
+    for quality in (catalogue.RANGE, catalogue.FAULT):
+        rig.control.observe([Reading("air", "lab", "t1", "env", quality, "co2", 60_000.0, T0)])
+    assert rig.sent == []
+    rig.control.observe([Reading("air", "lab", "t1", "env", catalogue.OK, "co2", 1500.0, T0)])
+    assert [topic for topic, _ in rig.sent] == ["qala/lab/t1/cmd"]
