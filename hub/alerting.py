@@ -150,7 +150,7 @@ class Alerting:
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """device -> the fields GET /v1/devices adds (district, lat, lon, online, last_seen, values)."""
-        return {name: device_view(name, place, self.values.last(name)) for name, place in self._places().items()}
+        return {name: device_view(name, place, self.values.entries(name)) for name, place in self._places().items()}
 
     # ------------------------------------------------------------------------------ the loop
 

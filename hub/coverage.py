@@ -127,11 +127,14 @@ class Place:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def device_view(name: str, place: Place, last: Mapping[str, tuple[float, int]]) -> dict[str, Any]:
-    """The fields a device gets in GET /v1/devices: transport, district, lat, lon, online, last_seen, values."""
+def device_view(name: str, place: Place, last: Mapping[str, tuple[float, int, float, str]]) -> dict[str, Any]:
+    """The fields a device gets in GET /v1/devices: transport, district, lat, lon, online, last_seen, values
+    (each with its ts and quality: `range` is a reading outside its quantity's plausible range); `last` is
+    LastValues.entries."""
     return {"device": name, "transport": place.transport, "district": place.district, "lat": place.lat,
             "lon": place.lon, "online": place.online, "last_seen": place.last_seen,
-            "values": {q: {"value": v, "ts": ts} for q, (v, ts) in sorted(last.items())}}
+            "values": {q: {"value": v, "ts": ts, "quality": quality}
+                       for q, (v, ts, _every, quality) in sorted(last.items())}}
 
 
 def summaries(  # noqa: C901, PLR0912 - one pass over the devices, one branch per figure

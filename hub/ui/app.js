@@ -140,7 +140,10 @@
 
   function lastValues(device) {
     const values = device.values || {};
-    const parts = Object.keys(values).sort().map((q) => q + " " + number(values[q].value, 2));
+    const parts = Object.keys(values).sort().map((q) => {
+      const quality = values[q].quality;  // "range": outside the plausible range (an out_of_range alert)
+      return q + " " + number(values[q].value, 2) + (quality && quality !== "ok" ? " (" + quality + ")" : "");
+    });
     return parts.length ? parts.join(", ") : "—";
   }
 

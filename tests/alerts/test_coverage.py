@@ -116,10 +116,12 @@ def test_coverage_points_and_device_view() -> None:
                       ("district", "energy_kw"): 2.0, ("pm25", "expected"): 3.0, ("pm25", "on_time"): 1.0}
     first = encode(points)[0]
     assert first.startswith("qala_coverage,device=district:esil,quality=ok,sensor=district,site=astana ")
-    view = device_view("air-1", Place("esil", 51.1, 71.4, online=True, last_seen=T0), {"pm25": (12.0, T0)})
+    view = device_view("air-1", Place("esil", 51.1, 71.4, online=True, last_seen=T0),
+                       {"pm25": (12.0, T0, 10_000.0, "ok"), "pm10": (5000.0, T0, 10_000.0, "range")})
     assert view == {"device": "air-1", "transport": "mqtt", "district": "esil", "lat": 51.1, "lon": 71.4,
-                    "online": True,
-                    "last_seen": T0, "values": {"pm25": {"value": 12.0, "ts": T0}}}
+                    "online": True, "last_seen": T0,
+                    "values": {"pm10": {"value": 5000.0, "ts": T0, "quality": "range"},
+                               "pm25": {"value": 12.0, "ts": T0, "quality": "ok"}}}
 
 
 def test_the_devices_a_site_expects(tmp_path: Path) -> None:

@@ -180,7 +180,7 @@ async def test_districts_and_devices(setup: Setup, client: TestClient[Any, Any])
     assert status == 200
     (t1,) = body["devices"]  # w9, provisioned but never heard from, is counted in its district only
     assert (t1["device"], t1["district"], t1["lat"], t1["lon"], t1["online"]) == ("t1", "esil", 51.13, 71.43, True)
-    assert t1["values"] == {"pm25": {"value": 40.0, "ts": T0 - 1000}}
+    assert t1["values"] == {"pm25": {"value": 40.0, "ts": T0 - 1000, "quality": "ok"}}
     assert set(t1["actuators"]) == {"fan1", "pump"}  # what the control service lists is kept
     setup.places["w9"].last_seen = T0
     setup.alerting._cached = None  # the places are cached for a second

@@ -88,7 +88,7 @@ async def test_alerts_and_districts_on_a_real_hub(
             assert set(devices) == {"dev-0000"}  # the others never reported: counted in /v1/districts only
             d0 = devices["dev-0000"]
             assert (d0["district"], d0["lat"], d0["lon"], d0["online"]) == ("esil", 51.128, 71.43, True)
-            assert d0["values"]["pm25"] == {"value": 24.0, "ts": now}
+            assert d0["values"]["pm25"] == {"value": 24.0, "ts": now, "quality": "ok"}
 
             status, body = await call(port, "GET", "/v1/districts", token=READ)
             assert status == 200

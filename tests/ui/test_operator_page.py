@@ -288,6 +288,7 @@ def operate(page: Page, port: int) -> None:
                         "t1 and dev-0002 in the devices table")
     assert devices["t1"][1] == "esil", devices
     assert "pm25" in devices["t1"][4], devices
+    assert "pm25 5000 (range)" in devices["dev-0002"][4], devices  # what it reads, marked implausible
 
     page.click("#signout")
     sign_in(page, CONTROL)
