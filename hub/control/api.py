@@ -29,8 +29,9 @@ HTTPS with `api.tls_cert` and `api.tls_key`. Tokens are compared in constant tim
 Every answer carries `X-Content-Type-Options: nosniff` and a Content-Security-Policy that allows only this
 origin's own scripts, styles and API calls (no inline scripts, no framing, no form posts elsewhere).
 
-Imports aiohttp, hub.control.service and hub.control.throttle, hub.alerts (its errors), and hub.config for its
-types and ConfigError; the alerting loop is handed in. Reads the operator page's files (hub/ui) once, when
+Imports aiohttp, hub.control.service and hub.control.throttle, hub.alerts (its errors), hub.config for its
+types and ConfigError, and protocols.catalogue (the reading qualities the schema names); the alerting loop is
+handed in. Reads the operator page's files (hub/ui) once, when
 the app is made; knows nothing of what the page does with the API.
 """
 
@@ -53,6 +54,7 @@ from hub.config import ConfigError
 from hub.control.command import REJECTED
 from hub.control.service import ControlError
 from hub.control.throttle import Throttle, client_key
+from protocols import catalogue
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -222,7 +224,8 @@ OPENAPI: dict[str, Any] = {
                     "lon": {"type": ["number", "null"]}, "online": {"type": "boolean"},
                     "last_seen": {"type": ["integer", "null"]},
                     "values": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-                        "value": {"type": "number"}, "ts": {"type": "integer"}}}}}}}}}),
+                        "value": {"type": "number"}, "ts": {"type": "integer"},
+                        "quality": {"enum": list(catalogue.QUALITIES)}}}}}}}}}),
                 **_UNAUTHORIZED},
         }},
         "/v1/alerts": {"get": {
