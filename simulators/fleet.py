@@ -374,7 +374,7 @@ async def _light_board(
         while time.monotonic() < stop_at:
             readings: list[tuple[str, float]] = []
             for q in quantities:
-                if q in ("energy_import", "water_volume"):
+                if q in _COUNTERS:
                     total += 0.01
                     readings.append((q, round(total, 3)))
                 else:

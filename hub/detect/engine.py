@@ -171,8 +171,8 @@ class _Series:
         # lays slots out in name order, hence the prefix); `up` and `down` are floats shared by the series of
         # a quantity. With 1,000 boards a series is touched once per 1,000 messages, long after the caches
         # forgot it: each further line is a miss (docs/performance.md: Ingest with the detectors).
-        self.hot_last = NAN
-        self.seen = NAN  # `last` at the previous tick
+        self.hot_last = NAN  # the last value believed (NaN: none yet)
+        self.seen = NAN  # `hot_last` at the previous tick
         self.changed = 0
         self.sum = 0.0
         self.n = 0
@@ -207,15 +207,6 @@ class _Series:
         self.z_n = 0
         self.stop = 0
         self.avg = NAN  # a counter's hourly increment, averaged over about two days
-
-    @property
-    def last(self) -> float:
-        """The last value believed (NaN: none yet)."""
-        return self.hot_last
-
-    @last.setter
-    def last(self, value: float) -> None:
-        self.hot_last = value
 
     def means(self) -> list[float]:
         """The 5-minute means of the last hour, oldest first, windows without readings left out."""
@@ -421,10 +412,10 @@ class Detectors:
             if self._on[ev.COUNTER_BACKWARDS]:
                 if not s.backwards:
                     self._fire(ev.COUNTER_BACKWARDS, dev.name, s.q, ev.WARNING, ts_ms,
-                               f"{s.q} counter went back from {_fmt(s.last)} to {_fmt(v)}: meter reset, replaced "
-                               f"or failing", {"from": s.last, "to": v, "step": d})
+                               f"{s.q} counter went back from {_fmt(s.hot_last)} to {_fmt(v)}: meter reset, replaced "
+                               f"or failing", {"from": s.hot_last, "to": v, "step": d})
                 s.backwards = now_ms
-            s.last = v
+            s.hot_last = v
             s.changed = ts_ms
             s.h0 = NAN  # this hour's increment is void
             return True
@@ -433,7 +424,7 @@ class Detectors:
             return False
         if s.spike:
             if abs(v - s.spike_ref) <= step:  # back: believed again
-                s.last = v
+                s.hot_last = v
                 s.changed = ts_ms
                 return False
             if ts_ms - s.spike >= self._settle:  # stayed: a level shift, believed
@@ -445,11 +436,11 @@ class Detectors:
         if abs(d) <= allowed:
             return False
         s.spike = ts_ms
-        s.spike_ref = s.last
+        s.spike_ref = s.hot_last
         self._fire(ev.SPIKE, dev.name, s.q, ev.WARNING, ts_ms,
-                   f"{s.q} jumped from {_fmt(s.last)} to {_fmt(v)} {self._unit.get(s.q, '')} in one sample "
+                   f"{s.q} jumped from {_fmt(s.hot_last)} to {_fmt(v)} {self._unit.get(s.q, '')} in one sample "
                    f"(physics allows {_fmt(allowed)}): electrical noise or a failing sensor",
-                   {"from": s.last, "to": v, "step": d, "allowed": allowed})
+                   {"from": s.hot_last, "to": v, "step": d, "allowed": allowed})
         return True
 
     # ------------------------------------------------------------------------------------------ events
@@ -562,14 +553,14 @@ class Detectors:
             live = now_ms - last_now <= max(ROLL_MS, 2 * dev.iv)
             for st in dev.streams.values():
                 for s in st.series.values():
-                    if live and s.ring is not None and s.last == s.last:
-                        s.sum += s.last  # the value held at each tick: a time-weighted mean, out of the hot path
+                    if live and s.ring is not None and s.hot_last == s.hot_last:
+                        s.sum += s.hot_last  # the value held at each tick: a time-weighted mean, out of the hot path
                         s.n += 1
                     self._series_tick(dev, st, s, now_ms)
 
     def _series_tick(self, dev: _Device, st: _Stream, s: _Series, now_ms: int) -> None:
-        if s.last != s.seen:  # changed since the last tick (a value that went and came back between two
-            s.seen = s.last  # ticks is missed: harmless for hours-long conditions)
+        if s.hot_last != s.seen:  # changed since the last tick (a value that went and came back between two
+            s.seen = s.hot_last  # ticks is missed: harmless for hours-long conditions)
             s.changed = st.ts
         flat_ms = s.flat_ms
         if flat_ms is not None and self._on[ev.FLATLINE]:
@@ -577,19 +568,19 @@ class Detectors:
                 if s.changed > s.flat:
                     s.flat = 0
                     self._clear(ev.FLATLINE, dev.name, s.q, s.changed, f"{s.q} moves again")
-            elif st.ts - s.changed > flat_ms and s.changed and not (s.flat_zero_ok and s.last == 0):
+            elif st.ts - s.changed > flat_ms and s.changed and not (s.flat_zero_ok and s.hot_last == 0):
                 s.flat = st.ts
                 stuck = (st.ts - s.changed) / 3_600_000
                 self._fire(ev.FLATLINE, dev.name, s.q, ev.WARNING, s.changed,
-                           f"{s.q} stuck at {_fmt(s.last)} {self._unit.get(s.q, '')} for {stuck:.1f} h (allowed "
+                           f"{s.q} stuck at {_fmt(s.hot_last)} {self._unit.get(s.q, '')} for {stuck:.1f} h (allowed "
                            f"{flat_ms / 3_600_000:.1f} h): sensor or its fan may have failed",
-                           {"value": s.last, "duration_s": (st.ts - s.changed) / 1000, "allowed_s": flat_ms / 1000})
+                           {"value": s.hot_last, "duration_s": (st.ts - s.changed) / 1000, "allowed_s": flat_ms / 1000})
         if s.oor and st.ts - s.oor > self._settle:
             s.oor = 0
             self._clear(ev.OUT_OF_RANGE, dev.name, s.q, st.ts, f"{s.q} back in range")
-        if s.spike and st.ts - s.spike > self._settle and s.last == s.last:
+        if s.spike and st.ts - s.spike > self._settle and s.hot_last == s.hot_last:
             s.spike = 0  # the value came back (or the board stopped): over
-            self._clear(ev.SPIKE, dev.name, s.q, st.ts, f"{s.q} back to {_fmt(s.last)}")
+            self._clear(ev.SPIKE, dev.name, s.q, st.ts, f"{s.q} back to {_fmt(s.hot_last)}")
         if s.backwards and now_ms - s.backwards > BACKWARDS_CLEAR_MS and s.changed > 0:
             s.backwards = 0
             self._clear(ev.COUNTER_BACKWARDS, dev.name, s.q, st.ts, f"{s.q} counts forward again")
@@ -755,8 +746,8 @@ class Detectors:
         if at - _last_now(dev) > max(SILENT_VOID_MS, 3 * dev.iv):
             s.h0 = NAN  # a silent board: its hours say nothing (silent's matter), nor does the first one after
             return
-        inc = s.last - s.h0
-        s.h0 = s.last
+        inc = s.hot_last - s.h0
+        s.h0 = s.hot_last
         if inc != inc or inc < 0:  # noqa: PLR0124 - NaN: no value at the last hour, or stepped back
             return
         s.avg = inc if s.avg != s.avg else s.avg + (inc - s.avg) / 48
@@ -810,8 +801,9 @@ class Detectors:
                 return
         s.stop = at
         self._fire(ev.COUNTER_STOPPED, dev.name, s.q, ev.WARNING, s.changed,
-                   f"{s.q} stuck at {_fmt(s.last)} for {(at - s.changed) / 3_600_000:.1f} h in hours it always "
-                   f"moves: meter, pulse wiring or supply", {"value": s.last, "hours": (at - s.changed) / 3_600_000})
+                   f"{s.q} stuck at {_fmt(s.hot_last)} for {(at - s.changed) / 3_600_000:.1f} h in hours it always "
+                   f"moves: meter, pulse wiring or supply",
+                   {"value": s.hot_last, "hours": (at - s.changed) / 3_600_000})
 
     def _drift(self, group: str, members: list[str], at: int) -> None:
         devices = [self._devices[m] for m in members if m in self._devices]
