@@ -154,6 +154,14 @@ async def cancelled(task: asyncio.Task[None] | None) -> None:
             await task
 
 
+async def close_quietly(connection: AbstractConnection | None) -> None:
+    """Close a connection (None, or closed already: nothing to do) within 5 s; a failure to close is no news:
+    the connection is being given up."""
+    if connection is not None and not connection.is_closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 5.0)
+
+
 class AmqpSource(Inbox):
     """The hub's broker when [cluster] is given: the same surface as hub.ingest.mqtt.MqttSource."""
 
@@ -277,9 +285,7 @@ class AmqpSource(Inbox):
         try:
             why = await lost
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancelled(sender)
         await self._close()
         if not self._stop.is_set():
             log.warning("cluster: connection to %s:%d lost (%s); messages not yet acknowledged come again, to this "
@@ -393,7 +399,5 @@ class AmqpSource(Inbox):
         self._outbox.extend(kept)
         connections, self._connections = self._connections, []
         for connection in connections:
-            if not connection.is_closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(connection.close(), 5.0)
+            await close_quietly(connection)
 

@@ -34,7 +34,14 @@ import aio_pika
 import aiormq.exceptions
 
 from hub.backoff import Backoff
-from hub.ingest.amqp import CONNECT_TIMEOUT, cancelled, connect_failure, connect_kwargs, keep_connecting
+from hub.ingest.amqp import (
+    CONNECT_TIMEOUT,
+    cancelled,
+    close_quietly,
+    connect_failure,
+    connect_kwargs,
+    keep_connecting,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -357,6 +364,4 @@ class Leases:
 
     async def _close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), 5.0)
+        await close_quietly(connection)
